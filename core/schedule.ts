@@ -1,0 +1,214 @@
+/**
+ * Noise schedules of the variance-preserving family, x_t = α_t x₀ + σ_t ε with σ_t² = 1 − α_t².
+ *
+ * Every schedule is described by one increasing function B(t) = −2 log α_t = log(1 + γ_t²), its
+ * derivative B'(t) and its inverse t(B). All other quantities follow with care for float64 digits:
+ * γ = sqrt(expm1(B)) and σ = sqrt(−expm1(−B)) never form 1 − α² directly.
+ */
+
+/** A VP noise schedule: α, σ, γ = σ/α, λ = log(α/σ), the time change t(γ) and dt/dγ. */
+export interface Schedule {
+  /** A short name, e.g. "vp-linear". */
+  readonly name: string;
+  /** The JSON description this schedule was built from (round-trips through {@link scheduleFromSpec}). */
+  readonly spec: ScheduleSpec;
+  /** The default first time of sampling (largest t). */
+  readonly tMax: number;
+  /** The default last time of sampling (smallest t). */
+  readonly tMin: number;
+  /** B(t) = −2 log α_t = log(1 + γ_t²). */
+  logOnePlusGamma2(t: number): number;
+  alpha(t: number): number;
+  sigma(t: number): number;
+  /** γ_t = σ_t/α_t, the noise level of the x̄ = x/α coordinates (σ of EDM). */
+  gamma(t: number): number;
+  /** λ_t = log(α_t/σ_t) = −log γ_t, half the log signal-to-noise ratio. */
+  lambda(t: number): number;
+  /** The inverse of {@link gamma}. */
+  tFromGamma(gamma: number): number;
+  /** The inverse of {@link lambda}. */
+  tFromLambda(lambda: number): number;
+  /** dt/dγ at time t. */
+  dtDgamma(t: number): number;
+}
+
+export type ScheduleSpec =
+  | { type: "vp-linear"; beta_min?: number; beta_max?: number }
+  | { type: "vp-cosine"; s?: number; t_max?: number }
+  | {
+    type: "ddpm-discrete";
+    betas?: number[];
+    beta_start?: number;
+    beta_end?: number;
+    steps?: number;
+  };
+
+/** An invalid schedule description; `field` names the offending field. */
+export class ScheduleError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = "ScheduleError";
+  }
+}
+
+interface BFunction {
+  name: string;
+  spec: ScheduleSpec;
+  tMin: number;
+  tMax: number;
+  B(t: number): number;
+  dB(t: number): number;
+  tFromB(b: number): number;
+}
+
+function fromB(f: BFunction): Schedule {
+  const gamma = (t: number) => Math.sqrt(Math.expm1(f.B(t)));
+  return {
+    name: f.name,
+    spec: f.spec,
+    tMin: f.tMin,
+    tMax: f.tMax,
+    logOnePlusGamma2: f.B,
+    alpha: (t) => Math.exp(-0.5 * f.B(t)),
+    sigma: (t) => Math.sqrt(-Math.expm1(-f.B(t))),
+    gamma,
+    lambda: (t) => -0.5 * Math.log(Math.expm1(f.B(t))),
+    tFromGamma: (g) => f.tFromB(Math.log1p(g * g)),
+    tFromLambda: (l) => f.tFromB(Math.log1p(Math.exp(-2 * l))),
+    dtDgamma: (t) => {
+      const g = gamma(t);
+      return (2 * g) / ((1 + g * g) * f.dB(t));
+    },
+  };
+}
+
+function positive(field: string, v: unknown, fallback: number): number {
+  const x = v === undefined ? fallback : v;
+  if (typeof x !== "number" || !Number.isFinite(x) || x <= 0) {
+    throw new ScheduleError(field, `must be a positive finite number, got ${JSON.stringify(v)}`);
+  }
+  return x;
+}
+
+/**
+ * The linear VP schedule β(t) = β_min + (β_max − β_min) t, B(t) = β_min t + ½ β_d t².
+ * Defaults β_min = 0.1, β_max = 20 (GENIE.md §1).
+ */
+export function vpLinearSchedule(betaMin = 0.1, betaMax = 20): Schedule {
+  positive("beta_min", betaMin, 0.1);
+  positive("beta_max", betaMax, 20);
+  if (betaMax < betaMin) throw new ScheduleError("beta_max", "must be at least beta_min");
+  const bd = betaMax - betaMin;
+  return fromB({
+    name: "vp-linear",
+    spec: { type: "vp-linear", beta_min: betaMin, beta_max: betaMax },
+    tMin: 1e-3,
+    tMax: 1,
+    B: (t) => betaMin * t + 0.5 * bd * t * t,
+    dB: (t) => betaMin + bd * t,
+    // Root of ½β_d t² + β_min t − B = 0 in the form that avoids cancellation.
+    tFromB: (b) => (2 * b) / (betaMin + Math.sqrt(betaMin * betaMin + 2 * bd * b)),
+  });
+}
+
+/**
+ * The cosine schedule of improved DDPM, α_t = cos(π/2 (t+s)/(1+s)) / cos(π/2 s/(1+s)).
+ * α reaches 0 at t = 1, so sampling starts at t_max = 0.9946 by default.
+ */
+export function vpCosineSchedule(s = 0.008, tMax = 0.9946): Schedule {
+  positive("s", s, 0.008);
+  if (!(tMax > 0 && tMax < 1)) throw new ScheduleError("t_max", "must lie in (0, 1)");
+  const k = Math.PI / (2 * (1 + s));
+  const logCos0 = Math.log(Math.cos(k * s));
+  return fromB({
+    name: "vp-cosine",
+    spec: { type: "vp-cosine", s, t_max: tMax },
+    tMin: 1e-3,
+    tMax,
+    B: (t) => -2 * (Math.log(Math.cos(k * (t + s))) - logCos0),
+    dB: (t) => 2 * k * Math.tan(k * (t + s)),
+    tFromB: (b) => Math.acos(Math.exp(logCos0 - 0.5 * b)) / k - s,
+  });
+}
+
+/**
+ * A discrete DDPM schedule (β_1 … β_N) made continuous: t_i = i/N carries B_i = −log ᾱ_i, with
+ * B(0) = 0, and B is interpolated linearly in t between them (log-α interpolation).
+ * Without explicit betas it uses the DDPM linear betas β_start … β_end over `steps` steps.
+ */
+export function ddpmDiscreteSchedule(
+  opts: { betas?: number[]; beta_start?: number; beta_end?: number; steps?: number } = {},
+): Schedule {
+  let betas = opts.betas;
+  if (betas === undefined) {
+    const n = opts.steps ?? 1000;
+    if (!Number.isInteger(n) || n < 2) throw new ScheduleError("steps", "must be an integer ≥ 2");
+    const b0 = positive("beta_start", opts.beta_start, 1e-4);
+    const b1 = positive("beta_end", opts.beta_end, 0.02);
+    betas = Array.from({ length: n }, (_, i) => b0 + (b1 - b0) * i / (n - 1));
+  }
+  if (!Array.isArray(betas) || betas.length < 2) {
+    throw new ScheduleError("betas", "must be an array of at least 2 numbers");
+  }
+  const n = betas.length;
+  const knotsB = new Float64Array(n + 1);
+  for (let i = 0; i < n; i++) {
+    const b = betas[i];
+    if (typeof b !== "number" || !(b > 0 && b < 1)) {
+      throw new ScheduleError(`betas[${i}]`, "must be a number in (0, 1)");
+    }
+    knotsB[i + 1] = knotsB[i] - Math.log1p(-b);
+  }
+  const segment = (t: number) => Math.min(n - 1, Math.max(0, Math.floor(t * n)));
+  const slope = (i: number) => (knotsB[i + 1] - knotsB[i]) * n;
+  const spec: ScheduleSpec = { type: "ddpm-discrete", betas: [...betas] };
+  return fromB({
+    name: "ddpm-discrete",
+    spec,
+    tMin: 1e-3,
+    tMax: 1,
+    B: (t) => {
+      const i = segment(t);
+      return knotsB[i] + slope(i) * (t - i / n);
+    },
+    dB: (t) => slope(segment(t)),
+    tFromB: (b) => {
+      // Largest knot index i with knotsB[i] ≤ b, then invert the linear piece.
+      let lo = 0, hi = n - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (knotsB[mid] <= b) lo = mid;
+        else hi = mid - 1;
+      }
+      return lo / n + (b - knotsB[lo]) / slope(lo);
+    },
+  });
+}
+
+/** Builds a schedule from its JSON description, naming the offending field on error. */
+export function scheduleFromSpec(spec: unknown): Schedule {
+  if (spec === undefined) return vpLinearSchedule();
+  if (typeof spec !== "object" || spec === null) {
+    throw new ScheduleError("schedule", "must be an object with a 'type'");
+  }
+  const s = spec as Record<string, unknown>;
+  switch (s.type) {
+    case "vp-linear":
+      return vpLinearSchedule(
+        positive("schedule.beta_min", s.beta_min, 0.1),
+        positive("schedule.beta_max", s.beta_max, 20),
+      );
+    case "vp-cosine":
+      return vpCosineSchedule(
+        positive("schedule.s", s.s, 0.008),
+        positive("schedule.t_max", s.t_max, 0.9946),
+      );
+    case "ddpm-discrete":
+      return ddpmDiscreteSchedule(s as Parameters<typeof ddpmDiscreteSchedule>[0]);
+    default:
+      throw new ScheduleError(
+        "schedule.type",
+        `unknown schedule ${JSON.stringify(s.type)} (expected vp-linear, vp-cosine or ddpm-discrete)`,
+      );
+  }
+}

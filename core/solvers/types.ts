@@ -1,0 +1,82 @@
+/**
+ * Solvers are coroutines over model evaluations (ARCHITECTURE.md). A solver never calls a model: it
+ * yields {@link EvalRequest}s and receives {@link EvalResult}s. Whoever drives it decides how an
+ * evaluation happens (an analytic model, one ONNX call, or a batch merged across requests).
+ *
+ * Tensors are flat row-major arrays of `batch × dim` numbers. Solver state is kept in float64;
+ * results may come back as float32 (from a network) or float64 (from an analytic model).
+ */
+import type { Schedule } from "../schedule.ts";
+
+export type Tensor = Float32Array | Float64Array;
+
+/** What a solver asks of the model at one point. */
+export interface EvalRequest {
+  /** Points in VP x-space (x = α_t x̄), `batch × dim`. */
+  x: Float64Array;
+  /** Per-sample times, length `batch`. */
+  t: Float64Array;
+  /**
+   * "eps": ε_θ(x, t) only. "eps+deriv": ε and a derivative:
+   * - without `tangent`, the model's own estimate of the total derivative dε/dγ along its
+   *   probability-flow ODE (the distilled head, or the closed form of an analytic model);
+   * - with `tangent`, the directional derivative (∂ε/∂x)·tangent.x + (∂ε/∂t)·tangent.t (a JVP).
+   */
+  want: "eps" | "eps+deriv";
+  tangent?: { x: Float64Array; t: Float64Array };
+  /** Class labels per sample (set by the guidance wrapper; models without classes ignore it). */
+  classes?: Int32Array;
+  /** Index of the solver step this evaluation belongs to (0-based) and the number of steps. */
+  step: number;
+  steps: number;
+}
+
+export interface EvalResult {
+  eps: Tensor;
+  deriv?: Tensor;
+}
+
+/** A running solver: yields evaluation requests and returns the final x (VP scale) or x̂₀. */
+export type SolverRun = Generator<EvalRequest, Float64Array, EvalResult>;
+
+export const DERIVATIVE_SOURCES = ["head", "jvp", "fd", "exact"] as const;
+/** Where GENIE's second-order term k ≈ dε/dγ comes from (GENIE.md §3). */
+export type DerivativeSource = typeof DERIVATIVE_SOURCES[number];
+
+/** Everything a solver needs to integrate the ODE over a grid. */
+export interface SolveInput {
+  schedule: Schedule;
+  /** Times t_0 … t_N; decreasing for sampling, increasing for encoding. */
+  grid: Float64Array;
+  /** x at grid[0] in VP scale, `batch × dim` (not modified). */
+  x: Float64Array;
+  batch: number;
+  dim: number;
+  /** Analytical first step: ε(x_T, t_max) := x_T (sampling only). */
+  afs?: boolean;
+  /** Final denoising x̂₀ = x̄_N − γ_N ε(x_N, t_N) (+1 NFE; sampling only). */
+  denoise?: boolean;
+  /** GENIE's derivative source (default "head"). */
+  derivative?: DerivativeSource;
+  /**
+   * Send JVP requests along the solver's own tangent even for sources that could answer without one
+   * ("exact"), so that a guidance wrapper obtains the exact guided derivative. Default false.
+   */
+  tangentDerivative?: boolean;
+  /** Order of solvers that have several (unipc predictor 1–3, ipndm 1–4). */
+  order?: number;
+  /** UniPC's B(h): "bh1" or "bh2". */
+  variant?: "bh1" | "bh2";
+  /** Lower the order of the final steps when there are fewer than 15 steps (default true). */
+  lowerOrderFinal?: boolean;
+}
+
+export type SolverFn = (input: SolveInput) => SolverRun;
+
+/** A solver rejected its options; `field` names the offending one. */
+export class SolverError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = "SolverError";
+  }
+}
