@@ -119,15 +119,27 @@ export function vpCosineSchedule(s = 0.008, tMax = 0.9946): Schedule {
   positive("s", s, 0.008);
   if (!(tMax > 0 && tMax < 1)) throw new ScheduleError("t_max", "must lie in (0, 1)");
   const k = Math.PI / (2 * (1 + s));
-  const logCos0 = Math.log(Math.cos(k * s));
+  const cosA = Math.cos(k * s), sinA = Math.sin(k * s), tanA = Math.tan(k * s);
+  const logCos0 = Math.log(cosA);
   return fromB({
     name: "vp-cosine",
     spec: { type: "vp-cosine", s, t_max: tMax },
     tMin: 1e-3,
     tMax,
-    B: (t) => -2 * (Math.log(Math.cos(k * (t + s))) - logCos0),
+    // B = −2 log r, r = α_t = cos(k(t+s))/cos(ks). For small t, 1 − r = 2 sin²(kt/2) + tan(ks) sin(kt)
+    // keeps the digits that log cos(k(t+s)) − log cos(ks) cancels.
+    B: (t) => {
+      const m = 2 * Math.sin(0.5 * k * t) ** 2 + tanA * Math.sin(k * t);
+      return m < 0.5 ? -2 * Math.log1p(-m) : -2 * (Math.log(Math.cos(k * (t + s))) - logCos0);
+    },
     dB: (t) => 2 * k * Math.tan(k * (t + s)),
-    tFromB: (b) => Math.acos(Math.exp(logCos0 - 0.5 * b)) / k - s,
+    // kt = atan2(sin kt, cos kt) from r = e^{−B/2} and 1 − r² = −expm1(−B), all terms positive:
+    // sin kt = (1 − r²) cos ks / (S + r sin ks), cos kt = r cos² ks + S sin ks, S = sin k(t+s).
+    tFromB: (b) => {
+      const r = Math.exp(-0.5 * b), q = -Math.expm1(-b);
+      const S = Math.sqrt(sinA * sinA + q * cosA * cosA);
+      return Math.atan2((q * cosA) / (S + r * sinA), r * cosA * cosA + S * sinA) / k;
+    },
   });
 }
 
@@ -192,23 +204,31 @@ export function scheduleFromSpec(spec: unknown): Schedule {
     throw new ScheduleError("schedule", "must be an object with a 'type'");
   }
   const s = spec as Record<string, unknown>;
-  switch (s.type) {
-    case "vp-linear":
-      return vpLinearSchedule(
-        positive("schedule.beta_min", s.beta_min, 0.1),
-        positive("schedule.beta_max", s.beta_max, 20),
-      );
-    case "vp-cosine":
-      return vpCosineSchedule(
-        positive("schedule.s", s.s, 0.008),
-        positive("schedule.t_max", s.t_max, 0.9946),
-      );
-    case "ddpm-discrete":
-      return ddpmDiscreteSchedule(s as Parameters<typeof ddpmDiscreteSchedule>[0]);
-    default:
-      throw new ScheduleError(
-        "schedule.type",
-        `unknown schedule ${JSON.stringify(s.type)} (expected vp-linear, vp-cosine or ddpm-discrete)`,
-      );
+  try {
+    switch (s.type) {
+      case "vp-linear":
+        return vpLinearSchedule(
+          positive("schedule.beta_min", s.beta_min, 0.1),
+          positive("schedule.beta_max", s.beta_max, 20),
+        );
+      case "vp-cosine":
+        return vpCosineSchedule(
+          positive("schedule.s", s.s, 0.008),
+          positive("schedule.t_max", s.t_max, 0.9946),
+        );
+      case "ddpm-discrete":
+        return ddpmDiscreteSchedule(s as Parameters<typeof ddpmDiscreteSchedule>[0]);
+      default:
+        throw new ScheduleError(
+          "schedule.type",
+          `unknown schedule ${JSON.stringify(s.type)} (expected vp-linear, vp-cosine or ddpm-discrete)`,
+        );
+    }
+  } catch (e) {
+    // The constructors name their own parameters; from a spec they are fields of `schedule`.
+    if (e instanceof ScheduleError && !e.field.startsWith("schedule")) {
+      throw new ScheduleError(`schedule.${e.field}`, e.message.slice(e.field.length + 2));
+    }
+    throw e;
   }
 }

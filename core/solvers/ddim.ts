@@ -1,9 +1,12 @@
 /** DDIM: Euler's method on dx̄/dγ = ε (GENIE.md §3, TTM1). One evaluation per step. */
 import { evalEps, finish, toBar, validateInput } from "./common.ts";
+import { fixedOrder, noVariant } from "./multistep.ts";
 import type { SolveInput, SolverRun, Tensor } from "./types.ts";
 
 export function* ddim(input: SolveInput): SolverRun {
   validateInput(input);
+  fixedOrder(input, "ddim", 1);
+  noVariant(input, "ddim");
   const { schedule, grid } = input;
   const xbar = toBar(input.x, schedule.alpha(grid[0]));
   for (let n = 0; n < grid.length - 1; n++) {

@@ -7,12 +7,15 @@
  * along the ODE's tangent ("jvp"), or from a finite difference of ε along the ODE ("fd").
  */
 import { evalEps, finish, request, toBar, validateInput } from "./common.ts";
+import { fixedOrder, noVariant } from "./multistep.ts";
 import type { EvalRequest, EvalResult, SolveInput, SolverRun, Tensor } from "./types.ts";
 import { SolverError } from "./types.ts";
 import type { Schedule } from "../schedule.ts";
 
 export function* genie(input: SolveInput): SolverRun {
   validateInput(input);
+  fixedOrder(input, "genie", 2);
+  noVariant(input, "genie");
   const source = input.derivative ?? "head";
   if (!["head", "jvp", "fd", "exact"].includes(source)) {
     throw new SolverError("derivative", `unknown derivative source ${JSON.stringify(source)}`);

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertStrictEquals, assertThrows, test } from "../testing.ts";
-import { decodeNpy, encodeNpy, npyHeader, NpyError } from "../../core/npy.ts";
+import { decodeNpy, encodeNpy, NpyError, npyHeader } from "../../core/npy.ts";
 
 const latin1 = (b: Uint8Array) => Array.from(b, (c) => String.fromCharCode(c)).join("");
 
@@ -22,12 +22,13 @@ function rawNpy(header: string, data: Uint8Array, version: [number, number] = [1
 test("npy header is byte-exact for a (2, 3) float32 array", () => {
   const h = npyHeader([2, 3]);
   const dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
-  // 10 preamble bytes + dict + spaces + "\n" = 64.
-  const expected = "\x93NUMPY\x01\x00" + String.fromCharCode(54, 0) + dict + " ".repeat(64 - 10 - dict.length - 1) +
-    "\n";
-  assertStrictEquals(h.length, 64);
+  // 10 preamble bytes + 59-byte dict + 58 spaces + "\n" = 128 (the next multiple of 64), so the
+  // header length field is 118 = 0x76 (this is also exactly what numpy writes).
+  assertStrictEquals(dict.length, 59);
+  const expected = "\x93NUMPY\x01\x00\x76\x00" + dict + " ".repeat(58) + "\n";
+  assertStrictEquals(h.length, 128);
   assertStrictEquals(latin1(h), expected);
-  assertEquals(Array.from(h.subarray(0, 10)), [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, 54, 0]);
+  assertEquals(Array.from(h.subarray(0, 10)), [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, 118, 0]);
 });
 
 test("npy header: 1-d and scalar shapes use Python tuple syntax; length is a multiple of 64", () => {
@@ -44,7 +45,7 @@ test("npy header: 1-d and scalar shapes use Python tuple syntax; length is a mul
 test("npy round trip keeps shape and float32 values", () => {
   const data = Float32Array.from({ length: 24 }, (_, i) => (i - 11.5) / 7);
   const bytes = encodeNpy(data, [2, 3, 4]);
-  assertStrictEquals(bytes.length, 64 + 24 * 4);
+  assertStrictEquals(bytes.length, 128 + 24 * 4);
   const back = decodeNpy(bytes);
   assertEquals(back.shape, [2, 3, 4]);
   assertStrictEquals(back.dtype, "<f4");
@@ -54,7 +55,8 @@ test("npy round trip keeps shape and float32 values", () => {
 
 test("npy data is little-endian float32 after the header", () => {
   const bytes = encodeNpy([1, -2.5], [2]);
-  const dv = new DataView(bytes.buffer, 64);
+  assertStrictEquals(bytes.length, 128 + 8);
+  const dv = new DataView(bytes.buffer, 128);
   assertStrictEquals(dv.getFloat32(0, true), 1);
   assertStrictEquals(dv.getFloat32(4, true), -2.5);
 });

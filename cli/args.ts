@@ -1,0 +1,362 @@
+/**
+ * Strict flag parsing for `deno task sample` and `deno task encode` (CONTRACTS.md §1). Every problem
+ * is a {@link UsageError} whose one-line message starts with the flag it is about.
+ */
+import { GRID_KINDS, type GridKind } from "../core/grid.ts";
+import { DERIVATIVE_SOURCES, type DerivativeSource } from "../core/solvers/types.ts";
+
+/** A bad command line; `flag` names the offending flag (e.g. "--steps"). */
+export class UsageError extends Error {
+  constructor(readonly flag: string, message: string) {
+    super(`${flag}: ${message}`);
+    this.name = "UsageError";
+  }
+}
+
+export const OUTPUT_EXTENSIONS = [".npy", ".png", ".msgpack"] as const;
+export const VARIANTS = ["bh1", "bh2"] as const;
+export type Variant = typeof VARIANTS[number];
+
+/** Flags shared by both commands: the model, the solver and its grid. */
+export interface SolveArgs {
+  model: string;
+  solver: string;
+  steps?: number;
+  nfe?: number;
+  grid?: GridKind;
+  rho?: number;
+  tMin?: number;
+  tMax?: number;
+  genieDerivative?: DerivativeSource;
+  order?: number;
+  variant?: Variant;
+  class?: number;
+  guidance?: number;
+  out?: string;
+  json: boolean;
+}
+
+export interface SampleArgs extends SolveArgs {
+  afs: boolean;
+  denoise: boolean;
+  n: number;
+  seed: number;
+  latents?: string;
+}
+
+export interface EncodeArgs extends SolveArgs {
+  images: string;
+  out: string;
+}
+
+/** What `--help` asks for instead of a run. */
+export interface HelpRequest {
+  help: true;
+}
+
+type Kind = "string" | "int" | "number" | "bool";
+
+interface FlagSpec {
+  flag: string;
+  key: string;
+  kind: Kind;
+  /** Allowed values of a string flag. */
+  values?: readonly string[];
+  min?: number;
+  max?: number;
+  /** Strictly greater than `min`. */
+  positive?: boolean;
+}
+
+const SOLVE_FLAGS: FlagSpec[] = [
+  { flag: "--model", key: "model", kind: "string" },
+  { flag: "--solver", key: "solver", kind: "string" },
+  { flag: "--steps", key: "steps", kind: "int", min: 1 },
+  { flag: "--nfe", key: "nfe", kind: "int", min: 1 },
+  { flag: "--grid", key: "grid", kind: "string", values: GRID_KINDS },
+  { flag: "--rho", key: "rho", kind: "number", min: 0, positive: true },
+  { flag: "--t-min", key: "tMin", kind: "number", min: 0, positive: true },
+  { flag: "--t-max", key: "tMax", kind: "number", min: 0, positive: true },
+  { flag: "--genie-derivative", key: "genieDerivative", kind: "string", values: DERIVATIVE_SOURCES },
+  { flag: "--order", key: "order", kind: "int", min: 1 },
+  { flag: "--variant", key: "variant", kind: "string", values: VARIANTS },
+  { flag: "--class", key: "class", kind: "int", min: 0 },
+  { flag: "--guidance", key: "guidance", kind: "number" },
+  { flag: "--out", key: "out", kind: "string" },
+  { flag: "--json", key: "json", kind: "bool" },
+];
+
+const SAMPLE_FLAGS: FlagSpec[] = [
+  ...SOLVE_FLAGS,
+  { flag: "--afs", key: "afs", kind: "bool" },
+  { flag: "--denoise", key: "denoise", kind: "bool" },
+  { flag: "--n", key: "n", kind: "int", min: 1, max: 1_000_000 },
+  { flag: "--seed", key: "seed", kind: "int", min: 0, max: 0xffffffff },
+  { flag: "--latents", key: "latents", kind: "string" },
+];
+
+const ENCODE_FLAGS: FlagSpec[] = [
+  ...SOLVE_FLAGS,
+  { flag: "--images", key: "images", kind: "string" },
+];
+
+const INT_RE = /^[+-]?\d+$/;
+const NUMBER_RE = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+function parseValue(spec: FlagSpec, raw: string): string | number | boolean {
+  const { flag } = spec;
+  if (spec.kind === "bool") {
+    if (raw === "true") return true;
+    if (raw === "false") return false;
+    throw new UsageError(flag, `takes no value (or =true/=false), got ${JSON.stringify(raw)}`);
+  }
+  if (spec.kind === "string") {
+    if (raw === "") throw new UsageError(flag, "needs a non-empty value");
+    if (spec.values && !spec.values.includes(raw)) {
+      throw new UsageError(flag, `must be one of ${spec.values.join(", ")}, got ${JSON.stringify(raw)}`);
+    }
+    return raw;
+  }
+  const isInt = spec.kind === "int";
+  if (!(isInt ? INT_RE : NUMBER_RE).test(raw)) {
+    throw new UsageError(flag, `expected ${isInt ? "an integer" : "a number"}, got ${JSON.stringify(raw)}`);
+  }
+  const v = Number(raw);
+  if (!Number.isFinite(v) || (isInt && !Number.isSafeInteger(v))) {
+    throw new UsageError(flag, `number out of range: ${raw}`);
+  }
+  if (spec.min !== undefined && (spec.positive ? v <= spec.min : v < spec.min)) {
+    throw new UsageError(flag, `must be ${spec.positive ? ">" : "≥"} ${spec.min}, got ${raw}`);
+  }
+  if (spec.max !== undefined && v > spec.max) throw new UsageError(flag, `must be ≤ ${spec.max}, got ${raw}`);
+  return v;
+}
+
+/** Reads `--flag value`, `--flag=value` and bare boolean flags; rejects unknown, repeated and positional ones. */
+function parseFlags(argv: readonly string[], specs: FlagSpec[]): Record<string, unknown> | HelpRequest {
+  const out: Record<string, unknown> = {};
+  const seen = new Set<string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--help" || arg === "-h") return { help: true };
+    if (!arg.startsWith("--")) {
+      throw new UsageError(arg, "unexpected argument (flags start with --; see --help)");
+    }
+    const eq = arg.indexOf("=");
+    const flag = eq < 0 ? arg : arg.slice(0, eq);
+    const spec = specs.find((s) => s.flag === flag);
+    if (!spec) throw new UsageError(flag, "unknown flag (see --help)");
+    if (seen.has(flag)) throw new UsageError(flag, "given more than once");
+    seen.add(flag);
+    let raw: string;
+    if (eq >= 0) raw = arg.slice(eq + 1);
+    else if (spec.kind === "bool") raw = "true";
+    else {
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith("--")) throw new UsageError(flag, "missing value");
+      raw = next;
+      i++;
+    }
+    out[spec.key] = parseValue(spec, raw);
+  }
+  return out;
+}
+
+function extension(path: string): string {
+  const m = /\.[^./\\]+$/.exec(path);
+  return m ? m[0].toLowerCase() : "";
+}
+
+/** Checks that do not need the model: required flags and flags that exclude each other. */
+function checkSolve(a: Record<string, unknown>): void {
+  if (a.model === undefined) throw new UsageError("--model", "is required (a model name or gmm:SPEC.json)");
+  if (a.solver === undefined) throw new UsageError("--solver", "is required (see --help for the list)");
+  if (a.steps !== undefined && a.nfe !== undefined) {
+    throw new UsageError("--nfe", "cannot be combined with --steps (give one of them)");
+  }
+  if (a.genieDerivative !== undefined && a.solver !== "genie") {
+    throw new UsageError("--genie-derivative", `only applies to --solver genie, not ${a.solver}`);
+  }
+  if (a.rho !== undefined && (a.grid === "uniform" || a.grid === "logsnr")) {
+    throw new UsageError("--rho", `has no effect on the ${a.grid} grid`);
+  }
+  if (a.guidance !== undefined && a.class === undefined) {
+    throw new UsageError("--guidance", "needs --class (guidance steers towards a class)");
+  }
+  if (a.tMin !== undefined && a.tMax !== undefined && !((a.tMax as number) > (a.tMin as number))) {
+    throw new UsageError("--t-max", `must exceed --t-min (${a.tMin}), got ${a.tMax}`);
+  }
+  a.json = a.json === true;
+}
+
+/** Parses the flags of `deno task sample`. */
+export function parseSampleArgs(argv: readonly string[]): SampleArgs | HelpRequest {
+  const a = parseFlags(argv, SAMPLE_FLAGS);
+  if ("help" in a) return a as HelpRequest;
+  checkSolve(a);
+  if (a.out !== undefined) {
+    const ext = extension(a.out as string);
+    if (!(OUTPUT_EXTENSIONS as readonly string[]).includes(ext)) {
+      throw new UsageError(
+        "--out",
+        `must end in ${OUTPUT_EXTENSIONS.join(", ")}, got ${JSON.stringify(a.out)}`,
+      );
+    }
+  }
+  if (a.latents !== undefined && extension(a.latents as string) !== ".npy") {
+    throw new UsageError("--latents", `must be a .npy file, got ${JSON.stringify(a.latents)}`);
+  }
+  return { afs: false, denoise: false, n: 1, seed: 0, ...a } as unknown as SampleArgs;
+}
+
+/** Parses the flags of `deno task encode`. */
+export function parseEncodeArgs(argv: readonly string[]): EncodeArgs | HelpRequest {
+  const a = parseFlags(argv, ENCODE_FLAGS);
+  if ("help" in a) return a as HelpRequest;
+  checkSolve(a);
+  if (a.steps === undefined && a.nfe === undefined) throw new UsageError("--steps", "is required (or --nfe)");
+  if (a.images === undefined) throw new UsageError("--images", "is required (an IN.npy of images)");
+  if (extension(a.images as string) !== ".npy") {
+    throw new UsageError("--images", `must be a .npy file, got ${JSON.stringify(a.images)}`);
+  }
+  if (a.out === undefined) throw new UsageError("--out", "is required (LATENTS.npy or LATENTS.msgpack)");
+  const ext = extension(a.out as string);
+  if (ext !== ".npy" && ext !== ".msgpack") {
+    throw new UsageError("--out", `must end in .npy or .msgpack, got ${JSON.stringify(a.out)}`);
+  }
+  return a as unknown as EncodeArgs;
+}
+
+/** Defaults applied when a flag is absent, shown in the help texts. */
+export const DEFAULTS = {
+  nfe: 10,
+  n: 1,
+  seed: 0,
+} as const;
+
+/** What the help texts show of a solver (a subset of the registry's SolverInfo). */
+export interface SolverHelp {
+  name: string;
+  summary: string;
+  grid: { kind: string; rho?: number };
+  orders?: { min: number; max: number; default: number };
+}
+
+/** One line per solver: name, default grid and orders, then its summary. */
+function solverTable(solvers: readonly SolverHelp[]): string {
+  return solvers.map((s) => {
+    const grid = `grid ${s.grid.kind}${s.grid.rho === undefined ? "" : ` ρ=${s.grid.rho}`}`;
+    const order = s.orders ? `; --order ${s.orders.min}–${s.orders.max}, default ${s.orders.default}` : "";
+    const variant = s.name === "unipc" ? "; --variant bh1|bh2, default bh1" : "";
+    return `    ${s.name.padEnd(10)} ${grid}${order}${variant}\n${" ".repeat(15)}${s.summary}`;
+  }).join("\n");
+}
+
+function solveHelp(solvers: readonly SolverHelp[]): string {
+  return `  --model NAME|gmm:SPEC.json  (required) a named model, or an analytic Gaussian mixture
+                              {"weights","means","stds","schedule"?,"labels"?,"classes"?,"shape"?};
+                              "shape" is an optional per-sample shape such as [C,H,W] whose
+                              product is the length of a mean (default [D])
+  --solver S                  (required) one of ${solvers.map((s) => s.name).join(", ")}
+  --steps N                   N steps: the grid has N+1 points from t_max to t_min
+  --nfe N                     choose the steps so that exactly N evaluations are used
+                              (an error if impossible; excludes --steps)
+  --grid KIND                 ${GRID_KINDS.join("|")} (default: the solver's grid, below)
+  --rho R                     exponent of power grids (default 2) and of edm (default 7); the
+                              quadratic grid is ρ = 2, so --rho without --grid turns a default
+                              quadratic grid into the power grid with that ρ
+  --t-min T                   last time of the grid (default: the schedule's, 1e-3)
+  --t-max T                   first time of the grid (default: the schedule's, 1 for vp-linear)
+  --genie-derivative SRC      GENIE's dε/dγ: head|jvp|fd|exact (default: head when the model has a
+                              derivative head, else jvp; analytic gmm models answer jvp exactly
+                              and also offer exact, the closed form)
+  --order K                   order of solvers that have several (default: the solver's, below)
+  --variant V                 UniPC's B(h): bh1|bh2 (default bh1)
+  --class C                   class label of a class-conditional model (0-based)
+  --guidance W                classifier-free guidance ε̃ = (1+w) ε_c − w ε_u with scale W
+                              (needs --class; default 0, no guidance)`;
+}
+
+const COMMON_TAIL = `  --json                      print one JSON summary line on stdout
+                              {"solver","steps","nfe","seconds","n","shape","model",…}
+  -h, --help                  show this help`;
+
+function solverNotes(solvers: readonly SolverHelp[]): string {
+  return `Solvers (default grid and orders):
+${solverTable(solvers)}
+Multistep solvers warm up with lower orders from the first step; with fewer than 15 steps they
+also lower the order of their final steps; with 15 or more every later step runs at full order.`;
+}
+
+/** The `deno task sample --help` text, listing the registered solvers. */
+export function sampleHelp(solvers: readonly SolverHelp[]): string {
+  return `Usage: deno task sample --model NAME|gmm:SPEC.json --solver S [--steps N | --nfe N] [options]
+
+Samples from a diffusion model by solving its probability-flow ODE, in-process.
+
+${solveHelp(solvers)}
+  --afs                       analytical first step ε(x_T) := x_T: one evaluation fewer (default off)
+  --denoise                   final denoising step to γ = 0: one evaluation more (default off)
+  --n COUNT                   number of samples (default ${DEFAULTS.n})
+  --seed S                    seed in 0…2^32−1 (default ${DEFAULTS.seed}); sample i starts from the
+                              noise of (seed, i), whatever the number of samples
+  --latents IN.npy            x at t_max (VP scale), shape [n, …sample shape]; overrides --seed, --n
+  --out OUT.npy|OUT.png|OUT.msgpack
+                              write the samples [n, …sample shape]: .npy (float32, C order),
+                              .png (one grid of all samples; image shapes [C,H,W], C = 1 or 3),
+                              .msgpack ({shape, dtype: "float32", data: float32 LE bytes})
+                              (default: write nothing)
+${COMMON_TAIL}
+
+Without --steps or --nfe: --nfe ${DEFAULTS.nfe}.
+
+${solverNotes(solvers)}
+
+Exit status: 0 on success, 2 on bad arguments (one line on stderr naming the flag), 1 otherwise.
+`;
+}
+
+/** The `deno task encode --help` text, listing the registered solvers. */
+export function encodeHelp(solvers: readonly SolverHelp[]): string {
+  return `Usage: deno task encode --model NAME|gmm:SPEC.json --solver S --steps N --images IN.npy --out LATENTS.npy [options]
+
+Encodes data into latents by solving the probability-flow ODE forwards from t_min to t_max on the
+sampling grid reversed (no AFS, no denoising). The data are taken as x at t_min; decoding with
+\`deno task sample --latents\` and the same solver and grid returns them up to the solver's error.
+
+${solveHelp(solvers)}
+  --images IN.npy             (required) the data, shape [n, …sample shape], in model space
+  --out LATENTS.npy|LATENTS.msgpack
+                              (required) where to write the latents x at t_max
+${COMMON_TAIL}
+
+One of --steps or --nfe is required.
+
+${solverNotes(solvers)}
+
+Exit status: 0 on success, 2 on bad arguments (one line on stderr naming the flag), 1 otherwise.
+`;
+}
+
+/** Collapses a message to one line for stderr. */
+function oneLine(message: string): string {
+  return message.replace(/\s*\n\s*/g, " ").trim();
+}
+
+/**
+ * Runs a command body and maps its outcome to the exit status of CONTRACTS.md §1: 0 on success, 2 on
+ * a {@link UsageError} (one line on stderr naming the flag), 1 on any other failure.
+ */
+export async function withExitCode(body: () => Promise<void>): Promise<number> {
+  try {
+    await body();
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${oneLine(e.message)}`);
+      return 2;
+    }
+    console.error(`error: ${oneLine(e instanceof Error ? e.message : String(e))}`);
+    return 1;
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * `deno task encode`: maps data to latents by integrating the probability-flow ODE forwards
+ * (CONTRACTS.md §1). Decoding the latents with `deno task sample --latents` on the same grid
+ * returns the data up to the solver's error.
+ *
+ *     deno task encode --model gmm:spec.json --solver genie --steps 20 --images x.npy --out z.npy --json
+ */
+import { encodeHelp, parseEncodeArgs, withExitCode } from "./args.ts";
+import { resolveModel } from "./models.ts";
+import { checkOutput, readNpy, writeOutput } from "./output.ts";
+import { encodeOnce, summary } from "./run.ts";
+import { getSolver, solverNames } from "../core/solvers/registry.ts";
+
+/** Runs the command on its arguments and returns the exit status. */
+export async function main(argv: readonly string[]): Promise<number> {
+  return await withExitCode(async () => {
+    const args = parseEncodeArgs(argv);
+    if ("help" in args) {
+      console.log(encodeHelp(solverNames().map(getSolver)));
+      return;
+    }
+    const model = await resolveModel(args.model);
+    try {
+      checkOutput(args.out, model.shape);
+      const images = await readNpy(args.images, "--images");
+      const result = await encodeOnce(model, {
+        solver: args.solver,
+        steps: args.steps,
+        nfe: args.nfe,
+        grid: args.grid,
+        rho: args.rho,
+        tMin: args.tMin,
+        tMax: args.tMax,
+        derivative: args.genieDerivative,
+        order: args.order,
+        variant: args.variant,
+        class: args.class,
+        guidance: args.guidance,
+        images,
+      });
+      await writeOutput(args.out, result.data, result.shape);
+      const line = summary(model, result, {
+        images: args.images,
+        class: args.class,
+        guidance: args.guidance,
+        out: args.out,
+      });
+      if (args.json) console.log(JSON.stringify(line));
+      else {
+        console.log(
+          `${line.solver}: ${line.steps} steps, ${line.nfe} NFE, ${line.seconds} s; ` +
+            `${line.n} latent(s) of shape [${model.shape.join(", ")}] → ${args.out}`,
+        );
+      }
+    } finally {
+      await model.close?.();
+    }
+  });
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

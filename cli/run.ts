@@ -1,0 +1,322 @@
+/**
+ * The sampling logic behind `deno task sample` and `deno task encode`, shared with tests: choose the
+ * steps for the requested NFE, build the grid, draw or take the starting point, drive the solver
+ * against the model and keep its accounts.
+ */
+import { GridError, type GridKind, makeGrid, reversedGrid } from "../core/grid.ts";
+import { gaussianNoise } from "../core/rng.ts";
+import { runSolverAsync, type RunStats } from "../core/solvers/drive.ts";
+import { getSolver, nfeFor, type SolverInfo, stepsForNfe } from "../core/solvers/registry.ts";
+import { type DerivativeSource, SolverError } from "../core/solvers/types.ts";
+import {
+  type ConditioningOptions,
+  GuidanceError,
+  guidedSolveInput,
+  withConditioning,
+} from "../core/guidance.ts";
+import { UsageError, type Variant } from "./args.ts";
+import type { ResolvedModel } from "./models.ts";
+
+/** NFE used when neither steps nor NFE is given. */
+export const DEFAULT_NFE = 10;
+
+/** A tensor with its shape, row-major. */
+export interface ShapedData {
+  shape: number[];
+  data: ArrayLike<number>;
+}
+
+/** What both directions share: the solver, its step count and its grid. */
+export interface SolveOptions {
+  solver: string;
+  steps?: number;
+  /** Exact NFE to spend (excludes `steps`); default {@link DEFAULT_NFE} when neither is given. */
+  nfe?: number;
+  grid?: GridKind;
+  rho?: number;
+  tMin?: number;
+  tMax?: number;
+  /** GENIE's derivative source (default head when the model has one, else jvp). */
+  derivative?: DerivativeSource;
+  order?: number;
+  variant?: Variant;
+  class?: number;
+  guidance?: number;
+}
+
+export interface SampleOptions extends SolveOptions {
+  afs?: boolean;
+  denoise?: boolean;
+  /** Number of samples (default 1); ignored with `latents`. */
+  n?: number;
+  /** Sample i starts from gaussianNoise(seed, i, dim) (default 0); ignored with `latents`. */
+  seed?: number;
+  /** x at t_max in VP scale, shape [n, …sample shape]. */
+  latents?: ShapedData;
+}
+
+export interface EncodeOptions extends SolveOptions {
+  /** Data (x at t_min), shape [n, …sample shape]. */
+  images: ShapedData;
+}
+
+/** The resolved settings of one solve, as reported in summaries. */
+export interface SolvePlan {
+  solver: string;
+  steps: number;
+  /** NFE predicted by the registry's accounting. */
+  nfe: number;
+  grid: GridKind;
+  rho?: number;
+  tMin: number;
+  tMax: number;
+  afs: boolean;
+  denoise: boolean;
+  derivative?: DerivativeSource;
+  order?: number;
+  variant?: Variant;
+  /** Times t_0 … t_N in the direction of integration. */
+  times: Float64Array;
+}
+
+export interface SolveResult {
+  /** Samples (or latents), float32, shape `shape`. */
+  data: Float32Array;
+  shape: number[];
+  plan: SolvePlan;
+  /** Measured accounts of the run; `stats.nfe` equals `plan.nfe`. */
+  stats: RunStats;
+  /** Wall time of the solve itself in seconds. */
+  seconds: number;
+}
+
+const FIELD_FLAGS: Record<string, string> = {
+  solver: "--solver",
+  steps: "--steps",
+  nfe: "--nfe",
+  grid: "--grid",
+  rho: "--rho",
+  t_min: "--t-min",
+  t_max: "--t-max",
+  derivative: "--genie-derivative",
+  order: "--order",
+  variant: "--variant",
+  afs: "--afs",
+  denoise: "--denoise",
+  guidance: "--guidance",
+};
+
+/** An option error of the core (which names a field) as a UsageError naming the flag; others unchanged. */
+function toUsage(e: unknown): unknown {
+  if (
+    (e instanceof GridError || e instanceof SolverError || e instanceof GuidanceError) &&
+    e.field in FIELD_FLAGS
+  ) {
+    return new UsageError(FIELD_FLAGS[e.field], e.message.slice(e.field.length + 2));
+  }
+  return e;
+}
+
+function asUsage<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw toUsage(e);
+  }
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Checks a given tensor against the model's sample shape: [n, …shape] with n ≥ 1. */
+function checkBatch(flag: string, model: ResolvedModel, t: ShapedData): number {
+  const want = `[n, ${model.shape.join(", ")}]`;
+  if (t.shape.length !== model.shape.length + 1 || !sameShape(t.shape.slice(1), model.shape)) {
+    throw new UsageError(flag, `has shape [${t.shape.join(", ")}], the model ${model.name} needs ${want}`);
+  }
+  if (t.shape[0] < 1) throw new UsageError(flag, "holds no samples");
+  for (let i = 0; i < t.data.length; i++) {
+    if (!Number.isFinite(t.data[i])) throw new UsageError(flag, `holds a non-finite number at index ${i}`);
+  }
+  return t.shape[0];
+}
+
+/** Resolves the solver, its steps, NFE and grid for a model; every problem names its flag. */
+export function planSolve(
+  model: ResolvedModel,
+  opts: SolveOptions & { afs?: boolean; denoise?: boolean },
+  direction: "sample" | "encode",
+): { info: SolverInfo; plan: SolvePlan } {
+  const info = asUsage(() => getSolver(opts.solver));
+  if (direction === "encode" && !info.encodes) {
+    throw new UsageError("--solver", `${info.name} does not support encoding`);
+  }
+  let derivative: DerivativeSource | undefined;
+  if (info.name === "genie") {
+    derivative = opts.derivative ?? (model.derivatives.includes("head") ? "head" : "jvp");
+    if (!model.derivatives.includes(derivative)) {
+      throw new UsageError(
+        "--genie-derivative",
+        `${derivative} is not available for ${model.name} (one of ${model.derivatives.join(", ")})`,
+      );
+    }
+  } else if (opts.derivative !== undefined) {
+    throw new UsageError("--genie-derivative", `only applies to --solver genie, not ${info.name}`);
+  }
+  // --order and --variant are checked by the solver itself (errors name the flag through toUsage).
+  if (opts.steps !== undefined && opts.nfe !== undefined) {
+    throw new UsageError("--nfe", "cannot be combined with --steps (give one of them)");
+  }
+  const afs = direction === "sample" && opts.afs === true;
+  const denoise = direction === "sample" && opts.denoise === true;
+  const nfeOpts = { afs, denoise, derivative };
+  const steps = opts.steps ?? asUsage(() => stepsForNfe(info.name, opts.nfe ?? DEFAULT_NFE, nfeOpts));
+  const nfe = asUsage(() => nfeFor(info.name, steps, nfeOpts));
+  // --rho alone bends the solver's default quadratic grid into the power grid with that ρ.
+  const kind: GridKind = opts.grid ??
+    (opts.rho !== undefined && info.grid.kind === "quadratic" ? "power" : info.grid.kind);
+  if (opts.rho !== undefined && (kind === "uniform" || kind === "logsnr")) {
+    throw new UsageError(
+      "--rho",
+      `has no effect on the ${kind} grid${opts.grid ? "" : ` (${info.name}'s default)`}`,
+    );
+  }
+  const rho = opts.rho ?? (kind === info.grid.kind ? info.grid.rho : undefined);
+  const tMin = opts.tMin ?? model.schedule.tMin, tMax = opts.tMax ?? model.schedule.tMax;
+  const sampling = asUsage(() => makeGrid(model.schedule, { kind, steps, rho, tMin, tMax }));
+  return {
+    info,
+    plan: {
+      solver: info.name,
+      steps,
+      nfe,
+      grid: kind,
+      rho,
+      tMin,
+      tMax,
+      afs,
+      denoise,
+      derivative,
+      order: opts.order,
+      variant: opts.variant,
+      times: direction === "sample" ? sampling : reversedGrid(sampling),
+    },
+  };
+}
+
+/** Per-sample class labels and guidance settings for a run, checked against the model. */
+function conditioning(model: ResolvedModel, opts: SolveOptions, batch: number): ConditioningOptions {
+  if (opts.class === undefined) {
+    if (opts.guidance !== undefined && opts.guidance !== 0) {
+      throw new UsageError("--guidance", "needs --class");
+    }
+    return {};
+  }
+  const cls = opts.class;
+  if (!model.classes) throw new UsageError("--class", `${model.name} is not class-conditional`);
+  if (!(Number.isInteger(cls) && cls >= 0 && cls < model.classes.count)) {
+    throw new UsageError("--class", `must be an integer in [0, ${model.classes.count}), got ${cls}`);
+  }
+  const scale = opts.guidance ?? 0;
+  if (!Number.isFinite(scale)) throw new UsageError("--guidance", `must be a finite number, got ${scale}`);
+  if (scale !== 0 && model.classes.nullClass === undefined) {
+    throw new UsageError("--guidance", `${model.name} has no unconditional (null) class to guide against`);
+  }
+  return { classes: new Int32Array(batch).fill(cls), nullClass: model.classes.nullClass, scale };
+}
+
+async function solve(
+  model: ResolvedModel,
+  opts: SolveOptions & { afs?: boolean; denoise?: boolean },
+  direction: "sample" | "encode",
+  x: Float64Array,
+  batch: number,
+): Promise<SolveResult> {
+  const { info, plan } = planSolve(model, opts, direction);
+  const cond = conditioning(model, opts, batch);
+  const dim = model.shape.reduce((a, b) => a * b, 1);
+  const input = guidedSolveInput({
+    schedule: model.schedule,
+    grid: plan.times,
+    x,
+    batch,
+    dim,
+    afs: plan.afs,
+    denoise: plan.denoise,
+    derivative: plan.derivative,
+    order: plan.order,
+    variant: plan.variant,
+  }, cond.scale ?? 0);
+  const run = asUsage(() => withConditioning(info.fn(input), cond));
+  const evaluate = model.evaluator;
+  const start = performance.now();
+  // Solvers validate their input on the first resume; option errors there still name a flag.
+  const result = await runSolverAsync(run, async (req) => await evaluate(req)).catch((e) => {
+    throw toUsage(e);
+  });
+  const seconds = (performance.now() - start) / 1000;
+  return {
+    data: Float32Array.from(result.x),
+    shape: [batch, ...model.shape],
+    plan,
+    stats: result.stats,
+    seconds,
+  };
+}
+
+/** The starting points x_T of a sampling run: the given latents, or per-sample noise of the seed. */
+export function startingPoint(model: ResolvedModel, opts: SampleOptions): { x: Float64Array; n: number } {
+  const dim = model.shape.reduce((a, b) => a * b, 1);
+  if (opts.latents) {
+    const n = checkBatch("--latents", model, opts.latents);
+    return { x: Float64Array.from(opts.latents.data), n };
+  }
+  const n = opts.n ?? 1, seed = opts.seed ?? 0;
+  if (!(Number.isInteger(n) && n >= 1)) throw new UsageError("--n", `must be a positive integer, got ${n}`);
+  const x = new Float64Array(n * dim);
+  for (let i = 0; i < n; i++) x.set(gaussianNoise(seed, i, dim), i * dim);
+  return { x, n };
+}
+
+/** Draws samples: integrates the probability-flow ODE from t_max to t_min. */
+export async function sampleOnce(model: ResolvedModel, opts: SampleOptions): Promise<SolveResult> {
+  const { x, n } = startingPoint(model, opts);
+  return await solve(model, opts, "sample", x, n);
+}
+
+/** Encodes data into latents: integrates the same ODE from t_min to t_max (no AFS, no denoising). */
+export async function encodeOnce(model: ResolvedModel, opts: EncodeOptions): Promise<SolveResult> {
+  const n = checkBatch("--images", model, opts.images);
+  return await solve(model, opts, "encode", Float64Array.from(opts.images.data), n);
+}
+
+/** The JSON summary of a run (CONTRACTS.md §1): solver, steps, nfe, seconds, n, shape, model and settings. */
+export function summary(
+  model: ResolvedModel,
+  result: SolveResult,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const { plan, stats } = result;
+  return {
+    solver: plan.solver,
+    steps: plan.steps,
+    nfe: stats.nfe,
+    seconds: Number(result.seconds.toFixed(6)),
+    n: result.shape[0],
+    shape: result.shape,
+    model: model.name,
+    grid: plan.grid,
+    rho: plan.rho,
+    t_min: plan.tMin,
+    t_max: plan.tMax,
+    afs: plan.afs,
+    denoise: plan.denoise,
+    genie_derivative: plan.derivative,
+    order: plan.order,
+    variant: plan.variant,
+    deriv_evals: stats.derivEvals,
+    calls: stats.calls,
+    ...extra,
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * `deno task sample`: draws samples from a model in-process (CONTRACTS.md §1).
+ *
+ *     deno task sample --model gmm:spec.json --solver genie --nfe 10 --n 4 --out samples.npy --json
+ */
+import { parseSampleArgs, sampleHelp, withExitCode } from "./args.ts";
+import { resolveModel } from "./models.ts";
+import { checkOutput, readNpy, writeOutput } from "./output.ts";
+import { sampleOnce, summary } from "./run.ts";
+import { getSolver, solverNames } from "../core/solvers/registry.ts";
+
+/** Runs the command on its arguments and returns the exit status. */
+export async function main(argv: readonly string[]): Promise<number> {
+  return await withExitCode(async () => {
+    const args = parseSampleArgs(argv);
+    if ("help" in args) {
+      console.log(sampleHelp(solverNames().map(getSolver)));
+      return;
+    }
+    const model = await resolveModel(args.model);
+    try {
+      if (args.out !== undefined) checkOutput(args.out, model.shape);
+      const latents = args.latents === undefined ? undefined : await readNpy(args.latents, "--latents");
+      const result = await sampleOnce(model, {
+        solver: args.solver,
+        steps: args.steps,
+        nfe: args.nfe,
+        grid: args.grid,
+        rho: args.rho,
+        tMin: args.tMin,
+        tMax: args.tMax,
+        derivative: args.genieDerivative,
+        order: args.order,
+        variant: args.variant,
+        class: args.class,
+        guidance: args.guidance,
+        afs: args.afs,
+        denoise: args.denoise,
+        n: args.n,
+        seed: args.seed,
+        latents,
+      });
+      if (args.out !== undefined) await writeOutput(args.out, result.data, result.shape);
+      const line = summary(model, result, {
+        seed: latents === undefined ? args.seed : undefined,
+        latents: args.latents,
+        class: args.class,
+        guidance: args.guidance,
+        out: args.out,
+      });
+      if (args.json) console.log(JSON.stringify(line));
+      else {
+        console.log(
+          `${line.solver}: ${line.steps} steps, ${line.nfe} NFE, ${line.seconds} s; ` +
+            `${line.n} sample(s) of shape [${model.shape.join(", ")}]` +
+            (args.out === undefined ? " (no --out: nothing written)" : ` → ${args.out}`),
+        );
+      }
+    } finally {
+      await model.close?.();
+    }
+  });
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

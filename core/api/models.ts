@@ -1,0 +1,115 @@
+/**
+ * What a model offers and the limits requests to it must respect: the items of `GET /v1/models`
+ * (CONTRACTS.md §2). Workers describe their models; {@link normalizeModelInfo} reads such a
+ * description leniently and fills the limits the worker leaves out with {@link DEFAULT_LIMITS}.
+ */
+import { z } from "zod";
+import { DERIVATIVE_SOURCES } from "../solvers/types.ts";
+
+/** The solver names of CONTRACTS.md §1, the fallback when a worker does not list its solvers. */
+export const CONTRACT_SOLVERS = ["ddim", "genie", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "ipndm"] as const;
+
+export const ModelName = z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._:@/-]*$/, {
+  message: "Model names are letters, digits and . _ : @ / -",
+});
+
+export const GuidanceRange = z.object({ min: z.number(), max: z.number() });
+
+export const ModelLimits = z.object({
+  max_batch: z.int().min(1).meta({ description: "Samples per worker call (larger requests are split)" }),
+  max_n: z.int().min(1).meta({ description: "Samples per request" }),
+  max_steps: z.int().min(1),
+  max_nfe: z.int().min(1),
+  guidance: GuidanceRange.optional().meta({ description: "Allowed guidance scales (class-conditional models)" }),
+}).meta({ id: "ModelLimits" });
+export type ModelLimits = z.infer<typeof ModelLimits>;
+
+export const ModelClasses = z.object({
+  count: z.int().min(1),
+  null_class: z.int().min(0).optional(),
+});
+
+export const ModelInfo = z.object({
+  name: ModelName,
+  shape: z.array(z.int().min(1)).min(1).max(4).meta({ description: "Per-sample shape: [C, H, W] or [D]" }),
+  classes: ModelClasses.optional(),
+  schedule: z.record(z.string(), z.unknown()),
+  solvers: z.array(z.string()),
+  derivatives: z.array(z.string()).meta({ description: 'GENIE derivative sources: "head", "jvp", "fd", "exact"' }),
+  limits: ModelLimits,
+  prediction: z.string().optional(),
+  version: z.string().optional(),
+}).meta({ id: "Model" });
+export type ModelInfo = z.infer<typeof ModelInfo>;
+
+export const ModelList = z.array(ModelInfo).meta({ id: "ModelList" });
+
+export const DEFAULT_LIMITS: ModelLimits = {
+  max_batch: 64,
+  max_n: 256,
+  max_steps: 1000,
+  max_nfe: 2000,
+  guidance: { min: 0, max: 20 },
+};
+
+const LenientModel = z.looseObject({
+  name: ModelName,
+  shape: z.array(z.int().min(1)).min(1).max(4),
+  classes: z.union([z.int().min(1), ModelClasses, z.null()]).optional(),
+  schedule: z.record(z.string(), z.unknown()).optional(),
+  solvers: z.array(z.string()).optional(),
+  derivatives: z.array(z.string()).optional(),
+  limits: z.looseObject({
+    max_batch: z.int().min(1).optional(),
+    max_n: z.int().min(1).optional(),
+    max_steps: z.int().min(1).optional(),
+    max_nfe: z.int().min(1).optional(),
+    guidance: z.union([GuidanceRange, z.tuple([z.number(), z.number()])]).optional(),
+  }).optional(),
+  prediction: z.string().optional(),
+  version: z.union([z.string(), z.number()]).optional(),
+});
+
+/**
+ * A worker's description of one model as a {@link ModelInfo}, or null when it lacks a usable name or
+ * shape. `classes` may be a count or `{count, null_class}`; missing limits take the defaults (with
+ * `max_n` at least `max_batch`).
+ */
+export function normalizeModelInfo(raw: unknown, defaults: ModelLimits = DEFAULT_LIMITS): ModelInfo | null {
+  const r = LenientModel.safeParse(raw);
+  if (!r.success) return null;
+  const m = r.data;
+  const classes = typeof m.classes === "number" ? { count: m.classes } : m.classes ?? undefined;
+  const l = m.limits ?? {};
+  const maxBatch = l.max_batch ?? defaults.max_batch;
+  const g = Array.isArray(l.guidance) ? { min: l.guidance[0], max: l.guidance[1] } : l.guidance;
+  const limits: ModelLimits = {
+    max_batch: maxBatch,
+    max_n: l.max_n ?? Math.max(defaults.max_n, maxBatch),
+    max_steps: l.max_steps ?? defaults.max_steps,
+    max_nfe: l.max_nfe ?? defaults.max_nfe,
+  };
+  if (classes) limits.guidance = g ?? defaults.guidance;
+  const info: ModelInfo = {
+    name: m.name,
+    shape: m.shape,
+    schedule: m.schedule ?? {},
+    solvers: m.solvers ?? [...CONTRACT_SOLVERS],
+    derivatives: (m.derivatives ?? ["jvp", "fd"]).filter((d) => (DERIVATIVE_SOURCES as readonly string[]).includes(d)),
+    limits,
+  };
+  if (classes) info.classes = classes;
+  if (m.prediction !== undefined) info.prediction = m.prediction;
+  if (m.version !== undefined) info.version = String(m.version);
+  return info;
+}
+
+/** A worker's model list — an array, or `{models: [...]}` — normalized, unusable entries dropped. */
+export function normalizeModelList(raw: unknown, defaults: ModelLimits = DEFAULT_LIMITS): ModelInfo[] {
+  const list = Array.isArray(raw)
+    ? raw
+    : raw && typeof raw === "object" && Array.isArray((raw as { models?: unknown }).models)
+    ? (raw as { models: unknown[] }).models
+    : [];
+  return list.map((m) => normalizeModelInfo(m, defaults)).filter((m): m is ModelInfo => m !== null);
+}

@@ -1,0 +1,227 @@
+/**
+ * `POST /v1/samples` and `POST /v1/encode` (CONTRACTS.md §2): the request schemas, the per-model
+ * checks that need the model's description, and the response shapes. The edge validates with these
+ * before forwarding; the OpenAPI document is generated from the same schemas.
+ */
+import { z } from "zod";
+import { GRID_KINDS } from "../grid.ts";
+import { DERIVATIVE_SOURCES } from "../solvers/types.ts";
+import type { Issue } from "./errors.ts";
+import { type ModelInfo, ModelName } from "./models.ts";
+import { shapeSize, Tensor, TensorOutput } from "./tensor.ts";
+
+/** Hard caps that hold whatever a model allows. */
+export const HARD_LIMITS = { n: 4096, steps: 10_000, nfe: 20_000, deadline_ms: 3_600_000, images: 4096 } as const;
+export const DEFAULT_NFE = 10;
+export const DEFAULT_SOLVER = "genie";
+export const OUTPUTS = ["png", "tensor"] as const;
+export const VARIANTS = ["bh1", "bh2"] as const;
+
+const U32 = z.int().min(0).max(0xffffffff);
+
+/** Solver settings shared by sampling and encoding. */
+const solveFields = {
+  model: ModelName,
+  solver: z.string().min(1).max(64).optional().meta({ description: `Solver name (default "${DEFAULT_SOLVER}")` }),
+  steps: z.int().min(1).max(HARD_LIMITS.steps).optional().meta({ description: "Solver steps (or give nfe)" }),
+  nfe: z.int().min(1).max(HARD_LIMITS.nfe).optional().meta({
+    description: `Network evaluations; steps are chosen to use exactly this many (default ${DEFAULT_NFE})`,
+  }),
+  grid: z.enum(GRID_KINDS).optional().meta({ description: "Time grid (default: the solver's recommended grid)" }),
+  rho: z.number().positive().max(1000).optional(),
+  order: z.int().min(1).max(4).optional().meta({ description: "Order of solvers that have several" }),
+  variant: z.enum(VARIANTS).optional().meta({ description: "UniPC's B(h)" }),
+  deadline_ms: z.int().min(1).max(HARD_LIMITS.deadline_ms).optional().meta({
+    description: "Give up (504) after this many milliseconds",
+  }),
+};
+
+function notBoth(v: { steps?: number; nfe?: number }, ctx: z.core.$RefinementCtx<unknown>): void {
+  if (v.steps !== undefined && v.nfe !== undefined) {
+    ctx.addIssue({ code: "custom", path: ["nfe"], message: "give steps or nfe, not both" });
+  }
+}
+
+export const SamplesRequest = z.strictObject({
+  ...solveFields,
+  n: z.int().min(1).max(HARD_LIMITS.n).optional().meta({ description: "Number of samples (default 1)" }),
+  afs: z.boolean().optional().meta({ description: "Analytical first step" }),
+  denoise: z.boolean().optional().meta({ description: "Final denoising step (+1 NFE)" }),
+  seed: U32.optional().meta({ description: "Seed of the first sample; sample i uses seed + i (mod 2³²)" }),
+  class: z.int().min(0).optional().meta({ description: "Class label (class-conditional models)" }),
+  guidance: z.number().optional().meta({ description: "Classifier-free guidance scale w" }),
+  latents: Tensor.optional().meta({ description: "x at t_max, shape [n, …sample shape]; overrides seed" }),
+  genie_derivative: z.enum(DERIVATIVE_SOURCES).optional(),
+  output: z.enum(OUTPUTS).optional().meta({
+    description: 'JSON/msgpack output: "png" (images, the default for image models) or "tensor"',
+  }),
+}).superRefine(notBoth).meta({ id: "SamplesRequest" });
+export type SamplesRequest = z.infer<typeof SamplesRequest>;
+
+export const EncodeRequest = z.strictObject({
+  ...solveFields,
+  images: z.array(z.base64()).min(1).max(HARD_LIMITS.images).optional().meta({
+    description: "PNG images (base64), each of the model's sample shape",
+  }),
+  tensor: Tensor.optional().meta({ description: "Images in model space [n, …sample shape] (values in [−1, 1])" }),
+}).superRefine((v, ctx) => {
+  notBoth(v, ctx);
+  if ((v.images === undefined) === (v.tensor === undefined)) {
+    ctx.addIssue({ code: "custom", path: ["images"], message: "give exactly one of images or tensor" });
+  }
+}).meta({ id: "EncodeRequest" });
+export type EncodeRequest = z.infer<typeof EncodeRequest>;
+
+export const Timings = z.object({
+  queue_ms: z.number(),
+  compute_ms: z.number(),
+  total_ms: z.number().meta({ description: "Wall time at the edge, forwarding included" }),
+}).meta({ id: "Timings" });
+
+export const SamplesResponse = z.object({
+  id: z.string(),
+  model: z.string(),
+  solver: z.string(),
+  steps: z.int(),
+  nfe: z.int(),
+  seeds: z.array(z.int()),
+  shape: z.array(z.int()),
+  images: z.array(z.object({
+    seed: z.int(),
+    png: z.string().meta({ description: "base64 PNG (raw bytes in msgpack)" }),
+  })).optional(),
+  tensor: TensorOutput.optional(),
+  timings: Timings,
+}).meta({ id: "SamplesResponse" });
+
+export const EncodeResponse = z.object({
+  id: z.string(),
+  model: z.string(),
+  solver: z.string(),
+  steps: z.int(),
+  nfe: z.int(),
+  latents: TensorOutput,
+  timings: Timings,
+}).meta({ id: "EncodeResponse" });
+
+/** SSE `progress` event data. Without a per-step stream from the worker, `step` advances per chunk. */
+export const ProgressEvent = z.object({
+  step: z.int(),
+  steps: z.int(),
+  done: z.int().meta({ description: "Samples finished" }),
+  n: z.int(),
+  phase: z.enum(["queued", "running", "done"]),
+}).meta({ id: "ProgressEvent" });
+
+function issue(path: (string | number)[], message: string): Issue {
+  return { path, message, code: "invalid_value" };
+}
+
+/** The sample count a request asks for: latents' first dimension, else n, else 1. */
+export function requestedCount(req: SamplesRequest): number {
+  return req.latents ? req.latents.shape[0] : req.n ?? 1;
+}
+
+/** Checks shared by samples and encode against one model: solver, steps/NFE limits. */
+function checkSolve(
+  req: { solver?: string; steps?: number; nfe?: number },
+  model: ModelInfo,
+): Issue[] {
+  const out: Issue[] = [];
+  const solver = req.solver ?? DEFAULT_SOLVER;
+  if (model.solvers.length > 0 && !model.solvers.includes(solver)) {
+    out.push(issue(["solver"], `${model.name} has no solver ${JSON.stringify(solver)} (one of ${model.solvers.join(", ")})`));
+  }
+  if (req.steps !== undefined && req.steps > model.limits.max_steps) {
+    out.push(issue(["steps"], `at most ${model.limits.max_steps} for ${model.name}`));
+  }
+  if (req.nfe !== undefined && req.nfe > model.limits.max_nfe) {
+    out.push(issue(["nfe"], `at most ${model.limits.max_nfe} for ${model.name}`));
+  }
+  return out;
+}
+
+/** Everything about a schema-valid samples request that depends on the model; [] when it is fine. */
+export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Issue[] {
+  const out = checkSolve(req, model);
+  const { limits } = model;
+  const n = requestedCount(req);
+  if (n > limits.max_n) out.push(issue([req.latents ? "latents" : "n"], `at most ${limits.max_n} samples for ${model.name}`));
+  if (req.class !== undefined) {
+    if (!model.classes) out.push(issue(["class"], `${model.name} is not class-conditional`));
+    else if (req.class >= model.classes.count && req.class !== model.classes.null_class) {
+      out.push(issue(["class"], `must be below ${model.classes.count} for ${model.name}`));
+    }
+  }
+  if (req.guidance !== undefined) {
+    if (!model.classes) out.push(issue(["guidance"], `${model.name} is not class-conditional`));
+    else {
+      const g = limits.guidance;
+      if (g && (req.guidance < g.min || req.guidance > g.max)) {
+        out.push(issue(["guidance"], `must be within [${g.min}, ${g.max}] for ${model.name}`));
+      }
+      if (req.class === undefined) out.push(issue(["class"], "guidance needs a class"));
+    }
+  }
+  if (req.genie_derivative !== undefined) {
+    if ((req.solver ?? DEFAULT_SOLVER) !== "genie") {
+      out.push(issue(["genie_derivative"], "applies to the genie solver only"));
+    } else if (!model.derivatives.includes(req.genie_derivative)) {
+      out.push(issue(["genie_derivative"], `${model.name} offers ${model.derivatives.join(", ") || "none"}`));
+    }
+  }
+  if (req.latents) out.push(...checkTensorForModel(req.latents, model, "latents", req.n));
+  if (req.output === "png" && !isImageModel(model)) {
+    out.push(issue(["output"], `${model.name} does not produce images; use "tensor"`));
+  }
+  return out;
+}
+
+/** Everything about a schema-valid encode request that depends on the model. */
+export function checkEncodeForModel(req: EncodeRequest, model: ModelInfo): Issue[] {
+  const out = checkSolve(req, model);
+  if (req.tensor) out.push(...checkTensorForModel(req.tensor, model, "tensor"));
+  if (req.images && !isImageModel(model)) out.push(issue(["images"], `${model.name} does not take images`));
+  const count = req.tensor ? req.tensor.shape[0] : req.images?.length ?? 0;
+  if (count > model.limits.max_n) out.push(issue([req.tensor ? "tensor" : "images"], `at most ${model.limits.max_n} for ${model.name}`));
+  return out;
+}
+
+/** A tensor must be [n, …model shape] with n (when given) matching, and hold exactly that many float32. */
+export function checkTensorForModel(t: Tensor, model: ModelInfo, field: string, n?: number): Issue[] {
+  const want = model.shape;
+  const out: Issue[] = [];
+  if (t.shape.length !== want.length + 1 || want.some((d, i) => t.shape[i + 1] !== d)) {
+    out.push(issue([field, "shape"], `must be [n, ${want.join(", ")}] for ${model.name}`));
+    return out;
+  }
+  if (n !== undefined && t.shape[0] !== n) out.push(issue(["n"], `is ${n} but ${field} hold ${t.shape[0]} samples`));
+  const bytes = typeof t.data === "string" ? base64Length(t.data) : t.data.byteLength;
+  if (bytes !== shapeSize(t.shape) * 4) {
+    out.push(issue([field, "data"], `holds ${bytes} bytes; shape [${t.shape.join(", ")}] needs ${shapeSize(t.shape) * 4}`));
+  }
+  return out;
+}
+
+/** True for models whose samples are images [C, H, W] with C = 1 or 3. */
+export function isImageModel(model: Pick<ModelInfo, "shape">): boolean {
+  const s = model.shape;
+  return s.length === 3 && (s[0] === 1 || s[0] === 3);
+}
+
+/** Decoded length of a base64 string. */
+function base64Length(text: string): number {
+  let pad = 0;
+  while (pad < 2 && text.charCodeAt(text.length - 1 - pad) === 61) pad++;
+  return Math.floor(((text.length - pad) * 3) / 4);
+}
+
+/** Per-sample seeds: seed, seed + 1, … (mod 2³²). */
+export function seedsFrom(first: number, n: number): number[] {
+  return Array.from({ length: n }, (_, i) => (first + i) >>> 0);
+}
+
+/** A uniformly random u32 (web crypto). */
+export function randomSeed(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}

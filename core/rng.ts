@@ -1,0 +1,251 @@
+/**
+ * Counter-based random numbers: Philox4x32-10 (Salmon et al., "Parallel Random Numbers: As Easy as
+ * 1, 2, 3", SC 2011) and Gaussian noise built on it.
+ *
+ * A counter-based generator is a pure function of (counter, key): there is no hidden state, so the
+ * noise of one sample is computed from its seed alone and comes out the same in any batch size, batch
+ * position, worker or runtime (CONTRACTS.md §2).
+ *
+ * Layout of the 128-bit counter and 64-bit key used here:
+ *
+ *     key     = (seed mod 2³², ⌊seed / 2³²⌋)            seeds are integers in [0, 2⁵³ − 1]
+ *     counter = (block, sampleIndex, domain, blockHigh)
+ *
+ * `domain` separates independent uses of one key: 0 for {@link gaussianNoise}, 1 for
+ * {@link rngStream}. `block` counts Philox blocks (4 words each) inside one draw; `blockHigh` only
+ * becomes non-zero for streams longer than 2³² blocks.
+ *
+ * Integer arithmetic is exact (32-bit products are split into 16-bit halves). The Gaussian transform
+ * does not use Math.log, Math.cos or Math.sin, whose last bits differ between JavaScript engines and
+ * even between V8 versions (Deno and Node.js disagree): {@link portableLog} and
+ * {@link portableSinCos2Pi} use only +, −, ×, ÷ and sqrt, which IEEE 754 rounds correctly everywhere,
+ * so the noise is bit-identical in every runtime.
+ */
+
+const M0 = 0xD2511F53;
+const M1 = 0xCD9E8D57;
+const W0 = 0x9E3779B9;
+const W1 = 0xBB67AE85;
+const TWO_32 = 4294967296;
+
+/** Domains of the counter's third word (see the module comment). */
+const DOMAIN_NOISE = 0;
+const DOMAIN_STREAM = 1;
+
+/** The high 32 bits of the 64-bit product of two u32 numbers, exact. */
+export function mulhi32(a: number, b: number): number {
+  const aH = a >>> 16, aL = a & 0xffff, bH = b >>> 16, bL = b & 0xffff;
+  // a·b = aH·bH·2³² + (aH·bL + aL·bH)·2¹⁶ + aL·bL; every partial sum below is < 2⁵³, so exact.
+  const mid = aH * bL + aL * bH + ((aL * bL) >>> 16);
+  return (aH * bH + Math.floor(mid / 65536)) >>> 0;
+}
+
+/**
+ * Philox4x32-10: ten rounds of the Philox S-box keyed by (k0, k1), bumped by the Weyl constants
+ * between rounds. Returns the four output words as a new Uint32Array.
+ */
+export function philox4x32(
+  counter: ArrayLike<number>,
+  key: ArrayLike<number>,
+): Uint32Array {
+  const out = new Uint32Array(4);
+  philoxInto(out, counter[0], counter[1], counter[2], counter[3], key[0], key[1]);
+  return out;
+}
+
+/** Philox4x32-10 into `out` (no allocation); all arguments are taken modulo 2³². */
+function philoxInto(
+  out: Uint32Array,
+  c0: number,
+  c1: number,
+  c2: number,
+  c3: number,
+  k0: number,
+  k1: number,
+): void {
+  c0 >>>= 0, c1 >>>= 0, c2 >>>= 0, c3 >>>= 0, k0 >>>= 0, k1 >>>= 0;
+  for (let round = 0; round < 10; round++) {
+    if (round > 0) {
+      k0 = (k0 + W0) >>> 0;
+      k1 = (k1 + W1) >>> 0;
+    }
+    const hi0 = mulhi32(M0, c0), lo0 = Math.imul(M0, c0) >>> 0;
+    const hi1 = mulhi32(M1, c2), lo1 = Math.imul(M1, c2) >>> 0;
+    c0 = (hi1 ^ c1 ^ k0) >>> 0;
+    c1 = lo1;
+    c2 = (hi0 ^ c3 ^ k1) >>> 0;
+    c3 = lo0;
+  }
+  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
+}
+
+/** An invalid seed, index or size for the generators below. */
+export class RngError extends RangeError {
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = "RngError";
+  }
+}
+
+/** The Philox key of a seed: (low 32 bits, high 21 bits). Seeds are integers in [0, 2⁵³ − 1]. */
+export function seedKey(seed: number): [number, number] {
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RngError("seed", `must be an integer in [0, 2^53 − 1], got ${seed}`);
+  }
+  return [seed % TWO_32, Math.floor(seed / TWO_32)];
+}
+
+/** A u32 word as a uniform number in (0, 1]: (w + 1)/2³². */
+function unitInterval(w: number): number {
+  return (w + 1) / TWO_32;
+}
+
+/** 1/(2j+1): the series log m = 2 atanh(s) = 2 s Σ s^{2j}/(2j+1), s = (m − 1)/(m + 1). */
+const LOG_SERIES = Array.from({ length: 14 }, (_, j) => 1 / (2 * j + 1));
+/** (−1)^j/(2j+1)! and (−1)^j/(2j)!: Taylor series of sin and cos, exact factorials (≤ 21! is exact). */
+const SIN_SERIES: number[] = [], COS_SERIES: number[] = [];
+for (let j = 0, fact = 1; j < 10; j++) {
+  if (j > 0) fact *= (2 * j - 1) * (2 * j);
+  COS_SERIES.push((j % 2 ? -1 : 1) / fact);
+  SIN_SERIES.push((j % 2 ? -1 : 1) / (fact * (2 * j + 1)));
+}
+const bits = new DataView(new ArrayBuffer(8));
+
+/** Σ c_j z^j by Horner's rule. */
+function horner(c: number[], z: number): number {
+  let p = c[c.length - 1];
+  for (let j = c.length - 2; j >= 0; j--) p = p * z + c[j];
+  return p;
+}
+
+/**
+ * The natural logarithm of a positive normal float64 from +, −, ×, ÷ only (bit-identical in every
+ * runtime; within a few ulp of Math.log): u = m·2^k with m ∈ [√½, √2), log u = k log 2 + 2 atanh s.
+ */
+export function portableLog(u: number): number {
+  if (!(u > 0 && u < Infinity)) return u === 0 ? -Infinity : u === Infinity ? Infinity : NaN;
+  let scale = 0;
+  if (u < 2.2250738585072014e-308) u *= 18014398509481984, scale = -54; // subnormal: × 2⁵⁴
+  bits.setFloat64(0, u);
+  const hi = bits.getUint32(0);
+  let k = ((hi >>> 20) & 0x7ff) - 1023 + scale;
+  bits.setUint32(0, (hi & 0x000fffff) | 0x3ff00000);
+  let m = bits.getFloat64(0); // in [1, 2)
+  if (m > Math.SQRT2) m /= 2, k++;
+  const f = m - 1, s = f / (2 + f);
+  return k * Math.LN2 + 2 * s * horner(LOG_SERIES, s * s);
+}
+
+/**
+ * (cos 2πu, sin 2πu) from +, −, ×, ÷ only (bit-identical in every runtime; within a few ulp of
+ * Math.cos/Math.sin). The reduction is exact: 4u = q + d with integer q and |d| ≤ ½, then
+ * x = d·π/2 ∈ [−π/4, π/4] goes through Taylor series and the quadrant q mod 4 rotates the result.
+ */
+export function portableSinCos2Pi(u: number): [number, number] {
+  const v = 4 * (u - Math.floor(u));
+  const q = Math.round(v), x = (v - q) * (Math.PI / 2), z = x * x;
+  const s = x * horner(SIN_SERIES, z), c = horner(COS_SERIES, z);
+  switch (q & 3) {
+    case 0:
+      return [c, s];
+    case 1:
+      return [-s, c];
+    case 2:
+      return [-c, -s];
+    default:
+      return [s, -c];
+  }
+}
+
+/**
+ * The Box–Muller pair of two uniforms u₁, u₂ ∈ (0, 1]: r = sqrt(−2 log u₁),
+ * (r cos 2πu₂, r sin 2πu₂).
+ */
+function boxMuller(out: Float64Array, at: number, u1: number, u2: number, count: number): void {
+  const r = Math.sqrt(-2 * portableLog(u1));
+  const [c, s] = portableSinCos2Pi(u2);
+  out[at] = r * c;
+  if (count > 1) out[at + 1] = r * s;
+}
+
+/**
+ * `dim` independent standard normal numbers for sample `sampleIndex` of `seed`.
+ *
+ * Element i comes from Philox block ⌊i/4⌋ with counter (⌊i/4⌋, sampleIndex, 0, 0): its four words
+ * make two uniform pairs in (0, 1] and, by Box–Muller, four normals. The result depends only on
+ * (seed, sampleIndex) and element i is the same for every `dim` > i.
+ */
+export function gaussianNoise(seed: number, sampleIndex: number, dim: number): Float64Array {
+  const [k0, k1] = seedKey(seed);
+  if (!Number.isInteger(sampleIndex) || sampleIndex < 0 || sampleIndex >= TWO_32) {
+    throw new RngError("sampleIndex", `must be an integer in [0, 2^32 − 1], got ${sampleIndex}`);
+  }
+  if (!Number.isInteger(dim) || dim < 0 || dim > 4 * TWO_32) {
+    throw new RngError("dim", `must be a non-negative integer, got ${dim}`);
+  }
+  const out = new Float64Array(dim);
+  const w = new Uint32Array(4);
+  for (let i = 0, block = 0; i < dim; i += 4, block++) {
+    philoxInto(w, block, sampleIndex, DOMAIN_NOISE, 0, k0, k1);
+    boxMuller(out, i, unitInterval(w[0]), unitInterval(w[1]), dim - i);
+    if (i + 2 < dim) boxMuller(out, i + 2, unitInterval(w[2]), unitInterval(w[3]), dim - i - 2);
+  }
+  return out;
+}
+
+/**
+ * Noise for a batch with one seed per sample: row j is `gaussianNoise(seeds[j], sampleIndex, dim)`,
+ * so a sample's noise does not depend on the batch it is drawn in. Returns `seeds.length × dim` numbers.
+ */
+export function gaussianBatch(seeds: ArrayLike<number>, dim: number, sampleIndex = 0): Float64Array {
+  const out = new Float64Array(seeds.length * dim);
+  for (let j = 0; j < seeds.length; j++) out.set(gaussianNoise(seeds[j], sampleIndex, dim), j * dim);
+  return out;
+}
+
+/** A sequential generator over one Philox stream (see {@link rngStream}). */
+export interface RngStream {
+  /** The next 32-bit word. */
+  u32(): number;
+  /** A uniform number in (0, 1] with 53 random bits. */
+  uniform(): number;
+  /** A standard normal number (Box–Muller on two 53-bit uniforms; the second of a pair is kept). */
+  normal(): number;
+}
+
+/**
+ * A deterministic sequential generator for tests, benchmarks and data synthesis: the Philox blocks
+ * (0, stream, 1, 0), (1, stream, 1, 0), … of `seed`, consumed word by word. It never overlaps
+ * {@link gaussianNoise} of the same seed.
+ */
+export function rngStream(seed: number, stream = 0): RngStream {
+  const [k0, k1] = seedKey(seed);
+  if (!Number.isInteger(stream) || stream < 0 || stream >= TWO_32) {
+    throw new RngError("stream", `must be an integer in [0, 2^32 − 1], got ${stream}`);
+  }
+  const words = new Uint32Array(4);
+  let block = 0, used = 4;
+  let spare: number | undefined;
+  const u32 = (): number => {
+    if (used === 4) {
+      philoxInto(words, block % TWO_32, stream, DOMAIN_STREAM, Math.floor(block / TWO_32), k0, k1);
+      block++;
+      used = 0;
+    }
+    return words[used++];
+  };
+  // 53 bits: 27 from the first word and 26 from the second, mapped to {1, …, 2⁵³}/2⁵³.
+  const uniform = (): number => ((u32() >>> 5) * 67108864 + (u32() >>> 6) + 1) / 9007199254740992;
+  const normal = (): number => {
+    if (spare !== undefined) {
+      const z = spare;
+      spare = undefined;
+      return z;
+    }
+    const pair = new Float64Array(2);
+    boxMuller(pair, 0, uniform(), uniform(), 2);
+    spare = pair[1];
+    return pair[0];
+  };
+  return { u32, uniform, normal };
+}

@@ -1,0 +1,784 @@
+/**
+ * Forward-mode differentiation of ONNX graphs.
+ *
+ * `jvpModel(eps)` returns a graph that computes, in one run, the original outputs and their
+ * Jacobian-vector product along a tangent of the inputs:
+ *
+ *     inputs  x, t, [class], dx, dt          outputs  eps, jvp = (∂eps/∂x)·dx + (∂eps/∂t)·dt
+ *
+ * Every original node is kept as it is (weights are the same initializers); after each node whose inputs
+ * carry a tangent, the rule of its operator appends the nodes that compute the tangent of its outputs.
+ * Values that do not depend on a differentiated input carry no tangent (a zero tangent): integer and
+ * boolean tensors, shapes, indices, class labels, weights. An operator without a rule on a path from a
+ * differentiated input to an output is reported by name in a `JvpError`; the transform never produces a
+ * silently wrong derivative.
+ *
+ * The rules live in one table, `RULES`, one small function per operator that reads like its derivative
+ * (`Sigmoid: dy = dx · y · (1 − y)`). Helpers on `Ctx` are null-aware: a null tangent is zero, so
+ * `c.mul(null, b)` is null and `c.add(a, null)` is `a`.
+ */
+import {
+  attribute,
+  type AttrValue,
+  DataType,
+  float,
+  getAttribute,
+  type IAttributeProto,
+  type IGraphProto,
+  type IModelProto,
+  type INodeProto,
+  isFloatType,
+  modelOpset,
+  type ModelProto,
+  type NodeProto,
+  onnx,
+  tensorFromNumbers,
+  type TensorProto,
+  type ValueInfoProto,
+} from "./proto.ts";
+import {
+  broadcastKeeps,
+  broadcastShapes,
+  inferGraph,
+  type Inferred,
+  sameShape,
+  type SShape,
+} from "./infer.ts";
+
+/** Thrown when a graph cannot be differentiated; `operators` names the operators at fault. */
+export class JvpError extends Error {
+  constructor(message: string, readonly operators: string[]) {
+    super(message);
+    this.name = "JvpError";
+  }
+}
+
+/** Raised inside a rule when this use of a supported operator cannot be differentiated. */
+class NotDifferentiable extends Error {}
+
+/** Marks one output of a node whose tangent is not available (e.g. LayerNormalization's Mean). */
+class NoTangent {
+  constructor(readonly reason: string) {}
+}
+
+type Tangent = string | null;
+type RuleResult = Tangent | NoTangent | (Tangent | NoTangent)[];
+/** A derivative rule: given the node, its primal values and input tangents, emits its output tangents. */
+type Rule = (c: Ctx) => RuleResult;
+
+export interface JvpOptions {
+  /** Inputs to differentiate with respect to (default: every floating-point graph input). */
+  wrt?: readonly string[];
+  /** Outputs to differentiate (default: every floating-point graph output). */
+  outputs?: readonly string[];
+  /** Name of the tangent input of each differentiated input (default `d<name>`, e.g. dx, dt). */
+  tangentInputs?: Readonly<Record<string, string>>;
+  /** Name of the tangent output of each output (default "jvp" for a single output, else `<name>_jvp`). */
+  tangentOutputs?: Readonly<Record<string, string>>;
+}
+
+interface Poison {
+  op: string;
+  node: string;
+  reason: string;
+}
+
+/** Builds the forward-mode (JVP) graph of a model. */
+export function jvpModel(model: IModelProto, options: JvpOptions = {}): ModelProto {
+  const graph = model.graph;
+  if (!graph) throw new JvpError("model has no graph", []);
+  const opset = modelOpset(model);
+  if (opset < 9) throw new JvpError(`opset ${opset} is not supported (need 9 or newer)`, []);
+  const tr = new Transformer(model, opset);
+  const inits = new Set((graph.initializer ?? []).map((t) => t.name));
+  const realInputs = (graph.input ?? []).filter((i) => !inits.has(i.name));
+
+  const wrt = options.wrt ??
+    realInputs.filter((i) => isFloatType(tr.info.dtype.get(i.name!))).map((i) => i.name!);
+  const inputs: ValueInfoProto[] = [...(graph.input ?? [])] as ValueInfoProto[];
+  for (const name of wrt) {
+    const vi = realInputs.find((i) => i.name === name);
+    if (!vi) throw new JvpError(`'${name}' is not an input of the graph`, []);
+    if (!isFloatType(tr.info.dtype.get(name))) {
+      throw new JvpError(`input '${name}' is not floating-point`, []);
+    }
+    const tname = tr.reserve(options.tangentInputs?.[name] ?? `d${name}`);
+    inputs.push(onnx.ValueInfoProto.create({ name: tname, type: vi.type }));
+    tr.tangent.set(name, tname);
+  }
+
+  for (const node of graph.node ?? []) tr.visit(node);
+
+  const graphOutputs = graph.output ?? [];
+  const outs = options.outputs ??
+    graphOutputs.filter((o) => isFloatType(tr.info.dtype.get(o.name!))).map((o) => o.name!);
+  const outputs: ValueInfoProto[] = [...graphOutputs] as ValueInfoProto[];
+  const faults: Poison[] = [];
+  for (const name of outs) {
+    const vi = graphOutputs.find((o) => o.name === name);
+    if (!vi) throw new JvpError(`'${name}' is not an output of the graph`, []);
+    const poison = tr.poison.get(name);
+    if (poison) {
+      faults.push(...poison);
+      continue;
+    }
+    const tname = tr.reserve(options.tangentOutputs?.[name] ?? (outs.length === 1 ? "jvp" : `${name}_jvp`));
+    const t = tr.tangent.get(name) ?? tr.zerosLike(name);
+    tr.append("Identity", [t], [tname]);
+    outputs.push(onnx.ValueInfoProto.create({ name: tname, type: vi.type }));
+  }
+  if (faults.length) {
+    const unique = [...new Map(faults.map((f) => [`${f.op}|${f.reason}`, f])).values()];
+    const ops = [...new Set(unique.map((f) => f.op))];
+    const detail = unique.map((f) => `${f.op} (node '${f.node}'${f.reason ? `: ${f.reason}` : ""})`).join(
+      ", ",
+    );
+    throw new JvpError(`cannot differentiate operator(s) ${ops.join(", ")}: ${detail}`, ops);
+  }
+
+  const nodes = tr.liveNodes(outputs.map((o) => o.name));
+  const used = new Set(nodes.flatMap((n) => n.input));
+  const newGraph = onnx.GraphProto.create({
+    ...graph,
+    node: nodes,
+    input: inputs,
+    output: outputs,
+    initializer: [...(graph.initializer ?? []), ...tr.initializers.filter((t) => used.has(t.name))],
+  });
+  return onnx.ModelProto.create({ ...model, graph: newGraph });
+}
+
+/** The state of one transformation: names, emitted nodes, tangents. */
+class Transformer {
+  readonly info: Inferred;
+  readonly nodes: NodeProto[] = [];
+  readonly emitted = new Set<NodeProto>();
+  readonly initializers: TensorProto[] = [];
+  /** Tangent of each value that has one. */
+  readonly tangent = new Map<string, string>();
+  /** Values whose tangent cannot be computed, with why. */
+  readonly poison = new Map<string, Poison[]>();
+  readonly #names = new Set<string>();
+  readonly #constants = new Map<string, string>();
+  readonly #shapes = new Map<string, string>();
+  #counter = 0;
+
+  constructor(model: IModelProto, readonly opset: number) {
+    const g = model.graph!;
+    this.info = inferGraph(g, opset);
+    for (const v of [...(g.input ?? []), ...(g.output ?? []), ...(g.valueInfo ?? [])]) {
+      this.#names.add(v.name!);
+    }
+    for (const t of g.initializer ?? []) this.#names.add(t.name!);
+    for (const n of g.node ?? []) {
+      if (n.name) this.#names.add(n.name);
+      for (const o of n.output ?? []) this.#names.add(o);
+    }
+  }
+
+  reserve(name: string): string {
+    if (this.#names.has(name)) throw new JvpError(`name '${name}' is already used in the graph`, []);
+    this.#names.add(name);
+    return name;
+  }
+
+  fresh(prefix: string): string {
+    let name: string;
+    do name = `${prefix}__${this.#counter++}`; while (this.#names.has(name));
+    this.#names.add(name);
+    return name;
+  }
+
+  /** Appends a tangent-computation node with explicit output names. */
+  append(
+    opType: string,
+    inputs: readonly string[],
+    outputs: readonly string[],
+    attrs: Record<string, AttrValue> | IAttributeProto[] = {},
+  ): NodeProto {
+    const attribute_ = Array.isArray(attrs) ? attrs : Object.entries(attrs).map(([k, v]) => attribute(k, v));
+    const node = onnx.NodeProto.create({
+      opType,
+      domain: "",
+      name: this.fresh(`jvp/${opType}`),
+      input: [...inputs],
+      output: [...outputs],
+      attribute: attribute_,
+    });
+    this.nodes.push(node);
+    this.emitted.add(node);
+    return node;
+  }
+
+  /** Appends a node with `n` fresh outputs and returns their names. */
+  emit(opType: string, inputs: readonly string[], attrs: Record<string, AttrValue> = {}, n = 1): string[] {
+    const outs = Array.from({ length: n }, () => this.fresh(`jvp/${opType.toLowerCase()}`));
+    this.append(opType, inputs, outs, attrs);
+    return outs;
+  }
+
+  /** A scalar constant of element type `dtype`, shared by every use. */
+  scalar(value: number, dtype: number): string {
+    const key = `${dtype}:${value}`;
+    let name = this.#constants.get(key);
+    if (!name) {
+      name = this.fresh(`jvp/const`);
+      this.initializers.push(tensorFromNumbers(name, [value], [], dtype));
+      this.#constants.set(key, name);
+    }
+    return name;
+  }
+
+  /** A 1-D int64 constant. */
+  ints(values: readonly number[]): string {
+    const key = `ints:${values.join(",")}`;
+    let name = this.#constants.get(key);
+    if (!name) {
+      name = this.fresh(`jvp/ints`);
+      this.initializers.push(tensorFromNumbers(name, values, [values.length], DataType.INT64));
+      this.#constants.set(key, name);
+    }
+    return name;
+  }
+
+  /** Shape(v), computed once per value. */
+  shapeOf(v: string): string {
+    let s = this.#shapes.get(v);
+    if (!s) {
+      s = this.emit("Shape", [v])[0];
+      this.#shapes.set(v, s);
+    }
+    return s;
+  }
+
+  /** Zeros shaped like `v` (in v's element type). */
+  zerosLike(v: string): string {
+    const dtype = this.info.dtype.get(v) ?? DataType.FLOAT;
+    const value = tensorFromNumbers("value", [0], [1], dtype);
+    return this.emit("ConstantOfShape", [this.shapeOf(v)], { value })[0];
+  }
+
+  /** Copies a node into the output graph, then appends the nodes of its output tangents. */
+  visit(original: INodeProto): void {
+    const node = onnx.NodeProto.create({ ...original, output: [...(original.output ?? [])] });
+    this.nodes.push(node);
+    const op = node.opType ?? "";
+    const inputs = node.input ?? [];
+    const inherited = inputs.flatMap((i) => this.poison.get(i) ?? []);
+    if (inherited.length) {
+      for (const o of node.output) if (o) this.poison.set(o, inherited);
+      return;
+    }
+    const domain = node.domain && node.domain !== "ai.onnx" ? node.domain : "";
+    const label = domain ? `${domain}::${op}` : op;
+    const fail = (reason: string) => {
+      const p = [{ op: label, node: node.name || node.output[0] || "?", reason }];
+      for (const o of node.output) if (o) this.poison.set(o, p);
+    };
+    // values a subgraph (If, Loop, Scan) captures from the outer graph are inputs too
+    const captured = (node.attribute ?? []).flatMap((a) => [a.g, ...(a.graphs ?? [])]).flatMap((
+      g,
+    ) => (g ? outerNames(g) : []));
+    const capturedPoison = captured.flatMap((n) => this.poison.get(n) ?? []);
+    if (capturedPoison.length) {
+      for (const o of node.output) if (o) this.poison.set(o, capturedPoison);
+      return;
+    }
+    if (captured.some((n) => this.tangent.has(n))) return fail("its subgraph uses a differentiated value");
+    const dx = inputs.map((i) => (i ? this.tangent.get(i) ?? null : null));
+    if (dx.every((d) => d === null)) return;
+    if (!domain && NON_DIFFERENTIABLE.has(op)) return;
+    const rule = domain ? undefined : RULES[op];
+    if (!rule) return fail("");
+    const mark = this.nodes.length;
+    let result: (Tangent | NoTangent)[];
+    try {
+      const r = rule(new Ctx(this, node, dx));
+      result = Array.isArray(r) ? r : [r];
+    } catch (e) {
+      if (!(e instanceof NotDifferentiable)) throw e;
+      for (const n of this.nodes.splice(mark)) this.emitted.delete(n);
+      return fail(e.message);
+    }
+    node.output.forEach((o, k) => {
+      const t = result[k];
+      if (!o || t === undefined || t === null) return;
+      if (t instanceof NoTangent) this.poison.set(o, [{ op: label, node: node.name || o, reason: t.reason }]);
+      else this.tangent.set(o, t);
+    });
+  }
+
+  /** The node list without emitted nodes whose results nothing needs. */
+  liveNodes(outputs: readonly string[]): NodeProto[] {
+    const needed = new Set(outputs);
+    const keep: boolean[] = new Array(this.nodes.length).fill(false);
+    for (let i = this.nodes.length - 1; i >= 0; i--) {
+      const n = this.nodes[i];
+      if (!this.emitted.has(n) || n.output.some((o) => needed.has(o))) {
+        keep[i] = true;
+        for (const inp of n.input) if (inp) needed.add(inp);
+        for (const a of n.attribute ?? []) {
+          for (const g of [a.g, ...(a.graphs ?? [])]) {
+            if (g) { for (const inp of outerNames(g)) needed.add(inp); }
+          }
+        }
+      }
+    }
+    return this.nodes.filter((_, i) => keep[i]);
+  }
+}
+
+/** Names a subgraph reads from enclosing graphs (used but not defined inside it). */
+function outerNames(g: IGraphProto): string[] {
+  const defined = new Set([
+    ...(g.input ?? []).map((i) => i.name!),
+    ...(g.initializer ?? []).map((t) => t.name!),
+  ]);
+  const used = new Set<string>();
+  for (const n of g.node ?? []) {
+    const nested = (n.attribute ?? []).flatMap((a) => [a.g, ...(a.graphs ?? [])]).flatMap((
+      sg,
+    ) => (sg ? outerNames(sg) : []));
+    for (const i of [...(n.input ?? []), ...nested]) if (i && !defined.has(i)) used.add(i);
+    for (const o of n.output ?? []) defined.add(o);
+  }
+  return [...used];
+}
+
+/** What a rule sees: the node, its primal inputs x and outputs y, input tangents dx, and emitters. */
+class Ctx {
+  readonly x: string[];
+  readonly y: string[];
+  readonly op: string;
+
+  constructor(readonly tr: Transformer, readonly node: NodeProto, readonly dx: Tangent[]) {
+    this.x = node.input;
+    this.y = node.output;
+    this.op = node.opType;
+  }
+
+  get opset(): number {
+    return this.tr.opset;
+  }
+
+  /** An attribute of the node, or `dflt`. */
+  attr<T>(name: string, dflt: T): T {
+    const v = getAttribute(this.node, name);
+    return v === undefined ? dflt : v as T;
+  }
+
+  /** The floating-point element type of this node's tangents. */
+  get dtype(): number {
+    const candidates = [this.y[0], ...this.x.filter((_, i) => this.dx[i])];
+    for (const v of candidates) {
+      const d = this.tr.info.dtype.get(v);
+      if (isFloatType(d)) return d!;
+    }
+    throw new NotDifferentiable("unknown floating-point element type");
+  }
+
+  shape(v: string): SShape {
+    return this.tr.info.shape.get(v) ?? null;
+  }
+
+  fail(reason: string): never {
+    throw new NotDifferentiable(reason);
+  }
+
+  /** The scalar constant `v` in this node's element type. */
+  k(v: number): string {
+    return this.tr.scalar(v, this.dtype);
+  }
+
+  emit(op: string, inputs: readonly string[], attrs: Record<string, AttrValue> = {}): string {
+    return this.tr.emit(op, inputs, attrs)[0];
+  }
+
+  // ----- null-aware algebra (null is a zero tangent)
+  add(a: Tangent, b: Tangent): Tangent {
+    return a && b ? this.emit("Add", [a, b]) : a ?? b;
+  }
+  sub(a: Tangent, b: Tangent): Tangent {
+    return a && b ? this.emit("Sub", [a, b]) : a ?? this.neg(b);
+  }
+  mul(a: Tangent, b: Tangent): Tangent {
+    return a && b ? this.emit("Mul", [a, b]) : null;
+  }
+  div(a: Tangent, b: string): Tangent {
+    return a ? this.emit("Div", [a, b]) : null;
+  }
+  neg(a: Tangent): Tangent {
+    return a ? this.emit("Neg", [a]) : null;
+  }
+  sum(terms: readonly Tangent[]): Tangent {
+    return terms.reduce<Tangent>((acc, t) => this.add(acc, t), null);
+  }
+  /** An elementwise function of primal values, e.g. `c.f("Cos", c.x[0])`. */
+  f(op: string, ...inputs: string[]): string {
+    return this.emit(op, inputs);
+  }
+  /** Where(cond, a, b) with null tangents as zeros. */
+  where(cond: string, a: Tangent, b: Tangent): Tangent {
+    return a || b ? this.emit("Where", [cond, a ?? this.k(0), b ?? this.k(0)]) : null;
+  }
+
+  // ----- opset-aware shape helpers
+  reduce(op: "ReduceSum" | "ReduceMean", v: string, axes: number[], keepdims = 1): string {
+    const axesAsInput = op === "ReduceSum" ? this.opset >= 13 : this.opset >= 18;
+    return axesAsInput
+      ? this.emit(op, [v, this.tr.ints(axes)], { keepdims })
+      : this.emit(op, [v], { axes, keepdims });
+  }
+  unsqueeze(v: string, axes: number[]): string {
+    return this.opset >= 13
+      ? this.emit("Unsqueeze", [v, this.tr.ints(axes)])
+      : this.emit("Unsqueeze", [v], { axes });
+  }
+  reshape(v: string, shape: readonly number[] | string): string {
+    return this.emit("Reshape", [v, typeof shape === "string" ? shape : this.tr.ints(shape)]);
+  }
+  flatten(v: string, axis: number): string {
+    return this.emit("Flatten", [v], { axis });
+  }
+  shapeOf(v: string): string {
+    return this.tr.shapeOf(v);
+  }
+  zerosLike(v: string): string {
+    return this.tr.zerosLike(v);
+  }
+
+  /** Indices of the inputs that carry a tangent. */
+  get withTangent(): number[] {
+    return this.dx.flatMap((d, i) => (d ? [i] : []));
+  }
+
+  /**
+   * `t` has the broadcast shape of the inputs `covered`; expand it to the output's shape unless the other
+   * inputs provably do not enlarge it.
+   */
+  fit(t: Tangent, covered: readonly number[]): Tangent {
+    if (!t) return null;
+    const base = broadcastShapes(covered.map((i) => this.shape(this.x[i])));
+    const others = this.x.filter((v, j) => v && !covered.includes(j));
+    if (others.every((v) => broadcastKeeps(base, this.shape(v)))) return t;
+    return this.emit("Expand", [t, this.shapeOf(this.y[0])]);
+  }
+
+  /** Expands `t` (shaped like `like`) to the output's shape unless provably equal. */
+  fitTo(t: Tangent, like: string): Tangent {
+    if (!t || sameShape(this.shape(like), this.shape(this.y[0]))) return t;
+    return this.emit("Expand", [t, this.shapeOf(this.y[0])]);
+  }
+
+  /**
+   * The node's own operation applied with input `i` replaced by its tangent, the other inputs primal
+   * (inputs in `omit` left out, attributes in `attrs` overridden). Null when input i has no tangent.
+   */
+  with(
+    i: number,
+    o: { omit?: number[]; replace?: Record<number, string>; attrs?: Record<string, AttrValue> } = {},
+  ) {
+    return this.withAll(i, o)?.[0] ?? null;
+  }
+
+  withAll(
+    i: number,
+    o: { omit?: number[]; replace?: Record<number, string>; attrs?: Record<string, AttrValue> } = {},
+  ): string[] | null {
+    const d = this.dx[i];
+    if (!d) return null;
+    const inputs = this.x.map((v, j) => (j === i ? d : o.omit?.includes(j) ? "" : o.replace?.[j] ?? v));
+    while (inputs.length && inputs[inputs.length - 1] === "") inputs.pop();
+    const overrides = o.attrs ?? {};
+    const attrs = [
+      ...(this.node.attribute ?? []).filter((a) => !(a.name! in overrides)),
+      ...Object.entries(overrides).map(([k, v]) => attribute(k, v)),
+    ];
+    const outs = this.y.map((y) => (y ? this.tr.fresh(`jvp/${this.op.toLowerCase()}`) : ""));
+    this.tr.append(this.op, inputs, outs, attrs);
+    return outs;
+  }
+
+  /** Requires that only input `i` carries a tangent (the operation is linear in it). */
+  onlyTangentAt(i: number): void {
+    const other = this.withTangent.find((j) => j !== i);
+    if (other !== undefined) this.fail(`tangent on input ${other} (${this.x[other]}) is not supported`);
+  }
+
+  /** The operation is linear in input i for fixed other inputs: apply it to the tangent. */
+  linear(i = 0, o: { omit?: number[]; attrs?: Record<string, AttrValue> } = {}): Tangent[] {
+    this.onlyTangentAt(i);
+    return this.withAll(i, o) ?? [];
+  }
+
+  /** x̂ = (X − mean)/sqrt(var + ε) over `axis` (keepdims), and 1/sqrt(var + ε). */
+  standardize(X: string, axis: number, eps: number): { xhat: string; rstd: string } {
+    const mean = (v: string) => this.reduce("ReduceMean", v, [axis]);
+    const xc = this.emit("Sub", [X, mean(X)]);
+    const variance = mean(this.emit("Mul", [xc, xc]));
+    const rstd = this.f("Reciprocal", this.f("Sqrt", this.emit("Add", [variance, this.k(eps)])));
+    return { xhat: this.emit("Mul", [xc, rstd]), rstd };
+  }
+
+  /**
+   * The tangent of a normalisation x̂ = (X − mean)/sqrt(var + ε) over `axis` (keepdims), given its input X
+   * and tangent D: dx̂ = (D − mean(D) − x̂·mean(D·x̂)) / sqrt(var + ε). Returns dx̂ and x̂.
+   */
+  normalized(X: string, D: string, axis: number, eps: number): { dxhat: string; xhat: string } {
+    const mean = (v: string) => this.reduce("ReduceMean", v, [axis]);
+    const { xhat, rstd } = this.standardize(X, axis, eps);
+    const inner = this.emit("Sub", [
+      this.emit("Sub", [D, mean(D)]),
+      this.emit("Mul", [xhat, mean(this.emit("Mul", [D, xhat]))]),
+    ]);
+    return { dxhat: this.emit("Mul", [inner, rstd]), xhat };
+  }
+}
+
+/** Operators whose outputs are piecewise constant or not real-valued: they pass no tangent on. */
+const NON_DIFFERENTIABLE = new Set([
+  "Shape",
+  "Size",
+  "Equal",
+  "Less",
+  "LessOrEqual",
+  "Greater",
+  "GreaterOrEqual",
+  "Not",
+  "And",
+  "Or",
+  "Xor",
+  "ArgMax",
+  "ArgMin",
+  "NonZero",
+  "IsNaN",
+  "IsInf",
+  "Floor",
+  "Ceil",
+  "Round",
+  "Sign",
+  "Constant",
+  "ConstantOfShape",
+  "EyeLike",
+  "RandomNormalLike",
+  "RandomUniformLike",
+]);
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+/** Linear in its first input for fixed other inputs (data movement, pooling, resampling, reductions). */
+const linear: Rule = (c) => c.linear(0);
+
+/** Bias tangent of Conv/ConvTranspose, reshaped to [1, C, 1, …] against the output. */
+function convBias(c: Ctx): Tangent {
+  const db = c.dx[2];
+  if (!db) return null;
+  const kernel = c.attr<number[] | undefined>("kernel_shape", undefined);
+  const w = c.shape(c.x[1]);
+  const x = c.shape(c.x[0]);
+  const spatial = kernel?.length ?? (w ? w.length - 2 : x ? x.length - 2 : undefined);
+  if (spatial === undefined) c.fail("bias tangent with unknown spatial rank");
+  return c.emit("Expand", [c.reshape(db, [1, -1, ...new Array(spatial).fill(1)]), c.shapeOf(c.y[0])]);
+}
+
+/** Softmax-style tangents: reduce over `axis` (opset ≥ 13) or over the dims from `axis` on (older). */
+function softmaxLike(c: Ctx, body: (y: string, d: string, sum: (v: string) => string) => string): Tangent {
+  const [y, d] = [c.y[0], c.dx[0]!];
+  if (c.opset >= 13) return body(y, d, (v) => c.reduce("ReduceSum", v, [c.attr("axis", -1)]));
+  const axis = c.attr("axis", 1);
+  const out = body(c.flatten(y, axis), c.flatten(d, axis), (v) => c.reduce("ReduceSum", v, [1]));
+  return c.reshape(out, c.shapeOf(y));
+}
+
+/** The derivative rules, one per operator. */
+export const RULES: Readonly<Record<string, Rule>> = {
+  // ----- data movement, resampling, pooling, linear reductions: the same operation on the tangent
+  Identity: (c) => c.dx[0],
+  Reshape: linear,
+  Transpose: linear,
+  Flatten: linear,
+  Squeeze: linear,
+  Unsqueeze: linear,
+  Expand: linear,
+  Slice: linear,
+  Gather: linear,
+  GatherElements: linear,
+  GatherND: linear,
+  Tile: linear,
+  DepthToSpace: linear,
+  SpaceToDepth: linear,
+  Resize: linear,
+  Upsample: linear,
+  AveragePool: linear,
+  GlobalAveragePool: linear,
+  ReduceMean: linear,
+  ReduceSum: linear,
+  CumSum: linear,
+  Split: linear,
+  // Dropout in inference is the identity (its mask output has no tangent)
+  Dropout: (c) => {
+    c.onlyTangentAt(0);
+    if (c.x[2]) c.fail("training_mode input");
+    return [c.dx[0], null];
+  },
+  // Pad: padding values are constants (zero tangent) or copies of the input (reflect, edge)
+  Pad: (c) =>
+    c.linear(
+      0,
+      c.attr("mode", "constant") === "constant"
+        ? { omit: [2], ...(c.opset < 11 ? { attrs: { value: float(0) } } : {}) }
+        : {},
+    ),
+  Concat: (c) => c.emit("Concat", c.x.map((x, i) => c.dx[i] ?? c.zerosLike(x)), { axis: c.attr("axis", 0) }),
+  Cast: (c) => (isFloatType(c.attr("to", 0)) ? c.emit("Cast", [c.dx[0]!], { to: c.attr("to", 0) }) : null),
+  CastLike: (c) => (isFloatType(c.tr.info.dtype.get(c.x[1])) ? c.emit("CastLike", [c.dx[0]!, c.x[1]]) : null),
+  // BatchNormalization (inference): affine in X; the tangent sees zero bias and zero mean
+  BatchNormalization: (c) => {
+    if (c.attr("training_mode", 0)) c.fail("training_mode=1");
+    c.onlyTangentAt(0);
+    const [, , bias, mean] = c.x;
+    return c.with(0, { replace: { 2: c.zerosLike(bias), 3: c.zerosLike(mean) } });
+  },
+
+  // ----- sums
+  Neg: (c) => c.neg(c.dx[0]),
+  Add: (c) => c.fit(c.add(c.dx[0], c.dx[1]), c.withTangent),
+  Sub: (c) => c.fit(c.sub(c.dx[0], c.dx[1]), c.withTangent),
+  Sum: (c) => c.fit(c.sum(c.dx), c.withTangent),
+
+  // ----- products: one term per input (product rule)
+  Mul: (c) => c.add(c.mul(c.dx[0], c.x[1]), c.mul(c.x[0], c.dx[1])),
+  // y = a/b: dy = (da − y·db)/b
+  Div: (c) => c.div(c.sub(c.dx[0], c.mul(c.y[0], c.dx[1])), c.x[1]),
+  MatMul: (c) => c.add(c.with(0), c.with(1)),
+  Einsum: (c) => c.sum(c.x.map((_, i) => c.with(i))),
+  // Y = α·A·B + β·C
+  Gemm: (c) =>
+    c.sum([
+      c.with(0, { omit: [2] }),
+      c.with(1, { omit: [2] }),
+      c.dx[2] ? c.fitTo(c.mul(c.k(c.attr("beta", 1)), c.dx[2]), c.x[2]) : null,
+    ]),
+  // Y = W ⋆ X + b
+  Conv: (c) => c.sum([c.with(0, { omit: [2] }), c.with(1, { omit: [2] }), convBias(c)]),
+  ConvTranspose: (c) => c.sum([c.with(0, { omit: [2] }), c.with(1, { omit: [2] }), convBias(c)]),
+
+  // ----- pointwise functions
+  Exp: (c) => c.mul(c.dx[0], c.y[0]),
+  Log: (c) => c.div(c.dx[0], c.x[0]),
+  Sqrt: (c) => c.div(c.dx[0], c.f("Mul", c.k(2), c.y[0])),
+  Reciprocal: (c) => c.neg(c.mul(c.dx[0], c.mul(c.y[0], c.y[0]))),
+  // y = a^b: dy = b·a^(b−1)·da + y·ln(a)·db
+  Pow: (c) => {
+    const [a, b] = c.x;
+    const bf = c.tr.info.dtype.get(b) === c.dtype ? b : c.emit("Cast", [b], { to: c.dtype });
+    return c.add(
+      c.mul(c.dx[0], c.mul(bf, c.f("Pow", a, c.emit("Sub", [bf, c.k(1)])))),
+      c.mul(c.dx[1], c.mul(c.y[0], c.f("Log", a))),
+    );
+  },
+  Sigmoid: (c) => c.mul(c.dx[0], c.mul(c.y[0], c.sub(c.k(1), c.y[0]))),
+  Tanh: (c) => c.mul(c.dx[0], c.sub(c.k(1), c.mul(c.y[0], c.y[0]))),
+  Relu: (c) => c.where(c.f("Greater", c.x[0], c.k(0)), c.dx[0], null),
+  LeakyRelu: (c) =>
+    c.where(c.f("Greater", c.x[0], c.k(0)), c.dx[0], c.mul(c.dx[0], c.k(c.attr("alpha", 0.01)))),
+  Softplus: (c) => c.mul(c.dx[0], c.f("Sigmoid", c.x[0])),
+  Abs: (c) => c.mul(c.dx[0], c.f("Sign", c.x[0])),
+  Sin: (c) => c.mul(c.dx[0], c.f("Cos", c.x[0])),
+  Cos: (c) => c.neg(c.mul(c.dx[0], c.f("Sin", c.x[0]))),
+  // erf'(x) = 2/√π · exp(−x²)
+  Erf: (c) => c.mul(c.dx[0], c.mul(c.k(2 / Math.sqrt(Math.PI)), c.f("Exp", c.neg(c.mul(c.x[0], c.x[0]))!))),
+  // Gelu: exact y = x·Φ(x) → dy = (Φ(x) + x·φ(x))·dx; tanh form y = ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³)
+  Gelu: (c) => {
+    const x = c.x[0];
+    if (c.attr<string>("approximate", "none") === "tanh") {
+      const x2 = c.mul(x, x)!;
+      const th = c.f("Tanh", c.mul(c.k(SQRT_2_OVER_PI), c.mul(x, c.add(c.k(1), c.mul(c.k(0.044715), x2)))!)!);
+      const du = c.mul(c.k(SQRT_2_OVER_PI), c.add(c.k(1), c.mul(c.k(3 * 0.044715), x2)))!;
+      const slope = c.mul(
+        c.k(0.5),
+        c.add(c.add(c.k(1), th), c.mul(x, c.mul(c.sub(c.k(1), c.mul(th, th)), du))),
+      );
+      return c.mul(c.dx[0], slope);
+    }
+    const cdf = c.mul(c.k(0.5), c.add(c.k(1), c.f("Erf", c.mul(x, c.k(Math.SQRT1_2))!)));
+    const pdf = c.mul(c.k(1 / Math.sqrt(2 * Math.PI)), c.f("Exp", c.mul(c.k(-0.5), c.mul(x, x))!));
+    return c.mul(c.dx[0], c.add(cdf, c.mul(x, pdf)));
+  },
+  // Clip: the tangent passes where the input was not clipped
+  Clip: (c) => {
+    c.onlyTangentAt(0);
+    return c.where(c.f("Equal", c.y[0], c.x[0]), c.dx[0], null);
+  },
+  Max: (c) => minMax(c, "Less"),
+  Min: (c) => minMax(c, "Greater"),
+  Where: (c) => {
+    const cond = c.x[0];
+    return c.fit(c.where(cond, c.dx[1], c.dx[2] ?? null), [0, ...c.withTangent]);
+  },
+
+  // ----- softmax: dy = y·(d − Σ y·d); log-softmax: dy = d − Σ softmax·d
+  Softmax: (c) => softmaxLike(c, (y, d, sum) => c.mul(y, c.sub(d, sum(c.mul(y, d)!)))!),
+  LogSoftmax: (c) => softmaxLike(c, (y, d, sum) => c.sub(d, sum(c.mul(c.f("Exp", y), d)!))!),
+
+  // ----- normalisations: y = scale · x̂ + bias, x̂ normalised per (n, c) / per group / over trailing axes
+  InstanceNormalization: (c) => {
+    c.onlyTangentAt(0);
+    const [x, scale] = c.x;
+    const toGroups = (v: string) => c.reshape(v, [0, 0, -1]);
+    const { dxhat } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, c.attr("epsilon", 1e-5));
+    return c.reshape(c.mul(dxhat, c.unsqueeze(scale, [1]))!, c.shapeOf(x));
+  },
+  GroupNormalization: (c) => {
+    c.onlyTangentAt(0);
+    const [x, scale] = c.x;
+    const G = c.attr("num_groups", 0);
+    const toGroups = (v: string) => c.reshape(v, [0, G, -1]);
+    const { dxhat } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, c.attr("epsilon", 1e-5));
+    // opset 18–20: scale per group; opset 21+: scale per channel
+    if (c.opset < 21) return c.reshape(c.mul(dxhat, c.unsqueeze(scale, [1]))!, c.shapeOf(x));
+    const perChannel = c.reshape(c.reshape(dxhat, c.shapeOf(x)), [0, 0, -1]);
+    return c.reshape(c.mul(perChannel, c.unsqueeze(scale, [1]))!, c.shapeOf(x));
+  },
+  LayerNormalization: (c) => {
+    const [x, scale, bias] = c.x;
+    const axis = c.attr("axis", -1);
+    const eps = c.attr("epsilon", 1e-5);
+    const { dxhat, xhat } = c.dx[0]
+      ? c.normalized(c.flatten(x, axis), c.flatten(c.dx[0], axis), 1, eps)
+      : { dxhat: null, xhat: c.standardize(c.flatten(x, axis), 1, eps).xhat };
+    const full = (v: Tangent) => (v ? c.reshape(v, c.shapeOf(x)) : null);
+    const dy = c.sum([
+      c.mul(full(dxhat), scale),
+      c.mul(full(xhat), c.dx[1]),
+      c.fitTo(c.dx[2] ?? null, bias),
+    ]);
+    return [dy, new NoTangent("Mean output"), new NoTangent("InvStdDev output")];
+  },
+
+  // ----- max pooling: the tangent at the argmax of each window
+  MaxPool: (c) => {
+    c.onlyTangentAt(0);
+    if (c.attr("storage_order", 0) !== 0) c.fail("storage_order=1");
+    if (!c.y[1]) c.node.output[1] = c.tr.fresh(`${c.y[0]}/indices`);
+    return [c.emit("Gather", [c.reshape(c.dx[0]!, [-1]), c.node.output[1]]), null];
+  },
+};
+
+/** Max/Min of two inputs: the tangent of the selected input (ties pick the first). */
+function minMax(c: Ctx, otherWins: "Less" | "Greater"): Tangent {
+  if (c.x.length !== 2) c.fail(`${c.x.length} inputs (only 2 supported)`);
+  const firstWins = c.f("Not", c.f(otherWins, c.x[0], c.x[1]));
+  return c.fit(c.where(firstWins, c.dx[0], c.dx[1]), [0, 1]);
+}
+
+/** Operators with a derivative rule. */
+export const SUPPORTED_OPERATORS: readonly string[] = Object.keys(RULES).sort();
+
+/** Operators that pass no tangent on (shapes, comparisons, constants, rounding). */
+export const NON_DIFFERENTIABLE_OPERATORS: readonly string[] = [...NON_DIFFERENTIABLE].sort();
+
+/** The JVP graph of model bytes, as bytes. */
+export function jvpBytes(bytes: Uint8Array, options: JvpOptions = {}): Uint8Array {
+  return onnx.ModelProto.encode(jvpModel(onnx.ModelProto.decode(bytes), options)).finish();
+}
