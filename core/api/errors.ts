@@ -55,7 +55,9 @@ export function issuesFromZod(error: z.ZodError, max = 50): Issue[] {
 
 /** A one-line summary of issues: "n: Too big: expected number to be <=64; solver: …". */
 export function summarizeIssues(issues: readonly Issue[], max = 3): string {
-  const parts = issues.slice(0, max).map((i) => `${i.path.length ? i.path.join(".") : "(body)"}: ${i.message}`);
+  const parts = issues.slice(0, max).map((i) =>
+    `${i.path.length ? i.path.join(".") : "(body)"}: ${i.message}`
+  );
   if (issues.length > max) parts.push(`… ${issues.length - max} more`);
   return parts.join("; ");
 }

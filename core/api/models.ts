@@ -20,7 +20,9 @@ export const ModelLimits = z.object({
   max_n: z.int().min(1).meta({ description: "Samples per request" }),
   max_steps: z.int().min(1),
   max_nfe: z.int().min(1),
-  guidance: GuidanceRange.optional().meta({ description: "Allowed guidance scales (class-conditional models)" }),
+  guidance: GuidanceRange.optional().meta({
+    description: "Allowed guidance scales (class-conditional models)",
+  }),
 }).meta({ id: "ModelLimits" });
 export type ModelLimits = z.infer<typeof ModelLimits>;
 
@@ -35,10 +37,13 @@ export const ModelInfo = z.object({
   classes: ModelClasses.optional(),
   schedule: z.record(z.string(), z.unknown()),
   solvers: z.array(z.string()),
-  derivatives: z.array(z.string()).meta({ description: 'GENIE derivative sources: "head", "jvp", "fd", "exact"' }),
+  derivatives: z.array(z.string()).meta({
+    description: 'GENIE derivative sources: "head", "jvp", "fd", "exact"',
+  }),
   limits: ModelLimits,
   prediction: z.string().optional(),
   version: z.string().optional(),
+  description: z.string().optional(),
 }).meta({ id: "Model" });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
@@ -68,6 +73,7 @@ const LenientModel = z.looseObject({
   }).optional(),
   prediction: z.string().optional(),
   version: z.union([z.string(), z.number()]).optional(),
+  description: z.string().optional(),
 });
 
 /**
@@ -95,12 +101,15 @@ export function normalizeModelInfo(raw: unknown, defaults: ModelLimits = DEFAULT
     shape: m.shape,
     schedule: m.schedule ?? {},
     solvers: m.solvers ?? [...CONTRACT_SOLVERS],
-    derivatives: (m.derivatives ?? ["jvp", "fd"]).filter((d) => (DERIVATIVE_SOURCES as readonly string[]).includes(d)),
+    derivatives: (m.derivatives ?? ["jvp", "fd"]).filter((d) =>
+      (DERIVATIVE_SOURCES as readonly string[]).includes(d)
+    ),
     limits,
   };
   if (classes) info.classes = classes;
   if (m.prediction !== undefined) info.prediction = m.prediction;
   if (m.version !== undefined) info.version = String(m.version);
+  if (m.description !== undefined) info.description = m.description;
   return info;
 }
 

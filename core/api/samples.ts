@@ -11,7 +11,13 @@ import { type ModelInfo, ModelName } from "./models.ts";
 import { shapeSize, Tensor, TensorOutput } from "./tensor.ts";
 
 /** Hard caps that hold whatever a model allows. */
-export const HARD_LIMITS = { n: 4096, steps: 10_000, nfe: 20_000, deadline_ms: 3_600_000, images: 4096 } as const;
+export const HARD_LIMITS = {
+  n: 4096,
+  steps: 10_000,
+  nfe: 20_000,
+  deadline_ms: 3_600_000,
+  images: 4096,
+} as const;
 export const DEFAULT_NFE = 10;
 export const DEFAULT_SOLVER = "genie";
 export const OUTPUTS = ["png", "tensor"] as const;
@@ -22,12 +28,16 @@ const U32 = z.int().min(0).max(0xffffffff);
 /** Solver settings shared by sampling and encoding. */
 const solveFields = {
   model: ModelName,
-  solver: z.string().min(1).max(64).optional().meta({ description: `Solver name (default "${DEFAULT_SOLVER}")` }),
+  solver: z.string().min(1).max(64).optional().meta({
+    description: `Solver name (default "${DEFAULT_SOLVER}")`,
+  }),
   steps: z.int().min(1).max(HARD_LIMITS.steps).optional().meta({ description: "Solver steps (or give nfe)" }),
   nfe: z.int().min(1).max(HARD_LIMITS.nfe).optional().meta({
     description: `Network evaluations; steps are chosen to use exactly this many (default ${DEFAULT_NFE})`,
   }),
-  grid: z.enum(GRID_KINDS).optional().meta({ description: "Time grid (default: the solver's recommended grid)" }),
+  grid: z.enum(GRID_KINDS).optional().meta({
+    description: "Time grid (default: the solver's recommended grid)",
+  }),
   rho: z.number().positive().max(1000).optional(),
   order: z.int().min(1).max(4).optional().meta({ description: "Order of solvers that have several" }),
   variant: z.enum(VARIANTS).optional().meta({ description: "UniPC's B(h)" }),
@@ -63,7 +73,9 @@ export const EncodeRequest = z.strictObject({
   images: z.array(z.base64()).min(1).max(HARD_LIMITS.images).optional().meta({
     description: "PNG images (base64), each of the model's sample shape",
   }),
-  tensor: Tensor.optional().meta({ description: "Images in model space [n, …sample shape] (values in [−1, 1])" }),
+  tensor: Tensor.optional().meta({
+    description: "Images in model space [n, …sample shape] (values in [−1, 1])",
+  }),
 }).superRefine((v, ctx) => {
   notBoth(v, ctx);
   if ((v.images === undefined) === (v.tensor === undefined)) {
@@ -130,7 +142,12 @@ function checkSolve(
   const out: Issue[] = [];
   const solver = req.solver ?? DEFAULT_SOLVER;
   if (model.solvers.length > 0 && !model.solvers.includes(solver)) {
-    out.push(issue(["solver"], `${model.name} has no solver ${JSON.stringify(solver)} (one of ${model.solvers.join(", ")})`));
+    out.push(
+      issue(
+        ["solver"],
+        `${model.name} has no solver ${JSON.stringify(solver)} (one of ${model.solvers.join(", ")})`,
+      ),
+    );
   }
   if (req.steps !== undefined && req.steps > model.limits.max_steps) {
     out.push(issue(["steps"], `at most ${model.limits.max_steps} for ${model.name}`));
@@ -146,7 +163,9 @@ export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Iss
   const out = checkSolve(req, model);
   const { limits } = model;
   const n = requestedCount(req);
-  if (n > limits.max_n) out.push(issue([req.latents ? "latents" : "n"], `at most ${limits.max_n} samples for ${model.name}`));
+  if (n > limits.max_n) {
+    out.push(issue([req.latents ? "latents" : "n"], `at most ${limits.max_n} samples for ${model.name}`));
+  }
   if (req.class !== undefined) {
     if (!model.classes) out.push(issue(["class"], `${model.name} is not class-conditional`));
     else if (req.class >= model.classes.count && req.class !== model.classes.null_class) {
@@ -183,7 +202,9 @@ export function checkEncodeForModel(req: EncodeRequest, model: ModelInfo): Issue
   if (req.tensor) out.push(...checkTensorForModel(req.tensor, model, "tensor"));
   if (req.images && !isImageModel(model)) out.push(issue(["images"], `${model.name} does not take images`));
   const count = req.tensor ? req.tensor.shape[0] : req.images?.length ?? 0;
-  if (count > model.limits.max_n) out.push(issue([req.tensor ? "tensor" : "images"], `at most ${model.limits.max_n} for ${model.name}`));
+  if (count > model.limits.max_n) {
+    out.push(issue([req.tensor ? "tensor" : "images"], `at most ${model.limits.max_n} for ${model.name}`));
+  }
   return out;
 }
 
@@ -195,10 +216,17 @@ export function checkTensorForModel(t: Tensor, model: ModelInfo, field: string, 
     out.push(issue([field, "shape"], `must be [n, ${want.join(", ")}] for ${model.name}`));
     return out;
   }
-  if (n !== undefined && t.shape[0] !== n) out.push(issue(["n"], `is ${n} but ${field} hold ${t.shape[0]} samples`));
+  if (n !== undefined && t.shape[0] !== n) {
+    out.push(issue(["n"], `is ${n} but ${field} hold ${t.shape[0]} samples`));
+  }
   const bytes = typeof t.data === "string" ? base64Length(t.data) : t.data.byteLength;
   if (bytes !== shapeSize(t.shape) * 4) {
-    out.push(issue([field, "data"], `holds ${bytes} bytes; shape [${t.shape.join(", ")}] needs ${shapeSize(t.shape) * 4}`));
+    out.push(
+      issue(
+        [field, "data"],
+        `holds ${bytes} bytes; shape [${t.shape.join(", ")}] needs ${shapeSize(t.shape) * 4}`,
+      ),
+    );
   }
   return out;
 }

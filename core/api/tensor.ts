@@ -43,32 +43,51 @@ const B64_INDEX = (() => {
   return t;
 })();
 
+const B64_CODES = Uint8Array.from(B64, (c) => c.charCodeAt(0));
+const PAD = 61; // "="
+
+/** The platform's base64 codec on Uint8Array (TC39 proposal; Deno, recent browsers), if present. */
+const nativeBase64 = Uint8Array as unknown as {
+  fromBase64?: (text: string) => Uint8Array;
+  prototype: { toBase64?: () => string };
+};
+
 /** Standard base64 (with padding) of bytes. */
 export function bytesToBase64(bytes: Uint8Array): string {
-  const parts: string[] = [];
-  const CHUNK = 0x6000; // multiple of 3
-  for (let i = 0; i < bytes.length; i += CHUNK) {
-    const end = Math.min(i + CHUNK, bytes.length);
-    let s = "";
-    let j = i;
-    for (; j + 2 < end; j += 3) {
-      const v = (bytes[j] << 16) | (bytes[j + 1] << 8) | bytes[j + 2];
-      s += B64[v >> 18] + B64[(v >> 12) & 63] + B64[(v >> 6) & 63] + B64[v & 63];
-    }
-    if (j < end) {
-      const rest = end - j;
-      const v = (bytes[j] << 16) | (rest > 1 ? bytes[j + 1] << 8 : 0);
-      s += B64[v >> 18] + B64[(v >> 12) & 63] + (rest > 1 ? B64[(v >> 6) & 63] : "=") + "=";
-    }
-    parts.push(s);
+  if (typeof nativeBase64.prototype.toBase64 === "function") {
+    return (bytes as unknown as { toBase64(): string }).toBase64();
   }
-  return parts.join("");
+  const out = new Uint8Array(Math.ceil(bytes.length / 3) * 4);
+  let o = 0, j = 0;
+  for (; j + 2 < bytes.length; j += 3) {
+    const v = (bytes[j] << 16) | (bytes[j + 1] << 8) | bytes[j + 2];
+    out[o++] = B64_CODES[v >> 18];
+    out[o++] = B64_CODES[(v >> 12) & 63];
+    out[o++] = B64_CODES[(v >> 6) & 63];
+    out[o++] = B64_CODES[v & 63];
+  }
+  const rest = bytes.length - j;
+  if (rest > 0) {
+    const v = (bytes[j] << 16) | (rest > 1 ? bytes[j + 1] << 8 : 0);
+    out[o++] = B64_CODES[v >> 18];
+    out[o++] = B64_CODES[(v >> 12) & 63];
+    out[o++] = rest > 1 ? B64_CODES[(v >> 6) & 63] : PAD;
+    out[o++] = PAD;
+  }
+  return new TextDecoder().decode(out);
 }
 
 /** Bytes of a base64 (or base64url) string; throws a TypeError on any other character. */
 export function base64ToBytes(text: string): Uint8Array {
+  if (typeof nativeBase64.fromBase64 === "function" && !/[^A-Za-z0-9+/=]/.test(text)) {
+    try {
+      return nativeBase64.fromBase64(text);
+    } catch {
+      throw new TypeError("invalid base64");
+    }
+  }
   let end = text.length;
-  while (end > 0 && text.charCodeAt(end - 1) === 61) end--; // "="
+  while (end > 0 && text.charCodeAt(end - 1) === PAD) end--;
   if (text.length - end > 2) throw new TypeError("invalid base64 padding");
   if (end % 4 === 1) throw new TypeError("invalid base64 length");
   const out = new Uint8Array(Math.floor((end * 3) / 4));
@@ -94,7 +113,9 @@ export function tensorBytes(data: string | Uint8Array): Uint8Array {
 
 /** Little-endian float32 bytes as a Float32Array (copied, so alignment never matters). */
 export function float32FromBytes(bytes: Uint8Array): Float32Array {
-  if (bytes.byteLength % 4 !== 0) throw new TypeError(`${bytes.byteLength} bytes is not a whole number of float32`);
+  if (bytes.byteLength % 4 !== 0) {
+    throw new TypeError(`${bytes.byteLength} bytes is not a whole number of float32`);
+  }
   const out = new Float32Array(bytes.byteLength / 4);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);

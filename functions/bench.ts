@@ -1,0 +1,281 @@
+/**
+ * `deno task bench:edge [--pairs 60] [--warmup 5] [--n 16] [--nfe 10] [--out docs/edge.md]`
+ *
+ * The cost of the edge hop (BENCHMARKS.md §2 "Edge hop"): a real worker (`deno task worker`) and the
+ * edge (`functions/main.ts`) run as separate processes on loopback; this process is the client. For a
+ * 16-sample mnist-mix request it times, interleaved pair by pair (random order within a pair):
+ *
+ * - direct: signed msgpack `POST /v1/batch` to the worker (raw float32 bytes back);
+ * - edge, msgpack: `POST /v1/samples` with `Accept: application/msgpack`, `"output":"tensor"` — the
+ *   same bytes back, so the difference is the edge's added latency (validation, auth, signing,
+ *   forwarding, re-encoding);
+ * - edge, JSON PNG: the default JSON answer with one base64 PNG per sample.
+ *
+ * Then msgpack encode+decode throughput of realistic worker responses with the edge's library
+ * (@msgpack/msgpack) and the worker's (msgpackr), and base64 (the JSON path), in this process.
+ * Results go to docs/edge.md with the exact settings.
+ */
+import { parseArgs } from "node:util";
+import { decode as mpDecode, encode as mpEncode } from "@msgpack/msgpack";
+import { Packr, Unpackr } from "msgpackr";
+import { base64ToBytes, bytesToBase64 } from "../core/api/tensor.ts";
+import { MSGPACK, SIGNATURE_HEADER, signBody } from "../core/api/worker.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    pairs: { type: "string", default: "60" },
+    warmup: { type: "string", default: "5" },
+    n: { type: "string", default: "16" },
+    nfe: { type: "string", default: "10" },
+    solver: { type: "string", default: "genie" },
+    out: { type: "string", default: "docs/edge.md" },
+  },
+});
+const PAIRS = Number(flags.pairs),
+  WARMUP = Number(flags.warmup),
+  N = Number(flags.n),
+  NFE = Number(flags.nfe);
+const SOLVER = flags.solver!;
+const MODEL = "mnist-mix";
+const SEED = 1234;
+const SECRET = "bench-secret";
+
+const quantile = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const i = (s.length - 1) * q, lo = Math.floor(i), hi = Math.ceil(i);
+  return s[lo] + (s[hi] - s[lo]) * (i - lo);
+};
+const f = (x: number, d = 2) => x.toFixed(d);
+
+interface Proc {
+  url: string;
+  child: Deno.ChildProcess;
+}
+
+async function spawn(args: string[], env: Record<string, string>, name: string): Promise<Proc> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const found = Promise.withResolvers<string>();
+  const pump = async (s: ReadableStream<Uint8Array>, out: boolean) => {
+    let buf = "";
+    for await (const chunk of s.pipeThrough(new TextDecoderStream())) {
+      buf += chunk;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        const m = out ? /^listening on (http:\/\/\S+)/.exec(line) : null;
+        if (m) found.resolve(m[1]);
+        else if (/error|warn/i.test(line) && !/legacy|onnxruntime|provider|^\s*$|\[m$/.test(line)) {
+          console.error(`[${name}] ${line}`);
+        }
+      }
+    }
+  };
+  void pump(child.stdout, true);
+  void pump(child.stderr, false);
+  const url = await Promise.race([
+    found.promise,
+    child.status.then((s) => Promise.reject(new Error(`${name} exited with ${s.code}`))),
+  ]);
+  return { url, child };
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function workerTaskArgs(): Promise<string[]> {
+  const tasks = JSON.parse(await Deno.readTextFile("deno.json")).tasks;
+  return (tasks.worker as string).split(/\s+/).slice(1);
+}
+
+async function timed(fn: () => Promise<number>): Promise<{ ms: number; bytes: number }> {
+  const t0 = performance.now();
+  const bytes = await fn();
+  return { ms: performance.now() - t0, bytes };
+}
+
+async function main() {
+  console.error(`starting the worker and the edge…`);
+  const worker = await spawn(
+    [...await workerTaskArgs(), "--port", String(freePort())],
+    { GENIE_WORKER_SECRET: SECRET },
+    "worker",
+  );
+  const edge = await spawn(
+    ["run", "--allow-net", "--allow-env", "--allow-read", "functions/main.ts", "--port", "0"],
+    { GENIE_WORKER_URLS: worker.url, GENIE_WORKER_SECRET: SECRET, GENIE_EDGE_RATE_PER_MIN: "0" },
+    "edge",
+  );
+  try {
+    const provider = (await (await fetch(`${worker.url}/healthz`)).json()).providers?.[MODEL] ?? "?";
+    const seeds = Array.from({ length: N }, (_, i) => SEED + i);
+    let k = 0;
+    const direct = async () => {
+      const body = mpEncode({ v: 1, id: `bench-${k++}`, model: MODEL, solver: SOLVER, nfe: NFE, seeds });
+      const res = await fetch(`${worker.url}/v1/batch`, {
+        method: "POST",
+        headers: {
+          "content-type": MSGPACK,
+          accept: MSGPACK,
+          [SIGNATURE_HEADER]: await signBody(SECRET, body),
+        },
+        body,
+      });
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      if (!res.ok) throw new Error(`worker ${res.status}`);
+      const msg = mpDecode(bytes) as { data: Uint8Array };
+      if (msg.data.byteLength !== N * 784 * 4) throw new Error("short worker answer");
+      return bytes.byteLength;
+    };
+    const viaEdge = (accept: string, output?: string) => async () => {
+      const res = await fetch(`${edge.url}/v1/samples`, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept },
+        body: JSON.stringify({
+          model: MODEL,
+          solver: SOLVER,
+          nfe: NFE,
+          n: N,
+          seed: SEED,
+          ...(output ? { output } : {}),
+        }),
+      });
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      if (!res.ok) throw new Error(`edge ${res.status}: ${new TextDecoder().decode(bytes).slice(0, 200)}`);
+      if (accept === MSGPACK) mpDecode(bytes);
+      else JSON.parse(new TextDecoder().decode(bytes));
+      return bytes.byteLength;
+    };
+    const paths = { direct, edgeMsgpack: viaEdge(MSGPACK, "tensor"), edgeJson: viaEdge("application/json") };
+    type Key = keyof typeof paths;
+    const keys = Object.keys(paths) as Key[];
+    for (let i = 0; i < WARMUP; i++) for (const key of keys) await paths[key]();
+    const times: Record<Key, number[]> = { direct: [], edgeMsgpack: [], edgeJson: [] };
+    const sizes: Record<Key, number> = { direct: 0, edgeMsgpack: 0, edgeJson: 0 };
+    const added: number[] = [];
+    for (let i = 0; i < PAIRS; i++) {
+      const order = [...keys].sort(() => Math.random() - 0.5);
+      const got: Partial<Record<Key, number>> = {};
+      for (const key of order) {
+        const r = await timed(paths[key]);
+        times[key].push(r.ms);
+        sizes[key] = r.bytes;
+        got[key] = r.ms;
+      }
+      added.push(got.edgeMsgpack! - got.direct!);
+      if ((i + 1) % 10 === 0) console.error(`  ${i + 1}/${PAIRS} pairs`);
+    }
+
+    // msgpack and base64 throughput on realistic worker answers.
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+    const tensors = [
+      { label: "16 × 1×28×28", shape: [16, 1, 28, 28] },
+      { label: "256 × 1×28×28", shape: [256, 1, 28, 28] },
+      { label: "64 × 3×64×64", shape: [64, 3, 64, 64] },
+    ];
+    const codecRows: string[] = [];
+    for (const t of tensors) {
+      const count = t.shape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(count).map((_, i) => Math.sin(i));
+      const msg = {
+        v: 1,
+        id: "x",
+        shape: t.shape,
+        data: new Uint8Array(data.buffer),
+        nfe: 10,
+        steps: 10,
+        timings: { queue_ms: 1, compute_ms: 2 },
+      };
+      const bytes = data.byteLength;
+      const rate = (fn: () => void) => {
+        const warm = performance.now();
+        while (performance.now() - warm < 200) fn(); // JIT warm-up
+        const reps: number[] = [];
+        for (let r = 0; r < 7; r++) {
+          const iters = Math.max(5, Math.round(6e7 / bytes));
+          const t0 = performance.now();
+          for (let i = 0; i < iters; i++) fn();
+          reps.push((bytes * iters) / 2 ** 20 / ((performance.now() - t0) / 1000));
+        }
+        return quantile(reps, 0.5);
+      };
+      const mp = rate(() => mpDecode(mpEncode(msg)));
+      const mr = rate(() => unpackr.unpack(packr.pack(msg)));
+      const b64 = rate(() => base64ToBytes(bytesToBase64(msg.data)));
+      codecRows.push(
+        `| ${t.label} | ${f(bytes / 2 ** 10, 0)} KiB | ${f(mp, 0)} | ${f(mr, 0)} | ${f(b64, 0)} |`,
+      );
+    }
+
+    const cores = navigator.hardwareConcurrency;
+    const row = (label: string, key: Key) =>
+      `| ${label} | ${f(quantile(times[key], 0.5))} | ${f(quantile(times[key], 0.95))} | ${
+        f(sizes[key] / 1024, 1)
+      } KiB |`;
+    const report = `# Edge hop benchmark
+
+Generated by \`deno task bench:edge\` (functions/bench.ts); do not edit by hand.
+
+What it measures (BENCHMARKS.md §2, "Edge hop"): the latency the edge (functions/) adds on top of
+calling the GPU worker directly, and msgpack encode+decode throughput for realistic tensors.
+
+## Settings
+
+- Request: model \`${MODEL}\`, solver \`${SOLVER}\`, grid: the solver's default, ρ: default, AFS off,
+  denoise off, NFE ${NFE}, n = ${N} samples (one batch), seeds ${SEED}…${SEED + N - 1}.
+- Worker: \`deno task worker\` on loopback, execution provider \`${provider}\`, signed calls
+  (HMAC-SHA-256). Edge: \`functions/main.ts\` as its own process on loopback, open mode, rate limit off.
+- Client: this process (fetch, keep-alive). ${WARMUP} warm-up rounds, then ${PAIRS} rounds; each round
+  runs the three paths once in random order, so drift affects all paths alike.
+- Machine: ${Deno.build.os}/${Deno.build.arch}, ${cores} logical CPUs, Deno ${Deno.version.deno}, load
+  average ${Deno.loadavg().map((x) => x.toFixed(1)).join(" / ")} at the end of the run; worker, edge and
+  client share these CPUs, so p95 includes scheduling noise. ${new Date().toISOString().slice(0, 10)}.
+
+## Latency (ms, ${PAIRS} requests per path)
+
+| path | p50 | p95 | response |
+| --- | ---: | ---: | ---: |
+${row("direct: worker \`POST /v1/batch\` (msgpack)", "direct")}
+${row("edge: \`POST /v1/samples\`, Accept msgpack, output tensor", "edgeMsgpack")}
+${row("edge: \`POST /v1/samples\`, JSON with base64 PNGs", "edgeJson")}
+
+Added latency of the edge hop (edge msgpack − direct, paired by round): **p50 ${
+      f(quantile(added, 0.5))
+    } ms, p95 ${f(quantile(added, 0.95))} ms** (ratio of medians ${
+      f(quantile(times.edgeMsgpack, 0.5) / quantile(times.direct, 0.5), 3)
+    }).
+
+## Codec throughput (MiB of tensor data per second, encode + decode, median of 7)
+
+| tensor (float32) | size | @msgpack/msgpack (edge) | msgpackr (worker) | base64 (JSON path) |
+| --- | ---: | ---: | ---: | ---: |
+${codecRows.join("\n")}
+
+Messages are worker responses \`{v, id, shape, data: bin, nfe, steps, timings}\`; base64 is the
+edge's own codec (core/api/tensor.ts) on the same bytes.
+`;
+    await Deno.writeTextFile(flags.out!, report);
+    console.log(report);
+  } finally {
+    for (const p of [edge, worker]) {
+      try {
+        p.child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await p.child.status;
+    }
+  }
+}
+
+await main();

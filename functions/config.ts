@@ -1,0 +1,127 @@
+/**
+ * Configuration of the edge app: what `createApp` takes, and how it is read from the environment
+ * (CONTRACTS.md §5: PORT, GENIE_API_KEYS, GENIE_WORKER_URLS, GENIE_WORKER_SECRET, plus the
+ * GENIE_EDGE_* tuning variables documented in {@link configFromEnv}).
+ */
+
+export interface RateLimitConfig {
+  /** Sustained requests per minute per key (token refill rate); 0 disables rate limiting. */
+  perMinute: number;
+  /** Bucket size: requests allowed in a burst. */
+  burst: number;
+}
+
+export interface EdgeConfig {
+  /** Base URLs of the GPU workers. */
+  workerUrls: string[];
+  /** Shared secret for signing forwarded calls (HMAC-SHA-256); unsigned when absent. */
+  workerSecret?: string;
+  /**
+   * API keys: plain keys, or `sha256:<hex>` digests of keys so that the plain key never sits in the
+   * configuration. Only digests are kept in memory. Empty: the server runs open.
+   */
+  apiKeys: string[];
+  rateLimit: RateLimitConfig;
+  /** Concurrent sampling/encoding requests per key. */
+  concurrencyPerKey: number;
+  /** Requests waiting on or running at the workers, all keys together, before 429 queue_full. */
+  maxQueue: number;
+  /** Largest accepted request body in bytes (413 above). */
+  maxBodyBytes: number;
+  /** Deadline of a request without deadline_ms, and the cap on deadline_ms (ms). */
+  defaultDeadlineMs: number;
+  maxDeadlineMs: number;
+  /** Allowed CORS origins: [] for no CORS headers, ["*"] for any origin. */
+  corsOrigins: string[];
+  /** How often worker health is checked (ms); also the Retry-After hint when none is available. */
+  healthIntervalMs: number;
+  /** Timeout of one health check (ms). */
+  healthTimeoutMs: number;
+  /** `fetch` used to reach workers (tests may inject one). */
+  fetch?: typeof fetch;
+  /** Clock in ms (tests may inject one). */
+  now?: () => number;
+  /** Log sink for operational messages (default console.error). */
+  log?: (message: string) => void;
+}
+
+export const DEFAULT_CONFIG: EdgeConfig = {
+  workerUrls: [],
+  apiKeys: [],
+  rateLimit: { perMinute: 600, burst: 60 },
+  concurrencyPerKey: 8,
+  maxQueue: 256,
+  maxBodyBytes: 8 * 1024 * 1024,
+  defaultDeadlineMs: 120_000,
+  maxDeadlineMs: 600_000,
+  corsOrigins: [],
+  healthIntervalMs: 2_000,
+  healthTimeoutMs: 1_000,
+};
+
+/** The defaults overridden by `partial`. */
+export function makeConfig(partial: Partial<EdgeConfig> = {}): EdgeConfig {
+  return {
+    ...DEFAULT_CONFIG,
+    ...partial,
+    rateLimit: { ...DEFAULT_CONFIG.rateLimit, ...partial.rateLimit },
+  };
+}
+
+/** A comma- or whitespace-separated list, empty entries dropped. */
+export function splitList(value: string | undefined): string[] {
+  return (value ?? "").split(/[\s,]+/).map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+function positiveInt(name: string, value: string | undefined, fallback: number, allowZero = false): number {
+  if (value === undefined || value.trim() === "") return fallback;
+  const v = Number(value);
+  if (!Number.isSafeInteger(v) || v < (allowZero ? 0 : 1)) {
+    throw new Error(
+      `${name}: expected a ${allowZero ? "non-negative" : "positive"} integer, got ${JSON.stringify(value)}`,
+    );
+  }
+  return v;
+}
+
+/**
+ * Configuration from environment variables:
+ * - GENIE_WORKER_URLS — worker base URLs (comma-separated)
+ * - GENIE_WORKER_SECRET — HMAC secret shared with the workers
+ * - GENIE_API_KEYS — API keys, plain or `sha256:<hex>` (comma-separated); none: open server
+ * - GENIE_EDGE_RATE_PER_MIN (600), GENIE_EDGE_RATE_BURST (60) — per-key rate limit (0: off)
+ * - GENIE_EDGE_CONCURRENCY (8) — concurrent sampling requests per key
+ * - GENIE_EDGE_MAX_QUEUE (256) — requests in flight to workers before 429 queue_full
+ * - GENIE_EDGE_MAX_BODY_BYTES (8 MiB), GENIE_EDGE_DEADLINE_MS (120000), GENIE_EDGE_MAX_DEADLINE_MS (600000)
+ * - GENIE_EDGE_CORS_ORIGINS — allowed origins (comma-separated, or *); unset: no CORS
+ * - GENIE_EDGE_HEALTH_MS (2000) — worker health-check interval
+ */
+export function configFromEnv(get: (name: string) => string | undefined = envGetter()): EdgeConfig {
+  return makeConfig({
+    workerUrls: splitList(get("GENIE_WORKER_URLS")).map((u) => u.replace(/\/+$/, "")),
+    workerSecret: get("GENIE_WORKER_SECRET") || undefined,
+    apiKeys: splitList(get("GENIE_API_KEYS")),
+    rateLimit: {
+      perMinute: positiveInt("GENIE_EDGE_RATE_PER_MIN", get("GENIE_EDGE_RATE_PER_MIN"), 600, true),
+      burst: positiveInt("GENIE_EDGE_RATE_BURST", get("GENIE_EDGE_RATE_BURST"), 60),
+    },
+    concurrencyPerKey: positiveInt("GENIE_EDGE_CONCURRENCY", get("GENIE_EDGE_CONCURRENCY"), 8),
+    maxQueue: positiveInt("GENIE_EDGE_MAX_QUEUE", get("GENIE_EDGE_MAX_QUEUE"), 256),
+    maxBodyBytes: positiveInt("GENIE_EDGE_MAX_BODY_BYTES", get("GENIE_EDGE_MAX_BODY_BYTES"), 8 * 1024 * 1024),
+    defaultDeadlineMs: positiveInt("GENIE_EDGE_DEADLINE_MS", get("GENIE_EDGE_DEADLINE_MS"), 120_000),
+    maxDeadlineMs: positiveInt("GENIE_EDGE_MAX_DEADLINE_MS", get("GENIE_EDGE_MAX_DEADLINE_MS"), 600_000),
+    corsOrigins: splitList(get("GENIE_EDGE_CORS_ORIGINS")),
+    healthIntervalMs: positiveInt("GENIE_EDGE_HEALTH_MS", get("GENIE_EDGE_HEALTH_MS"), 2_000),
+  });
+}
+
+/** Deno.env.get, or nothing where the environment may not be read. */
+function envGetter(): (name: string) => string | undefined {
+  return (name) => {
+    try {
+      return Deno.env.get(name);
+    } catch {
+      return undefined;
+    }
+  };
+}

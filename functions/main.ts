@@ -1,0 +1,45 @@
+/**
+ * Serves the edge app alone: `deno task serve [--host 127.0.0.1] [--port 8000]` with workers from
+ * GENIE_WORKER_URLS (see functions/config.ts for every variable). Prints `listening on http://HOST:PORT`.
+ * `deno task start` (functions/start.ts) also starts a worker.
+ */
+import { configFromEnv } from "./config.ts";
+import { authNotice, onSignals, parseServeArgs, serveEdge } from "./serve.ts";
+
+/** Deno Deploy sets DENO_DEPLOYMENT_ID and chooses the address itself. */
+function onDenoDeploy(): boolean {
+  try {
+    return Boolean(Deno.env.get("DENO_DEPLOYMENT_ID"));
+  } catch {
+    return false;
+  }
+}
+
+if (import.meta.main && onDenoDeploy()) {
+  const { createApp } = await import("./app.ts");
+  const app = createApp(configFromEnv());
+  app.pool.startBackground();
+  if (app.open) {
+    console.error("warning: no API keys configured (GENIE_API_KEYS): the server is open to anyone");
+  }
+  Deno.serve((req, info) => app.fetch(req, info));
+} else if (import.meta.main) {
+  let opts;
+  try {
+    opts = parseServeArgs(Deno.args, { host: "127.0.0.1", port: 8000 });
+  } catch (e) {
+    console.error(e instanceof Error ? e.message : e);
+    Deno.exit(2);
+  }
+  const config = configFromEnv();
+  if (config.workerUrls.length === 0) {
+    console.error("warning: GENIE_WORKER_URLS is empty: no worker to forward to");
+  }
+  const edge = await serveEdge(config, opts);
+  console.error(authNotice(edge.app));
+  console.log(`listening on ${edge.url}`);
+  onSignals(async () => {
+    await edge.shutdown();
+    Deno.exit(0);
+  });
+}

@@ -1,0 +1,166 @@
+/**
+ * The OpenAPI 3.1 document of the HTTP API, generated from the zod schemas in core/api that also
+ * validate the requests (one source of truth). Component schemas come from the schemas' `id` metadata.
+ */
+import { z } from "zod";
+import { ErrorBody } from "../core/api/errors.ts";
+import { ModelList } from "../core/api/models.ts";
+import {
+  EncodeRequest,
+  EncodeResponse,
+  ProgressEvent,
+  SamplesRequest,
+  SamplesResponse,
+} from "../core/api/samples.ts";
+import { Bytes } from "../core/api/tensor.ts";
+
+const COMPONENTS = "#/components/schemas/";
+
+type JsonSchema = Record<string, unknown>;
+
+function components(): Record<string, JsonSchema> {
+  // Touch every schema so its id is registered, then convert the registry into components.
+  void [ErrorBody, ModelList, SamplesRequest, SamplesResponse, EncodeRequest, EncodeResponse, ProgressEvent];
+  const out = z.toJSONSchema(z.globalRegistry, {
+    io: "input",
+    target: "draft-2020-12",
+    unrepresentable: "any",
+    uri: (id) => COMPONENTS + id,
+    override: (ctx) => {
+      if (ctx.zodSchema === Bytes) {
+        ctx.jsonSchema.type = "string";
+        ctx.jsonSchema.format = "binary";
+      }
+    },
+  }) as { schemas: Record<string, JsonSchema> };
+  const schemas: Record<string, JsonSchema> = {};
+  for (const [id, s] of Object.entries(out.schemas)) {
+    const { $schema: _, $id: __, ...rest } = s;
+    schemas[id] = rest;
+  }
+  return schemas;
+}
+
+const ref = (id: string) => ({ $ref: COMPONENTS + id });
+
+function errorResponse(description: string, headers?: Record<string, unknown>) {
+  return {
+    description,
+    content: { "application/json": { schema: ref("Error") } },
+    ...(headers ? { headers } : {}),
+  };
+}
+
+const RETRY_AFTER = { "Retry-After": { description: "Seconds to wait", schema: { type: "integer" } } };
+
+const GET_ERRORS = {
+  "401": errorResponse("Missing or unknown API key"),
+  "429": errorResponse("Rate limit", RETRY_AFTER),
+  "503": errorResponse("No worker available", RETRY_AFTER),
+};
+
+const COMMON_ERRORS = {
+  "400": errorResponse("Malformed body (not JSON/msgpack)"),
+  "401": errorResponse("Missing or unknown API key"),
+  "413": errorResponse("Body too large"),
+  "415": errorResponse("Unsupported Content-Type"),
+  "422": errorResponse("Valid JSON, invalid values; details name each field by path"),
+  "429": errorResponse("Rate limit, concurrency cap or queue full", RETRY_AFTER),
+  "503": errorResponse("No worker available", RETRY_AFTER),
+  "504": errorResponse("Deadline exceeded"),
+};
+
+let cached: JsonSchema | undefined;
+
+export function openApiDocument(): JsonSchema {
+  if (cached) return cached;
+  const json = (id: string) => ({ "application/json": { schema: ref(id) } });
+  const both = (id: string) => ({ ...json(id), "application/msgpack": { schema: ref(id) } });
+  cached = {
+    openapi: "3.1.0",
+    info: {
+      title: "GENIE diffusion sampler",
+      version: "1.0.0",
+      description: "Samples from diffusion models with the GENIE ODE solver and baselines. " +
+        "Binary fields are base64 in JSON and raw bytes in msgpack.",
+    },
+    servers: [{ url: "/" }],
+    security: [{ bearer: [] }],
+    paths: {
+      "/v1/models": {
+        get: {
+          summary: "Models, their solvers, derivative sources and limits",
+          operationId: "listModels",
+          responses: { "200": { description: "Models", content: json("ModelList") }, ...GET_ERRORS },
+        },
+      },
+      "/v1/samples": {
+        post: {
+          summary: "Draw samples",
+          operationId: "createSamples",
+          description: "Accept selects the output: application/json (base64 PNGs, or a tensor with " +
+            '"output":"tensor"), application/msgpack (raw bytes), image/png (one grid of all samples), ' +
+            "text/event-stream (progress events, then completed or failed; closing the connection cancels).",
+          requestBody: { required: true, content: both("SamplesRequest") },
+          responses: {
+            "200": {
+              description: "Samples",
+              content: {
+                ...both("SamplesResponse"),
+                "image/png": { schema: { type: "string", format: "binary" } },
+                "text/event-stream": {
+                  schema: { type: "string" },
+                  description: "event: progress (ProgressEvent) … then event: completed (SamplesResponse) " +
+                    "or event: failed (Error)",
+                },
+              },
+            },
+            "406": errorResponse("No acceptable output format (e.g. image/png for a non-image model)"),
+            ...COMMON_ERRORS,
+          },
+        },
+      },
+      "/v1/encode": {
+        post: {
+          summary: "Encode images into latents (the ODE run forward)",
+          operationId: "encodeImages",
+          requestBody: { required: true, content: both("EncodeRequest") },
+          responses: { "200": { description: "Latents", content: both("EncodeResponse") }, ...COMMON_ERRORS },
+        },
+      },
+      "/healthz": {
+        get: {
+          summary: "Process up; says whether the server runs open",
+          security: [],
+          responses: { "200": { description: "Up" } },
+        },
+      },
+      "/readyz": {
+        get: {
+          summary: "A worker and its models are ready",
+          security: [],
+          responses: { "200": { description: "Ready" }, "503": errorResponse("Not ready", RETRY_AFTER) },
+        },
+      },
+      "/metrics": {
+        get: {
+          summary: "Prometheus metrics",
+          security: [],
+          responses: {
+            "200": {
+              description: "Text exposition",
+              content: { "text/plain": { schema: { type: "string" } } },
+            },
+          },
+        },
+      },
+    },
+    components: {
+      schemas: components(),
+      securitySchemes: {
+        bearer: { type: "http", scheme: "bearer", description: "An API key from GENIE_API_KEYS" },
+      },
+    },
+  };
+  return cached;
+}

@@ -1,0 +1,265 @@
+/**
+ * Running a validated samples or encode request on the workers: per-sample seeds, splitting into
+ * chunks of at most the model's `max_batch`, forwarding each chunk (signed msgpack) through the pool,
+ * checking and joining the results, progress per finished chunk.
+ *
+ * Progress: the worker protocol answers a batch once, when it is done (CONTRACTS.md §3 has no
+ * per-step stream), so `progress` events report what the edge can observe honestly — `queued` when
+ * the chunks are sent, then one event per finished chunk with `done` samples of `n` (`step` is
+ * `steps` for the finished samples). Per-step progress needs a streaming variant of `/v1/batch`.
+ */
+import type { Issue } from "../core/api/errors.ts";
+import type { ModelInfo } from "../core/api/models.ts";
+import {
+  DEFAULT_NFE,
+  DEFAULT_SOLVER,
+  type EncodeRequest,
+  requestedCount,
+  type SamplesRequest,
+  seedsFrom,
+} from "../core/api/samples.ts";
+import { float32FromBytes, shapeSize, tensorBytes } from "../core/api/tensor.ts";
+import { BatchResponse, PROTOCOL_VERSION } from "../core/api/worker.ts";
+import { stepsForNfe } from "../core/solvers/registry.ts";
+import type { DerivativeSource } from "../core/solvers/types.ts";
+import { ApiError, invalid } from "./errors.ts";
+import type { WorkerPool } from "./pool.ts";
+
+export interface Progress {
+  step: number;
+  steps: number;
+  done: number;
+  n: number;
+  phase: "queued" | "running" | "done";
+}
+
+export interface RunContext {
+  pool: WorkerPool;
+  /** Aborts on client disconnect or deadline. */
+  signal: AbortSignal;
+  /** Absolute deadline (ms since epoch), forwarded to the workers as the remaining deadline_ms. */
+  deadlineAt: number;
+  now: () => number;
+  onProgress?: (p: Progress) => void;
+}
+
+export interface RunOutcome {
+  id: string;
+  model: ModelInfo;
+  solver: string;
+  steps: number;
+  nfe: number;
+  seeds: number[];
+  /** [n, …sample shape] */
+  shape: number[];
+  /** float32 little-endian, C order. */
+  data: Uint8Array;
+  timings: { queue_ms: number; compute_ms: number; total_ms: number };
+}
+
+/** A request id: 16 random hex digits. */
+export function newId(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join(
+    "",
+  );
+}
+
+/** The latents of a request as bytes, or issues (wrong size handled by the model check; NaN/∞ here). */
+export function latentBytes(req: SamplesRequest): { bytes?: Uint8Array; issues: Issue[] } {
+  if (!req.latents) return { issues: [] };
+  const bytes = tensorBytes(req.latents.data);
+  const values = float32FromBytes(bytes);
+  const bad = values.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) {
+    return {
+      issues: [{ path: ["latents", "data"], message: `value ${bad} is not finite`, code: "invalid_value" }],
+    };
+  }
+  return { bytes, issues: [] };
+}
+
+/** The step count the edge expects (for progress before the worker answers); 0 when unknown. */
+function expectedSteps(
+  req: {
+    solver?: string;
+    steps?: number;
+    nfe?: number;
+    afs?: boolean;
+    denoise?: boolean;
+    genie_derivative?: DerivativeSource;
+  },
+  model: ModelInfo,
+): number {
+  if (req.steps !== undefined) return req.steps;
+  try {
+    const derivative = req.genie_derivative ?? (model.derivatives.includes("head") ? "head" : "jvp");
+    return stepsForNfe(req.solver ?? DEFAULT_SOLVER, req.nfe ?? DEFAULT_NFE, {
+      afs: req.afs,
+      denoise: req.denoise,
+      derivative,
+    });
+  } catch {
+    return 0;
+  }
+}
+
+/** Settings every chunk shares, as protocol fields (undefined ones are omitted by the encoder). */
+function solveMessage(req: SamplesRequest | EncodeRequest, model: ModelInfo) {
+  return {
+    v: PROTOCOL_VERSION,
+    model: model.name,
+    solver: req.solver ?? DEFAULT_SOLVER,
+    steps: req.steps,
+    nfe: req.steps === undefined ? req.nfe ?? DEFAULT_NFE : undefined,
+    grid: req.grid,
+    rho: req.rho,
+    order: req.order,
+    variant: req.variant,
+  };
+}
+
+interface Chunk {
+  start: number;
+  count: number;
+  message: Record<string, unknown>;
+}
+
+/** Runs chunks concurrently; the first failure aborts the others. */
+async function runChunks(
+  path: string,
+  id: string,
+  chunks: Chunk[],
+  model: ModelInfo,
+  n: number,
+  expected: number,
+  ctx: RunContext,
+): Promise<Omit<RunOutcome, "seeds" | "solver">> {
+  const t0 = ctx.now();
+  const inner = new AbortController();
+  const onAbort = () => inner.abort(ctx.signal.reason);
+  if (ctx.signal.aborted) onAbort();
+  else ctx.signal.addEventListener("abort", onAbort, { once: true });
+  const sampleBytes = shapeSize(model.shape) * 4;
+  const data = new Uint8Array(n * sampleBytes);
+  let done = 0, steps = expected, nfe = 0, queue = 0, compute = 0;
+  ctx.onProgress?.({ step: 0, steps, done: 0, n, phase: "queued" });
+  try {
+    await Promise.all(chunks.map(async (chunk) => {
+      const message = { ...chunk.message, deadline_ms: Math.max(1, Math.round(ctx.deadlineAt - ctx.now())) };
+      const { body, worker } = await ctx.pool.call(path, model.name, message, inner.signal, chunk.count);
+      const r = BatchResponse.safeParse(body);
+      const bad = (why: string) =>
+        new ApiError(502, "worker_error", `worker ${worker} sent a bad response: ${why}`);
+      if (!r.success) throw bad(r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
+      const res = r.data;
+      const want = [chunk.count, ...model.shape];
+      if (res.shape.length !== want.length || res.shape.some((d, i) => d !== want[i])) {
+        throw bad(`shape [${res.shape.join(", ")}], expected [${want.join(", ")}]`);
+      }
+      if (res.data.byteLength !== chunk.count * sampleBytes) throw bad(`${res.data.byteLength} data bytes`);
+      data.set(res.data, chunk.start * sampleBytes);
+      steps = res.steps;
+      nfe = res.nfe;
+      queue = Math.max(queue, res.timings.queue_ms);
+      compute = Math.max(compute, res.timings.compute_ms);
+      done += chunk.count;
+      ctx.onProgress?.({ step: steps, steps, done, n, phase: done === n ? "done" : "running" });
+    }));
+  } catch (e) {
+    inner.abort(e);
+    throw e;
+  } finally {
+    ctx.signal.removeEventListener("abort", onAbort);
+  }
+  return {
+    id,
+    model,
+    steps,
+    nfe,
+    shape: [n, ...model.shape],
+    data,
+    timings: { queue_ms: queue, compute_ms: compute, total_ms: ctx.now() - t0 },
+  };
+}
+
+/** Splits [0, n) into runs of at most `max`. */
+function chunkRanges(n: number, max: number): { start: number; count: number }[] {
+  const out = [];
+  for (let start = 0; start < n; start += max) out.push({ start, count: Math.min(max, n - start) });
+  return out;
+}
+
+/** Samples for a request already checked against `model`. */
+export async function runSamples(
+  req: SamplesRequest,
+  model: ModelInfo,
+  firstSeed: number,
+  latents: Uint8Array | undefined,
+  ctx: RunContext,
+): Promise<RunOutcome> {
+  const id = newId();
+  const n = requestedCount(req);
+  const seeds = seedsFrom(firstSeed, n);
+  const sampleBytes = shapeSize(model.shape) * 4;
+  const base = {
+    ...solveMessage(req, model),
+    afs: req.afs,
+    denoise: req.denoise,
+    class: req.class,
+    guidance: req.guidance,
+    genie_derivative: req.genie_derivative,
+  };
+  const chunks = chunkRanges(n, model.limits.max_batch).map(({ start, count }, i) => ({
+    start,
+    count,
+    message: {
+      ...base,
+      id: `${id}.${i}`,
+      seeds: seeds.slice(start, start + count),
+      latents: latents?.subarray(start * sampleBytes, (start + count) * sampleBytes),
+    },
+  }));
+  const out = await runChunks("/v1/batch", id, chunks, model, n, expectedSteps(req, model), ctx);
+  return { ...out, seeds, solver: req.solver ?? DEFAULT_SOLVER };
+}
+
+/** Latents for images [n, …sample shape] given as float32 values in model space. */
+export async function runEncode(
+  req: EncodeRequest,
+  model: ModelInfo,
+  images: Float32Array,
+  n: number,
+  ctx: RunContext,
+): Promise<RunOutcome> {
+  const id = newId();
+  const per = shapeSize(model.shape);
+  const chunks = chunkRanges(n, model.limits.max_batch).map(({ start, count }, i) => {
+    const slice = images.slice(start * per, (start + count) * per);
+    return {
+      start,
+      count,
+      message: {
+        ...solveMessage(req, model),
+        id: `${id}.${i}`,
+        images: new Uint8Array(slice.buffer, slice.byteOffset, slice.byteLength),
+        shape: [count, ...model.shape],
+      },
+    };
+  });
+  const out = await runChunks("/v1/encode", id, chunks, model, n, expectedSteps(req, model), ctx);
+  return { ...out, seeds: [], solver: req.solver ?? DEFAULT_SOLVER };
+}
+
+/** Images of an encode request (a tensor) as float32, or 422 when a value is not finite. */
+export function encodeTensor(req: EncodeRequest): Float32Array {
+  const values = float32FromBytes(tensorBytes(req.tensor!.data));
+  const bad = values.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) {
+    throw invalid("invalid tensor", [{
+      path: ["tensor", "data"],
+      message: `value ${bad} is not finite`,
+      code: "invalid_value",
+    }]);
+  }
+  return values;
+}

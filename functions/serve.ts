@@ -1,0 +1,76 @@
+/** Serving the edge app on a socket: shared by functions/main.ts and functions/start.ts. */
+import { parseArgs } from "node:util";
+import { createApp, type EdgeApp } from "./app.ts";
+import type { EdgeConfig } from "./config.ts";
+
+export interface ServeOptions {
+  host: string;
+  port: number;
+}
+
+/** `--host H --port P` (with PORT from the environment as the port's default). */
+export function parseServeArgs(argv: string[], defaults: ServeOptions): ServeOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: { host: { type: "string" }, port: { type: "string" } },
+    strict: true,
+    allowPositionals: false,
+  });
+  let envPort: string | undefined;
+  try {
+    envPort = Deno.env.get("PORT");
+  } catch { /* no env access */ }
+  const portText = values.port ?? envPort ?? String(defaults.port);
+  const port = Number(portText);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port: not a port: ${portText}`);
+  return { host: values.host ?? defaults.host, port };
+}
+
+export interface RunningEdge {
+  app: EdgeApp;
+  url: string;
+  /** Stops accepting connections, lets running requests finish (up to `graceMs`), closes the pool. */
+  shutdown(graceMs?: number): Promise<void>;
+  finished: Promise<void>;
+}
+
+/** Serves a new app for `config` on host:port (port 0 picks a free one). */
+export async function serveEdge(config: Partial<EdgeConfig>, opts: ServeOptions): Promise<RunningEdge> {
+  const app = createApp(config);
+  const listening = Promise.withResolvers<string>();
+  const server = Deno.serve({
+    hostname: opts.host,
+    port: opts.port,
+    onListen: ({ hostname, port }) => {
+      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+      listening.resolve(`http://${host}:${port}`);
+    },
+  }, (req, info) => app.fetch(req, info));
+  const url = await listening.promise;
+  app.pool.startBackground();
+  let stopping: Promise<void> | undefined;
+  const shutdown = (graceMs = 5000) =>
+    stopping ??= (async () => {
+      const timer = setTimeout(() => server.shutdown(), graceMs);
+      await Promise.race([server.shutdown(), server.finished]);
+      clearTimeout(timer);
+      await app.close();
+    })();
+  return { app, url, shutdown, finished: server.finished };
+}
+
+/** The start-up notice about authentication (CONTRACTS.md §2: an open server says so). */
+export function authNotice(app: EdgeApp): string {
+  return app.open
+    ? "warning: no API keys configured (GENIE_API_KEYS): the server is open to anyone"
+    : "API keys required (Authorization: Bearer <key>)";
+}
+
+/** Runs `stop` once on the first SIGINT or SIGTERM. */
+export function onSignals(stop: (signal: string) => void): void {
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    try {
+      Deno.addSignalListener(sig, () => stop(sig));
+    } catch { /* signal not supported here */ }
+  }
+}

@@ -1,0 +1,250 @@
+// The playground: plain browser JavaScript talking to the same HTTP API as any client.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let models = [];
+
+function headers(extra) {
+  const h = { "content-type": "application/json", ...extra };
+  const key = $("key").value.trim();
+  if (key) h.authorization = "Bearer " + key;
+  return h;
+}
+
+function describeError(status, body) {
+  const e = body && body.error;
+  if (!e) return `HTTP ${status}`;
+  const details = (e.details || []).map((d) => `  ${d.path.join(".") || "(body)"}: ${d.message}`).join("\n");
+  return `${status} ${e.code}: ${e.message}${details ? "\n" + details : ""}`;
+}
+
+async function api(path, init) {
+  const res = await fetch(path, init);
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    // not JSON
+  }
+  if (!res.ok) throw new Error(describeError(res.status, body));
+  return body;
+}
+
+function fill(select, values, selected) {
+  select.replaceChildren(...values.map((v) => {
+    const o = document.createElement("option");
+    o.value = String(v.value ?? v);
+    o.textContent = String(v.label ?? v);
+    o.selected = o.value === String(selected);
+    return o;
+  }));
+}
+
+function currentModel() {
+  return models.find((m) => m.name === $("model").value);
+}
+
+function onModel() {
+  const m = currentModel();
+  if (!m) return;
+  $("model").title = m.description || "";
+  fill($("solver"), m.solvers, m.solvers.includes("genie") ? "genie" : m.solvers[0]);
+  const classes = [{ value: "", label: "none" }];
+  if (m.classes) { for (let c = 0; c < m.classes.count; c++) classes.push(c); }
+  fill($("class"), classes, "");
+  $("class").disabled = !m.classes;
+  $("guidance").disabled = !m.classes;
+  $("n").max = String(m.limits.max_n);
+  const box = $("compare-solvers");
+  box.replaceChildren(...m.solvers.map((s) => {
+    const label = document.createElement("label");
+    const cb = document.createElement("input");
+    cb.type = "checkbox";
+    cb.value = s;
+    cb.checked = ["ddim", "genie", "dpmpp-2m", "unipc"].includes(s);
+    label.append(cb, " " + s);
+    return label;
+  }));
+}
+
+/** The request body from the form, for `solver`. */
+function requestBody(solver) {
+  const body = {
+    model: $("model").value,
+    solver,
+    nfe: Number($("nfe").value),
+    seed: Number($("seed").value),
+    n: Number($("n").value),
+  };
+  if ($("grid").value) body.grid = $("grid").value;
+  if ($("class").value !== "" && !$("class").disabled) {
+    body.class = Number($("class").value);
+    const g = Number($("guidance").value);
+    if (g) body.guidance = g;
+  }
+  return body;
+}
+
+function figures(result, container) {
+  container.replaceChildren(...result.images.map((im) => {
+    const fig = document.createElement("figure");
+    const img = document.createElement("img");
+    img.alt = `seed ${im.seed}`;
+    img.src = "data:image/png;base64," + im.png;
+    const cap = document.createElement("figcaption");
+    cap.textContent = String(im.seed);
+    fig.append(img, cap);
+    return fig;
+  }));
+}
+
+function stats(r) {
+  const t = r.timings || {};
+  return `nfe ${r.nfe} · steps ${r.steps} · queue ${Math.round(t.queue_ms)} ms · compute ${
+    Math.round(t.compute_ms)
+  } ms · total ${Math.round(t.total_ms)} ms`;
+}
+
+/** POST /v1/samples as a server-sent event stream: progress events, then completed or failed. */
+async function sampleWithProgress(body, onProgress) {
+  const res = await fetch("/v1/samples", {
+    method: "POST",
+    headers: headers({ accept: "text/event-stream" }),
+    body: JSON.stringify(body),
+  });
+  if (!res.ok) {
+    let err = null;
+    try {
+      err = await res.json();
+    } catch {
+      // not JSON
+    }
+    throw new Error(describeError(res.status, err));
+  }
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+      }
+      if (!data) continue;
+      const payload = JSON.parse(data);
+      if (event === "progress") onProgress(payload);
+      else if (event === "completed") return payload;
+      else if (event === "failed") throw new Error(describeError(payload.status, payload));
+    }
+  }
+  throw new Error("the stream ended without a result");
+}
+
+async function generate() {
+  const button = $("generate");
+  button.disabled = true;
+  $("error").textContent = "";
+  $("status").textContent = "sampling…";
+  const bar = $("progress");
+  bar.classList.remove("hidden");
+  bar.value = 0;
+  try {
+    const result = await sampleWithProgress(requestBody($("solver").value), (p) => {
+      bar.max = p.n;
+      bar.value = p.done;
+      $("status").textContent = `${p.phase}: ${p.done}/${p.n} samples`;
+    });
+    figures(result, $("samples"));
+    $("status").textContent = stats(result);
+  } catch (e) {
+    $("error").textContent = e.message;
+    $("status").textContent = "";
+  } finally {
+    button.disabled = false;
+    bar.classList.add("hidden");
+  }
+}
+
+async function compare() {
+  const solvers = [...$("compare-solvers").querySelectorAll("input:checked")].map((c) => c.value);
+  const out = $("compare-results");
+  const button = $("compare");
+  if (solvers.length === 0) return;
+  button.disabled = true;
+  $("compare-status").textContent = `sampling with ${solvers.length} solvers…`;
+  out.replaceChildren(...solvers.map((s) => {
+    const card = document.createElement("div");
+    card.dataset.solver = s;
+    const h = document.createElement("h3");
+    h.textContent = s;
+    const st = document.createElement("div");
+    st.className = "stats";
+    st.textContent = "…";
+    const imgs = document.createElement("div");
+    imgs.className = "samples";
+    card.append(h, st, imgs);
+    return card;
+  }));
+  await Promise.all(solvers.map(async (s) => {
+    const card = out.querySelector(`[data-solver="${CSS.escape(s)}"]`);
+    try {
+      const r = await api("/v1/samples", {
+        method: "POST",
+        headers: headers(),
+        body: JSON.stringify(requestBody(s)),
+      });
+      figures(r, card.querySelector(".samples"));
+      card.querySelector(".stats").textContent = stats(r);
+    } catch (e) {
+      card.querySelector(".stats").textContent = e.message;
+      card.querySelector(".stats").className = "error";
+    }
+  }));
+  $("compare-status").textContent = "done";
+  button.disabled = false;
+}
+
+async function init() {
+  $("key").value = localStorage.getItem("genie-key") || "";
+  $("key").addEventListener("change", () => {
+    localStorage.setItem("genie-key", $("key").value.trim());
+    loadModels();
+  });
+  $("model").addEventListener("change", onModel);
+  $("generate").addEventListener("click", generate);
+  $("compare").addEventListener("click", compare);
+  try {
+    const h = await api("/healthz");
+    $("health").textContent = h.auth === "open" ? "open server (no API key needed)" : "API key required";
+  } catch {
+    // health is informational
+  }
+  await loadModels();
+}
+
+async function loadModels() {
+  try {
+    // The playground shows images: models whose samples are [C, H, W] with C = 1 or 3.
+    models = (await api("/v1/models", { headers: headers() }))
+      .filter((m) => m.shape.length === 3 && (m.shape[0] === 1 || m.shape[0] === 3));
+    if (models.length === 0) throw new Error("no image model is served");
+    fill(
+      $("model"),
+      models.map((m) => m.name),
+      models.some((m) => m.name === "mnist-mix") ? "mnist-mix" : models[0]?.name,
+    );
+    onModel();
+    $("error").textContent = "";
+    document.body.dataset.ready = "true";
+  } catch (e) {
+    $("error").textContent = "could not load models: " + e.message;
+  }
+}
+
+init();

@@ -1,0 +1,328 @@
+/**
+ * The worker's HTTP application (CONTRACTS.md §3) as a fetch handler, so tests call it without
+ * sockets and the entry point (main.ts) only serves it:
+ *
+ *     const app = await createWorkerApp({ modelsDir: "models" });
+ *     const res = await app.fetch(new Request("http://worker/v1/batch", { method: "POST", body }));
+ *     await app.shutdown();   // drains in-flight requests, then releases the sessions
+ *
+ * Routes: `POST /v1/batch`, `POST /v1/encode` (msgpack), `GET /v1/models` (JSON, or msgpack when
+ * asked), `GET /healthz`, `GET /metrics` (Prometheus text). With a secret, every route except
+ * /healthz and /metrics needs `x-genie-signature: sha256=<hex HMAC of the body>` (an empty body for GET).
+ * Errors are msgpack `{v:1, id, error:{code, message, field?}}` with the matching status.
+ */
+import { solverNames } from "../core/solvers/registry.ts";
+import type { Provider } from "../onnx/ort.ts";
+import { asWorkerError, WorkerError } from "./errors.ts";
+import { type Inference, InferenceThread } from "./inference.ts";
+import { type GraphKind } from "./manifest.ts";
+import { WorkerMetrics } from "./metrics.ts";
+import { defaultModelsDir, loadRegistry, type Registry } from "./models.ts";
+import {
+  acceptsMsgpackBody,
+  decodeMessage,
+  encodeMessage,
+  MSGPACK,
+  readBody,
+  SIGNATURE_HEADER,
+  tensorBytes,
+  verifySignature,
+} from "./protocol.ts";
+import { derivativesOf, idOf, modelLimits, planBatch, planEncode, type PlannedJob } from "./requests.ts";
+import { Scheduler, type ServedModel } from "./scheduler.ts";
+
+export interface WorkerConfig {
+  /** The models directory (default GENIE_MODELS_DIR or `models/`). */
+  modelsDir?: string;
+  /** Serve only these models (default: every valid folder). */
+  models?: string[];
+  /** Shared secret for request signatures; none = open (default GENIE_WORKER_SECRET). */
+  secret?: string;
+  /** Largest request body in bytes (default 32 MiB). */
+  maxBodyBytes?: number;
+  /** Samples per inference call (default 64; each model's limits.max_batch applies too). */
+  maxBatch?: number;
+  /** How long a batch with room left may wait for more samples (default 0 ms). */
+  maxWaitMs?: number;
+  /** Requests in flight at most before 429 (default 256). */
+  maxQueue?: number;
+  /** Retry-After seconds on 429/503 (default 1). */
+  retryAfterS?: number;
+  /** Execution providers to try in order (default cuda, then cpu). */
+  providers?: Provider[];
+  /** ORT intra-op threads (default: ORT's choice). */
+  intraOpThreads?: number;
+  /** Warm-up call per graph at start (default true). */
+  warmup?: boolean;
+  /** Build missing analytic models at start (default true). */
+  build?: boolean;
+  /** Use this inference backend instead of starting the thread (tests). */
+  inference?: Inference;
+  log?: (line: string) => void;
+}
+
+export interface WorkerApp {
+  /** The web-standard fetch handler. */
+  fetch(req: Request): Promise<Response>;
+  /** `fetch` on a path of this app (`app.request("/healthz")`), for tests. */
+  request(path: string, init?: RequestInit): Promise<Response>;
+  /** Refuses new work, waits for in-flight requests, then releases the models. */
+  shutdown(): Promise<void>;
+  readonly scheduler: Scheduler;
+  readonly models: Map<string, ServedModel>;
+  readonly metrics: WorkerMetrics;
+  readonly registry: Registry;
+  /** The execution provider each model runs on. */
+  readonly providers: Record<string, string>;
+}
+
+const env = (name: string): string | undefined => {
+  try {
+    return (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
+  } catch {
+    return undefined;
+  }
+};
+
+function jsonResponse(value: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(value), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+function msgpackResponse(value: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return new Response(encodeMessage(value) as BodyInit, {
+    status,
+    headers: { "content-type": MSGPACK, ...headers },
+  });
+}
+
+function wantsMsgpack(req: Request): boolean {
+  const accept = req.headers.get("accept") ?? "";
+  return accept.includes("msgpack") && !accept.includes("json");
+}
+
+/** Loads the models, starts the inference thread and returns the application. */
+export async function createWorkerApp(config: WorkerConfig = {}): Promise<WorkerApp> {
+  const log = config.log ?? ((line: string) => console.error(line));
+  const modelsDir = config.modelsDir ?? env("GENIE_MODELS_DIR") ?? defaultModelsDir();
+  const secret = config.secret ?? env("GENIE_WORKER_SECRET") ?? undefined;
+  const maxBody = config.maxBodyBytes ?? 32 * 1024 * 1024;
+  const retryAfter = String(config.retryAfterS ?? 1);
+  const registry = await loadRegistry(modelsDir, { only: config.models, build: config.build, log });
+  if (registry.models.size === 0) {
+    const why = registry.errors.map((e) => `${e.folder}: ${e.message}`).join("; ");
+    throw new Error(`no usable model in ${modelsDir}${why ? ` (${why})` : ""}`);
+  }
+  const infos = [...registry.models.values()];
+  let inference: Inference;
+  const providers: Record<string, string> = {};
+  const inputs = new Map<string, Partial<Record<GraphKind, string[]>>>();
+  if (config.inference) {
+    inference = config.inference;
+    for (const info of infos) {
+      providers[info.manifest.name] = "test";
+      const cls = info.manifest.classes ? ["class"] : [];
+      inputs.set(info.manifest.name, {
+        eps: ["x", "t", ...cls],
+        head: ["x", "t", ...cls],
+        jvp: ["x", "t", ...cls],
+      });
+    }
+  } else {
+    const thread = await InferenceThread.start(infos, {
+      providers: config.providers ?? ["cuda", "cpu"],
+      intraOpThreads: config.intraOpThreads,
+      warmup: config.warmup,
+    });
+    inference = thread;
+    for (const [name, report] of thread.models) {
+      providers[name] = report.provider;
+      inputs.set(name, report.inputs as Partial<Record<GraphKind, string[]>>);
+      const skipped = Object.entries(report.skipped).map(([p, why]) =>
+        `${p} unavailable (${why.split("\n")[0]})`
+      );
+      log(
+        `model ${name}: ${report.provider}${skipped.length ? `; ${skipped.join("; ")}` : ""}; ` +
+          `loaded in ${report.loadMs.toFixed(0)} ms, warm-up ${report.warmupMs.toFixed(0)} ms`,
+      );
+    }
+  }
+  const models = new Map<string, ServedModel>();
+  const cap = config.maxBatch ?? 64;
+  for (const info of infos) {
+    models.set(info.manifest.name, {
+      info,
+      inputs: inputs.get(info.manifest.name) ?? {},
+      maxBatch: Math.min(cap, info.manifest.limits.max_batch),
+    });
+  }
+  const metrics = new WorkerMetrics();
+  const scheduler = new Scheduler(inference, {
+    maxBatch: cap,
+    maxWaitMs: config.maxWaitMs,
+    maxQueue: config.maxQueue,
+    onBatch: (b) => metrics.batch(b.model, b.graph, b.rows, b.ms),
+  });
+  let closed: Promise<void> | undefined;
+
+  const describe = () =>
+    [...models.values()].map((m) => {
+      const man = m.info.manifest;
+      return {
+        name: man.name,
+        version: man.version,
+        shape: man.shape,
+        prediction: man.prediction,
+        ...(man.classes ? { classes: man.classes } : {}),
+        schedule: man.schedule,
+        time: man.time,
+        solvers: solverNames(),
+        derivatives: derivativesOf(m),
+        graphs: Object.keys(man.graphs),
+        limits: modelLimits(m),
+        provider: providers[man.name],
+        ...(man.analytic ? { analytic: true, head: "exact" } : {}),
+        ...(man.description ? { description: man.description } : {}),
+      };
+    });
+
+  async function solve(req: Request, kind: "batch" | "encode"): Promise<Response> {
+    let id: string | undefined;
+    try {
+      if (!acceptsMsgpackBody(req.headers.get("content-type"))) {
+        throw new WorkerError("unsupported_media_type", `the body must be ${MSGPACK}`);
+      }
+      const body = await readBody(req, maxBody);
+      if (secret) await verifySignature(secret, req.headers.get(SIGNATURE_HEADER), body);
+      const msg = decodeMessage(body);
+      id = idOf(msg);
+      const plan: PlannedJob = kind === "batch" ? planBatch(msg, models) : planEncode(msg, models);
+      const result = await scheduler.submit({
+        model: plan.model,
+        run: plan.run,
+        priority: plan.priority,
+        deadline: plan.deadline,
+        signal: req.signal,
+      });
+      return msgpackResponse({
+        v: 1,
+        id: plan.id,
+        shape: plan.shape,
+        data: tensorBytes(Float32Array.from(result.x)),
+        nfe: result.stats.nfe,
+        steps: plan.steps,
+        solver: plan.solver,
+        ...(plan.derivative && plan.solver === "genie" ? { genie_derivative: plan.derivative } : {}),
+        deriv_evals: result.stats.derivEvals,
+        timings: { queue_ms: round(result.queueMs), compute_ms: round(result.computeMs) },
+      });
+    } catch (e) {
+      return errorResponse(e, id);
+    }
+  }
+
+  function errorResponse(e: unknown, id?: string): Response {
+    const err = asWorkerError(e);
+    if (err.code === "internal") log(`internal error: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    const headers: Record<string, string> = err.status === 429 || err.status === 503
+      ? { "retry-after": retryAfter }
+      : {};
+    const error: Record<string, string> = { code: err.code, message: err.message };
+    if (err.field) error.field = err.field;
+    return msgpackResponse({ v: 1, ...(id !== undefined ? { id } : {}), error }, err.status, headers);
+  }
+
+  async function authorizeGet(req: Request): Promise<void> {
+    if (secret) await verifySignature(secret, req.headers.get(SIGNATURE_HEADER), new Uint8Array(0));
+  }
+
+  async function route(req: Request, path: string): Promise<Response> {
+    const method = req.method.toUpperCase();
+    const only = (m: string) => {
+      if (method !== m && !(m === "GET" && method === "HEAD")) {
+        throw new WorkerError("method_not_allowed", `${path} takes ${m}`);
+      }
+    };
+    switch (path) {
+      case "/healthz": {
+        only("GET");
+        const failure = inference.failure;
+        const status = failure ? "failed" : scheduler.draining ? "draining" : "ok";
+        return jsonResponse(
+          {
+            status,
+            ...(failure ? { error: `inference thread failed: ${failure.message}` } : {}),
+            models: [...models.keys()],
+            providers,
+            in_flight: scheduler.inFlight,
+            queued_samples: scheduler.queuedSamples,
+            auth: secret ? "signed" : "open",
+            ...(registry.errors.length ? { skipped_models: registry.errors } : {}),
+          },
+          status === "ok" ? 200 : 503,
+          status === "ok" ? {} : { "retry-after": retryAfter },
+        );
+      }
+      case "/v1/models": {
+        only("GET");
+        await authorizeGet(req);
+        return wantsMsgpack(req) ? msgpackResponse(describe()) : jsonResponse(describe());
+      }
+      case "/metrics":
+        only("GET");
+        return new Response(
+          metrics.render({
+            inFlight: scheduler.inFlight,
+            queuedSamples: scheduler.queuedSamples,
+            maxQueue: scheduler.maxQueue,
+          }),
+          { headers: { "content-type": "text/plain; version=0.0.4" } },
+        );
+      case "/v1/batch":
+        only("POST");
+        return await solve(req, "batch");
+      case "/v1/encode":
+        only("POST");
+        return await solve(req, "encode");
+      default:
+        throw new WorkerError("not_found", `no route ${path}`);
+    }
+  }
+
+  async function fetch(req: Request): Promise<Response> {
+    const t0 = performance.now();
+    const path = new URL(req.url).pathname;
+    let res: Response;
+    try {
+      res = await route(req, path);
+    } catch (e) {
+      res = errorResponse(e);
+    }
+    const known = ["/healthz", "/v1/models", "/metrics", "/v1/batch", "/v1/encode"].includes(path);
+    metrics.request(known ? path : "other", res.status, (performance.now() - t0) / 1000);
+    return res;
+  }
+
+  return {
+    fetch,
+    request: (path, init) => fetch(new Request(new URL(path, "http://worker.local"), init)),
+    shutdown: () => {
+      closed ??= (async () => {
+        await scheduler.drain();
+        await inference.close();
+      })();
+      return closed;
+    },
+    scheduler,
+    models,
+    metrics,
+    registry,
+    providers,
+  };
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

@@ -1,0 +1,53 @@
+/**
+ * `deno task models [--dir DIR] [--force] [NAME…]`: writes the built-in manifests a models directory
+ * lacks and builds the ONNX graphs of its analytic models (deterministically; the worker also does
+ * this on first start). `--force` rebuilds graphs that are up to date.
+ */
+import { parseArgs } from "node:util";
+import process from "node:process";
+import { readManifest } from "./manifest.ts";
+import { buildAnalyticModel, defaultModelsDir, loadRegistry, needsBuild } from "./models.ts";
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: { dir: { type: "string" }, force: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+    });
+  } catch (e) {
+    console.error(e instanceof Error ? e.message : e);
+    return 2;
+  }
+  if (parsed.values.help) {
+    console.log("usage: deno task models [--dir DIR] [--force] [NAME…]");
+    return 0;
+  }
+  const dir = parsed.values.dir ?? process.env.GENIE_MODELS_DIR ?? defaultModelsDir();
+  const only = parsed.positionals.length ? parsed.positionals : undefined;
+  const log = (line: string) => console.log(line);
+  if (parsed.values.force) {
+    // Build once more even when up to date.
+    const reg = await loadRegistry(dir, { only, build: false, log: () => {} });
+    for (const folder of [...reg.models.keys(), ...reg.errors.map((e) => e.folder)]) {
+      try {
+        const info = readManifest(`${dir}/${folder}`, { checkFiles: false });
+        if (info.manifest.analytic) {
+          await buildAnalyticModel(info);
+          log(`built ${folder}`);
+        }
+      } catch (e) {
+        console.error(`${folder}: ${e instanceof Error ? e.message : e}`);
+      }
+    }
+  }
+  const reg = await loadRegistry(dir, { only, log });
+  for (const [name, info] of reg.models) {
+    log(`${name}: ok (${Object.keys(info.manifest.graphs).join(", ")}${needsBuild(info) ? ", stale" : ""})`);
+  }
+  for (const e of reg.errors) console.error(`${e.folder}: ${e.message}`);
+  return reg.errors.length ? 1 : 0;
+}
+
+if (import.meta.main) process.exit(await main(process.argv.slice(2)));

@@ -1,0 +1,229 @@
+/**
+ * The main thread's handle on the inference thread (inference_thread.ts): start it, load every model's
+ * sessions once, run batches, close. One call at a time reaches ORT; calls queue in order.
+ */
+import type { Provider } from "../onnx/ort.ts";
+import type { GraphKind, ModelInfo } from "./manifest.ts";
+
+/** A tensor on the wire between threads: its bytes travel by transfer. */
+export interface WireTensor {
+  type: "float32" | "int64";
+  data: ArrayBuffer;
+  dims: number[];
+}
+
+export interface ThreadLoadModel {
+  name: string;
+  shape: number[];
+  timeScale: number;
+  graphs: Partial<Record<GraphKind, string>>;
+}
+
+export interface ThreadOptions {
+  /** Execution providers to try in order (default CUDA, then CPU). */
+  providers: Provider[];
+  /** ORT intra-op threads per session (ORT's default when omitted). */
+  intraOpThreads?: number;
+  /** One batch-1 call per graph after loading (default true). */
+  warmup?: boolean;
+}
+
+export type ThreadRequest =
+  | { type: "load"; models: ThreadLoadModel[]; options: ThreadOptions }
+  | { type: "run"; id: number; model: string; graph: GraphKind; feeds: Record<string, WireTensor> }
+  | { type: "close" };
+
+export interface LoadedModelReport {
+  name: string;
+  /** The execution provider that accepted the model. */
+  provider: Provider;
+  /** Providers tried first and why they failed. */
+  skipped: Record<string, string>;
+  inputs: Record<string, string[]>;
+  outputs: Record<string, string[]>;
+  loadMs: number;
+  warmupMs: number;
+}
+
+export type ThreadReply =
+  | { type: "started" }
+  | { type: "loaded"; models: LoadedModelReport[] }
+  | { type: "result"; id: number; outputs: Record<string, WireTensor>; ms: number }
+  | { type: "error"; id?: number; message: string }
+  | { type: "closed" };
+
+/** What a batch run returns: float32 outputs by name and the time spent inside ORT. */
+export interface BatchOutputs {
+  outputs: Record<string, Float32Array>;
+  ms: number;
+}
+
+/** Anything that runs a batch on a model graph (the inference thread, or a stand-in in tests). */
+export interface Inference {
+  run(model: string, graph: GraphKind, feeds: Record<string, WireTensor>): Promise<BatchOutputs>;
+  close(): Promise<void>;
+  /** Why the backend can no longer run anything (a crashed thread), if it cannot. */
+  readonly failure?: Error;
+}
+
+interface ThreadHandle {
+  post(msg: ThreadRequest, transfer?: ArrayBuffer[]): void;
+  onMessage(fn: (msg: ThreadReply) => void): void;
+  onError(fn: (err: unknown) => void): void;
+  terminate(): void;
+}
+
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
+
+/** Spawns the thread: a module Web Worker under Deno, a worker_threads Worker under Node. */
+async function spawn(url: URL): Promise<ThreadHandle> {
+  if (isDeno || typeof Worker !== "undefined" && !("process" in globalThis)) {
+    const w = new Worker(url.href, { type: "module" });
+    return {
+      post: (msg, transfer) => w.postMessage(msg, transfer ?? []),
+      onMessage: (fn) => w.addEventListener("message", (e) => fn((e as MessageEvent).data)),
+      onError: (fn) =>
+        w.addEventListener("error", (e) => {
+          (e as Event).preventDefault();
+          fn((e as ErrorEvent).error ?? new Error((e as ErrorEvent).message));
+        }),
+      terminate: () => w.terminate(),
+    };
+  }
+  const { Worker: NodeWorker } = await import("node:worker_threads");
+  const w = new NodeWorker(url);
+  return {
+    post: (msg, transfer) => w.postMessage(msg, transfer ?? []),
+    onMessage: (fn) => w.on("message", fn),
+    onError: (fn) => w.on("error", fn),
+    terminate: () => void w.terminate(),
+  };
+}
+
+/**
+ * The location of the thread's module: inference_thread.ts beside this file, or inference_thread.mjs
+ * beside a bundle (under Node.js); GENIE_INFERENCE_THREAD overrides it (a path or URL).
+ */
+export function threadModuleUrl(): URL {
+  const proc =
+    (globalThis as { process?: { env?: Record<string, string | undefined>; cwd(): string } }).process;
+  const override = proc?.env?.GENIE_INFERENCE_THREAD;
+  if (override) return new URL(override, `file://${proc!.cwd()}/`);
+  const ext = /\.(m?js|ts)$/.exec(new URL(import.meta.url).pathname)?.[1] ?? "ts";
+  return new URL(`./inference_thread.${ext}`, import.meta.url);
+}
+
+/** The ORT sessions of every model, in their own thread. */
+export class InferenceThread implements Inference {
+  #thread: ThreadHandle;
+  #next = 1;
+  #waiting = new Map<number, { resolve: (o: BatchOutputs) => void; reject: (e: Error) => void }>();
+  #control: { resolve: (m: ThreadReply) => void; reject: (e: Error) => void } | undefined;
+  #closed = false;
+  #failure: Error | undefined;
+  /** Per model: provider, input/output names, load and warm-up times. */
+  readonly models = new Map<string, LoadedModelReport>();
+
+  private constructor(thread: ThreadHandle) {
+    this.#thread = thread;
+    thread.onMessage((msg) => this.#onMessage(msg));
+    thread.onError((err) => this.#fail(err instanceof Error ? err : new Error(String(err))));
+  }
+
+  /** Starts the thread and loads every model (sessions, provider fallback, warm-up). */
+  static async start(
+    models: ModelInfo[],
+    options: ThreadOptions,
+    url = threadModuleUrl(),
+  ): Promise<InferenceThread> {
+    const thread = new InferenceThread(await spawn(url));
+    await thread.#expect("started");
+    const reply = await thread.#send({
+      type: "load",
+      options,
+      models: models.map((m) => ({
+        name: m.manifest.name,
+        shape: m.manifest.shape,
+        timeScale: m.manifest.time.scale,
+        graphs: Object.fromEntries(
+          Object.entries(m.graphPaths).filter(([kind]) => kind !== "features"),
+        ),
+      })),
+    }, "loaded");
+    if (reply.type === "loaded") { for (const m of reply.models) thread.models.set(m.name, m); }
+    return thread;
+  }
+
+  /** Waits for the next control reply, which must be of type `expect`. */
+  #expect(expect: ThreadReply["type"]): Promise<ThreadReply> {
+    return new Promise((resolve, reject) => {
+      this.#control = {
+        resolve: (m) => m.type === expect ? resolve(m) : reject(new Error(`inference thread sent ${m.type}`)),
+        reject,
+      };
+    });
+  }
+
+  #send(msg: ThreadRequest, expect: ThreadReply["type"]): Promise<ThreadReply> {
+    const reply = this.#expect(expect);
+    this.#thread.post(msg);
+    return reply;
+  }
+
+  #onMessage(msg: ThreadReply): void {
+    if (msg.type === "result") {
+      const w = this.#waiting.get(msg.id);
+      if (!w) return;
+      this.#waiting.delete(msg.id);
+      const outputs: Record<string, Float32Array> = {};
+      for (const [name, t] of Object.entries(msg.outputs)) outputs[name] = new Float32Array(t.data);
+      w.resolve({ outputs, ms: msg.ms });
+    } else if (msg.type === "error" && msg.id !== undefined) {
+      const w = this.#waiting.get(msg.id);
+      this.#waiting.delete(msg.id);
+      w?.reject(new Error(msg.message));
+    } else if (msg.type === "error") {
+      const c = this.#control;
+      this.#control = undefined;
+      c?.reject(new Error(msg.message));
+    } else {
+      const c = this.#control;
+      this.#control = undefined;
+      c?.resolve(msg);
+    }
+  }
+
+  /** Set once the thread has crashed; every later call fails with it. */
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+
+  #fail(err: Error): void {
+    this.#failure = err;
+    for (const w of this.#waiting.values()) w.reject(err);
+    this.#waiting.clear();
+    this.#control?.reject(err);
+    this.#control = undefined;
+  }
+
+  /** Runs one batch; the feeds' buffers are transferred (unusable afterwards). */
+  run(model: string, graph: GraphKind, feeds: Record<string, WireTensor>): Promise<BatchOutputs> {
+    if (this.#closed) return Promise.reject(new Error("the inference thread is closed"));
+    if (this.#failure) return Promise.reject(this.#failure);
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#waiting.set(id, { resolve, reject });
+      this.#thread.post({ type: "run", id, model, graph, feeds }, Object.values(feeds).map((t) => t.data));
+    });
+  }
+
+  /** Releases the sessions and stops the thread (after the calls already queued). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (!this.#failure) {
+      await this.#send({ type: "close" }, "closed").catch(() => {});
+    }
+    this.#thread.terminate();
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * The inference thread: owns the ONNX Runtime sessions and nothing else. `InferenceSession.run()`
+ * blocks its thread for the whole call, so it runs here (a Web Worker under Deno, worker_threads under
+ * Node) while the network loop and the scheduler stay responsive on the main thread.
+ *
+ * Sessions are created once per (model, graph) at start-up and released only at close (creating and
+ * releasing sessions leaks memory upstream). Each model tries the configured providers in order
+ * (CUDA, then CPU) and reports the one that accepted it, then runs one warm-up call per graph.
+ * Tensors travel as ArrayBuffers, transferred, never copied by the message channel.
+ *
+ * Messages: see {@link ThreadRequest} and {@link ThreadReply} in inference.ts.
+ */
+import { readFileSync } from "node:fs";
+import {
+  createSession,
+  type InferenceSession,
+  type Provider,
+  runSession,
+  type TensorInit,
+} from "../onnx/ort.ts";
+import type { ThreadLoadModel, ThreadReply, ThreadRequest, WireTensor } from "./inference.ts";
+
+interface Port {
+  post(msg: ThreadReply, transfer?: ArrayBuffer[]): void;
+  listen(handler: (msg: ThreadRequest) => void): void;
+}
+
+async function parentPort(): Promise<Port> {
+  const g = globalThis as unknown as {
+    postMessage?: (msg: unknown, transfer?: ArrayBuffer[]) => void;
+    addEventListener?: (type: string, fn: (e: MessageEvent) => void) => void;
+    WorkerGlobalScope?: unknown;
+  };
+  if (g.WorkerGlobalScope !== undefined && g.postMessage && g.addEventListener) {
+    return {
+      post: (msg, transfer) => g.postMessage!(msg, transfer ?? []),
+      listen: (handler) => g.addEventListener!("message", (e) => handler(e.data as ThreadRequest)),
+    };
+  }
+  const wt = await import("node:worker_threads");
+  const port = wt.parentPort;
+  if (!port) throw new Error("inference_thread.ts must run as a worker thread");
+  return {
+    post: (msg, transfer) => port.postMessage(msg, transfer ?? []),
+    listen: (handler) => port.on("message", handler),
+  };
+}
+
+const sessions = new Map<string, InferenceSession>();
+const key = (model: string, graph: string) => `${model}\u0000${graph}`;
+
+function toInit(t: WireTensor): TensorInit {
+  if (t.type === "int64") return { type: "int64", data: new BigInt64Array(t.data), dims: t.dims };
+  return { type: "float32", data: new Float32Array(t.data), dims: t.dims };
+}
+
+/** A batch-1 input for a warm-up call, by input name. */
+function warmupFeeds(session: InferenceSession, model: ThreadLoadModel): Record<string, TensorInit> {
+  const feeds: Record<string, TensorInit> = {};
+  const dim = model.shape.reduce((a, b) => a * b, 1);
+  for (const name of session.inputNames) {
+    if (name === "class") feeds[name] = { type: "int64", data: new BigInt64Array([0n]), dims: [1] };
+    else if (name === "t" || name === "dt") {
+      feeds[name] = { type: "float32", data: new Float32Array([0.5 * model.timeScale]), dims: [1] };
+    } else feeds[name] = { type: "float32", data: new Float32Array(dim), dims: [1, ...model.shape] };
+  }
+  return feeds;
+}
+
+async function load(msg: Extract<ThreadRequest, { type: "load" }>, port: Port): Promise<void> {
+  const loaded: Extract<ThreadReply, { type: "loaded" }>["models"] = [];
+  for (const model of msg.models) {
+    const t0 = performance.now();
+    let provider: Provider | undefined;
+    const skipped: Record<string, string> = {};
+    let providers = msg.options.providers;
+    const inputs: Record<string, string[]> = {}, outputs: Record<string, string[]> = {};
+    for (const [graph, path] of Object.entries(model.graphs)) {
+      const created = await createSession(readFileSync(path), {
+        providers,
+        threads: msg.options.intraOpThreads,
+      });
+      // Once a provider has accepted one graph of the model, use it for the others.
+      provider = created.provider;
+      providers = [provider];
+      Object.assign(skipped, created.skipped);
+      sessions.set(key(model.name, graph), created.session);
+      inputs[graph] = [...created.session.inputNames];
+      outputs[graph] = [...created.session.outputNames];
+    }
+    const loadMs = performance.now() - t0;
+    const t1 = performance.now();
+    if (msg.options.warmup !== false) {
+      for (const graph of Object.keys(model.graphs)) {
+        const s = sessions.get(key(model.name, graph))!;
+        await runSession(s, warmupFeeds(s, model));
+      }
+    }
+    loaded.push({
+      name: model.name,
+      provider: provider!,
+      skipped,
+      inputs,
+      outputs,
+      loadMs,
+      warmupMs: performance.now() - t1,
+    });
+  }
+  port.post({ type: "loaded", models: loaded });
+}
+
+async function run(msg: Extract<ThreadRequest, { type: "run" }>, port: Port): Promise<void> {
+  const session = sessions.get(key(msg.model, msg.graph));
+  if (!session) {
+    port.post({ type: "error", id: msg.id, message: `no session for ${msg.model}/${msg.graph}` });
+    return;
+  }
+  const feeds: Record<string, TensorInit> = {};
+  for (const [name, t] of Object.entries(msg.feeds)) feeds[name] = toInit(t);
+  const t0 = performance.now();
+  const result = await runSession(session, feeds);
+  const ms = performance.now() - t0;
+  const outputs: Record<string, WireTensor> = {};
+  const transfer: ArrayBuffer[] = [];
+  for (const [name, t] of Object.entries(result)) {
+    // Copy into a fresh buffer: ORT's output memory is not ours to transfer.
+    const data = Float32Array.from(t.data as Float32Array);
+    outputs[name] = { type: "float32", data: data.buffer, dims: t.dims };
+    transfer.push(data.buffer);
+  }
+  port.post({ type: "result", id: msg.id, outputs, ms }, transfer);
+}
+
+async function close(port: Port): Promise<void> {
+  for (const s of sessions.values()) await s.release();
+  sessions.clear();
+  port.post({ type: "closed" });
+}
+
+const port = await parentPort();
+// Messages are handled one at a time, in order: ORT calls never overlap on this thread.
+let chain: Promise<void> = Promise.resolve();
+port.listen((msg) => {
+  chain = chain.then(async () => {
+    try {
+      if (msg.type === "load") await load(msg, port);
+      else if (msg.type === "run") await run(msg, port);
+      else if (msg.type === "close") await close(port);
+    } catch (e) {
+      port.post({
+        type: "error",
+        id: msg.type === "run" ? msg.id : undefined,
+        message: e instanceof Error ? e.message : String(e),
+      });
+    }
+  });
+});
+port.post({ type: "started" });

@@ -1,0 +1,154 @@
+/**
+ * `deno task worker [--host 127.0.0.1] [--port 8700]` (CONTRACTS.md §5): serves the worker app and
+ * prints `listening on http://HOST:PORT` once the models are loaded. SIGINT/SIGTERM drain the requests
+ * in flight, then exit.
+ *
+ * Environment: GENIE_WORKER_HOST, GENIE_WORKER_PORT, GENIE_WORKER_SECRET, GENIE_MODELS_DIR, and the
+ * tuning knobs GENIE_WORKER_MAX_BATCH, GENIE_WORKER_MAX_WAIT_MS, GENIE_WORKER_MAX_QUEUE,
+ * GENIE_WORKER_THREADS (ORT intra-op threads), GENIE_WORKER_PROVIDERS (e.g. "cpu" or "cuda,cpu").
+ * Flags of the same names (--max-batch, --max-wait-ms, --max-queue, --threads, --providers,
+ * --models-dir, --models a,b) override them.
+ *
+ * Under Node.js the same file serves through node:http (see docs/worker.md).
+ */
+import { parseArgs } from "node:util";
+import process from "node:process";
+import { realpathSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import type { Provider } from "../onnx/ort.ts";
+import { createWorkerApp, type WorkerConfig } from "./app.ts";
+
+export interface ServeOptions extends WorkerConfig {
+  host: string;
+  port: number;
+}
+
+function num(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) {
+    throw new Error(`${flag}: must be a non-negative number, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+/** Options from flags and environment (flags win). Throws naming the bad flag. */
+export function serveOptions(argv: string[], env: Record<string, string | undefined>): ServeOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      host: { type: "string" },
+      port: { type: "string" },
+      "models-dir": { type: "string" },
+      models: { type: "string" },
+      "max-batch": { type: "string" },
+      "max-wait-ms": { type: "string" },
+      "max-queue": { type: "string" },
+      threads: { type: "string" },
+      providers: { type: "string" },
+    },
+    strict: true,
+  });
+  const port = num("--port", values.port ?? env.GENIE_WORKER_PORT) ?? 8700;
+  if (!Number.isInteger(port) || port > 65535) throw new Error(`--port: must be an integer port number`);
+  const providers = (values.providers ?? env.GENIE_WORKER_PROVIDERS)?.split(",").map((p) => p.trim());
+  if (providers?.some((p) => p !== "cuda" && p !== "cpu")) {
+    throw new Error(`--providers: use cuda and/or cpu`);
+  }
+  return {
+    host: values.host ?? env.GENIE_WORKER_HOST ?? "127.0.0.1",
+    port,
+    modelsDir: values["models-dir"] ?? env.GENIE_MODELS_DIR,
+    models: values.models?.split(",").map((m) => m.trim()).filter(Boolean),
+    secret: env.GENIE_WORKER_SECRET || undefined,
+    maxBatch: num("--max-batch", values["max-batch"] ?? env.GENIE_WORKER_MAX_BATCH),
+    maxWaitMs: num("--max-wait-ms", values["max-wait-ms"] ?? env.GENIE_WORKER_MAX_WAIT_MS),
+    maxQueue: num("--max-queue", values["max-queue"] ?? env.GENIE_WORKER_MAX_QUEUE),
+    intraOpThreads: num("--threads", values.threads ?? env.GENIE_WORKER_THREADS),
+    providers: providers as Provider[] | undefined,
+  };
+}
+
+/** Serves with Deno.serve, or node:http under Node.js. Resolves once listening. */
+export async function serve(opts: ServeOptions): Promise<{ url: string; close(): Promise<void> }> {
+  const app = await createWorkerApp(opts);
+  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+  if (deno) {
+    const ac = new AbortController();
+    let url = "";
+    const server = deno.serve({
+      hostname: opts.host,
+      port: opts.port,
+      signal: ac.signal,
+      onListen: ({ hostname, port }) => void (url = `http://${hostname}:${port}`),
+    }, (req) => app.fetch(req));
+    return {
+      get url() {
+        return url;
+      },
+      close: async () => {
+        await app.shutdown();
+        ac.abort();
+        await server.finished;
+      },
+    };
+  }
+  const http = await import("node:http");
+  const { Readable } = await import("node:stream");
+  const server = http.createServer(async (req, res) => {
+    const ac = new AbortController();
+    res.on("close", () => {
+      if (!res.writableFinished) ac.abort();
+    });
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
+    const method = req.method ?? "GET";
+    // The body streams into the app, which enforces its size limit while reading.
+    const body = method === "GET" || method === "HEAD"
+      ? undefined
+      : Readable.toWeb(req) as ReadableStream<Uint8Array>;
+    const init = { method, headers, body, signal: ac.signal, duplex: "half" } as RequestInit;
+    const response = await app.fetch(new Request(`http://${opts.host}${req.url}`, init));
+    res.writeHead(response.status, Object.fromEntries(response.headers));
+    res.end(new Uint8Array(await response.arrayBuffer()));
+  });
+  await new Promise<void>((resolve) => server.listen(opts.port, opts.host, resolve));
+  const addr = server.address() as { port: number };
+  return {
+    url: `http://${opts.host}:${addr.port}`,
+    close: async () => {
+      await app.shutdown();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** True when this module is the program (Deno's import.meta.main, or Node's argv[1]). */
+function isMain(): boolean {
+  const main = (import.meta as { main?: boolean }).main;
+  if (main !== undefined) return main;
+  const script = process.argv[1];
+  return script !== undefined && import.meta.url === pathToFileURL(realpathSync(script)).href;
+}
+
+if (isMain()) {
+  let opts: ServeOptions;
+  try {
+    opts = serveOptions(process.argv.slice(2), process.env);
+  } catch (e) {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(2);
+  }
+  const server = await serve(opts);
+  console.log(`listening on ${server.url}`);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`${signal}: draining requests in flight`);
+    await server.close();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+}

@@ -1,0 +1,444 @@
+/**
+ * Step-level continuous batching (ARCHITECTURE.md): every in-flight request is a running solver
+ * coroutine. The scheduler collects the evaluation requests the coroutines are waiting on, groups them
+ * by (model, graph), concatenates their samples — each carries its own t and class — up to the batch
+ * limit, runs ONE inference call, splits the outputs back and resumes each coroutine, which then
+ * yields its next request. Requests at different steps therefore share a call.
+ *
+ * - Order: pending evaluations are served by priority (higher first), then by request arrival (FIFO).
+ *   The group of the first one forms the next batch; an evaluation larger than the room left is split
+ *   across calls. Strict priority can starve low priorities under sustained load.
+ * - `maxWaitMs`: a batch with room left waits at most this long (from its oldest evaluation) for more
+ *   samples; 0 (default) runs at once — coroutines resume synchronously when a batch returns, so the
+ *   next call already holds every request that was waiting.
+ * - Deadlines and cancellation act between steps: the coroutine is closed and its pending work dropped;
+ *   a call already running finishes for the others.
+ * - The number of requests in flight is bounded (`maxQueue`); beyond it `submit` answers 429.
+ * - `drain()` refuses new requests and resolves when the in-flight ones have finished.
+ *
+ * Results never depend on batching: every sample's numbers are computed row by row from its own x, t
+ * and class (ORT's per-row results are bit-identical across batch sizes; tests check it end to end).
+ */
+import type { RunStats } from "../core/solvers/drive.ts";
+import type { EvalRequest, EvalResult, SolverRun } from "../core/solvers/types.ts";
+import { wrapPrediction } from "../core/prediction.ts";
+import { asWorkerError, invalid, WorkerError } from "./errors.ts";
+import type { Inference, WireTensor } from "./inference.ts";
+import type { GraphKind, ModelInfo } from "./manifest.ts";
+import { JVP_INPUTS } from "./graphs.ts";
+
+/** A model as the scheduler serves it. */
+export interface ServedModel {
+  info: ModelInfo;
+  /** Inputs of each graph (to know whether it takes `class`). */
+  inputs: Partial<Record<GraphKind, string[]>>;
+  /** Samples per inference call (the manifest's limit, capped by the scheduler's). */
+  maxBatch: number;
+}
+
+export interface SchedulerOptions {
+  /** Samples per inference call, at most (each model's `limits.max_batch` applies too). Default 64. */
+  maxBatch?: number;
+  /** How long a batch with room left may wait for more samples (ms). Default 0. */
+  maxWaitMs?: number;
+  /** Requests in flight at most; more are refused with 429. Default 256. */
+  maxQueue?: number;
+  /** Called after every inference call (metrics). */
+  onBatch?: (info: { model: string; graph: GraphKind; rows: number; ms: number; requests: number }) => void;
+}
+
+export interface JobSpec {
+  model: ServedModel;
+  /** The solver run (already wrapped for classes/guidance). */
+  run: SolverRun;
+  /** Higher runs first (default 0). */
+  priority?: number;
+  /** Absolute deadline (ms since the epoch, as Date.now()). */
+  deadline?: number;
+  /** Aborting it cancels the request between steps. */
+  signal?: AbortSignal;
+}
+
+export interface JobResult {
+  x: Float64Array;
+  stats: RunStats;
+  /** From submission to the first inference call that included the request. */
+  queueMs: number;
+  /** From that call to the end. */
+  computeMs: number;
+}
+
+interface Job {
+  seq: number;
+  spec: JobSpec;
+  priority: number;
+  submitted: number;
+  started?: number;
+  stats: RunStats;
+  current?: Pending;
+  finished: boolean;
+  resolve: (r: JobResult) => void;
+  reject: (e: Error) => void;
+  cleanup: () => void;
+}
+
+interface Pending {
+  job: Job;
+  req: EvalRequest;
+  graph: GraphKind;
+  rows: number;
+  /** Rows handed to inference calls so far, and rows answered. */
+  sent: number;
+  done: number;
+  enqueued: number;
+  outputs: Record<string, Float32Array>;
+}
+
+interface Slice {
+  p: Pending;
+  from: number;
+  count: number;
+}
+
+/** Which graph answers a request: ε only, the model's own derivative (head), or a JVP. */
+export function graphFor(req: EvalRequest): GraphKind {
+  if (req.want === "eps") return "eps";
+  return req.tangent ? "jvp" : "head";
+}
+
+export class Scheduler {
+  readonly maxBatch: number;
+  readonly maxWaitMs: number;
+  readonly maxQueue: number;
+  #inference: Inference;
+  #onBatch: SchedulerOptions["onBatch"];
+  #jobs = new Set<Job>();
+  #pending: Pending[] = [];
+  #seq = 0;
+  #busy = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #draining = false;
+  #drained: (() => void)[] = [];
+  /** Counters for metrics. */
+  readonly counters = {
+    batches: 0,
+    samples: 0,
+    completed: 0,
+    failed: 0,
+    canceled: 0,
+    expired: 0,
+    rejected: 0,
+  };
+
+  constructor(inference: Inference, opts: SchedulerOptions = {}) {
+    this.#inference = inference;
+    this.maxBatch = opts.maxBatch ?? 64;
+    this.maxWaitMs = opts.maxWaitMs ?? 0;
+    this.maxQueue = opts.maxQueue ?? 256;
+    this.#onBatch = opts.onBatch;
+  }
+
+  /** Requests in flight. */
+  get inFlight(): number {
+    return this.#jobs.size;
+  }
+
+  /** Samples waiting for an inference call. */
+  get queuedSamples(): number {
+    return this.#pending.reduce((n, p) => n + p.rows - p.sent, 0);
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Starts a request; resolves with the solver's result, rejects with a WorkerError. */
+  submit(spec: JobSpec): Promise<JobResult> {
+    if (this.#draining) return Promise.reject(new WorkerError("unavailable", "the worker is shutting down"));
+    if (this.#jobs.size >= this.maxQueue) {
+      this.counters.rejected++;
+      return Promise.reject(new WorkerError("queue_full", `the queue is full (${this.maxQueue} requests)`));
+    }
+    return new Promise<JobResult>((resolve, reject) => {
+      const job: Job = {
+        seq: this.#seq++,
+        spec,
+        priority: spec.priority ?? 0,
+        submitted: performance.now(),
+        stats: { nfe: 0, derivEvals: 0, calls: 0 },
+        finished: false,
+        resolve,
+        reject,
+        cleanup: () => {},
+      };
+      this.#jobs.add(job);
+      const timers: (() => void)[] = [];
+      if (spec.deadline !== undefined) {
+        const id = setTimeout(
+          () => this.#stop(job, new WorkerError("deadline_exceeded", "the request's deadline passed")),
+          Math.max(0, spec.deadline - Date.now()),
+        );
+        timers.push(() => clearTimeout(id));
+      }
+      if (spec.signal) {
+        const onAbort = () => this.#stop(job, new WorkerError("canceled", "the request was canceled"));
+        if (spec.signal.aborted) {
+          onAbort();
+          return;
+        }
+        spec.signal.addEventListener("abort", onAbort, { once: true });
+        timers.push(() => spec.signal!.removeEventListener("abort", onAbort));
+      }
+      job.cleanup = () => timers.forEach((f) => f());
+      this.#advance(job, undefined);
+      this.#pump();
+    });
+  }
+
+  /** Refuses new requests; resolves when every request in flight has finished. */
+  drain(): Promise<void> {
+    this.#draining = true;
+    if (this.#jobs.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drained.push(resolve));
+  }
+
+  #finish(job: Job, outcome: { result?: Float64Array; error?: Error }): void {
+    if (job.finished) return;
+    job.finished = true;
+    job.cleanup();
+    this.#jobs.delete(job);
+    const at = job.current ? this.#pending.indexOf(job.current) : -1;
+    if (at >= 0) this.#pending.splice(at, 1);
+    job.current = undefined;
+    const now = performance.now();
+    if (outcome.error) {
+      const e = outcome.error;
+      if (e instanceof WorkerError && e.code === "canceled") this.counters.canceled++;
+      else if (e instanceof WorkerError && e.code === "deadline_exceeded") this.counters.expired++;
+      else this.counters.failed++;
+      job.reject(e);
+    } else {
+      this.counters.completed++;
+      const started = job.started ?? now;
+      job.resolve({
+        x: outcome.result!,
+        stats: job.stats,
+        queueMs: started - job.submitted,
+        computeMs: now - started,
+      });
+    }
+    if (this.#jobs.size === 0 && this.#drained.length) this.#drained.splice(0).forEach((f) => f());
+  }
+
+  /** Cancels between steps: closes the coroutine and drops its queued work. */
+  #stop(job: Job, error: WorkerError): void {
+    if (job.finished) return;
+    try {
+      job.spec.run.return(new Float64Array(0));
+    } catch {
+      // a coroutine that throws while closing is closed all the same
+    }
+    this.#finish(job, { error });
+  }
+
+  /** Resumes a coroutine with a result (or starts it) and queues its next request. */
+  #advance(job: Job, result: EvalResult | undefined): void {
+    let next: IteratorResult<EvalRequest, Float64Array>;
+    try {
+      next = result === undefined ? job.spec.run.next() : job.spec.run.next(result);
+    } catch (e) {
+      this.#finish(job, { error: asWorkerError(e) });
+      return;
+    }
+    if (next.done) {
+      this.#finish(job, { result: next.value });
+      return;
+    }
+    const req = next.value;
+    const graph = graphFor(req);
+    const model = job.spec.model;
+    if (!model.info.graphPaths[graph]) {
+      this.#stop(job, invalid("genie_derivative", `model ${model.info.manifest.name} has no ${graph} graph`));
+      return;
+    }
+    const rows = req.t.length;
+    if (req.x.length !== rows * model.info.dim) {
+      this.#stop(job, invalid("x", `a request of ${req.x.length} numbers is not ${rows} samples`));
+      return;
+    }
+    job.stats.calls++;
+    if (!req.tangent) job.stats.nfe++;
+    if (req.want === "eps+deriv") job.stats.derivEvals++;
+    const p: Pending = { job, req, graph, rows, sent: 0, done: 0, enqueued: performance.now(), outputs: {} };
+    job.current = p;
+    this.#pending.push(p);
+  }
+
+  #pump(): void {
+    if (this.#busy) return;
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    const ready = this.#pending.filter((p) => p.sent < p.rows);
+    if (ready.length === 0) return;
+    ready.sort((a, b) => b.job.priority - a.job.priority || a.job.seq - b.job.seq);
+    const head = ready[0];
+    const model = head.job.spec.model;
+    const group = ready.filter((p) => p.job.spec.model === model && p.graph === head.graph);
+    const cap = Math.min(this.maxBatch, model.maxBatch);
+    const available = group.reduce((n, p) => n + p.rows - p.sent, 0);
+    if (available < cap && this.maxWaitMs > 0) {
+      const oldest = Math.min(...group.map((p) => p.enqueued));
+      const wait = oldest + this.maxWaitMs - performance.now();
+      if (wait > 0) {
+        this.#timer = setTimeout(() => {
+          this.#timer = undefined;
+          this.#pump();
+        }, wait);
+        return;
+      }
+    }
+    const slices: Slice[] = [];
+    let total = 0;
+    for (const p of group) {
+      const count = Math.min(p.rows - p.sent, cap - total);
+      slices.push({ p, from: p.sent, count });
+      p.sent += count;
+      total += count;
+      if (total === cap) break;
+    }
+    this.#dispatch(model, head.graph, slices, total);
+  }
+
+  #dispatch(model: ServedModel, graph: GraphKind, slices: Slice[], rows: number): void {
+    const info = model.info;
+    const now = performance.now();
+    for (const { p } of slices) p.job.started ??= now;
+    const feeds = batchFeeds(model, graph, slices.map(({ p, from, count }) => ({ req: p.req, from, count })));
+    this.#busy = true;
+    this.counters.batches++;
+    this.counters.samples += rows;
+    const name = info.manifest.name;
+    this.#inference.run(name, graph, feeds).then(
+      ({ outputs, ms }) => {
+        this.#onBatch?.({ model: name, graph, rows, ms, requests: slices.length });
+        this.#busy = false;
+        this.#scatter(slices, outputs, info.dim);
+        this.#pump();
+      },
+      (e) => {
+        this.#busy = false;
+        const err = new WorkerError("internal", `inference failed: ${e instanceof Error ? e.message : e}`);
+        for (const { p } of slices) this.#stop(p.job, err);
+        this.#pump();
+      },
+    );
+  }
+
+  /** Copies each slice's rows of every output back to its request; resumes completed requests. */
+  #scatter(slices: Slice[], outputs: Record<string, Float32Array>, dim: number): void {
+    let at = 0;
+    for (const { p, from, count } of slices) {
+      const off = at;
+      at += count;
+      if (p.job.finished || p.job.current !== p) continue;
+      for (const [name, data] of Object.entries(outputs)) {
+        if (count === p.rows) {
+          p.outputs[name] = data.slice(off * dim, (off + count) * dim);
+          continue;
+        }
+        p.outputs[name] ??= new Float32Array(p.rows * dim);
+        p.outputs[name].set(data.subarray(off * dim, (off + count) * dim), from * dim);
+      }
+      p.done += count;
+      if (p.done < p.rows) continue;
+      this.#pending.splice(this.#pending.indexOf(p), 1);
+      p.job.current = undefined;
+      const job = p.job;
+      if (job.spec.signal?.aborted) {
+        this.#stop(job, new WorkerError("canceled", "the request was canceled"));
+        continue;
+      }
+      if (job.spec.deadline !== undefined && Date.now() >= job.spec.deadline) {
+        this.#stop(job, new WorkerError("deadline_exceeded", "the request's deadline passed"));
+        continue;
+      }
+      let result: EvalResult;
+      try {
+        result = toEpsResult(job.spec.model.info, p.req, p.graph, p.outputs);
+      } catch (e) {
+        this.#stop(job, asWorkerError(e));
+        continue;
+      }
+      this.#advance(job, result);
+    }
+  }
+}
+
+/** Rows `from … from + count − 1` of an evaluation request. */
+export interface RowRange {
+  req: EvalRequest;
+  from: number;
+  count: number;
+}
+
+/**
+ * The inputs of one inference call from rows of several requests, concatenated: x and t in float32
+ * (t × the manifest's time scale), `class` where the graph takes it (the null class for rows without
+ * labels), and the tangent for a JVP graph.
+ */
+export function batchFeeds(
+  model: ServedModel,
+  graph: GraphKind,
+  ranges: RowRange[],
+): Record<string, WireTensor> {
+  const info = model.info, dim = info.dim, scale = info.manifest.time.scale;
+  const rows = ranges.reduce((n, r) => n + r.count, 0);
+  const shape = [rows, ...info.manifest.shape];
+  const x = new Float32Array(rows * dim), t = new Float32Array(rows);
+  const cls = (model.inputs[graph] ?? []).includes("class") ? new BigInt64Array(rows) : undefined;
+  const jvp = graph === "jvp";
+  const tx = jvp ? new Float32Array(rows * dim) : undefined, tt = jvp ? new Float32Array(rows) : undefined;
+  const nullClass = info.manifest.classes?.null_class ?? 0;
+  let at = 0;
+  for (const { req, from, count } of ranges) {
+    x.set(req.x.subarray(from * dim, (from + count) * dim), at * dim);
+    for (let i = 0; i < count; i++) {
+      t[at + i] = req.t[from + i] * scale;
+      if (cls) cls[at + i] = BigInt(req.classes ? req.classes[from + i] : nullClass);
+      // A tangent in t is per unit of the solver's time; the model's time is t × scale.
+      if (tt) tt[at + i] = req.tangent!.t[from + i] * scale;
+    }
+    if (tx) tx.set(req.tangent!.x.subarray(from * dim, (from + count) * dim), at * dim);
+    at += count;
+  }
+  const feeds: Record<string, WireTensor> = {
+    x: { type: "float32", data: x.buffer, dims: shape },
+    t: { type: "float32", data: t.buffer, dims: [rows] },
+  };
+  if (cls) feeds.class = { type: "int64", data: cls.buffer, dims: [rows] };
+  if (tx && tt) {
+    feeds[JVP_INPUTS.x] = { type: "float32", data: tx.buffer, dims: shape };
+    feeds[JVP_INPUTS.t] = { type: "float32", data: tt.buffer, dims: [rows] };
+  }
+  return feeds;
+}
+
+/** A graph's raw outputs for a whole request as the solver's ε (and derivative), converting x0/v. */
+export function toEpsResult(
+  info: ModelInfo,
+  req: EvalRequest,
+  graph: GraphKind,
+  outputs: Record<string, Float32Array>,
+): EvalResult {
+  const raw: EvalResult = { eps: outputs.eps };
+  if (req.want === "eps+deriv") {
+    raw.deriv = graph === "jvp" ? outputs.jvp : outputs.deriv;
+    if (!raw.deriv) throw new WorkerError("internal", `the ${graph} graph returned no derivative`);
+  }
+  if (!raw.eps) throw new WorkerError("internal", `the ${graph} graph returned no eps`);
+  const m = info.manifest;
+  if (m.prediction === "eps") return raw;
+  return wrapPrediction(m.prediction, () => raw, info.schedule, { derivativeSpace: m.head_space })(req);
+}

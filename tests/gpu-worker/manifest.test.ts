@@ -1,0 +1,79 @@
+/** Model folders (CONTRACTS.md §4): manifest validation names the offending field. */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { ManifestError, readManifest, validateManifest } from "../../gpu-worker/manifest.ts";
+import { BUILTIN_MANIFESTS, loadRegistry } from "../../gpu-worker/models.ts";
+import { assert, assertEquals, assertThrows } from "../testing.ts";
+
+const base = () => structuredClone(BUILTIN_MANIFESTS[0]) as unknown as Record<string, unknown>;
+
+function fieldOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    assert(e instanceof ManifestError, `expected a ManifestError, got ${e}`);
+    return e.field;
+  }
+  throw new Error("expected an error");
+}
+
+Deno.test("valid built-in manifests pass", () => {
+  for (const m of BUILTIN_MANIFESTS) {
+    const info = validateManifest(structuredClone(m));
+    assertEquals(info.manifest.name, m.name);
+    assertEquals(info.dim, m.shape.reduce((a, b) => a * b, 1));
+  }
+});
+
+Deno.test("invalid manifests name the field", () => {
+  const cases: [string, (m: Record<string, unknown>) => void][] = [
+    ["name", (m) => (m.name = "Bad Name!")],
+    ["version", (m) => delete m.version],
+    ["shape", (m) => (m.shape = [])],
+    ["shape[1]", (m) => (m.shape = [1, 0])],
+    ["prediction", (m) => (m.prediction = "score")],
+    ["time.kind", (m) => (m.time = { kind: "later", scale: 1 })],
+    ["time.scale", (m) => (m.time = { kind: "continuous", scale: -1 })],
+    ["schedule.type", (m) => (m.schedule = { type: "cosmic" })],
+    ["schedule.beta_max", (m) => (m.schedule = { type: "vp-linear", beta_max: "x" })],
+    ["classes.count", (m) => (m.classes = { count: 0 })],
+    ["classes.null_class", (m) => (m.classes = { count: 2, null_class: 5 })],
+    ["graphs.eps", (m) => (m.graphs = { head: "head.onnx" })],
+    ["graphs.extra", (m) => (m.graphs = { eps: "eps.onnx", extra: "x.onnx" })],
+    ["graphs.head", (m) => (m.graphs = { eps: "eps.onnx", head: "../escape.onnx" })],
+    ["limits.max_batch", (m) => (m.limits = { max_batch: 1.5 })],
+    ["head_space", (m) => (m.head_space = "x")],
+  ];
+  for (const [field, mutate] of cases) {
+    const m = base();
+    mutate(m);
+    assertEquals(fieldOf(() => validateManifest(m)), field, `mutation for ${field}`);
+  }
+  assertThrows(() => validateManifest([]), /manifest: must be a JSON object/);
+});
+
+Deno.test("model folders: missing graph files and mismatched names are reported, others still load", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "genie-models-"));
+  try {
+    const m = { ...base(), name: "broken", analytic: undefined };
+    mkdirSync(join(dir, "broken"));
+    writeFileSync(join(dir, "broken", "model.json"), JSON.stringify(m));
+    assertThrows(() => readManifest(join(dir, "broken")), /broken: graphs\.eps: file not found/);
+    mkdirSync(join(dir, "elsewhere"));
+    writeFileSync(join(dir, "elsewhere", "model.json"), JSON.stringify({ ...m, name: "other" }));
+    assertEquals(fieldOf(() => readManifest(join(dir, "elsewhere"), { checkFiles: false })), "name");
+    mkdirSync(join(dir, "notjson"));
+    writeFileSync(join(dir, "notjson", "model.json"), "{");
+    assertEquals(fieldOf(() => readManifest(join(dir, "notjson"))), "model.json");
+
+    // The registry builds the built-in analytic models and skips the broken folders with their reasons.
+    const reg = await loadRegistry(dir, { only: ["gmm2d", "broken", "notjson"] });
+    assertEquals([...reg.models.keys()], ["gmm2d"]);
+    const reasons = Object.fromEntries(reg.errors.map((e) => [e.folder, e.message]));
+    assert(/graphs\.eps: file not found/.test(reasons.broken), reasons.broken);
+    assert(/model\.json: is not valid JSON/.test(reasons.notjson), reasons.notjson);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
