@@ -15,6 +15,7 @@
 import type { Evaluator } from "./solvers/drive.ts";
 import type { EvalRequest, EvalResult } from "./solvers/types.ts";
 import { type Schedule, scheduleFromSpec, type ScheduleSpec } from "./schedule.ts";
+import { exp, log } from "./math.ts";
 
 export interface GaussianMixture {
   /** Dimension d of a sample. */
@@ -154,13 +155,13 @@ function posterior(
     }
     v[k] = vk;
     dist2[k] = s;
-    logits[k] = Math.log(mix.weights[k]) - 0.5 * d * Math.log(vk) - s / (2 * vk);
+    logits[k] = log(mix.weights[k]) - 0.5 * d * log(vk) - s / (2 * vk);
     if (logits[k] > maxLogit) maxLogit = logits[k];
   }
   if (maxLogit === -Infinity) throw new GmmSpecError("class", `class ${cls} has no components`);
   let z = 0;
   for (let k = 0; k < K; k++) {
-    r[k] = Math.exp(logits[k] - maxLogit);
+    r[k] = exp(logits[k] - maxLogit);
     z += r[k];
   }
   const active: number[] = [];

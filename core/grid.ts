@@ -3,6 +3,7 @@
  * the same grid reversed. Endpoints are exact and every grid is strictly monotone.
  */
 import type { Schedule } from "./schedule.ts";
+import { pow } from "./math.ts";
 
 export const GRID_KINDS = ["uniform", "quadratic", "power", "logsnr", "edm"] as const;
 export type GridKind = typeof GRID_KINDS[number];
@@ -31,8 +32,8 @@ export function defaultRho(kind: GridKind): number | undefined {
 
 /** ρ-power interpolation between a and b: (a^{1/ρ} + u (b^{1/ρ} − a^{1/ρ}))^ρ. */
 function powerInterp(a: number, b: number, u: number, rho: number): number {
-  const ar = Math.pow(a, 1 / rho), br = Math.pow(b, 1 / rho);
-  return Math.pow(ar + u * (br - ar), rho);
+  const ar = pow(a, 1 / rho), br = pow(b, 1 / rho);
+  return pow(ar + u * (br - ar), rho);
 }
 
 /** A decreasing sampling grid from t_max to t_min with `steps` steps (steps + 1 points). */

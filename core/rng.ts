@@ -18,9 +18,13 @@
  * Integer arithmetic is exact (32-bit products are split into 16-bit halves). The Gaussian transform
  * does not use Math.log, Math.cos or Math.sin, whose last bits differ between JavaScript engines and
  * even between V8 versions (Deno and Node.js disagree): {@link portableLog} and
- * {@link portableSinCos2Pi} use only +, −, ×, ÷ and sqrt, which IEEE 754 rounds correctly everywhere,
- * so the noise is bit-identical in every runtime.
+ * {@link portableSinCos2Pi} (in core/math.ts, re-exported here) use only +, −, ×, ÷ and sqrt, which
+ * IEEE 754 rounds correctly everywhere, so the noise is bit-identical in every runtime.
  */
+
+import { portableLog, portableSinCos2Pi } from "./math.ts";
+
+export { portableLog, portableSinCos2Pi };
 
 const M0 = 0xD2511F53;
 const M1 = 0xCD9E8D57;
@@ -98,63 +102,6 @@ export function seedKey(seed: number): [number, number] {
 /** A u32 word as a uniform number in (0, 1]: (w + 1)/2³². */
 function unitInterval(w: number): number {
   return (w + 1) / TWO_32;
-}
-
-/** 1/(2j+1): the series log m = 2 atanh(s) = 2 s Σ s^{2j}/(2j+1), s = (m − 1)/(m + 1). */
-const LOG_SERIES = Array.from({ length: 14 }, (_, j) => 1 / (2 * j + 1));
-/** (−1)^j/(2j+1)! and (−1)^j/(2j)!: Taylor series of sin and cos, exact factorials (≤ 21! is exact). */
-const SIN_SERIES: number[] = [], COS_SERIES: number[] = [];
-for (let j = 0, fact = 1; j < 10; j++) {
-  if (j > 0) fact *= (2 * j - 1) * (2 * j);
-  COS_SERIES.push((j % 2 ? -1 : 1) / fact);
-  SIN_SERIES.push((j % 2 ? -1 : 1) / (fact * (2 * j + 1)));
-}
-const bits = new DataView(new ArrayBuffer(8));
-
-/** Σ c_j z^j by Horner's rule. */
-function horner(c: number[], z: number): number {
-  let p = c[c.length - 1];
-  for (let j = c.length - 2; j >= 0; j--) p = p * z + c[j];
-  return p;
-}
-
-/**
- * The natural logarithm of a positive normal float64 from +, −, ×, ÷ only (bit-identical in every
- * runtime; within a few ulp of Math.log): u = m·2^k with m ∈ [√½, √2), log u = k log 2 + 2 atanh s.
- */
-export function portableLog(u: number): number {
-  if (!(u > 0 && u < Infinity)) return u === 0 ? -Infinity : u === Infinity ? Infinity : NaN;
-  let scale = 0;
-  if (u < 2.2250738585072014e-308) u *= 18014398509481984, scale = -54; // subnormal: × 2⁵⁴
-  bits.setFloat64(0, u);
-  const hi = bits.getUint32(0);
-  let k = ((hi >>> 20) & 0x7ff) - 1023 + scale;
-  bits.setUint32(0, (hi & 0x000fffff) | 0x3ff00000);
-  let m = bits.getFloat64(0); // in [1, 2)
-  if (m > Math.SQRT2) m /= 2, k++;
-  const f = m - 1, s = f / (2 + f);
-  return k * Math.LN2 + 2 * s * horner(LOG_SERIES, s * s);
-}
-
-/**
- * (cos 2πu, sin 2πu) from +, −, ×, ÷ only (bit-identical in every runtime; within a few ulp of
- * Math.cos/Math.sin). The reduction is exact: 4u = q + d with integer q and |d| ≤ ½, then
- * x = d·π/2 ∈ [−π/4, π/4] goes through Taylor series and the quadrant q mod 4 rotates the result.
- */
-export function portableSinCos2Pi(u: number): [number, number] {
-  const v = 4 * (u - Math.floor(u));
-  const q = Math.round(v), x = (v - q) * (Math.PI / 2), z = x * x;
-  const s = x * horner(SIN_SERIES, z), c = horner(COS_SERIES, z);
-  switch (q & 3) {
-    case 0:
-      return [c, s];
-    case 1:
-      return [-s, c];
-    case 2:
-      return [-c, -s];
-    default:
-      return [s, -c];
-  }
 }
 
 /**

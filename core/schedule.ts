@@ -5,6 +5,7 @@
  * derivative B'(t) and its inverse t(B). All other quantities follow with care for float64 digits:
  * γ = sqrt(expm1(B)) and σ = sqrt(−expm1(−B)) never form 1 − α² directly.
  */
+import { atan2, cos, exp, expm1, log, log1p, sin, tan } from "./math.ts";
 
 /** A VP noise schedule: α, σ, γ = σ/α, λ = log(α/σ), the time change t(γ) and dt/dγ. */
 export interface Schedule {
@@ -62,19 +63,19 @@ interface BFunction {
 }
 
 function fromB(f: BFunction): Schedule {
-  const gamma = (t: number) => Math.sqrt(Math.expm1(f.B(t)));
+  const gamma = (t: number) => Math.sqrt(expm1(f.B(t)));
   return {
     name: f.name,
     spec: f.spec,
     tMin: f.tMin,
     tMax: f.tMax,
     logOnePlusGamma2: f.B,
-    alpha: (t) => Math.exp(-0.5 * f.B(t)),
-    sigma: (t) => Math.sqrt(-Math.expm1(-f.B(t))),
+    alpha: (t) => exp(-0.5 * f.B(t)),
+    sigma: (t) => Math.sqrt(-expm1(-f.B(t))),
     gamma,
-    lambda: (t) => -0.5 * Math.log(Math.expm1(f.B(t))),
-    tFromGamma: (g) => f.tFromB(Math.log1p(g * g)),
-    tFromLambda: (l) => f.tFromB(Math.log1p(Math.exp(-2 * l))),
+    lambda: (t) => -0.5 * log(expm1(f.B(t))),
+    tFromGamma: (g) => f.tFromB(log1p(g * g)),
+    tFromLambda: (l) => f.tFromB(log1p(exp(-2 * l))),
     dtDgamma: (t) => {
       const g = gamma(t);
       return (2 * g) / ((1 + g * g) * f.dB(t));
@@ -119,8 +120,8 @@ export function vpCosineSchedule(s = 0.008, tMax = 0.9946): Schedule {
   positive("s", s, 0.008);
   if (!(tMax > 0 && tMax < 1)) throw new ScheduleError("t_max", "must lie in (0, 1)");
   const k = Math.PI / (2 * (1 + s));
-  const cosA = Math.cos(k * s), sinA = Math.sin(k * s), tanA = Math.tan(k * s);
-  const logCos0 = Math.log(cosA);
+  const cosA = cos(k * s), sinA = sin(k * s), tanA = tan(k * s);
+  const logCos0 = log(cosA);
   return fromB({
     name: "vp-cosine",
     spec: { type: "vp-cosine", s, t_max: tMax },
@@ -129,16 +130,16 @@ export function vpCosineSchedule(s = 0.008, tMax = 0.9946): Schedule {
     // B = −2 log r, r = α_t = cos(k(t+s))/cos(ks). For small t, 1 − r = 2 sin²(kt/2) + tan(ks) sin(kt)
     // keeps the digits that log cos(k(t+s)) − log cos(ks) cancels.
     B: (t) => {
-      const m = 2 * Math.sin(0.5 * k * t) ** 2 + tanA * Math.sin(k * t);
-      return m < 0.5 ? -2 * Math.log1p(-m) : -2 * (Math.log(Math.cos(k * (t + s))) - logCos0);
+      const h = sin(0.5 * k * t), m = 2 * h * h + tanA * sin(k * t);
+      return m < 0.5 ? -2 * log1p(-m) : -2 * (log(cos(k * (t + s))) - logCos0);
     },
-    dB: (t) => 2 * k * Math.tan(k * (t + s)),
+    dB: (t) => 2 * k * tan(k * (t + s)),
     // kt = atan2(sin kt, cos kt) from r = e^{−B/2} and 1 − r² = −expm1(−B), all terms positive:
     // sin kt = (1 − r²) cos ks / (S + r sin ks), cos kt = r cos² ks + S sin ks, S = sin k(t+s).
     tFromB: (b) => {
-      const r = Math.exp(-0.5 * b), q = -Math.expm1(-b);
+      const r = exp(-0.5 * b), q = -expm1(-b);
       const S = Math.sqrt(sinA * sinA + q * cosA * cosA);
-      return Math.atan2((q * cosA) / (S + r * sinA), r * cosA * cosA + S * sinA) / k;
+      return atan2((q * cosA) / (S + r * sinA), r * cosA * cosA + S * sinA) / k;
     },
   });
 }
@@ -169,7 +170,7 @@ export function ddpmDiscreteSchedule(
     if (typeof b !== "number" || !(b > 0 && b < 1)) {
       throw new ScheduleError(`betas[${i}]`, "must be a number in (0, 1)");
     }
-    knotsB[i + 1] = knotsB[i] - Math.log1p(-b);
+    knotsB[i + 1] = knotsB[i] - log1p(-b);
   }
   const segment = (t: number) => Math.min(n - 1, Math.max(0, Math.floor(t * n)));
   const slope = (i: number) => (knotsB[i + 1] - knotsB[i]) * n;

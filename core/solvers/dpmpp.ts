@@ -24,6 +24,7 @@
 import { dataPrediction, evalEps, finish, toBar, validateInput } from "./common.ts";
 import { fixedOrder, lowerOrderFinalOption, noVariant, phi, stepOrder } from "./multistep.ts";
 import type { SolveInput, SolverRun, Tensor } from "./types.ts";
+import { exp, expm1 } from "../math.ts";
 
 export function dpmpp2m(input: SolveInput): SolverRun {
   return dpmpp(input, 2, "dpmpp-2m");
@@ -63,7 +64,7 @@ function dpmppStep(
   k: number,
 ): void {
   const h = lambdaT - lambda[0];
-  const decay = Math.exp(-h), gain = -Math.expm1(-h);
+  const decay = exp(-h), gain = -expm1(-h);
   if (k === 1) {
     for (let i = 0; i < xbar.length; i++) xbar[i] = decay * xbar[i] + gain * D[0][i];
     return;

@@ -4,6 +4,7 @@
  */
 import type { SolveInput } from "./types.ts";
 import { SolverError } from "./types.ts";
+import { exp } from "../math.ts";
 
 /** Below this many steps, multistep solvers lower the order of their final steps (CONTRACTS.md §1). */
 export const LOWER_ORDER_FINAL_BELOW = 15;
@@ -70,7 +71,7 @@ export function phi(k: number, z: number): number {
     }
     return sum;
   }
-  let f = Math.exp(z), factorial = 1;
+  let f = exp(z), factorial = 1;
   for (let j = 0; j < k; j++) {
     f = (f - 1 / factorial) / z;
     factorial *= j + 1;

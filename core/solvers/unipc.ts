@@ -25,6 +25,7 @@ import { dataPrediction, evalEps, finish, toBar, validateInput } from "./common.
 import { lowerOrderFinalOption, orderOption, phi, stepOrder } from "./multistep.ts";
 import type { SolveInput, SolverRun, Tensor } from "./types.ts";
 import { SolverError } from "./types.ts";
+import { exp, expm1, powi } from "../math.ts";
 
 export const UNIPC_VARIANTS = ["bh1", "bh2"] as const;
 export type UniPCVariant = typeof UNIPC_VARIANTS[number];
@@ -79,13 +80,13 @@ function uniUpdate(
   variant: UniPCVariant,
 ): Float64Array {
   const h = lambdaT - base.lambda;
-  const B = variant === "bh1" ? -h : Math.expm1(-h);
+  const B = variant === "bh1" ? -h : expm1(-h);
   const r = others.map((o) => (o.lambda - base.lambda) / h);
   const rho = others.length === 1 ? [0.5] : solveLinear(
-    r.map((_, i) => r.map((rk) => rk ** i)),
+    r.map((_, i) => r.map((rk) => powi(rk, i))),
     r.map((_, i) => factorial(i + 1) * phi(i + 2, -h) * (-h / B)),
   );
-  const decay = Math.exp(-h), gain = -Math.expm1(-h);
+  const decay = exp(-h), gain = -expm1(-h);
   const out = new Float64Array(xbar.length);
   for (let i = 0; i < xbar.length; i++) {
     let correction = 0;
