@@ -253,7 +253,11 @@ function solverTable(solvers: readonly SolverHelp[]): string {
 }
 
 function solveHelp(solvers: readonly SolverHelp[]): string {
-  return `  --model NAME|gmm:SPEC.json  (required) a named model, or an analytic Gaussian mixture
+  return `  --model NAME|gmm:SPEC.json  (required) a model folder NAME of the models directory
+                              (GENIE_MODELS_DIR, else the repository's models/; built-in: gmm2d,
+                              mnist-mix, built on first use), run with ONNX Runtime in-process as
+                              the worker runs it (GENIE_PROVIDERS: default cuda,cpu); or an
+                              analytic Gaussian mixture
                               {"weights","means","stds","schedule"?,"labels"?,"classes"?,"shape"?};
                               "shape" is an optional per-sample shape such as [C,H,W] whose
                               product is the length of a mean (default [D])
@@ -298,8 +302,9 @@ ${solveHelp(solvers)}
   --afs                       analytical first step ε(x_T) := x_T: one evaluation fewer (default off)
   --denoise                   final denoising step to γ = 0: one evaluation more (default off)
   --n COUNT                   number of samples (default ${DEFAULTS.n})
-  --seed S                    seed in 0…2^32−1 (default ${DEFAULTS.seed}); sample i starts from the
-                              noise of (seed, i), whatever the number of samples
+  --seed S                    seed of the first sample, in 0…2^32−1 (default ${DEFAULTS.seed}); seeds
+                              are per-sample: sample i has seed (S + i) mod 2^32, as in the API,
+                              so a seed gives the same sample whatever --n and its position
   --latents IN.npy            x at t_max (VP scale), shape [n, …sample shape]; overrides --seed, --n
   --out OUT.npy|OUT.png|OUT.msgpack
                               write the samples [n, …sample shape]: .npy (float32, C order),

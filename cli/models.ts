@@ -1,11 +1,18 @@
 /**
  * Model resolution for the command line: one function turns a `--model` value into everything a
- * solve needs. `gmm:SPEC.json` is an analytic Gaussian mixture; named models resolve here too.
+ * solve needs. `gmm:SPEC.json` is an analytic Gaussian mixture evaluated in TypeScript; any other
+ * value names a model folder (CONTRACTS.md §4) in the models directory (GENIE_MODELS_DIR, else the
+ * repository's `models/`), run in-process through gpu-worker/engine.ts with ONNX Runtime exactly as
+ * the worker runs it (analytic models are built on first use, as the worker does).
  */
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
 import { gmmEvaluator, GmmSpecError, parseGmmSpec } from "../core/gmm.ts";
 import type { Schedule } from "../core/schedule.ts";
 import type { AsyncEvaluator, Evaluator } from "../core/solvers/drive.ts";
 import type { DerivativeSource } from "../core/solvers/types.ts";
+import type { Provider } from "../onnx/ort.ts";
 import { UsageError } from "./args.ts";
 
 /** A model ready to sample from. */
@@ -23,17 +30,85 @@ export interface ResolvedModel {
   derivatives: DerivativeSource[];
   /** Releases what the model holds (sessions, workers). */
   close?: () => void | Promise<void>;
+  /** The execution provider of an ONNX model (e.g. "cpu" or "cuda"). */
+  provider?: string;
+}
+
+/** How named (ONNX) models are opened; the defaults suit the command line. */
+export interface ResolveOptions {
+  /** The models directory (default GENIE_MODELS_DIR, else the repository's `models/`). */
+  modelsDir?: string;
+  /** Execution providers to try in order (default CUDA, then CPU). */
+  providers?: Provider[];
+  /** ORT intra-op threads (default: ORT's choice). */
+  threads?: number;
 }
 
 const GMM_PREFIX = "gmm:";
+/** A model folder's name: no path separators, not hidden. */
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /** Resolves a `--model` value; problems with the value itself are UsageErrors naming --model. */
-export async function resolveModel(name: string): Promise<ResolvedModel> {
+export async function resolveModel(name: string, opts: ResolveOptions = {}): Promise<ResolvedModel> {
   if (name.startsWith(GMM_PREFIX)) return await gmmModel(name, name.slice(GMM_PREFIX.length));
-  throw new UsageError(
-    "--model",
-    `unknown model ${JSON.stringify(name)} (use gmm:SPEC.json for a Gaussian mixture)`,
-  );
+  return await onnxModel(name, opts);
+}
+
+/** The names `--model` accepts in a models directory: its model folders and the built-in models. */
+export async function modelNames(dir: string): Promise<string[]> {
+  const { BUILTIN_MANIFESTS } = await import("../gpu-worker/models.ts");
+  const names = new Set(BUILTIN_MANIFESTS.map((m) => m.name));
+  try {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory() && existsSync(join(dir, e.name, "model.json"))) names.add(e.name);
+    }
+  } catch {
+    // no directory yet: the built-in models are written into it on first use
+  }
+  return [...names].sort();
+}
+
+const PROVIDERS: readonly Provider[] = ["cuda", "cpu"];
+
+/** GENIE_PROVIDERS, e.g. "cpu" or "cuda,cpu" (default: CUDA, then CPU). */
+function providersFromEnv(): Provider[] | undefined {
+  const raw = process.env.GENIE_PROVIDERS;
+  if (!raw) return undefined;
+  const list = raw.split(",").map((p) => p.trim());
+  const bad = list.find((p) => !(PROVIDERS as readonly string[]).includes(p));
+  if (bad !== undefined) {
+    throw new Error(`GENIE_PROVIDERS: unknown execution provider ${JSON.stringify(bad)} (cuda or cpu)`);
+  }
+  return list as Provider[];
+}
+
+/** A model folder run by ONNX Runtime in-process (the worker's engine: same graphs, same feeds). */
+async function onnxModel(name: string, opts: ResolveOptions): Promise<ResolvedModel> {
+  const dir = opts.modelsDir ?? (process.env.GENIE_MODELS_DIR ||
+    (await import("../gpu-worker/models.ts")).defaultModelsDir());
+  const names = await modelNames(dir);
+  if (!MODEL_NAME.test(name) || !names.includes(name)) {
+    throw new UsageError(
+      "--model",
+      `unknown model ${JSON.stringify(name)} (models in ${dir}: ${names.join(", ")}; ` +
+        `or gmm:SPEC.json for a Gaussian mixture)`,
+    );
+  }
+  const { openModel } = await import("../gpu-worker/engine.ts");
+  const model = await openModel(name, dir, {
+    providers: opts.providers ?? providersFromEnv(),
+    threads: opts.threads,
+  });
+  return {
+    name,
+    shape: model.shape,
+    schedule: model.schedule,
+    evaluator: model.evaluate,
+    classes: model.classes,
+    derivatives: model.derivatives,
+    close: () => model.close(),
+    provider: model.provider,
+  };
 }
 
 async function gmmModel(name: string, path: string): Promise<ResolvedModel> {

@@ -4,7 +4,8 @@
  * against the model and keep its accounts.
  */
 import { GridError, type GridKind, makeGrid, reversedGrid } from "../core/grid.ts";
-import { gaussianNoise } from "../core/rng.ts";
+import { seedsFrom } from "../core/api/samples.ts";
+import { gaussianBatch } from "../core/rng.ts";
 import { runSolverAsync, type RunStats } from "../core/solvers/drive.ts";
 import { getSolver, nfeFor, type SolverInfo, stepsForNfe } from "../core/solvers/registry.ts";
 import { type DerivativeSource, SolverError } from "../core/solvers/types.ts";
@@ -49,7 +50,10 @@ export interface SampleOptions extends SolveOptions {
   denoise?: boolean;
   /** Number of samples (default 1); ignored with `latents`. */
   n?: number;
-  /** Sample i starts from gaussianNoise(seed, i, dim) (default 0); ignored with `latents`. */
+  /**
+   * Seed of the first sample (default 0): sample i has seed (seed + i) mod 2³² and starts from
+   * gaussianNoise(seed + i, 0, dim), as in the API (CONTRACTS.md §2); ignored with `latents`.
+   */
   seed?: number;
   /** x at t_max in VP scale, shape [n, …sample shape]. */
   latents?: ShapedData;
@@ -265,7 +269,11 @@ async function solve(
   };
 }
 
-/** The starting points x_T of a sampling run: the given latents, or per-sample noise of the seed. */
+/**
+ * The starting points x_T of a sampling run: the given latents, or per-sample noise. Seeds are
+ * per-sample, as in the API and the worker: sample i of `--seed S --n N` has seed (S + i) mod 2³²
+ * and starts from gaussianNoise(S + i, 0, dim), so it does not depend on N or on i's position.
+ */
 export function startingPoint(model: ResolvedModel, opts: SampleOptions): { x: Float64Array; n: number } {
   const dim = model.shape.reduce((a, b) => a * b, 1);
   if (opts.latents) {
@@ -274,9 +282,10 @@ export function startingPoint(model: ResolvedModel, opts: SampleOptions): { x: F
   }
   const n = opts.n ?? 1, seed = opts.seed ?? 0;
   if (!(Number.isInteger(n) && n >= 1)) throw new UsageError("--n", `must be a positive integer, got ${n}`);
-  const x = new Float64Array(n * dim);
-  for (let i = 0; i < n; i++) x.set(gaussianNoise(seed, i, dim), i * dim);
-  return { x, n };
+  if (!(Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff)) {
+    throw new UsageError("--seed", `must be an integer in [0, 2^32 − 1], got ${seed}`);
+  }
+  return { x: gaussianBatch(seedsFrom(seed, n), dim), n };
 }
 
 /** Draws samples: integrates the probability-flow ODE from t_max to t_min. */
@@ -291,7 +300,10 @@ export async function encodeOnce(model: ResolvedModel, opts: EncodeOptions): Pro
   return await solve(model, opts, "encode", Float64Array.from(opts.images.data), n);
 }
 
-/** The JSON summary of a run (CONTRACTS.md §1): solver, steps, nfe, seconds, n, shape, model and settings. */
+/**
+ * The JSON summary of a run (CONTRACTS.md §1): solver, steps, nfe, seconds, n, shape, model and settings
+ * (and the execution provider of an ONNX model).
+ */
 export function summary(
   model: ResolvedModel,
   result: SolveResult,
@@ -306,6 +318,7 @@ export function summary(
     n: result.shape[0],
     shape: result.shape,
     model: model.name,
+    provider: model.provider,
     grid: plan.grid,
     rho: plan.rho,
     t_min: plan.tMin,

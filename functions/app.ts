@@ -37,6 +37,8 @@ import {
   runSamples,
 } from "./sampling.ts";
 import { serveStatic } from "./static.ts";
+import { jobsRoutes } from "./jobs/routes.ts";
+import { JobSystem } from "./jobs/system.ts";
 
 type Env = {
   Bindings: { remoteAddr?: { hostname?: string } };
@@ -49,6 +51,8 @@ export type EdgeApp = Hono<Env> & {
   readonly metrics: Registry;
   /** Whether the server runs without API keys. */
   readonly open: boolean;
+  /** Batch jobs (`/v1/jobs`) when enabled in the configuration; start with `jobs.start()`. */
+  readonly jobs?: JobSystem;
   /** Stops background health checks and waits for running ones. */
   close(): Promise<void>;
 };
@@ -418,6 +422,12 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
 
   // ---- operations ----
 
+  // Batch jobs (functions/jobs/): behind the same authentication and rate limit.
+  const jobs = config.jobs?.enabled
+    ? new JobSystem({ pool, config: config.jobs, now, log, metrics, deadlineMs: config.defaultDeadlineMs })
+    : undefined;
+  app.route("/v1/jobs", jobsRoutes({ jobs, pool, maxBodyBytes: config.maxBodyBytes, open }));
+
   app.get("/healthz", (c) => {
     c.set("route", "/healthz");
     return c.json({
@@ -484,7 +494,11 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
     pool,
     metrics,
     open,
-    close: () => pool.close(),
+    jobs,
+    close: async () => {
+      await jobs?.close();
+      await pool.close();
+    },
   }) as EdgeApp;
 }
 

@@ -3,6 +3,7 @@
  * (CONTRACTS.md §5: PORT, GENIE_API_KEYS, GENIE_WORKER_URLS, GENIE_WORKER_SECRET, plus the
  * GENIE_EDGE_* tuning variables documented in {@link configFromEnv}).
  */
+import { type JobsConfig, jobsConfigFromEnv } from "./jobs/config.ts";
 
 export interface RateLimitConfig {
   /** Sustained requests per minute per key (token refill rate); 0 disables rate limiting. */
@@ -43,6 +44,8 @@ export interface EdgeConfig {
   now?: () => number;
   /** Log sink for operational messages (default console.error). */
   log?: (message: string) => void;
+  /** Batch jobs (functions/jobs/config.ts); absent: `/v1/jobs` answers 503. */
+  jobs?: JobsConfig;
 }
 
 export const DEFAULT_CONFIG: EdgeConfig = {
@@ -95,6 +98,7 @@ function positiveInt(name: string, value: string | undefined, fallback: number, 
  * - GENIE_EDGE_MAX_BODY_BYTES (8 MiB), GENIE_EDGE_DEADLINE_MS (120000), GENIE_EDGE_MAX_DEADLINE_MS (600000)
  * - GENIE_EDGE_CORS_ORIGINS — allowed origins (comma-separated, or *); unset: no CORS
  * - GENIE_EDGE_HEALTH_MS (2000) — worker health-check interval
+ * - GENIE_JOBS, GENIE_KV_PATH, GENIE_RESULTS_DIR, GENIE_JOBS_* — batch jobs (functions/jobs/config.ts)
  */
 export function configFromEnv(get: (name: string) => string | undefined = envGetter()): EdgeConfig {
   return makeConfig({
@@ -112,6 +116,7 @@ export function configFromEnv(get: (name: string) => string | undefined = envGet
     maxDeadlineMs: positiveInt("GENIE_EDGE_MAX_DEADLINE_MS", get("GENIE_EDGE_MAX_DEADLINE_MS"), 600_000),
     corsOrigins: splitList(get("GENIE_EDGE_CORS_ORIGINS")),
     healthIntervalMs: positiveInt("GENIE_EDGE_HEALTH_MS", get("GENIE_EDGE_HEALTH_MS"), 2_000),
+    jobs: jobsConfigFromEnv(get),
   });
 }
 

@@ -4,6 +4,8 @@
  * `deno task start` (functions/start.ts) also starts a worker.
  */
 import { configFromEnv } from "./config.ts";
+import { DEFAULT_JOBS_CONFIG } from "./jobs/config.ts";
+import { registerJobsCron, startJobs } from "./jobs/cron.ts";
 import { authNotice, onSignals, parseServeArgs, serveEdge } from "./serve.ts";
 
 /** Deno Deploy sets DENO_DEPLOYMENT_ID and chooses the address itself. */
@@ -15,6 +17,15 @@ function onDenoDeploy(): boolean {
   }
 }
 
+// Deno Deploy discovers cron jobs at the module's top level: the batch-jobs tick (functions/jobs/cron.ts).
+if (import.meta.main) {
+  let spec: string | undefined;
+  try {
+    spec = Deno.env.get("GENIE_JOBS_CRON");
+  } catch { /* no env access */ }
+  registerJobsCron(spec || DEFAULT_JOBS_CONFIG.cronSpec);
+}
+
 if (import.meta.main && onDenoDeploy()) {
   const { createApp } = await import("./app.ts");
   const app = createApp(configFromEnv());
@@ -22,6 +33,7 @@ if (import.meta.main && onDenoDeploy()) {
   if (app.open) {
     console.error("warning: no API keys configured (GENIE_API_KEYS): the server is open to anyone");
   }
+  console.error(await startJobs(app.jobs));
   Deno.serve((req, info) => app.fetch(req, info));
 } else if (import.meta.main) {
   let opts;
@@ -37,6 +49,7 @@ if (import.meta.main && onDenoDeploy()) {
   }
   const edge = await serveEdge(config, opts);
   console.error(authNotice(edge.app));
+  console.error(await startJobs(edge.app.jobs));
   console.log(`listening on ${edge.url}`);
   onSignals(async () => {
     await edge.shutdown();

@@ -13,6 +13,7 @@ import {
   SamplesResponse,
 } from "../core/api/samples.ts";
 import { Bytes } from "../core/api/tensor.ts";
+import { JobInfo, JobRequest, JobResultsPage } from "../core/api/jobs.ts";
 
 const COMPONENTS = "#/components/schemas/";
 
@@ -21,6 +22,7 @@ type JsonSchema = Record<string, unknown>;
 function components(): Record<string, JsonSchema> {
   // Touch every schema so its id is registered, then convert the registry into components.
   void [ErrorBody, ModelList, SamplesRequest, SamplesResponse, EncodeRequest, EncodeResponse, ProgressEvent];
+  void [JobRequest, JobInfo, JobResultsPage];
   const out = z.toJSONSchema(z.globalRegistry, {
     io: "input",
     target: "draft-2020-12",
@@ -128,6 +130,7 @@ export function openApiDocument(): JsonSchema {
           responses: { "200": { description: "Latents", content: both("EncodeResponse") }, ...COMMON_ERRORS },
         },
       },
+      ...jobPaths(json),
       "/healthz": {
         get: {
           summary: "Process up; says whether the server runs open",
@@ -163,4 +166,100 @@ export function openApiDocument(): JsonSchema {
     },
   };
   return cached;
+}
+
+/** The `/v1/jobs` routes (functions/jobs/routes.ts). */
+function jobPaths(json: (id: string) => Record<string, unknown>): Record<string, unknown> {
+  const id = { name: "id", in: "path", required: true, schema: { type: "string" } };
+  const NOT_FOUND = { "404": errorResponse("No such job (or not this key's)") };
+  return {
+    "/v1/jobs": {
+      post: {
+        summary: "Submit a batch job: a samples request run count times, in chunks, or on a cron schedule",
+        operationId: "createJob",
+        description: "Sample i of the job uses seed (base_seed + i) mod 2^32 (base_seed: request.seed or " +
+          "random); results are bit-identical however the job is chunked, interrupted or retried.",
+        requestBody: {
+          required: true,
+          content: { ...json("JobRequest"), "application/msgpack": { schema: ref("JobRequest") } },
+        },
+        responses: {
+          "202": {
+            description: "Accepted; Location names the job",
+            content: json("Job"),
+            headers: { Location: { schema: { type: "string" } } },
+          },
+          ...COMMON_ERRORS,
+        },
+      },
+    },
+    "/v1/jobs/{id}": {
+      get: {
+        summary: "A job's status and progress",
+        operationId: "getJob",
+        parameters: [id],
+        responses: { "200": { description: "The job", content: json("Job") }, ...NOT_FOUND, ...GET_ERRORS },
+      },
+    },
+    "/v1/jobs/{id}/results": {
+      get: {
+        summary: "A page of results, one item per finished chunk",
+        operationId: "listJobResults",
+        parameters: [
+          id,
+          {
+            name: "cursor",
+            in: "query",
+            schema: { type: "string" },
+            description: "next_cursor of the last page",
+          },
+          { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000 } },
+        ],
+        responses: {
+          "200": { description: "Results", content: json("JobResultsPage") },
+          ...NOT_FOUND,
+          ...GET_ERRORS,
+        },
+      },
+    },
+    "/v1/jobs/{id}/files/{name}": {
+      get: {
+        summary: "One result file: chunk-NNNNNN.npy, chunk-NNNNNN.png (image models) or index.json",
+        operationId: "getJobFile",
+        parameters: [id, { name: "name", in: "path", required: true, schema: { type: "string" } }],
+        responses: {
+          "200": {
+            description: "The file",
+            content: {
+              "application/octet-stream": { schema: { type: "string", format: "binary" } },
+              "image/png": { schema: { type: "string", format: "binary" } },
+            },
+          },
+          ...NOT_FOUND,
+        },
+      },
+    },
+    "/v1/jobs/{id}/archive": {
+      get: {
+        summary: "The whole job as one tar (ustar) stream: every chunk's files and index.json",
+        operationId: "getJobArchive",
+        parameters: [id],
+        responses: {
+          "200": {
+            description: "tar stream",
+            content: { "application/x-tar": { schema: { type: "string", format: "binary" } } },
+          },
+          ...NOT_FOUND,
+        },
+      },
+    },
+    "/v1/jobs/{id}/cancel": {
+      post: {
+        summary: "Cancel a job (a recurring job also stops scheduling); idempotent",
+        operationId: "cancelJob",
+        parameters: [id],
+        responses: { "200": { description: "The job", content: json("Job") }, ...NOT_FOUND, ...GET_ERRORS },
+      },
+    },
+  };
 }

@@ -11,6 +11,7 @@
  * the edge stops too and the command exits with status 1.
  */
 import { configFromEnv } from "./config.ts";
+import { startJobs } from "./jobs/cron.ts";
 import { authNotice, onSignals, parseServeArgs, serveEdge } from "./serve.ts";
 
 const WORKER_START_TIMEOUT_MS = 180_000;
@@ -174,6 +175,7 @@ async function main(): Promise<number> {
   }
   if (!stopping) {
     console.error(authNotice(edge.app));
+    console.error(await startJobs(edge.app.jobs));
     console.log(`listening on ${edge.url}`);
   }
   return await done.promise;

@@ -180,7 +180,11 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
         time: man.time,
         solvers: solverNames(),
         derivatives: derivativesOf(m),
+        // e.g. {jvp: {reason: "cannot differentiate operator(s) Elu: …", operators: ["Elu"]}}
+        ...(m.info.unavailable ? { unavailable_derivatives: m.info.unavailable } : {}),
         graphs: Object.keys(man.graphs),
+        // graphs the worker made itself (the JVP graph of a model that ships only eps)
+        ...(m.info.derived?.length ? { derived_graphs: m.info.derived } : {}),
         limits: modelLimits(m),
         provider: providers[man.name],
         ...(man.analytic ? { analytic: true, head: "exact" } : {}),

@@ -1,7 +1,8 @@
 /**
  * `deno task models [--dir DIR] [--force] [NAME…]`: writes the built-in manifests a models directory
  * lacks and builds the ONNX graphs of its analytic models (deterministically; the worker also does
- * this on first start). `--force` rebuilds graphs that are up to date.
+ * this on first start), and the cached JVP graph of models that ship only eps.onnx (jvp_cache.ts).
+ * `--force` rebuilds analytic graphs that are up to date.
  */
 import { parseArgs } from "node:util";
 import process from "node:process";
@@ -44,7 +45,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const reg = await loadRegistry(dir, { only, log });
   for (const [name, info] of reg.models) {
-    log(`${name}: ok (${Object.keys(info.manifest.graphs).join(", ")}${needsBuild(info) ? ", stale" : ""})`);
+    const graphs = Object.keys(info.graphPaths).map((
+      g,
+    ) => (info.derived?.includes(g as "jvp") ? `${g} (derived)` : g));
+    const jvp = info.unavailable?.jvp ? `; jvp unavailable: ${info.unavailable.jvp.reason}` : "";
+    log(`${name}: ok (${graphs.join(", ")}${needsBuild(info) ? ", stale" : ""}${jvp})`);
   }
   for (const e of reg.errors) console.error(`${e.folder}: ${e.message}`);
   return reg.errors.length ? 1 : 0;

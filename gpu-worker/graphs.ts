@@ -20,6 +20,21 @@
  *   (for analytic models the "head" is exact, not distilled); outputs `eps` and `deriv`.
  * - `jvp`: the tangent (dx, dt) in the model's (x, t) maps to dγ = dt (1+γ²) β(t)/(2γ) and
  *   dx̄ = (dx + x β(t) dt/2) e^{B/2}; outputs `eps` and `jvp`.
+ *
+ * Batch invariance: a sample's outputs are bit-identical whatever the batch size and its position in
+ * the batch (CONTRACTS.md §2). ONNX Runtime's float64 CPU kernels do not give that by themselves:
+ * - `Softmax` (float64) sums its rows with one matrix–vector product over the whole [B, K] batch,
+ *   whose accumulation order for a row depends on B and on the row's position;
+ * - `Exp` and `Log` (float64) evaluate full SIMD packets with a vectorised polynomial and the elements
+ *   left over at the end of the tensor with the C library, and the two differ in the last bit; the
+ *   single element of a [1, 1] tensor takes the library path, the same element inside [B, 1] the
+ *   packet path.
+ * So the graphs use softmax written out (ReduceMax, Sub, Exp, ReduceSum: row by row), pad the
+ * mixture to a multiple of {@link LANES} components with components of weight zero (which contribute
+ * exact zeros), and evaluate per-sample scalars such as e^B on {@link LANES} identical lanes: every
+ * Exp and Log then works on rows whose length is a multiple of the widest SIMD packet, so no element
+ * is ever left over. MatMul (MLAS), ReduceSum, ReduceMax and the arithmetic ops compute every row on
+ * its own already.
  */
 import type { GaussianMixture } from "../core/gmm.ts";
 import { DataType, GraphBuilder } from "../onnx/proto.ts";
@@ -43,10 +58,16 @@ export interface MixtureGraphOptions {
 /** A large negative logit that removes a component from the softmax without producing NaN. */
 const MASKED = -1e300;
 
+/**
+ * Row lengths of transcendental ops are multiples of this: 8 float64 numbers fill the widest SIMD
+ * packet (AVX-512), so no element of any batch falls into a kernel's scalar remainder.
+ */
+export const LANES = 8;
+
 /** Builds one graph of the mixture and returns the encoded model. */
 export function mixtureGraph(mix: GaussianMixture, opts: MixtureGraphOptions): Uint8Array {
   const { kind, shape } = opts;
-  const d = mix.dim, K = mix.count;
+  const d = mix.dim, K = Math.ceil(mix.count / LANES) * LANES; // padded with components of weight 0
   if (shape.reduce((a, b) => a * b, 1) !== d) {
     throw new Error(`shape [${shape.join(", ")}] does not have ${d} numbers`);
   }
@@ -74,25 +95,34 @@ export function mixtureGraph(mix: GaussianMixture, opts: MixtureGraphOptions): U
   const toDouble = (a: string) => op("Cast", [a], { to: DataType.DOUBLE });
   const flat = (a: string) => toDouble(op("Flatten", [a], { axis: 1 }));
   const column = (a: string) => op("Unsqueeze", [toDouble(a), axis1]);
+  const lanes = g.constant(BigInt64Array.of(1n, BigInt(LANES)), [2], "int64", "lanes");
+  const first = [0n, 1n, 1n].map((v, i) => g.constant(BigInt64Array.of(v), [1], "int64", `first${i}`));
+  /** A transcendental op on a column [B, 1], evaluated on LANES copies of it (see the module comment). */
+  const columnOp = (type: string, a: string) =>
+    op("Slice", [op(type, [op("Expand", [a, lanes])]), first[0], first[1], first[2]]);
 
   // Schedule: B(t), γ, e^{B/2}, all [B, 1].
   const tc = column(t);
   const B = add(mul(num(betaMin), tc), mul(num(0.5 * betaD), mul(tc, tc)));
-  const gamma2 = sub(op("Exp", [B]), num(1));
+  const expB = columnOp("Exp", B);
+  const gamma2 = sub(expB, num(1));
   const gamma = op("Sqrt", [gamma2]);
-  const scale = op("Exp", [mul(num(0.5), B)]);
+  const scale = columnOp("Exp", mul(num(0.5), B));
   const xd = flat(x);
   const xbar = mul(xd, scale);
 
   // Mixture constants. Means stay float32 on disk when they are float32 numbers (MNIST pixels).
   const f32 = mix.means.every((m) => Math.fround(m) === m);
-  const meansData = f32 ? Float32Array.from(mix.means) : Float64Array.from(mix.means);
+  const meansData = f32 ? new Float32Array(K * d) : new Float64Array(K * d);
+  meansData.set(mix.means);
   const mu = f32
     ? toDouble(g.initializer("means", meansData, [K, d]))
     : g.initializer("means", meansData, [K, d]);
   const muT = op("Transpose", [mu], { perm: [1, 0] });
-  const norms = new Float64Array(K), logw = new Float64Array(K), s2 = new Float64Array(K);
-  for (let k = 0; k < K; k++) {
+  const norms = new Float64Array(K),
+    logw = new Float64Array(K).fill(MASKED),
+    s2 = new Float64Array(K).fill(1);
+  for (let k = 0; k < mix.count; k++) {
     let s = 0;
     for (let i = 0; i < d; i++) s += mix.means[k * d + i] * mix.means[k * d + i];
     norms[k] = s;
@@ -115,11 +145,13 @@ export function mixtureGraph(mix: GaussianMixture, opts: MixtureGraphOptions): U
     const C = mix.classes;
     const mask = new Float64Array((C + 1) * K);
     for (let c = 0; c < C; c++) {
-      for (let k = 0; k < K; k++) if (mix.labels[k] !== c) mask[c * K + k] = MASKED;
+      for (let k = 0; k < mix.count; k++) if (mix.labels[k] !== c) mask[c * K + k] = MASKED;
     }
     logits = add(logits, op("Gather", [g.initializer("class_mask", mask, [C + 1, K]), cls], { axis: 0 }));
   }
-  const r = op("Softmax", [logits], { axis: 1 });
+  // Softmax written out, row by row (ORT's float64 Softmax couples the rows of a batch).
+  const unnormalised = op("Exp", [sub(logits, op("ReduceMax", [logits], { axes: [1], keepdims: 1 }))]);
+  const r = div(unnormalised, rowSum(unnormalised));
   const rho = div(r, v);
   const S0 = rowSum(rho);
   const eps = mul(gamma, sub(mul(S0, xbar), op("MatMul", [rho, mu])));
@@ -151,7 +183,7 @@ export function mixtureGraph(mix: GaussianMixture, opts: MixtureGraphOptions): U
   // JVP along (dx, dt): β(t) = β_min + β_d t; dγ = dt (1+γ²) β/(2γ); dx̄ = (dx + x β dt/2) e^{B/2}.
   const beta = add(num(betaMin), mul(num(betaD), tc));
   const dt = column(tangent!.t);
-  const dgamma = div(mul(mul(dt, op("Exp", [B])), beta), mul(num(2), gamma));
+  const dgamma = div(mul(mul(dt, expB), beta), mul(num(2), gamma));
   const dxbar = mul(add(flat(tangent!.x), mul(xd, mul(mul(num(0.5), beta), dt))), scale);
   emit(derivative(dxbar, dgamma), "jvp");
   return g.bytes();

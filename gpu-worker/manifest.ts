@@ -39,8 +39,15 @@ export interface ModelInfo {
   manifest: ModelManifest;
   /** The folder holding model.json. */
   dir: string;
-  /** Absolute paths of the graphs present. */
+  /** Absolute paths of the graphs present, including those the worker derived (see `derived`). */
   graphPaths: Partial<Record<GraphKind, string>>;
+  /** Graphs the worker made itself, not listed in the manifest (the JVP graph of an eps-only model). */
+  derived?: GraphKind[];
+  /**
+   * Derivative graphs the manifest lacks and the worker could not make, with why: e.g. `jvp` when the eps
+   * graph has an operator the JVP transform cannot differentiate (named in `operators`).
+   */
+  unavailable?: Partial<Record<GraphKind, { reason: string; operators: string[] }>>;
   schedule: Schedule;
   /** Numbers per sample (product of the shape). */
   dim: number;
@@ -209,8 +216,8 @@ export function describeModel(
 ): Record<string, unknown> {
   const m = info.manifest;
   const derivatives: string[] = [];
-  if (m.graphs.head) derivatives.push("head");
-  if (m.graphs.jvp) derivatives.push("jvp");
+  if (info.graphPaths.head ?? m.graphs.head) derivatives.push("head");
+  if (info.graphPaths.jvp ?? m.graphs.jvp) derivatives.push("jvp");
   derivatives.push("fd");
   if (m.analytic && m.graphs.head) derivatives.push("exact");
   return {
@@ -223,7 +230,9 @@ export function describeModel(
     time: m.time,
     solvers,
     derivatives,
+    ...(info.unavailable ? { unavailable_derivatives: info.unavailable } : {}),
     graphs: Object.keys(m.graphs),
+    ...(info.derived?.length ? { derived_graphs: info.derived } : {}),
     limits: m.limits,
     ...(m.analytic ? { analytic: true, head: "exact" } : {}),
     ...(provider ? { provider } : {}),

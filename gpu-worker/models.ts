@@ -5,6 +5,11 @@
  * Analytic graphs are generated deterministically from the manifest's `analytic` record and cached in
  * the folder; `built.json` records what they were built from, so a changed manifest rebuilds them.
  * The built-in manifests (`gmm2d`, `mnist-mix`) are written to a folder that lacks them.
+ *
+ * A model whose manifest names an eps graph but no jvp graph (a user's own ONNX export) gets its JVP graph
+ * made from eps.onnx at load (jvp_cache.ts: cached in `<folder>/cache/`, rebuilt when eps.onnx changes), so
+ * it serves GENIE's exact `jvp` derivative; when the transform cannot differentiate the graph, the model
+ * loads all the same and `ModelInfo.unavailable.jvp` says why, naming the operators.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -12,10 +17,11 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { GMM2D_SPEC, mixtureFromSource, MNIST_DEFAULTS } from "./analytic.ts";
 import { mixtureGraph, type MixtureGraphKind } from "./graphs.ts";
+import { deriveJvpGraph } from "./jvp_cache.ts";
 import { type ModelInfo, type ModelManifest, readManifest } from "./manifest.ts";
 
 /** Bumped whenever the graph builder changes what it writes. */
-const BUILDER_VERSION = 2;
+const BUILDER_VERSION = 3;
 
 /** The default models directory: `models/` at the repository root. */
 export function defaultModelsDir(): string {
@@ -129,6 +135,8 @@ export interface RegistryOptions {
   builtins?: boolean;
   /** Build missing or stale analytic graphs (default true). */
   build?: boolean;
+  /** Make (or take from the cache) the JVP graph of models that ship only eps (default true). */
+  jvp?: boolean;
   /** Only these models (default: every folder). */
   only?: string[];
   log?: (line: string) => void;
@@ -139,6 +147,30 @@ export interface Registry {
   models: Map<string, ModelInfo>;
   /** Folders that could not be loaded, with the reason (e.g. `graphs.eps: file not found`). */
   errors: { folder: string; message: string }[];
+}
+
+/** Adds the derived JVP graph to `info` (graphPaths.jvp, derived), or records why there is none. */
+export function withDerivedJvp(info: ModelInfo, log: (line: string) => void = () => {}): ModelInfo {
+  const name = info.manifest.name;
+  let r: ReturnType<typeof deriveJvpGraph>;
+  try {
+    r = deriveJvpGraph(info, log);
+  } catch (e) {
+    const reason = `the JVP graph could not be made: ${e instanceof Error ? e.message : e}`;
+    info.unavailable = { ...info.unavailable, jvp: { reason, operators: [] } };
+    log(`${name}: ${reason}`);
+    return info;
+  }
+  const how = `${r.cached ? "from the cache" : "built"} in ${r.ms.toFixed(0)} ms`;
+  if (r.ok) {
+    info.graphPaths.jvp = r.path;
+    info.derived = [...(info.derived ?? []), "jvp"];
+    log(`${name}: jvp graph derived from eps (${how}): ${r.path}`);
+  } else {
+    info.unavailable = { ...info.unavailable, jvp: r.unavailable };
+    log(`${name}: jvp unavailable (${how}): ${r.unavailable.reason}`);
+  }
+  return info;
 }
 
 /** Scans, builds where needed, and validates every model folder under `dir`. */
@@ -164,6 +196,7 @@ export async function loadRegistry(dir: string, opts: RegistryOptions = {}): Pro
         log(`built ${info.manifest.name} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       }
       info = readManifest(path);
+      if (opts.jvp !== false && !info.graphPaths.jvp) withDerivedJvp(info, log);
       registry.models.set(info.manifest.name, info);
     } catch (e) {
       registry.errors.push({ folder, message: e instanceof Error ? e.message : String(e) });

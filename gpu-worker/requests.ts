@@ -55,13 +55,16 @@ export function modelLimits(model: ServedModel): ModelLimits {
   return limits;
 }
 
-/** The derivative sources a model can serve, default first. */
+/**
+ * The derivative sources a model can serve, default first: `jvp` wherever there is a JVP graph, the
+ * manifest's or one the worker derived from eps.onnx (models.ts).
+ */
 export function derivativesOf(model: ServedModel): DerivativeSource[] {
-  const g = model.info.manifest.graphs, out: DerivativeSource[] = [];
-  if (g.head) out.push("head");
-  if (g.jvp) out.push("jvp");
+  const g = model.info.graphPaths, m = model.info.manifest, out: DerivativeSource[] = [];
+  if (g.head ?? m.graphs.head) out.push("head");
+  if (g.jvp ?? m.graphs.jvp) out.push("jvp");
   out.push("fd");
-  if (model.info.manifest.analytic && g.head) out.push("exact");
+  if (m.analytic && (g.head ?? m.graphs.head)) out.push("exact");
   return out;
 }
 
@@ -112,8 +115,11 @@ function chooseDerivative(model: ServedModel, asked: DerivativeSource | undefine
   const served = derivativesOf(model);
   if (asked === undefined) return served[0];
   if (!served.includes(asked)) {
+    const unavailable = model.info.unavailable?.[asked as "jvp" | "head"];
     const why = asked === "exact"
       ? "is for analytic models with a closed-form head"
+      : unavailable
+      ? `is unavailable for model ${model.info.manifest.name}: ${unavailable.reason}`
       : `needs a ${asked} graph, which model ${model.info.manifest.name} does not have`;
     throw invalid("genie_derivative", `${asked} ${why} (available: ${served.join(", ")})`);
   }

@@ -17,7 +17,9 @@
  * - `drain()` refuses new requests and resolves when the in-flight ones have finished.
  *
  * Results never depend on batching: every sample's numbers are computed row by row from its own x, t
- * and class (ORT's per-row results are bit-identical across batch sizes; tests check it end to end).
+ * and class, provided the graphs' kernels compute each row on its own (ORT's float64 Softmax, Exp and Log
+ * do not; see graphs.ts for how the analytic graphs avoid them). tests/gpu-worker/batch_invariance.test.ts
+ * checks it graph by graph and end to end.
  */
 import type { RunStats } from "../core/solvers/drive.ts";
 import type { EvalRequest, EvalResult, SolverRun } from "../core/solvers/types.ts";

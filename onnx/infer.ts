@@ -41,6 +41,29 @@ export function broadcastDim(a: SDim, b: SDim): SDim {
   return null;
 }
 
+/**
+ * The size a Reshape's −1 stands for: the input's elements ÷ the other output dimensions. Symbolic
+ * dimensions cancel when the output keeps them (e.g. [B, 16, 14, 14] → [B, 16, −1] gives 196); null when
+ * the count is not known.
+ */
+function inferredMinusOne(x: SShape, rest: SDim[]): SDim {
+  if (!x || x.some((d) => d === null) || rest.some((d) => d === null)) return null;
+  const pool = [...x];
+  let known = 1;
+  for (const d of rest) {
+    if (typeof d === "number") {
+      known *= d;
+      continue;
+    }
+    const k = pool.indexOf(d);
+    if (k < 0) return null;
+    pool.splice(k, 1);
+  }
+  if (pool.some((d) => typeof d !== "number")) return null;
+  const total = (pool as number[]).reduce((a, b) => a * b, 1);
+  return known > 0 && total % known === 0 ? total / known : null;
+}
+
 /** Multidirectional (numpy) broadcast of shapes. */
 export function broadcastShapes(shapes: readonly SShape[]): SShape {
   if (shapes.some((s) => s === null)) return null;
@@ -325,15 +348,7 @@ export function inferGraph(graph: IGraphProto, opset: number): Inferred {
         const allowzero = attrInt(node, "allowzero", 0);
         const dims = t.map((d, i) => (d === 0 && !allowzero ? (x ? x[i] ?? null : null) : d));
         const minus = dims.indexOf(-1);
-        if (minus >= 0) {
-          const total = x && x.every((d) => typeof d === "number")
-            ? (x as number[]).reduce((a, b) => a * b, 1)
-            : null;
-          const rest = dims.filter((_, i) => i !== minus);
-          dims[minus] = total !== null && rest.every((d) => typeof d === "number")
-            ? total / (rest as number[]).reduce((a, b) => a * b, 1)
-            : null;
-        }
+        if (minus >= 0) dims[minus] = inferredMinusOne(x, dims.filter((_, i) => i !== minus));
         set(dims);
         break;
       }

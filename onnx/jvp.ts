@@ -28,12 +28,15 @@ import {
   type IModelProto,
   type INodeProto,
   isFloatType,
+  type ITensorProto,
   modelOpset,
   type ModelProto,
   type NodeProto,
   onnx,
+  tensorDims,
   tensorFromNumbers,
   type TensorProto,
+  tensorValues,
   type ValueInfoProto,
 } from "./proto.ts";
 import {
@@ -158,6 +161,10 @@ class Transformer {
   readonly tangent = new Map<string, string>();
   /** Values whose tangent cannot be computed, with why. */
   readonly poison = new Map<string, Poison[]>();
+  /** The original node that computes each value (for rules that recognise a pattern, e.g. x·σ(x)). */
+  readonly producer = new Map<string, NodeProto>();
+  /** The model's initializers by name. */
+  readonly constants = new Map<string, ITensorProto>();
   readonly #names = new Set<string>();
   readonly #constants = new Map<string, string>();
   readonly #shapes = new Map<string, string>();
@@ -169,7 +176,10 @@ class Transformer {
     for (const v of [...(g.input ?? []), ...(g.output ?? []), ...(g.valueInfo ?? [])]) {
       this.#names.add(v.name!);
     }
-    for (const t of g.initializer ?? []) this.#names.add(t.name!);
+    for (const t of g.initializer ?? []) {
+      this.#names.add(t.name!);
+      this.constants.set(t.name!, t);
+    }
     for (const n of g.node ?? []) {
       if (n.name) this.#names.add(n.name);
       for (const o of n.output ?? []) this.#names.add(o);
@@ -262,6 +272,7 @@ class Transformer {
   visit(original: INodeProto): void {
     const node = onnx.NodeProto.create({ ...original, output: [...(original.output ?? [])] });
     this.nodes.push(node);
+    for (const o of node.output) if (o) this.producer.set(o, node);
     const op = node.opType ?? "";
     const inputs = node.input ?? [];
     const inherited = inputs.flatMap((i) => this.poison.get(i) ?? []);
@@ -381,6 +392,17 @@ class Ctx {
     return this.tr.info.shape.get(v) ?? null;
   }
 
+  /** True when `v` is an initializer (of at most 4096 values) whose every value is `value`. */
+  constantAll(v: string | undefined, value: number): boolean {
+    const t = v ? this.tr.constants.get(v) : undefined;
+    if (!t || tensorDims(t).reduce((a, b) => a * b, 1) > 4096) return false;
+    try {
+      return tensorValues(t).every((x) => x === value);
+    } catch {
+      return false;
+    }
+  }
+
   fail(reason: string): never {
     throw new NotDifferentiable(reason);
   }
@@ -423,7 +445,12 @@ class Ctx {
   }
 
   // ----- opset-aware shape helpers
-  reduce(op: "ReduceSum" | "ReduceMean", v: string, axes: number[], keepdims = 1): string {
+  reduce(
+    op: "ReduceSum" | "ReduceMean" | "ReduceSumSquare",
+    v: string,
+    axes: number[],
+    keepdims = 1,
+  ): string {
     const axesAsInput = op === "ReduceSum" ? this.opset >= 13 : this.opset >= 18;
     return axesAsInput
       ? this.emit(op, [v, this.tr.ints(axes)], { keepdims })
@@ -511,27 +538,42 @@ class Ctx {
     return this.withAll(i, o) ?? [];
   }
 
-  /** x̂ = (X − mean)/sqrt(var + ε) over `axis` (keepdims), and 1/sqrt(var + ε). */
-  standardize(X: string, axis: number, eps: number): { xhat: string; rstd: string } {
+  /**
+   * x̂ = (X − mean)/sqrt(var + ε) over `axis` (keepdims), and 1/sqrt(var + ε); `xhat` when the caller
+   * already has x̂ (then only the statistics are computed). Two passes (centre, then mean of squares), as
+   * accurate as the normalisation itself.
+   */
+  standardize(X: string, axis: number, eps: number, xhat?: string): { xhat: string; rstd: string } {
     const mean = (v: string) => this.reduce("ReduceMean", v, [axis]);
     const xc = this.emit("Sub", [X, mean(X)]);
     const variance = mean(this.emit("Mul", [xc, xc]));
     const rstd = this.f("Reciprocal", this.f("Sqrt", this.emit("Add", [variance, this.k(eps)])));
-    return { xhat: this.emit("Mul", [xc, rstd]), rstd };
+    return { xhat: xhat ?? this.emit("Mul", [xc, rstd]), rstd };
   }
 
   /**
    * The tangent of a normalisation x̂ = (X − mean)/sqrt(var + ε) over `axis` (keepdims), given its input X
-   * and tangent D: dx̂ = (D − mean(D) − x̂·mean(D·x̂)) / sqrt(var + ε). Returns dx̂ and x̂.
+   * and tangent D: dx̂ = (D − mean(D) − x̂·mean(D·x̂)) / sqrt(var + ε). With `scale` (broadcastable against
+   * the statistics, e.g. per group) it returns scale·dx̂, folding the scale into the per-group factor;
+   * with `xhat` it uses that x̂ instead of recomputing it. Returns the tangent and x̂.
    */
-  normalized(X: string, D: string, axis: number, eps: number): { dxhat: string; xhat: string } {
+  normalized(
+    X: string,
+    D: string,
+    axis: number,
+    eps: number,
+    o: { scale?: string; xhat?: string } = {},
+  ): { dxhat: string; xhat: string } {
     const mean = (v: string) => this.reduce("ReduceMean", v, [axis]);
-    const { xhat, rstd } = this.standardize(X, axis, eps);
-    const inner = this.emit("Sub", [
-      this.emit("Sub", [D, mean(D)]),
-      this.emit("Mul", [xhat, mean(this.emit("Mul", [D, xhat]))]),
+    const { xhat, rstd } = this.standardize(X, axis, eps, o.xhat);
+    const a = o.scale ? this.emit("Mul", [rstd, o.scale]) : rstd;
+    const m1 = mean(D), m2 = mean(this.emit("Mul", [D, xhat]));
+    // a·(D − m1 − x̂·m2) = a·D − x̂·(a·m2) − a·m1: per-group factors, three full-size passes
+    const dxhat = this.emit("Sub", [
+      this.emit("Sub", [this.emit("Mul", [D, a]), this.emit("Mul", [xhat, this.emit("Mul", [a, m2])])]),
+      this.emit("Mul", [a, m1]),
     ]);
-    return { dxhat: this.emit("Mul", [inner, rstd]), xhat };
+    return { dxhat, xhat };
   }
 }
 
@@ -647,10 +689,10 @@ export const RULES: Readonly<Record<string, Rule>> = {
   Sum: (c) => c.fit(c.sum(c.dx), c.withTangent),
 
   // ----- products: one term per input (product rule)
-  Mul: (c) => c.add(c.mul(c.dx[0], c.x[1]), c.mul(c.x[0], c.dx[1])),
+  Mul: (c) => silu(c) ?? c.add(c.mul(c.dx[0], c.x[1]), c.mul(c.x[0], c.dx[1])),
   // y = a/b: dy = (da − y·db)/b
   Div: (c) => c.div(c.sub(c.dx[0], c.mul(c.y[0], c.dx[1])), c.x[1]),
-  MatMul: (c) => c.add(c.with(0), c.with(1)),
+  MatMul: (c) => matmulBoth(c) ?? c.add(c.with(0), c.with(1)),
   Einsum: (c) => c.sum(c.x.map((_, i) => c.with(i))),
   // Y = α·A·B + β·C
   Gemm: (c) =>
@@ -724,19 +766,30 @@ export const RULES: Readonly<Record<string, Rule>> = {
   // ----- normalisations: y = scale · x̂ + bias, x̂ normalised per (n, c) / per group / over trailing axes
   InstanceNormalization: (c) => {
     c.onlyTangentAt(0);
-    const [x, scale] = c.x;
+    const [x, scale, bias] = c.x;
     const toGroups = (v: string) => c.reshape(v, [0, 0, -1]);
-    const { dxhat } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, c.attr("epsilon", 1e-5));
-    return c.reshape(c.mul(dxhat, c.unsqueeze(scale, [1]))!, c.shapeOf(x));
+    // exporters' GroupNorm runs InstanceNormalization with unit scale and zero bias: its output is x̂
+    const unit = c.constantAll(scale, 1) && c.constantAll(bias, 0);
+    const { dxhat } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, c.attr("epsilon", 1e-5), {
+      scale: unit ? undefined : c.unsqueeze(scale, [1]),
+      xhat: unit ? toGroups(c.y[0]) : undefined,
+    });
+    return c.reshape(dxhat, c.shapeOf(x));
   },
   GroupNormalization: (c) => {
     c.onlyTangentAt(0);
     const [x, scale] = c.x;
     const G = c.attr("num_groups", 0);
     const toGroups = (v: string) => c.reshape(v, [0, G, -1]);
-    const { dxhat } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, c.attr("epsilon", 1e-5));
+    const eps = c.attr("epsilon", 1e-5);
     // opset 18–20: scale per group; opset 21+: scale per channel
-    if (c.opset < 21) return c.reshape(c.mul(dxhat, c.unsqueeze(scale, [1]))!, c.shapeOf(x));
+    if (c.opset < 21) {
+      const { dxhat } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, eps, {
+        scale: c.unsqueeze(scale, [1]),
+      });
+      return c.reshape(dxhat, c.shapeOf(x));
+    }
+    const { dxhat } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, eps);
     const perChannel = c.reshape(c.reshape(dxhat, c.shapeOf(x)), [0, 0, -1]);
     return c.reshape(c.mul(perChannel, c.unsqueeze(scale, [1]))!, c.shapeOf(x));
   },
@@ -756,6 +809,26 @@ export const RULES: Readonly<Record<string, Rule>> = {
     return [dy, new NoTangent("Mean output"), new NoTangent("InvStdDev output")];
   },
 
+  // ----- nonlinear reductions (same axes, keepdims and noop_with_empty_axes as the node)
+  // max/min: the tangent at the extremum, averaged over ties (as in JAX): dy = Σ dx·[x = y] / Σ [x = y]
+  ReduceMax: (c) => reduceExtremum(c),
+  ReduceMin: (c) => reduceExtremum(c),
+  // y = Σ x²: dy = 2 Σ x·dx
+  ReduceSumSquare: (c) => {
+    const r = reduction(c);
+    return c.mul(c.k(2), r.sum(c.mul(c.x[0], c.dx[0])!));
+  },
+  // y = sqrt(Σ x²): dy = Σ x·dx / y
+  ReduceL2: (c) => {
+    const r = reduction(c);
+    return c.div(r.sum(c.mul(c.x[0], c.dx[0])!), c.y[0]);
+  },
+  // y = log Σ exp x: dy = Σ exp(x − y)·dx
+  ReduceLogSumExp: (c) => {
+    const r = reduction(c);
+    return r.sum(c.mul(c.f("Exp", c.emit("Sub", [c.x[0], r.keep(c.y[0])])), c.dx[0])!);
+  },
+
   // ----- max pooling: the tangent at the argmax of each window
   MaxPool: (c) => {
     c.onlyTangentAt(0);
@@ -764,6 +837,75 @@ export const RULES: Readonly<Record<string, Rule>> = {
     return [c.emit("Gather", [c.reshape(c.dx[0]!, [-1]), c.node.output[1]]), null];
   },
 };
+
+/**
+ * The reduction of a Reduce* node, for its rule: `sum(v)` is ReduceSum over the node's axes with its
+ * keepdims and noop_with_empty_axes; `keep(y)` is a reduced value broadcastable against the input (the
+ * reduced axes re-inserted when keepdims = 0). Axes come from the attribute (opset < 18) or the node's
+ * own axes input (opset ≥ 18), which ReduceSum and Unsqueeze take as they are.
+ */
+function reduction(c: Ctx): { sum: (v: string) => string; keep: (y: string) => string } {
+  c.onlyTangentAt(0);
+  const keepdims = c.attr("keepdims", 1);
+  const axesInput = c.opset >= 18 && c.x[1] ? c.x[1] : undefined;
+  const axesList = c.opset < 18 ? c.attr<number[] | undefined>("axes", undefined) : undefined;
+  const noop = c.opset >= 18 ? c.attr("noop_with_empty_axes", 0) : 0;
+  const sum = (v: string): string => {
+    if (axesInput) return c.emit("ReduceSum", [v, axesInput], { keepdims, noop_with_empty_axes: noop });
+    if (axesList?.length) return c.reduce("ReduceSum", v, axesList, keepdims);
+    // no axes: every axis, unless noop_with_empty_axes makes the reduction the identity
+    if (noop) return v;
+    return c.emit("ReduceSum", [v], { keepdims });
+  };
+  const keep = (y: string): string => {
+    if (keepdims) return y;
+    if (axesInput) return c.emit("Unsqueeze", [y, axesInput]);
+    if (axesList?.length) return c.unsqueeze(y, axesList);
+    return y; // a scalar (all axes reduced) broadcasts as it is
+  };
+  return { sum, keep };
+}
+
+function reduceExtremum(c: Ctx): Tangent {
+  const r = reduction(c);
+  const mask = c.emit("Cast", [c.f("Equal", c.x[0], r.keep(c.y[0]))], { to: c.dtype });
+  return c.div(r.sum(c.mul(c.dx[0], mask)!), r.sum(mask));
+}
+
+/**
+ * SiLU, y = h·σ(h) with σ(h) computed by a Sigmoid node of the same h: dy = dh·(σ + y·(1 − σ)), three
+ * passes for the slope instead of the product rule over σ's own tangent (which is then left unused).
+ * Undefined for any other product.
+ */
+function silu(c: Ctx): Tangent | undefined {
+  for (const [i, j] of [[0, 1], [1, 0]]) {
+    const sig = c.tr.producer.get(c.x[j]);
+    if (
+      sig?.opType === "Sigmoid" && !sig.domain && sig.input[0] === c.x[i] && c.x[i] !== c.x[j] && c.dx[i]
+    ) {
+      const s = c.x[j];
+      return c.mul(c.dx[i], c.add(s, c.mul(c.y[0], c.sub(c.k(1), s)))!);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * dA·B + A·dB as one product [dA, A]·[B; dB] (inner dimension doubled) when both inputs carry tangents
+ * and, by the inferred static shapes, the concatenated inputs are smaller than the output, so that copying
+ * them costs less than a separate product and a sum over the output (e.g. attention scores qᵀk with few
+ * channels and many positions). Undefined otherwise.
+ */
+function matmulBoth(c: Ctx): Tangent | undefined {
+  const [a, b] = c.x, [da, db] = c.dx;
+  if (!da || !db) return undefined;
+  const sa = c.shape(a), sb = c.shape(b);
+  if (!sa || !sb || sa.length < 2 || sb.length < 2) return undefined;
+  const [M, K, N] = [sa[sa.length - 2], sa[sa.length - 1], sb[sb.length - 1]];
+  if (typeof M !== "number" || typeof K !== "number" || typeof N !== "number") return undefined;
+  if (!(2 * (M * K + K * N) < M * N)) return undefined;
+  return c.emit("MatMul", [c.emit("Concat", [da, a], { axis: -1 }), c.emit("Concat", [b, db], { axis: -2 })]);
+}
 
 /** Max/Min of two inputs: the tangent of the selected input (ties pick the first). */
 function minMax(c: Ctx, otherWins: "Less" | "Greater"): Tangent {

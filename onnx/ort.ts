@@ -15,9 +15,17 @@ export type Provider = "cuda" | "cpu";
 
 let ortModule: Promise<OrtModule> | undefined;
 
-/** The onnxruntime-node module, imported on first use. */
+/**
+ * The onnxruntime-node module, imported on first use. ORT's native logger is limited to fatal
+ * messages: every failure (a provider that cannot load, a bad model) surfaces as an exception that
+ * `createSession` reports, so the native error lines would only repeat it on stderr.
+ */
 export function loadOrt(): Promise<OrtModule> {
-  ortModule ??= import("onnxruntime-node").then((m) => (m.default ?? m) as OrtModule);
+  ortModule ??= import("onnxruntime-node").then((m) => {
+    const ort = (m.default ?? m) as OrtModule;
+    ort.env.logLevel = "fatal";
+    return ort;
+  });
   return ortModule;
 }
 

@@ -22,6 +22,7 @@ export const ERROR_CODES = [
   "worker_error",
   "deadline_exceeded",
   "canceled",
+  "jobs_unavailable",
   "internal",
 ] as const;
 export type ErrorCode = typeof ERROR_CODES[number];

@@ -4,3 +4,5 @@ export * from "./models.ts";
 export * from "./samples.ts";
 export * from "./tensor.ts";
 export * from "./worker.ts";
+export * from "./cron.ts";
+export * from "./jobs.ts";

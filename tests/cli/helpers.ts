@@ -15,8 +15,15 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `deno task <task> …args` (as `deno run <task permissions> cli/<task>.ts …args`) from the repository root. */
-export async function runCli(task: "sample" | "encode", args: string[]): Promise<CliResult> {
+/**
+ * Runs `deno task <task> …args` (as `deno run <task permissions> cli/<task>.ts …args`) from the repository
+ * root, with `env` added to the environment.
+ */
+export async function runCli(
+  task: "sample" | "encode",
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<CliResult> {
   const perms = await taskPermissions(task);
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...perms, `cli/${task}.ts`, ...args],
@@ -24,7 +31,7 @@ export async function runCli(task: "sample" | "encode", args: string[]): Promise
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };

@@ -2,7 +2,7 @@ import { assert, assertEquals, assertMatch, assertStrictEquals, test } from "../
 import { decode } from "fast-png";
 import { unpack } from "msgpackr";
 import { decodeNpy, encodeNpy } from "../../core/npy.ts";
-import { gaussianNoise } from "../../core/rng.ts";
+import { gaussianBatch, gaussianNoise } from "../../core/rng.ts";
 import { resolveModel } from "../../cli/models.ts";
 import { sampleOnce } from "../../cli/run.ts";
 import { MIXTURE_2D, MIXTURE_IMAGES, runCli, withTempDir, writeSpec } from "./helpers.ts";
@@ -67,9 +67,9 @@ test("sample --out .npy equals the in-process sampler, and --latents round-trips
     const common = ["--model", model, "--solver", "genie", "--steps", "5", "--grid", "edm"];
     const bySeed = `${dir}/seed.npy`, byLatents = `${dir}/latents.npy`, latents = `${dir}/z.npy`;
 
-    // The latents of seed 7: sample i starts from gaussianNoise(7, i, dim).
-    const noise = new Float32Array(4);
-    for (let i = 0; i < 2; i++) noise.set(gaussianNoise(7, i, 2), 2 * i);
+    // The latents of --seed 7 --n 2: seeds are per-sample, sample i starts from gaussianNoise(7 + i, 0, dim).
+    const noise = Float32Array.from(gaussianBatch([7, 8], 2));
+    assertEquals(Array.from(noise.subarray(2)), Array.from(Float32Array.from(gaussianNoise(8, 0, 2))));
     await Deno.writeFile(latents, encodeNpy(noise, [2, 2]));
 
     const a = await runCli("sample", [...common, "--seed", "7", "--n", "2", "--out", bySeed, "--json"]);
@@ -92,6 +92,27 @@ test("sample --out .npy equals the in-process sampler, and --latents round-trips
     const inProcess = await sampleOnce(resolved, { solver: "genie", steps: 5, grid: "edm", seed: 7, n: 2 });
     assertEquals(Array.from(fromSeed.data), Array.from(inProcess.data));
     assertEquals(inProcess.stats.nfe, 5);
+  });
+});
+
+test("seeds are per-sample: sample i of --seed S --n N is the sample of --seed S+i (mod 2^32)", async () => {
+  await withTempDir(async (dir) => {
+    const model = await resolveModel(await writeSpec(dir, "mix", MIXTURE_2D));
+    const opts = { solver: "genie", nfe: 6 };
+    const many = await sampleOnce(model, { ...opts, seed: 4294967294, n: 4 });
+    for (const [i, seed] of [4294967294, 4294967295, 0, 1].entries()) {
+      const one = await sampleOnce(model, { ...opts, seed, n: 1 });
+      assertEquals(Array.from(many.data.subarray(2 * i, 2 * i + 2)), Array.from(one.data), `seed ${seed}`);
+    }
+    const r = await runCli("sample", [
+      ...["--model", model.name, "--solver", "genie", "--nfe", "6", "--seed", "4294967295", "--n", "2"],
+      ...["--out", `${dir}/wrap.npy`, "--json"],
+    ]);
+    assertStrictEquals(r.code, 0, r.stderr);
+    assertEquals(
+      Array.from(decodeNpy(await Deno.readFile(`${dir}/wrap.npy`)).data),
+      Array.from(many.data.subarray(2, 6)),
+    );
   });
 });
 
