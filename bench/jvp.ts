@@ -8,7 +8,8 @@
  *    alternate, the ratio is taken per repetition, medians over --reps), for
  *    (a) the mnist-mix eps graph and its transformed JVP graph (plus, for context, the hand-built
  *        closed-form jvp and head graphs of that model), and
- *    (b) a small neural U-Net-shaped ε-model on 1×28×28 (tests/onnx/unet_fixture.ts, random weights).
+ *    (b) a small neural U-Net-shaped ε-model on 1×28×28 (tests/onnx/unet_fixture.ts, random weights), and
+ *    (c) the project's trainable U-Net (onnx/unet.ts, 1×28×28, its initial weights).
  * 2. Integration error vs NFE (3, 4, 5, 6, 8, 10, 15, 20) on the ONNX mnist-mix model: genie (jvp, the
  *    transformed graph), ddim, dpmpp-2m, unipc, ipndm, heun and genie (fd), against a reference solution of
  *    the same ODE from the analytic mixture in float64 (RK4, checked against half as many steps).
@@ -35,6 +36,7 @@ import { transformEps } from "../gpu-worker/jvp_cache.ts";
 import { defaultModelsDir, loadRegistry } from "../gpu-worker/models.ts";
 import { createSession, type InferenceSession, loadOrt, type OrtTensor } from "../onnx/ort.ts";
 import { encodeModel } from "../onnx/proto.ts";
+import { buildTrainableUNet, UNET_DEFAULTS } from "../onnx/unet.ts";
 import { buildUNet } from "../tests/onnx/unet_fixture.ts";
 
 const { values: flags } = parseArgs({
@@ -94,6 +96,14 @@ const UNET_OPTIONS = { channels: 1, size: 28, classes: 11 };
 const unetEps = encodeModel(buildUNet(UNET_OPTIONS));
 const unetTransformed = transformEps(unetEps);
 if (!("bytes" in unetTransformed)) throw new Error(`U-Net: ${unetTransformed.unavailable.reason}`);
+
+const TRAINABLE_OPTIONS = { classes: 10, zeroOutput: false };
+const trainable = buildTrainableUNet(TRAINABLE_OPTIONS);
+const trainableEps = encodeModel(trainable.model);
+const trainableTransformed = transformEps(trainableEps);
+if (!("bytes" in trainableTransformed)) {
+  throw new Error(`trainable U-Net: ${trainableTransformed.unavailable.reason}`);
+}
 
 // ---------------------------------------------------------------------------------------------
 // 1. Cost of the JVP graph relative to a forward pass
@@ -269,8 +279,21 @@ const unetCost: CostModel = {
     tangent: true,
   }],
 };
+const trainableCost: CostModel = {
+  key: "unet-trainable",
+  title: "(c) the project's trainable U-Net (onnx/unet.ts), 1×28×28",
+  shape: [UNET_DEFAULTS.channels, UNET_DEFAULTS.size, UNET_DEFAULTS.size],
+  label: 0,
+  forward: await open(trainableEps),
+  graphs: [{
+    label: "JVP (onnx/jvp.ts)",
+    what: "jvpModel(eps): outputs eps and the JVP along (dx, dt)",
+    session: await open(trainableTransformed.bytes),
+    tangent: true,
+  }],
+};
 const costLoad = loadavg();
-const cost = await costRows([mnistCost, unetCost]);
+const cost = await costRows([mnistCost, unetCost, trainableCost]);
 
 // ---------------------------------------------------------------------------------------------
 // 2. Integration error on the ONNX mnist-mix model
@@ -404,7 +427,7 @@ for (const config of CONFIGS) {
           steps,
           error: median(rmsePerSample(result.x, reference)),
           secondsPerSample: NaN,
-          calls: ortCalls,
+          calls: { ...ortCalls },
         },
         solve,
       });
@@ -445,7 +468,10 @@ out(
 out();
 out(
   `Machine: ${navigator.hardwareConcurrency} logical CPUs, ${process.platform}/${process.arch}; ONNX Runtime ` +
-    `CPU provider in the benchmark's own thread, ${THREADS} intra-op threads, graph optimisation "all"; ` +
+    `CPU provider in the benchmark's own thread, ${THREADS} intra-op thread${
+      THREADS > 1 ? "s" : ""
+    }, graph ` +
+    `optimisation "all"; ` +
     `Deno ${deno}. Load average (1/5/15 min) before the cost runs: ${
       costLoad.map((l) => l.toFixed(2)).join(" / ")
     }; at the end: ${loadavg().map((l) => l.toFixed(2)).join(" / ")}. The machine is shared: compare rows ` +
@@ -485,17 +511,24 @@ out(
     `self-attention block at 14×14, strided-conv down-sampling, nearest Resize up-sampling, skip ` +
     `connection; random weights, float32), and jvpModel of it.`,
 );
+out(
+  `- (c) the U-Net the project trains (onnx/unet.ts \`buildTrainableUNet\`, defaults ` +
+    `${JSON.stringify(UNET_DEFAULTS)} with ${JSON.stringify(TRAINABLE_OPTIONS)}: ` +
+    `${(trainable.count / 1e6).toFixed(2)} M parameters, its initial weights), and jvpModel of it.`,
+);
 out();
 out(
-  "| model | graph | batch | calls per block | forward ms | graph ms | graph ÷ forward (median) | quartiles |",
+  "| model | graph | batch | calls per block | forward ms | graph ms | graph ÷ forward (median) | quartiles | " +
+    "lower deciles' ratio |",
 );
-out("|---|---|---:|---:|---:|---:|---:|---|");
+out("|---|---|---:|---:|---:|---:|---:|---|---:|");
 for (const r of cost) {
   out(
     `| ${r.model.title} | ${r.graph.label} | ${r.batch} | ${r.calls} | ${r.forwardMs.toFixed(3)} | ` +
       `${r.graphMs.toFixed(3)} | **${r.ratio.toFixed(2)}** | ${r.ratioLo.toFixed(2)}–${
         r.ratioHi.toFixed(2)
-      } |`,
+      } | ` +
+      `${r.decileRatio.toFixed(2)} |`,
   );
 }
 out();

@@ -767,14 +767,16 @@ export const RULES: Readonly<Record<string, Rule>> = {
   InstanceNormalization: (c) => {
     c.onlyTangentAt(0);
     const [x, scale, bias] = c.x;
-    const toGroups = (v: string) => c.reshape(v, [0, 0, -1]);
+    // statistics per (n, c) over the rest: [N, C, L] (exporters' GroupNorm already feeds that shape)
+    const flat = c.shape(x)?.length === 3;
+    const toGroups = (v: string) => (flat ? v : c.reshape(v, [0, 0, -1]));
     // exporters' GroupNorm runs InstanceNormalization with unit scale and zero bias: its output is x̂
     const unit = c.constantAll(scale, 1) && c.constantAll(bias, 0);
     const { dxhat } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, c.attr("epsilon", 1e-5), {
       scale: unit ? undefined : c.unsqueeze(scale, [1]),
       xhat: unit ? toGroups(c.y[0]) : undefined,
     });
-    return c.reshape(dxhat, c.shapeOf(x));
+    return flat ? dxhat : c.reshape(dxhat, c.shapeOf(x));
   },
   GroupNormalization: (c) => {
     c.onlyTangentAt(0);

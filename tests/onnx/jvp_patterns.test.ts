@@ -7,13 +7,15 @@
  * - the patterns with a cheaper tangent: SiLU x·σ(x) (slope σ + y·(1 − σ)), InstanceNormalization with
  *   unit scale and zero bias (exporters' GroupNorm: its output is x̂ itself), and MatMul with tangents on
  *   both inputs and a small inner dimension (one product [dA, A]·[B; dB], e.g. attention scores), also
- *   inside a 28×28 U-Net.
+ *   inside a 28×28 U-Net;
+ * - the U-Net the project trains (onnx/unet.ts) as a whole.
  */
 import { assert, assertEquals, describe, it } from "../testing.ts";
 import { GraphBuilder } from "../../onnx/proto.ts";
 import { jvpModel } from "../../onnx/jvp.ts";
 import { checkJvp, declare, type Feed, feed } from "./jvp_check.ts";
 import { buildUNet } from "./unet_fixture.ts";
+import { buildTrainableUNet } from "../../onnx/unet.ts";
 
 interface Case {
   name: string;
@@ -197,5 +199,20 @@ describe("onnx/jvp on a 28×28 U-Net, whose attention takes the one-product MatM
       t: { type: "float32", dims: [2], values: [0.2, 0.7] },
       class: { type: "int64", dims: [2], values: [1, 3] },
     });
+  });
+});
+
+describe("onnx/jvp on the project's trainable U-Net (onnx/unet.ts)", () => {
+  it("matches finite differences along x, and along t with a step its 1000·t time embedding allows", async () => {
+    const { model } = buildTrainableUNet({ classes: 10, zeroOutput: false });
+    const feeds: Record<string, Feed> = {
+      x: feed([2, 1, 28, 28], 13),
+      t: { type: "float32", dims: [2], values: [0.25, 0.75] },
+      class: { type: "int64", dims: [2], values: [1, 9] },
+    };
+    const zeros = new Array(2 * 28 * 28).fill(0);
+    await checkJvp(model, feeds, { tangents: { x: feed([2, 1, 28, 28], 14).values, t: [0, 0] } });
+    // sin(1000 t f): a step of 1e-3 in t turns the phase by a radian; 3e-5 keeps the difference honest
+    await checkJvp(model, feeds, { tangents: { x: zeros, t: [1, -1] }, h: 3e-5, tol: 2e-2 });
   });
 });
