@@ -24,7 +24,7 @@ import process from "node:process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { dirname, join } from "node:path";
-import { type GaussianMixture, gmmAt } from "../core/gmm.ts";
+import type { GaussianMixture } from "../core/gmm.ts";
 import { defaultRho, makeGrid } from "../core/grid.ts";
 import { gaussianBatch } from "../core/rng.ts";
 import { runSolverAsync } from "../core/solvers/drive.ts";
@@ -38,6 +38,8 @@ import { createSession, type InferenceSession, loadOrt, type OrtTensor } from ".
 import { encodeModel } from "../onnx/proto.ts";
 import { buildTrainableUNet, UNET_DEFAULTS } from "../onnx/unet.ts";
 import { buildUNet } from "../tests/onnx/unet_fixture.ts";
+import { rk4Reference, rmsePerSample } from "./reference.ts";
+import { median, quantileNearest } from "./stats.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
@@ -61,14 +63,6 @@ const NFES = [3, 4, 5, 6, 8, 10, 15, 20];
 const REF_STEPS = 200;
 const started = performance.now();
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.round(q * (s.length - 1)))];
-};
 const sci = (x: number) => x.toExponential(2);
 const log = (line: string) => console.error(line);
 
@@ -232,9 +226,9 @@ async function costRows(models: CostModel[]): Promise<CostRow[]> {
       forwardMs: median(s.fwd),
       graphMs: median(s.other),
       ratio: median(s.ratios),
-      ratioLo: quantile(s.ratios, 0.25),
-      ratioHi: quantile(s.ratios, 0.75),
-      decileRatio: quantile(s.other, 0.1) / quantile(s.fwd, 0.1),
+      ratioLo: quantileNearest(s.ratios, 0.25),
+      ratioHi: quantileNearest(s.ratios, 0.75),
+      decileRatio: quantileNearest(s.other, 0.1) / quantileNearest(s.fwd, 0.1),
     };
   });
 }
@@ -303,41 +297,11 @@ const schedule = info.schedule;
 const seeds = Array.from({ length: SAMPLES }, (_, i) => i);
 const latents = gaussianBatch(seeds, dim);
 
-/**
- * The reference: classical RK4 on dx̄/dγ = ε(x̄, γ) of the analytic mixture (float64, every component, i.e.
- * the null class), steps uniform in log γ from t_max to t_min; written here independently of the solvers.
- */
-function rk4Reference(steps: number): Float64Array {
-  const out = new Float64Array(latents.length);
-  const l0 = Math.log(schedule.gamma(schedule.tMax)), l1 = Math.log(schedule.gamma(schedule.tMin));
-  const f = (xb: Float64Array, g: number) => gmmAt(mix, xb, g, NULL_CLASS).eps;
-  const shifted = (xb: Float64Array, h: number, k: Float64Array) => xb.map((v, i) => v + h * k[i]);
-  for (let b = 0; b < SAMPLES; b++) {
-    let xb = latents.slice(b * dim, (b + 1) * dim).map((v) => v / schedule.alpha(schedule.tMax));
-    for (let j = 0; j < steps; j++) {
-      const g = Math.exp(l0 + ((l1 - l0) * j) / steps), gNext = Math.exp(l0 + ((l1 - l0) * (j + 1)) / steps);
-      const h = gNext - g;
-      const k1 = f(xb, g), k2 = f(shifted(xb, h / 2, k1), g + h / 2);
-      const k3 = f(shifted(xb, h / 2, k2), g + h / 2), k4 = f(shifted(xb, h, k3), gNext);
-      xb = xb.map((v, i) => v + (h / 6) * (k1[i] + 2 * k2[i] + 2 * k3[i] + k4[i]));
-    }
-    out.set(xb.map((v) => v * schedule.alpha(schedule.tMin)), b * dim);
-  }
-  return out;
-}
-
-function rmsePerSample(x: ArrayLike<number>, ref: Float64Array): number[] {
-  return Array.from({ length: SAMPLES }, (_, b) => {
-    let s = 0;
-    for (let i = b * dim; i < (b + 1) * dim; i++) s += (x[i] - ref[i]) ** 2;
-    return Math.sqrt(s / dim);
-  });
-}
-
+// The reference: RK4 on the analytic mixture with every component (the null class).
 const refStart = performance.now();
-const reference = rk4Reference(REF_STEPS);
-const half = rk4Reference(REF_STEPS / 2);
-const refSelf = rmsePerSample(half, reference);
+const reference = rk4Reference(mix, latents, SAMPLES, REF_STEPS, NULL_CLASS);
+const half = rk4Reference(mix, latents, SAMPLES, REF_STEPS / 2, NULL_CLASS);
+const refSelf = rmsePerSample(half, reference, SAMPLES, dim);
 const refSeconds = (performance.now() - refStart) / 1000;
 log(`reference: ${REF_STEPS} RK4 steps, vs ${REF_STEPS / 2}: median ${sci(median(refSelf))}`);
 
@@ -425,7 +389,7 @@ for (const config of CONFIGS) {
           afs,
           nfe,
           steps,
-          error: median(rmsePerSample(result.x, reference)),
+          error: median(rmsePerSample(result.x, reference, SAMPLES, dim)),
           secondsPerSample: NaN,
           calls: { ...ortCalls },
         },

@@ -8,7 +8,7 @@
 import { encodeHelp, parseEncodeArgs, withExitCode } from "./args.ts";
 import { resolveModel } from "./models.ts";
 import { checkOutput, readNpy, writeOutput } from "./output.ts";
-import { encodeOnce, summary } from "./run.ts";
+import { encodeOnce, solveOptionsFrom, summary } from "./run.ts";
 import { getSolver, solverNames } from "../core/solvers/registry.ts";
 
 /** Runs the command on its arguments and returns the exit status. */
@@ -24,18 +24,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       checkOutput(args.out, model.shape);
       const images = await readNpy(args.images, "--images");
       const result = await encodeOnce(model, {
-        solver: args.solver,
-        steps: args.steps,
-        nfe: args.nfe,
-        grid: args.grid,
-        rho: args.rho,
-        tMin: args.tMin,
-        tMax: args.tMax,
-        derivative: args.genieDerivative,
-        order: args.order,
-        variant: args.variant,
-        class: args.class,
-        guidance: args.guidance,
+        ...solveOptionsFrom(args),
         images,
       });
       await writeOutput(args.out, result.data, result.shape);

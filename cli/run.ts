@@ -15,7 +15,7 @@ import {
   guidedSolveInput,
   withConditioning,
 } from "../core/guidance.ts";
-import { UsageError, type Variant } from "./args.ts";
+import { type SolveArgs, UsageError, type Variant } from "./args.ts";
 import type { ResolvedModel } from "./models.ts";
 
 /** NFE used when neither steps nor NFE is given. */
@@ -62,6 +62,24 @@ export interface SampleOptions extends SolveOptions {
 export interface EncodeOptions extends SolveOptions {
   /** Data (x at t_min), shape [n, …sample shape]. */
   images: ShapedData;
+}
+
+/** The solve options of a parsed command line (`--genie-derivative` becomes `derivative`). */
+export function solveOptionsFrom(args: SolveArgs): SolveOptions {
+  return {
+    solver: args.solver,
+    steps: args.steps,
+    nfe: args.nfe,
+    grid: args.grid,
+    rho: args.rho,
+    tMin: args.tMin,
+    tMax: args.tMax,
+    derivative: args.genieDerivative,
+    order: args.order,
+    variant: args.variant,
+    class: args.class,
+    guidance: args.guidance,
+  };
 }
 
 /** The resolved settings of one solve, as reported in summaries. */

@@ -7,7 +7,7 @@
 import { parseSampleArgs, sampleHelp, withExitCode } from "./args.ts";
 import { resolveModel } from "./models.ts";
 import { checkOutput, readNpy, writeOutput } from "./output.ts";
-import { sampleOnce, summary } from "./run.ts";
+import { sampleOnce, solveOptionsFrom, summary } from "./run.ts";
 import { getSolver, solverNames } from "../core/solvers/registry.ts";
 
 /** Runs the command on its arguments and returns the exit status. */
@@ -23,18 +23,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       if (args.out !== undefined) checkOutput(args.out, model.shape);
       const latents = args.latents === undefined ? undefined : await readNpy(args.latents, "--latents");
       const result = await sampleOnce(model, {
-        solver: args.solver,
-        steps: args.steps,
-        nfe: args.nfe,
-        grid: args.grid,
-        rho: args.rho,
-        tMin: args.tMin,
-        tMax: args.tMax,
-        derivative: args.genieDerivative,
-        order: args.order,
-        variant: args.variant,
-        class: args.class,
-        guidance: args.guidance,
+        ...solveOptionsFrom(args),
         afs: args.afs,
         denoise: args.denoise,
         n: args.n,

@@ -20,6 +20,8 @@ import { decode as mpDecode, encode as mpEncode } from "@msgpack/msgpack";
 import { Packr, Unpackr } from "msgpackr";
 import { base64ToBytes, bytesToBase64 } from "../core/api/tensor.ts";
 import { MSGPACK, SIGNATURE_HEADER, signBody } from "../core/api/worker.ts";
+import { freePort, spawnServer, stopServers, taskArgs } from "../bench/procs.ts";
+import { quantileInterpolated as quantile } from "../bench/stats.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -41,63 +43,10 @@ const MODEL = "mnist-mix";
 const SEED = 1234;
 const SECRET = "bench-secret";
 
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const i = (s.length - 1) * q, lo = Math.floor(i), hi = Math.ceil(i);
-  return s[lo] + (s[hi] - s[lo]) * (i - lo);
-};
 const f = (x: number, d = 2) => x.toFixed(d);
-
-interface Proc {
-  url: string;
-  child: Deno.ChildProcess;
-}
-
-async function spawn(args: string[], env: Record<string, string>, name: string): Promise<Proc> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const found = Promise.withResolvers<string>();
-  const pump = async (s: ReadableStream<Uint8Array>, out: boolean) => {
-    let buf = "";
-    for await (const chunk of s.pipeThrough(new TextDecoderStream())) {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        const m = out ? /^listening on (http:\/\/\S+)/.exec(line) : null;
-        if (m) found.resolve(m[1]);
-        else if (/error|warn/i.test(line) && !/legacy|onnxruntime|provider|^\s*$|\[m$/.test(line)) {
-          console.error(`[${name}] ${line}`);
-        }
-      }
-    }
-  };
-  void pump(child.stdout, true);
-  void pump(child.stderr, false);
-  const url = await Promise.race([
-    found.promise,
-    child.status.then((s) => Promise.reject(new Error(`${name} exited with ${s.code}`))),
-  ]);
-  return { url, child };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-async function workerTaskArgs(): Promise<string[]> {
-  const tasks = JSON.parse(await Deno.readTextFile("deno.json")).tasks;
-  return (tasks.worker as string).split(/\s+/).slice(1);
-}
+/** Server output worth repeating: errors and warnings, less ORT's provider notices and blank lines. */
+const showLine = (line: string) =>
+  /error|warn/i.test(line) && !/legacy|onnxruntime|provider|^\s*$|\[m$/.test(line);
 
 async function timed(fn: () => Promise<number>): Promise<{ ms: number; bytes: number }> {
   const t0 = performance.now();
@@ -107,15 +56,17 @@ async function timed(fn: () => Promise<number>): Promise<{ ms: number; bytes: nu
 
 async function main() {
   console.error(`starting the worker and the edge…`);
-  const worker = await spawn(
-    [...await workerTaskArgs(), "--port", String(freePort())],
+  const worker = await spawnServer(
+    [...await taskArgs("worker"), "--port", String(freePort())],
     { GENIE_WORKER_SECRET: SECRET },
     "worker",
+    showLine,
   );
-  const edge = await spawn(
+  const edge = await spawnServer(
     ["run", "--allow-net", "--allow-env", "--allow-read", "functions/main.ts", "--port", "0"],
     { GENIE_WORKER_URLS: worker.url, GENIE_WORKER_SECRET: SECRET, GENIE_EDGE_RATE_PER_MIN: "0" },
     "edge",
+    showLine,
   );
   try {
     const provider = (await (await fetch(`${worker.url}/healthz`)).json()).providers?.[MODEL] ?? "?";
@@ -269,12 +220,7 @@ edge's own codec (core/api/tensor.ts) on the same bytes.
     await Deno.writeTextFile(flags.out!, report);
     console.log(report);
   } finally {
-    for (const p of [edge, worker]) {
-      try {
-        p.child.kill("SIGTERM");
-      } catch { /* gone */ }
-      await p.child.status;
-    }
+    await stopServers([edge, worker]);
   }
 }
 

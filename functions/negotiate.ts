@@ -1,4 +1,5 @@
 /** Content negotiation for `Accept`, and request bodies read with a size limit. */
+import { readWithin } from "../core/api/body.ts";
 import { ApiError } from "./errors.ts";
 import { isMsgpackType, unpackMsg } from "./msgpack.ts";
 
@@ -56,31 +57,15 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array>
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
   if (!req.body) return new Uint8Array(0);
   const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
+  let bytes: Uint8Array | undefined;
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > limit) {
-        await reader.cancel().catch(() => {});
-        throw tooLarge(limit);
-      }
-      chunks.push(value);
-    }
+    bytes = await readWithin(reader, limit);
   } catch (e) {
     if (e instanceof ApiError) throw e;
     throw new ApiError(400, "bad_request", "the request body could not be read");
   }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(size);
-  let o = 0;
-  for (const c of chunks) {
-    out.set(c, o);
-    o += c.byteLength;
-  }
-  return out;
+  if (!bytes) throw tooLarge(limit);
+  return bytes;
 }
 
 function tooLarge(limit: number): ApiError {

@@ -16,7 +16,15 @@
  */
 import { normalizeModelList } from "../core/api/models.ts";
 import type { ModelInfo } from "../core/api/models.ts";
-import { MSGPACK, SIGNATURE_HEADER, signBody, WorkerError } from "../core/api/worker.ts";
+import {
+  MSGPACK,
+  MSGPACK_STREAM,
+  ProgressFrame,
+  readFrames,
+  SIGNATURE_HEADER,
+  signBody,
+  WorkerError,
+} from "../core/api/worker.ts";
 import { ApiError, retryAfter } from "./errors.ts";
 import { isMsgpackType, packMsg, unpackMsg } from "./msgpack.ts";
 
@@ -222,6 +230,10 @@ export class WorkerPool {
    * Sends one msgpack message to `path` on a worker serving `model`, with failover as described above.
    * `weight` is the number of samples, for least-loaded routing. Throws {@link ApiError}s (503, 429,
    * 422, 502, 504) or the signal's abort reason.
+   *
+   * With `onProgress`, a worker that answers with a stream (the message asked `stream: true`; see
+   * MSGPACK_STREAM in core/api/worker.ts) reports each progress frame to it; its final frame is the
+   * result (or the error). A worker that answers plainly is read as usual.
    */
   async call(
     path: string,
@@ -229,9 +241,13 @@ export class WorkerPool {
     message: Record<string, unknown>,
     signal: AbortSignal,
     weight = 1,
+    onProgress?: (p: { step: number; steps: number }) => void,
   ): Promise<CallResult> {
     const body = packMsg(message);
-    const headers: Record<string, string> = { "content-type": MSGPACK, accept: MSGPACK };
+    const headers: Record<string, string> = {
+      "content-type": MSGPACK,
+      accept: onProgress ? `${MSGPACK_STREAM}, ${MSGPACK}` : MSGPACK,
+    };
     if (this.opts.secret) headers[SIGNATURE_HEADER] = await signBody(this.opts.secret, body);
     const tried = new Set<number>();
     let refusal: ApiError | undefined;
@@ -259,6 +275,7 @@ export class WorkerPool {
       w.calls++;
       let res: Response;
       let bytes: Uint8Array;
+      let streamed = false;
       try {
         try {
           res = await this.fetchFn(w.url + path, { method: "POST", headers, body: body as BodyInit, signal });
@@ -269,7 +286,10 @@ export class WorkerPool {
           throw this.lost(w, e);
         }
         try {
-          bytes = await readLimited(res, this.maxResponseBytes);
+          streamed = onProgress !== undefined && res.ok && isStreamType(res.headers.get("content-type"));
+          bytes = streamed
+            ? await readStream(res, this.maxResponseBytes, onProgress!)
+            : await readLimited(res, this.maxResponseBytes);
         } catch (e) {
           if (signal.aborted) throw signal.reason;
           this.markDown(w, e);
@@ -299,7 +319,12 @@ export class WorkerPool {
           );
         continue;
       }
-      const decoded = decodeBody(bytes, res.headers.get("content-type"));
+      const decoded = decodeBody(bytes, streamed ? MSGPACK : res.headers.get("content-type"));
+      if (streamed && WorkerError.safeParse(decoded).success) {
+        // A failure after the stream started: the error frame carries the status it would have had.
+        const status = Number((decoded as { status?: unknown }).status);
+        throw workerFailure(Number.isInteger(status) && status >= 400 ? status : 500, decoded, w.index);
+      }
       if (res.ok) {
         if (!decoded || typeof decoded !== "object" || Array.isArray(decoded)) {
           throw new ApiError(502, "worker_error", `worker ${w.index} sent an unreadable response`);
@@ -347,6 +372,28 @@ async function readLimited(res: Response, max: number): Promise<Uint8Array> {
   const buf = new Uint8Array(await res.arrayBuffer());
   if (buf.byteLength > max) throw new Error(`response of ${buf.byteLength} bytes exceeds ${max}`);
   return buf;
+}
+
+function isStreamType(contentType: string | null): boolean {
+  return (contentType ?? "").split(";")[0].trim().toLowerCase() === MSGPACK_STREAM;
+}
+
+/** Reads a streamed answer: progress frames go to `onProgress`; returns the final frame's bytes. */
+async function readStream(
+  res: Response,
+  max: number,
+  onProgress: (p: { step: number; steps: number }) => void,
+): Promise<Uint8Array> {
+  if (!res.body) throw new Error("empty stream");
+  let last: Uint8Array | undefined;
+  for await (const f of readFrames(res.body, max)) {
+    if (last) throw new Error("a frame after the final one");
+    const p = ProgressFrame.safeParse(decodeBody(f, MSGPACK));
+    if (p.success) onProgress({ step: p.data.progress.step, steps: p.data.progress.steps });
+    else last = f;
+  }
+  if (!last) throw new Error("the stream ended without a result");
+  return last;
 }
 
 function decodeBody(bytes: Uint8Array, contentType: string | null): unknown {

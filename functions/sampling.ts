@@ -1,12 +1,16 @@
 /**
  * Running a validated samples or encode request on the workers: per-sample seeds, splitting into
  * chunks of at most the model's `max_batch`, forwarding each chunk (signed msgpack) through the pool,
- * checking and joining the results, progress per finished chunk.
+ * checking and joining the results, with progress per solver step and per finished chunk.
  *
- * Progress: the worker protocol answers a batch once, when it is done (CONTRACTS.md §3 has no
- * per-step stream), so `progress` events report what the edge can observe honestly — `queued` when
- * the chunks are sent, then one event per finished chunk with `done` samples of `n` (`step` is
- * `steps` for the finished samples). Per-step progress needs a streaming variant of `/v1/batch`.
+ * Progress (`onProgress`, the SSE `progress` events): `queued` (`step` 0) when the chunks are sent;
+ * then, for sampling, the chunks are sent with `stream: true` (core/api/worker.ts MSGPACK_STREAM) and
+ * one `running` event comes per solver step, `step` = 0, 1, …, steps − 1 in order: the step that
+ * every chunk of the request has started (the slowest chunk's), so each step is reported once however
+ * many chunks there are. Each finished chunk adds an event with `done` samples of `n`: streamed, its
+ * `step` is the request's current step (so `step` never goes back), and the last one (phase `done`)
+ * has `step` = `steps`. A worker that answers a batch plainly (no stream) sends no steps: then the
+ * finished chunks' events carry `step` = `steps`, as before. Encoding reports chunks only.
  */
 import type { Issue } from "../core/api/errors.ts";
 import type { ModelInfo } from "../core/api/models.ts";
@@ -143,10 +147,33 @@ async function runChunks(
   const data = new Uint8Array(n * sampleBytes);
   let done = 0, steps = expected, nfe = 0, queue = 0, compute = 0;
   ctx.onProgress?.({ step: 0, steps, done: 0, n, phase: "queued" });
+  // Per-step progress: the step each chunk has started (−1 before its first frame, `steps` once done).
+  const stream = ctx.onProgress !== undefined && path === "/v1/batch";
+  const reached = chunks.map(() => -1);
+  let reported = -1;
+  const stepped = (i: number, step: number, of: number) => {
+    reached[i] = Math.max(reached[i], step);
+    const all = Math.min(...reached);
+    while (reported < Math.min(all, of - 1) && done < n) {
+      ctx.onProgress?.({ step: ++reported, steps: of, done, n, phase: "running" });
+    }
+  };
   try {
-    await Promise.all(chunks.map(async (chunk) => {
-      const message = { ...chunk.message, deadline_ms: Math.max(1, Math.round(ctx.deadlineAt - ctx.now())) };
-      const { body, worker } = await ctx.pool.call(path, model.name, message, inner.signal, chunk.count);
+    await Promise.all(chunks.map(async (chunk, i) => {
+      const message = {
+        ...chunk.message,
+        deadline_ms: Math.max(1, Math.round(ctx.deadlineAt - ctx.now())),
+        ...(stream ? { stream: true } : {}),
+      };
+      const onStep = stream ? (p: { step: number; steps: number }) => stepped(i, p.step, p.steps) : undefined;
+      const { body, worker } = await ctx.pool.call(
+        path,
+        model.name,
+        message,
+        inner.signal,
+        chunk.count,
+        onStep,
+      );
       const r = BatchResponse.safeParse(body);
       const bad = (why: string) =>
         new ApiError(502, "worker_error", `worker ${worker} sent a bad response: ${why}`);
@@ -162,8 +189,11 @@ async function runChunks(
       nfe = res.nfe;
       queue = Math.max(queue, res.timings.queue_ms);
       compute = Math.max(compute, res.timings.compute_ms);
+      reached[i] = Infinity;
       done += chunk.count;
-      ctx.onProgress?.({ step: steps, steps, done, n, phase: done === n ? "done" : "running" });
+      // Streamed, the step stays the request's (it never goes back); else the finished samples'.
+      const step = stream && done < n ? Math.max(0, reported) : steps;
+      ctx.onProgress?.({ step, steps, done, n, phase: done === n ? "done" : "running" });
     }));
   } catch (e) {
     inner.abort(e);

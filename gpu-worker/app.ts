@@ -29,7 +29,8 @@ import {
   verifySignature,
 } from "./protocol.ts";
 import { derivativesOf, idOf, modelLimits, planBatch, planEncode, type PlannedJob } from "./requests.ts";
-import { Scheduler, type ServedModel } from "./scheduler.ts";
+import { type JobResult, Scheduler, type ServedModel } from "./scheduler.ts";
+import { frame, MSGPACK_STREAM } from "../core/api/worker.ts";
 
 export interface WorkerConfig {
   /** The models directory (default GENIE_MODELS_DIR or `models/`). */
@@ -203,6 +204,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       const msg = decodeMessage(body);
       id = idOf(msg);
       const plan: PlannedJob = kind === "batch" ? planBatch(msg, models) : planEncode(msg, models);
+      if (plan.stream) return await solveStreaming(plan, req.signal);
       const result = await scheduler.submit({
         model: plan.model,
         run: plan.run,
@@ -210,32 +212,110 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
         deadline: plan.deadline,
         signal: req.signal,
       });
-      return msgpackResponse({
-        v: 1,
-        id: plan.id,
-        shape: plan.shape,
-        data: tensorBytes(Float32Array.from(result.x)),
-        nfe: result.stats.nfe,
-        steps: plan.steps,
-        solver: plan.solver,
-        ...(plan.derivative && plan.solver === "genie" ? { genie_derivative: plan.derivative } : {}),
-        deriv_evals: result.stats.derivEvals,
-        timings: { queue_ms: round(result.queueMs), compute_ms: round(result.computeMs) },
-      });
+      return msgpackResponse(resultMessage(plan, result));
     } catch (e) {
       return errorResponse(e, id);
     }
   }
 
-  function errorResponse(e: unknown, id?: string): Response {
+  /**
+   * `stream: true` (core/api/worker.ts, MSGPACK_STREAM): a progress frame per solver step as the
+   * request's coroutine starts it, then the result or error frame. The response starts once the
+   * request is running, so refusals (queue full, shutting down) and failures before the first step
+   * keep their HTTP status. A step without evaluations (AFS) still gets its frame; the final
+   * denoising evaluation (step === steps) gets none. Closing the connection cancels the request.
+   */
+  async function solveStreaming(plan: PlannedJob, clientSignal: AbortSignal): Promise<Response> {
+    const local = new AbortController();
+    let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
+    const early: Uint8Array[] = [];
+    const send = (value: unknown) => {
+      const f = frame(encodeMessage(value));
+      if (!controller) early.push(f);
+      else {
+        try {
+          controller.enqueue(f);
+        } catch {
+          // the client went away: the stream is closed and the request canceled
+        }
+      }
+    };
+    let last = -1;
+    const progressTo = (step: number, steps: number) => {
+      while (last < Math.min(step, steps - 1)) send({ v: 1, id: plan.id, progress: { step: ++last, steps } });
+    };
+    const started = Promise.withResolvers<void>();
+    const result = scheduler.submit({
+      model: plan.model,
+      run: plan.run,
+      priority: plan.priority,
+      deadline: plan.deadline,
+      signal: AbortSignal.any([clientSignal, local.signal]),
+      onStep: (step, steps) => {
+        progressTo(step, steps);
+        started.resolve();
+      },
+    });
+    const outcome = await Promise.race([
+      started.promise.then(() => undefined),
+      result.then(() => undefined, (e: unknown) => ({ error: e })),
+    ]);
+    if (outcome) return errorResponse(outcome.error, plan.id);
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        controller = c;
+        for (const f of early.splice(0)) c.enqueue(f);
+        result.then(
+          (r) => {
+            progressTo(plan.steps - 1, plan.steps);
+            send(resultMessage(plan, r));
+          },
+          (e: unknown) => send(errorMessage(e, plan.id, true)),
+        ).finally(() => {
+          try {
+            c.close();
+          } catch {
+            // already canceled by the client
+          }
+        });
+      },
+      cancel() {
+        local.abort();
+      },
+    });
+    return new Response(body, { status: 200, headers: { "content-type": MSGPACK_STREAM } });
+  }
+
+  function resultMessage(plan: PlannedJob, result: JobResult): Record<string, unknown> {
+    return {
+      v: 1,
+      id: plan.id,
+      shape: plan.shape,
+      data: tensorBytes(Float32Array.from(result.x)),
+      nfe: result.stats.nfe,
+      steps: plan.steps,
+      solver: plan.solver,
+      ...(plan.derivative && plan.solver === "genie" ? { genie_derivative: plan.derivative } : {}),
+      deriv_evals: result.stats.derivEvals,
+      timings: { queue_ms: round(result.queueMs), compute_ms: round(result.computeMs) },
+    };
+  }
+
+  /** The error message of a failure (with its HTTP status as `status` inside a stream). */
+  function errorMessage(e: unknown, id: string | undefined, streamed = false): Record<string, unknown> {
     const err = asWorkerError(e);
     if (err.code === "internal") log(`internal error: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    const error: Record<string, string> = { code: err.code, message: err.message };
+    if (err.field) error.field = err.field;
+    return { v: 1, ...(id !== undefined ? { id } : {}), error, ...(streamed ? { status: err.status } : {}) };
+  }
+
+  function errorResponse(e: unknown, id?: string): Response {
+    const err = asWorkerError(e);
     const headers: Record<string, string> = err.status === 429 || err.status === 503
       ? { "retry-after": retryAfter }
       : {};
-    const error: Record<string, string> = { code: err.code, message: err.message };
-    if (err.field) error.field = err.field;
-    return msgpackResponse({ v: 1, ...(id !== undefined ? { id } : {}), error }, err.status, headers);
+    return msgpackResponse(errorMessage(e, id), err.status, headers);
   }
 
   async function authorizeGet(req: Request): Promise<void> {

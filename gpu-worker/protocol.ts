@@ -4,6 +4,7 @@
  * msgpack library can read them — and HMAC-SHA256 signatures (`x-genie-signature: sha256=<hex>`).
  */
 import { Packr, Unpackr } from "msgpackr";
+import { readWithin } from "../core/api/body.ts";
 import { float32ToBytes } from "../core/api/tensor.ts";
 import { MSGPACK, SIGNATURE_HEADER } from "../core/api/worker.ts";
 import { WorkerError } from "./errors.ts";
@@ -58,27 +59,9 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array>
     throw new WorkerError("payload_too_large", `the body has ${declared} bytes; the limit is ${limit}`);
   }
   if (!req.body) return new Uint8Array(0);
-  const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel().catch(() => {});
-      throw new WorkerError("payload_too_large", `the body exceeds the limit of ${limit} bytes`);
-    }
-    chunks.push(value);
-  }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
+  const bytes = await readWithin(req.body.getReader(), limit);
+  if (!bytes) throw new WorkerError("payload_too_large", `the body exceeds the limit of ${limit} bytes`);
+  return bytes;
 }
 
 const keys = new Map<string, Promise<CryptoKey>>();

@@ -40,6 +40,8 @@ export interface PlannedJob {
   priority: number;
   /** Absolute deadline (Date.now() scale). */
   deadline?: number;
+  /** Answer as a stream of progress frames then the result (`stream: true`, batch only). */
+  stream?: boolean;
 }
 
 /** The limits a model's requests must respect: the manifest's, completed with the API's defaults. */
@@ -277,6 +279,7 @@ export function planBatch(body: unknown, models: Map<string, ServedModel>, now =
     derivative: c.derivative,
     priority,
     deadline: req.deadline_ms !== undefined ? now + req.deadline_ms : undefined,
+    stream: req.stream ?? false,
   };
 }
 

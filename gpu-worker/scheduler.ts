@@ -59,6 +59,11 @@ export interface JobSpec {
   deadline?: number;
   /** Aborting it cancels the request between steps. */
   signal?: AbortSignal;
+  /**
+   * Called as each evaluation is queued, with the solver step it belongs to (0-based; `step === steps`
+   * is the final denoising evaluation), like runSolverAsync's `onStep`. A throw is ignored.
+   */
+  onStep?: (step: number, steps: number) => void;
 }
 
 export interface JobResult {
@@ -274,6 +279,11 @@ export class Scheduler {
     const p: Pending = { job, req, graph, rows, sent: 0, done: 0, enqueued: performance.now(), outputs: {} };
     job.current = p;
     this.#pending.push(p);
+    try {
+      job.spec.onStep?.(req.step, req.steps);
+    } catch {
+      // progress reporting never fails the request
+    }
   }
 
   #pump(): void {

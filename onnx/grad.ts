@@ -28,12 +28,10 @@
  * `meanSquaredErrorLoss` is the usual one.
  */
 import {
-  attribute,
   type AttrValue,
   DataType,
   getAttribute,
   GraphBuilder,
-  type IAttributeProto,
   type IGraphProto,
   type IModelProto,
   type INodeProto,
@@ -53,6 +51,7 @@ import {
 } from "./proto.ts";
 import { broadcastShapes, inferGraph, type Inferred, sameShape, type SDim, type SShape } from "./infer.ts";
 import { NON_DIFFERENTIABLE_OPERATORS } from "./jvp.ts";
+import { GraphRewriter } from "./rewrite.ts";
 
 /** Thrown when a graph cannot be differentiated; `operators` names the operators at fault. */
 export class GradError extends Error {
@@ -306,41 +305,28 @@ const NON_DIFFERENTIABLE_INPUTS: Record<string, number[]> = {
 };
 
 /** The state of one transformation: names, emitted nodes, contributions to each cotangent. */
-class Backward {
-  readonly info: Inferred;
-  readonly nodes: NodeProto[] = [];
-  readonly initializers: TensorProto[] = [];
-  /** Constant tensors by name (initializers and Constant nodes). */
-  readonly constants = new Map<string, ITensorProto>();
-  readonly #names = new Set<string>();
-  readonly #consts = new Map<string, string>();
-  readonly #shapes = new Map<string, string>();
+class Backward extends GraphRewriter {
   readonly #parts = new Map<string, string[]>();
   readonly #sums = new Map<string, Cot>();
-  #counter = 0;
   readonly graphNodes: NodeProto[];
   activeSet = new Set<string>();
   neededSet = new Set<string>();
 
   constructor(model: IModelProto, readonly opset: number) {
     const g = model.graph!;
+    super(g, inferWithResize(g, opset), "grad");
     this.graphNodes = (g.node ?? []) as NodeProto[];
-    this.info = inferWithResize(g, opset);
-    for (const v of [...(g.input ?? []), ...(g.output ?? []), ...(g.valueInfo ?? [])]) {
-      this.#names.add(v.name!);
-    }
-    for (const t of g.initializer ?? []) {
-      this.#names.add(t.name!);
-      this.constants.set(t.name!, t);
-    }
+    // Constant nodes are constants too (the graph's initializers already are).
     for (const n of g.node ?? []) {
-      if (n.name) this.#names.add(n.name);
-      for (const o of n.output ?? []) this.#names.add(o);
       if (n.opType === "Constant" && (!n.domain || n.domain === "ai.onnx")) {
         const t = getAttribute(n, "value") as ITensorProto | undefined;
         if (t) this.constants.set(n.output![0], t);
       }
     }
+  }
+
+  protected nameTaken(name: string): Error {
+    return new GradError(`name '${name}' is already used in the graph`, []);
   }
 
   /** Values that depend on one of `seeds` through a differentiable path. */
@@ -417,79 +403,19 @@ class Backward {
     return sum;
   }
 
-  reserve(name: string): string {
-    if (this.#names.has(name)) throw new GradError(`name '${name}' is already used in the graph`, []);
-    this.#names.add(name);
-    return name;
-  }
-
-  fresh(prefix: string): string {
-    let name: string;
-    do name = `${prefix}__${this.#counter++}`; while (this.#names.has(name));
-    this.#names.add(name);
-    return name;
-  }
-
-  append(
-    opType: string,
-    inputs: readonly string[],
-    outputs: readonly string[],
-    attrs: Record<string, AttrValue> | IAttributeProto[] = {},
-  ): NodeProto {
-    const attribute_ = Array.isArray(attrs) ? attrs : Object.entries(attrs).map(([k, v]) => attribute(k, v));
-    const node = onnx.NodeProto.create({
-      opType,
-      domain: "",
-      name: this.fresh(`grad/${opType}`),
-      input: [...inputs],
-      output: [...outputs],
-      attribute: attribute_,
-    });
-    this.nodes.push(node);
-    return node;
-  }
-
-  emitN(
-    opType: string,
-    inputs: readonly string[],
-    n: number,
-    attrs: Record<string, AttrValue> = {},
-  ): string[] {
-    const outs = Array.from({ length: n }, () => this.fresh(`grad/${opType.toLowerCase()}`));
-    this.append(opType, inputs, outs, attrs);
-    return outs;
-  }
-
   emit(opType: string, inputs: readonly string[], attrs: Record<string, AttrValue> = {}): string {
     return this.emitN(opType, inputs, 1, attrs)[0];
   }
 
   /** A constant tensor shared by every use. */
   constant(values: readonly number[], dims: readonly number[], dtype: number): string {
-    const key = `${dtype}:${dims.join("x")}:${values.join(",")}`;
-    let name = this.#consts.get(key);
-    if (!name) {
-      name = this.fresh("grad/const");
-      this.initializers.push(tensorFromNumbers(name, values, dims, dtype));
-      this.#consts.set(key, name);
-    }
-    return name;
-  }
-
-  shapeOf(v: string): string {
-    let s = this.#shapes.get(v);
-    if (!s) {
-      s = this.emit("Shape", [v]);
-      this.#shapes.set(v, s);
-    }
-    return s;
-  }
-
-  zerosLike(v: string): string {
-    const dtype = this.info.dtype.get(v) ?? DataType.FLOAT;
-    return this.emit("ConstantOfShape", [this.shapeOf(v)], {
-      value: tensorFromNumbers("value", [0], [1], dtype),
-    });
+    return this.sharedConstant(
+      `${dtype}:${dims.join("x")}:${values.join(",")}`,
+      "const",
+      values,
+      dims,
+      dtype,
+    );
   }
 
   /** The node list without nodes whose results nothing needs. */

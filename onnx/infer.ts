@@ -502,21 +502,33 @@ export function inferGraph(graph: IGraphProto, opset: number): Inferred {
   return { dtype, shape, value };
 }
 
+/** The kernel, strides, dilations and pads of a convolution-like node (ONNX defaults filled in). */
+interface Window {
+  kernel: number[];
+  strides: number[];
+  dil: number[];
+  pads: number[];
+}
+
+/** The node's {@link Window}, the kernel taken from `w` when not an attribute; undefined when unknown. */
+function windowOf(node: INodeProto, w: SShape): Window | undefined {
+  const kernel = attrInts(node, "kernel_shape") ?? (w ? (w.slice(2) as number[]) : undefined);
+  if (!kernel || kernel.some((k) => typeof k !== "number")) return undefined;
+  return {
+    kernel,
+    strides: attrInts(node, "strides") ?? kernel.map(() => 1),
+    dil: attrInts(node, "dilations") ?? kernel.map(() => 1),
+    pads: attrInts(node, "pads") ?? kernel.map(() => 0).concat(kernel.map(() => 0)),
+  };
+}
+
 function convLikeShape(node: INodeProto, x: SShape, w: SShape): SShape {
   if (!x) return null;
   const n = x.length - 2;
-  const kernel = attrInts(node, "kernel_shape") ?? (w ? (w.slice(2) as number[]) : undefined);
   const outC = node.opType === "Conv" ? (w ? w[0] : null) : x[1];
-  if (!kernel || kernel.some((k) => typeof k !== "number")) {
-    return [
-      x[0],
-      outC,
-      ...x.slice(2).map(() => null),
-    ];
-  }
-  const strides = attrInts(node, "strides") ?? kernel.map(() => 1);
-  const dil = attrInts(node, "dilations") ?? kernel.map(() => 1);
-  const pads = attrInts(node, "pads") ?? kernel.map(() => 0).concat(kernel.map(() => 0));
+  const win = windowOf(node, w);
+  if (!win) return [x[0], outC, ...x.slice(2).map(() => null)];
+  const { kernel, strides, dil, pads } = win;
   const auto = (getAttribute(node, "auto_pad") as string | undefined) ?? "NOTSET";
   const ceil = attrInt(node, "ceil_mode", 0);
   const spatial: SDim[] = [];
@@ -544,17 +556,9 @@ function convTransposeShape(node: INodeProto, x: SShape, w: SShape): SShape {
   const explicit = attrInts(node, "output_shape");
   if (explicit) return [x[0], outC, ...explicit.slice(-(x.length - 2))];
   const n = x.length - 2;
-  const kernel = attrInts(node, "kernel_shape") ?? (w ? (w.slice(2) as number[]) : undefined);
-  if (!kernel || kernel.some((k) => typeof k !== "number")) {
-    return [
-      x[0],
-      outC,
-      ...x.slice(2).map(() => null),
-    ];
-  }
-  const strides = attrInts(node, "strides") ?? kernel.map(() => 1);
-  const dil = attrInts(node, "dilations") ?? kernel.map(() => 1);
-  const pads = attrInts(node, "pads") ?? kernel.map(() => 0).concat(kernel.map(() => 0));
+  const win = windowOf(node, w);
+  if (!win) return [x[0], outC, ...x.slice(2).map(() => null)];
+  const { kernel, strides, dil, pads } = win;
   const outPad = attrInts(node, "output_padding") ?? kernel.map(() => 0);
   const auto = (getAttribute(node, "auto_pad") as string | undefined) ?? "NOTSET";
   const spatial: SDim[] = [];

@@ -28,25 +28,16 @@ import {
   type IModelProto,
   type INodeProto,
   isFloatType,
-  type ITensorProto,
   modelOpset,
   type ModelProto,
   type NodeProto,
   onnx,
   tensorDims,
-  tensorFromNumbers,
-  type TensorProto,
   tensorValues,
   type ValueInfoProto,
 } from "./proto.ts";
-import {
-  broadcastKeeps,
-  broadcastShapes,
-  inferGraph,
-  type Inferred,
-  sameShape,
-  type SShape,
-} from "./infer.ts";
+import { broadcastKeeps, broadcastShapes, inferGraph, sameShape, type SShape } from "./infer.ts";
+import { GraphRewriter } from "./rewrite.ts";
 
 /** Thrown when a graph cannot be differentiated; `operators` names the operators at fault. */
 export class JvpError extends Error {
@@ -152,120 +143,49 @@ export function jvpModel(model: IModelProto, options: JvpOptions = {}): ModelPro
 }
 
 /** The state of one transformation: names, emitted nodes, tangents. */
-class Transformer {
-  readonly info: Inferred;
-  readonly nodes: NodeProto[] = [];
+class Transformer extends GraphRewriter {
   readonly emitted = new Set<NodeProto>();
-  readonly initializers: TensorProto[] = [];
   /** Tangent of each value that has one. */
   readonly tangent = new Map<string, string>();
   /** Values whose tangent cannot be computed, with why. */
   readonly poison = new Map<string, Poison[]>();
   /** The original node that computes each value (for rules that recognise a pattern, e.g. x·σ(x)). */
   readonly producer = new Map<string, NodeProto>();
-  /** The model's initializers by name. */
-  readonly constants = new Map<string, ITensorProto>();
-  readonly #names = new Set<string>();
-  readonly #constants = new Map<string, string>();
-  readonly #shapes = new Map<string, string>();
-  #counter = 0;
 
   constructor(model: IModelProto, readonly opset: number) {
     const g = model.graph!;
-    this.info = inferGraph(g, opset);
-    for (const v of [...(g.input ?? []), ...(g.output ?? []), ...(g.valueInfo ?? [])]) {
-      this.#names.add(v.name!);
-    }
-    for (const t of g.initializer ?? []) {
-      this.#names.add(t.name!);
-      this.constants.set(t.name!, t);
-    }
-    for (const n of g.node ?? []) {
-      if (n.name) this.#names.add(n.name);
-      for (const o of n.output ?? []) this.#names.add(o);
-    }
+    super(g, inferGraph(g, opset), "jvp");
   }
 
-  reserve(name: string): string {
-    if (this.#names.has(name)) throw new JvpError(`name '${name}' is already used in the graph`, []);
-    this.#names.add(name);
-    return name;
-  }
-
-  fresh(prefix: string): string {
-    let name: string;
-    do name = `${prefix}__${this.#counter++}`; while (this.#names.has(name));
-    this.#names.add(name);
-    return name;
+  protected nameTaken(name: string): Error {
+    return new JvpError(`name '${name}' is already used in the graph`, []);
   }
 
   /** Appends a tangent-computation node with explicit output names. */
-  append(
+  override append(
     opType: string,
     inputs: readonly string[],
     outputs: readonly string[],
     attrs: Record<string, AttrValue> | IAttributeProto[] = {},
   ): NodeProto {
-    const attribute_ = Array.isArray(attrs) ? attrs : Object.entries(attrs).map(([k, v]) => attribute(k, v));
-    const node = onnx.NodeProto.create({
-      opType,
-      domain: "",
-      name: this.fresh(`jvp/${opType}`),
-      input: [...inputs],
-      output: [...outputs],
-      attribute: attribute_,
-    });
-    this.nodes.push(node);
+    const node = super.append(opType, inputs, outputs, attrs);
     this.emitted.add(node);
     return node;
   }
 
   /** Appends a node with `n` fresh outputs and returns their names. */
   emit(opType: string, inputs: readonly string[], attrs: Record<string, AttrValue> = {}, n = 1): string[] {
-    const outs = Array.from({ length: n }, () => this.fresh(`jvp/${opType.toLowerCase()}`));
-    this.append(opType, inputs, outs, attrs);
-    return outs;
+    return this.emitN(opType, inputs, n, attrs);
   }
 
   /** A scalar constant of element type `dtype`, shared by every use. */
   scalar(value: number, dtype: number): string {
-    const key = `${dtype}:${value}`;
-    let name = this.#constants.get(key);
-    if (!name) {
-      name = this.fresh(`jvp/const`);
-      this.initializers.push(tensorFromNumbers(name, [value], [], dtype));
-      this.#constants.set(key, name);
-    }
-    return name;
+    return this.sharedConstant(`${dtype}:${value}`, "const", [value], [], dtype);
   }
 
   /** A 1-D int64 constant. */
   ints(values: readonly number[]): string {
-    const key = `ints:${values.join(",")}`;
-    let name = this.#constants.get(key);
-    if (!name) {
-      name = this.fresh(`jvp/ints`);
-      this.initializers.push(tensorFromNumbers(name, values, [values.length], DataType.INT64));
-      this.#constants.set(key, name);
-    }
-    return name;
-  }
-
-  /** Shape(v), computed once per value. */
-  shapeOf(v: string): string {
-    let s = this.#shapes.get(v);
-    if (!s) {
-      s = this.emit("Shape", [v])[0];
-      this.#shapes.set(v, s);
-    }
-    return s;
-  }
-
-  /** Zeros shaped like `v` (in v's element type). */
-  zerosLike(v: string): string {
-    const dtype = this.info.dtype.get(v) ?? DataType.FLOAT;
-    const value = tensorFromNumbers("value", [0], [1], dtype);
-    return this.emit("ConstantOfShape", [this.shapeOf(v)], { value })[0];
+    return this.sharedConstant(`ints:${values.join(",")}`, "ints", values, [values.length], DataType.INT64);
   }
 
   /** Copies a node into the output graph, then appends the nodes of its output tangents. */

@@ -116,7 +116,11 @@ export const EncodeResponse = z.object({
   timings: Timings,
 }).meta({ id: "EncodeResponse" });
 
-/** SSE `progress` event data. Without a per-step stream from the worker, `step` advances per chunk. */
+/**
+ * SSE `progress` event data: `queued` (step 0), one `running` event per solver step (step 0 … steps − 1,
+ * in order; functions/sampling.ts), an event per finished chunk (`done` grows), the last with phase
+ * `done` and step = steps. From a worker that does not stream steps, only the chunk events come.
+ */
 export const ProgressEvent = z.object({
   step: z.int(),
   steps: z.int(),

@@ -13,6 +13,15 @@ import { Bytes } from "./tensor.ts";
 export const PROTOCOL_VERSION = 1;
 export const SIGNATURE_HEADER = "x-genie-signature";
 export const MSGPACK = "application/msgpack";
+/**
+ * Content type of a streamed `POST /v1/batch` answer (request field `stream: true`): a sequence of
+ * frames, each a 4-byte big-endian length then one msgpack map of that many bytes. Progress frames
+ * `{v:1, id, progress:{step, steps}}` come first (one per solver step, `step` 0-based, in order), then
+ * one final frame: the normal response object, or the normal error object with its HTTP status added
+ * as `status` (the HTTP status of a streamed answer is 200; errors found before streaming starts keep
+ * their normal status and body).
+ */
+export const MSGPACK_STREAM = "application/x-msgpack-stream";
 
 const solve = {
   v: z.literal(PROTOCOL_VERSION),
@@ -38,6 +47,8 @@ export const BatchRequest = z.object({
   class: z.int().min(0).optional(),
   guidance: z.number().optional(),
   genie_derivative: z.enum(DERIVATIVE_SOURCES).optional(),
+  /** Answer as a {@link MSGPACK_STREAM} with per-step progress frames. */
+  stream: z.boolean().optional(),
 });
 export type BatchRequest = z.infer<typeof BatchRequest>;
 
@@ -70,6 +81,72 @@ export const WorkerError = z.looseObject({
   error: z.looseObject({ code: z.string(), message: z.string() }),
 });
 export type WorkerError = z.infer<typeof WorkerError>;
+
+/** A progress frame of a streamed answer. */
+export const ProgressFrame = z.looseObject({
+  v: z.literal(PROTOCOL_VERSION),
+  id: z.string().optional(),
+  progress: z.looseObject({ step: z.int().min(0), steps: z.int().min(0) }),
+});
+export type ProgressFrame = z.infer<typeof ProgressFrame>;
+
+/** One frame of a {@link MSGPACK_STREAM}: the 4-byte big-endian length, then the msgpack body. */
+export function frame(body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + body.byteLength);
+  new DataView(out.buffer).setUint32(0, body.byteLength);
+  out.set(body, 4);
+  return out;
+}
+
+/**
+ * The frame bodies of a {@link MSGPACK_STREAM}, as they arrive. Throws on a frame over `maxFrame`
+ * bytes or a stream that ends inside a frame.
+ */
+export async function* readFrames(
+  body: ReadableStream<Uint8Array>,
+  maxFrame: number,
+): AsyncGenerator<Uint8Array> {
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let have = 0;
+  // Removes the first k bytes (k ≤ have) from the queue.
+  const take = (k: number): Uint8Array => {
+    const out = new Uint8Array(k);
+    let at = 0;
+    while (at < k) {
+      const c = chunks[0], m = Math.min(c.byteLength, k - at);
+      out.set(c.subarray(0, m), at);
+      at += m;
+      if (m === c.byteLength) chunks.shift();
+      else chunks[0] = c.subarray(m);
+    }
+    have -= k;
+    return out;
+  };
+  let len = -1;
+  try {
+    for (;;) {
+      for (;;) {
+        if (len < 0 && have >= 4) {
+          len = new DataView(take(4).buffer).getUint32(0);
+          if (len > maxFrame) throw new Error(`stream frame of ${len} bytes exceeds ${maxFrame}`);
+        }
+        if (len < 0 || have < len) break;
+        const out = take(len);
+        len = -1;
+        yield out;
+      }
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      have += value.byteLength;
+    }
+  } finally {
+    // Stops the transfer when the reader gives up early (a no-op once the stream has ended).
+    await reader.cancel().catch(() => {});
+  }
+  if (len >= 0 || have > 0) throw new Error("the stream ended inside a frame");
+}
 
 /** Hex HMAC-SHA-256 of `body` with `secret` (web crypto), as sent in `x-genie-signature: sha256=<hex>`. */
 export async function signBody(secret: string, body: Uint8Array): Promise<string> {

@@ -19,6 +19,8 @@
  */
 import { parseArgs } from "node:util";
 import { decode as mpDecode } from "@msgpack/msgpack";
+import { freePort, spawnServer, stopServers, taskArgs } from "../../bench/procs.ts";
+import { median } from "../../bench/stats.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -43,80 +45,33 @@ const SECRET = "bench-secret";
 const START = "<!-- bench:jobs:start -->";
 const END = "<!-- bench:jobs:end -->";
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const f = (x: number, d = 2) => x.toFixed(d);
-
-interface Proc {
-  url: string;
-  child: Deno.ChildProcess;
-}
-
-async function spawn(args: string[], env: Record<string, string>, name: string): Promise<Proc> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const found = Promise.withResolvers<string>();
-  const pump = async (s: ReadableStream<Uint8Array>, out: boolean) => {
-    let buf = "";
-    for await (const chunk of s.pipeThrough(new TextDecoderStream())) {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        const m = out ? /^listening on (http:\/\/\S+)/.exec(line) : null;
-        if (m) found.resolve(m[1]);
-        else if (/error|warn|jobs:/i.test(line) && !/legacy|onnxruntime|provider|open to anyone/.test(line)) {
-          console.error(`[${name}] ${line}`);
-        }
-      }
-    }
-  };
-  void pump(child.stdout, true);
-  void pump(child.stderr, false);
-  const url = await Promise.race([
-    found.promise,
-    child.status.then((s) => Promise.reject(new Error(`${name} exited with ${s.code}`))),
-  ]);
-  return { url, child };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-async function taskArgs(name: string): Promise<string[]> {
-  const tasks = JSON.parse(await Deno.readTextFile("deno.json")).tasks;
-  return (tasks[name] as string).split(/\s+/).slice(1);
-}
+/** Server output worth repeating: errors, warnings and job logs, less ORT's provider notices. */
+const showLine = (line: string) =>
+  /error|warn|jobs:/i.test(line) && !/legacy|onnxruntime|provider|open to anyone/.test(line);
 
 async function main() {
   const dir = await Deno.makeTempDir({ prefix: "genie-bench-jobs-" });
   console.error("starting the worker and the edge…");
-  const worker = await spawn(
+  const worker = await spawnServer(
     [...await taskArgs("worker"), "--port", String(freePort())],
     { GENIE_WORKER_SECRET: SECRET },
     "worker",
+    showLine,
   );
-  const edge = await spawn([...await taskArgs("serve"), "--port", "0"], {
-    GENIE_WORKER_URLS: worker.url,
-    GENIE_WORKER_SECRET: SECRET,
-    GENIE_EDGE_RATE_PER_MIN: "0",
-    GENIE_KV_PATH: `${dir}/jobs.kv`,
-    GENIE_RESULTS_DIR: `${dir}/results`,
-    GENIE_JOBS_PARALLEL: String(PARALLEL),
-  }, "edge");
+  const edge = await spawnServer(
+    [...await taskArgs("serve"), "--port", "0"],
+    {
+      GENIE_WORKER_URLS: worker.url,
+      GENIE_WORKER_SECRET: SECRET,
+      GENIE_EDGE_RATE_PER_MIN: "0",
+      GENIE_KV_PATH: `${dir}/jobs.kv`,
+      GENIE_RESULTS_DIR: `${dir}/results`,
+      GENIE_JOBS_PARALLEL: String(PARALLEL),
+    },
+    "edge",
+    showLine,
+  );
   try {
     const health = await (await fetch(`${worker.url}/healthz`)).json();
     const provider = health.providers?.[MODEL] ?? "?";
@@ -284,12 +239,7 @@ ${END}`;
     await Deno.writeTextFile(flags.out!, doc);
     console.log(section);
   } finally {
-    for (const p of [edge, worker]) {
-      try {
-        p.child.kill("SIGTERM");
-      } catch { /* gone */ }
-      await p.child.status;
-    }
+    await stopServers([edge, worker]);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }

@@ -8,7 +8,6 @@ import {
   type GaussianMixture,
   gmmAt,
   gmmEvaluator,
-  type GmmSpec,
   parseGmmSpec,
   singleGaussianTrajectory,
 } from "../../core/gmm.ts";
@@ -18,31 +17,11 @@ import { ddim } from "../../core/solvers/ddim.ts";
 import { genie } from "../../core/solvers/genie.ts";
 import { type Evaluator, runSolver } from "../../core/solvers/drive.ts";
 import type { DerivativeSource, EvalRequest, SolveInput, SolverFn } from "../../core/solvers/types.ts";
+import { normals, observedOrder, rk4LogGamma, SPEC_2D } from "./fixtures.ts";
 
 const schedule = vpLinearSchedule();
 
-/** A small deterministic generator (mulberry32) with Box–Muller normals. */
-function normals(seed: number, n: number): Float64Array {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return Float64Array.from(
-    { length: n },
-    () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform()),
-  );
-}
-
-const spec2d: GmmSpec = {
-  weights: [0.3, 0.5, 0.2],
-  means: [[-1, 0.5], [0.8, -0.3], [0.2, 1.2]],
-  stds: [0.15, 0.3, 0.08],
-};
-const mix = parseGmmSpec(spec2d);
+const mix = parseGmmSpec(SPEC_2D);
 const evaluate = gmmEvaluator(mix);
 const BATCH = 8;
 const latents = normals(2022, BATCH * mix.dim);
@@ -58,47 +37,9 @@ function solve(
   return runSolver(fn({ schedule, grid, x, batch: x.length / m.dim, dim: m.dim, ...opts }), ev);
 }
 
-/** Least-squares slope of log(err) against log(1/N): the observed order of convergence. */
-function order(ns: number[], errs: number[]): number {
-  const xs = ns.map((n) => -Math.log(n)), ys = errs.map(Math.log);
-  const mx = xs.reduce((a, b) => a + b) / xs.length, my = ys.reduce((a, b) => a + b) / ys.length;
-  let sxy = 0, sxx = 0;
-  for (let i = 0; i < xs.length; i++) {
-    sxy += (xs[i] - mx) * (ys[i] - my);
-    sxx += (xs[i] - mx) ** 2;
-  }
-  return sxy / sxx;
-}
-
-/**
- * The reference: classical RK4 on dx̄/dγ = ε(x̄, γ) written here (not a project solver), with M steps
- * uniform in log γ from t = 1 to t_min. Returns x at t_min (VP scale).
- */
-function rk4Reference(
-  m: GaussianMixture,
-  x: Float64Array,
-  M: number,
-  t0 = 1,
-  t1 = schedule.tMin,
-): Float64Array {
-  const d = m.dim, out = new Float64Array(x.length);
-  const l0 = Math.log(schedule.gamma(t0)), l1 = Math.log(schedule.gamma(t1));
-  const f = (xb: Float64Array, g: number) => gmmAt(m, xb, g).eps;
-  for (let b = 0; b < x.length / d; b++) {
-    let xb = Float64Array.from(x.subarray(b * d, (b + 1) * d), (v) => v / schedule.alpha(t0));
-    for (let j = 0; j < M; j++) {
-      const g = Math.exp(l0 + ((l1 - l0) * j) / M), gNext = Math.exp(l0 + ((l1 - l0) * (j + 1)) / M);
-      const h = gNext - g;
-      const k1 = f(xb, g);
-      const k2 = f(xb.map((v, i) => v + (h / 2) * k1[i]), g + h / 2);
-      const k3 = f(xb.map((v, i) => v + (h / 2) * k2[i]), g + h / 2);
-      const k4 = f(xb.map((v, i) => v + h * k3[i]), gNext);
-      xb = xb.map((v, i) => v + (h / 6) * (k1[i] + 2 * k2[i] + 2 * k3[i] + k4[i]));
-    }
-    out.set(xb.map((v) => v * schedule.alpha(t1)), b * d);
-  }
-  return out;
-}
+/** The reference: RK4 uniform in log γ from t = 1 to t_min (see {@link rk4LogGamma}). */
+const rk4Reference = (m: GaussianMixture, x: Float64Array, M: number, t0 = 1, t1 = schedule.tMin) =>
+  rk4LogGamma(m, schedule, x, M, t0, t1);
 
 const reference = rk4Reference(mix, latents, 4000);
 
@@ -114,7 +55,7 @@ function orderOf(fn: SolverFn, derivative: DerivativeSource, kind: "quadratic" |
   const errs = NS.map((steps) =>
     maxAbsDiff(solve(fn, makeGrid(schedule, { kind, steps }), { derivative }).x, reference)
   );
-  return { errs, p: order(NS, errs) };
+  return { errs, p: observedOrder(NS, errs) };
 }
 
 test("genie: DDIM converges at order 1 and GENIE (exact k) at order 2 on a mixture", () => {
@@ -261,7 +202,7 @@ test("genie: reproduces the single-Gaussian closed-form trajectory at order 2", 
       exact,
     )
   );
-  const p = order(ns, errs);
+  const p = observedOrder(ns, errs);
   assert(Math.abs(p - 2) < 0.25, `order ${p} (errors ${errs})`);
   assert(errs.every((e, i) => i === 0 || e < errs[i - 1]), `errors fall: ${errs}`);
   assert(errs[errs.length - 1] < 1e-4, `error at N=256: ${errs[errs.length - 1]}`);

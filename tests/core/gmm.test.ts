@@ -15,29 +15,13 @@ import {
 } from "../../core/gmm.ts";
 import { vpLinearSchedule } from "../../core/schedule.ts";
 import type { EvalRequest } from "../../core/solvers/types.ts";
+import { rng, SPEC_2D as spec2d } from "./fixtures.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
 /** Finite-difference step (float64). */
 const ETA = 1e-5;
-
-/** A small deterministic generator (mulberry32) with Box–Muller normals. */
-function rng(seed: number): { uniform: () => number; normal: () => number } {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const normal = () => {
-    const u = 1 - uniform(), v = uniform();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-  };
-  return { uniform, normal };
-}
 
 /** max|a − b| / max(|b|, |floor|): relative error, optionally against a larger scale. */
 function relErr(a: ArrayLike<number>, b: ArrayLike<number>, floor: ArrayLike<number> = []): number {
@@ -113,11 +97,6 @@ function randomSpec(d: number, K: number, seed: number, spread: number, sMin: nu
   };
 }
 
-const spec2d: GmmSpec = {
-  weights: [0.3, 0.5, 0.2],
-  means: [[-1, 0.5], [0.8, -0.3], [0.2, 1.2]],
-  stds: [0.15, 0.3, 0.08],
-};
 const spec50d = randomSpec(50, 20, 7, 0.35, 0.05, 1.0);
 
 /**

@@ -23,6 +23,7 @@ import { adamsBashforthWeights } from "../../core/solvers/ipndm.ts";
 import { phi, stepOrder } from "../../core/solvers/multistep.ts";
 import { getSolver, nfeFor } from "../../core/solvers/registry.ts";
 import type { SolveInput } from "../../core/solvers/types.ts";
+import { observedOrder } from "./fixtures.ts";
 
 const mixture = parseGmmSpec({
   weights: [0.5, 0.3, 0.2],
@@ -92,18 +93,6 @@ function solve(
 ) {
   const input: SolveInput = { schedule, grid, x, batch: x.length / DIM, dim: DIM, ...opts };
   return runSolver(getSolver(name).fn(input), gmmEvaluator(mix));
-}
-
-/** Least-squares slope of log(err) against log(N), negated: the observed order. */
-function observedOrder(ns: number[], errs: number[]): number {
-  const xs = ns.map(Math.log), ys = errs.map(Math.log);
-  const mx = xs.reduce((a, b) => a + b) / xs.length, my = ys.reduce((a, b) => a + b) / ys.length;
-  let sxy = 0, sxx = 0;
-  for (let i = 0; i < xs.length; i++) {
-    sxy += (xs[i] - mx) * (ys[i] - my);
-    sxx += (xs[i] - mx) ** 2;
-  }
-  return -sxy / sxx;
 }
 
 interface OrderCase {

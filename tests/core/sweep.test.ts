@@ -11,13 +11,10 @@ import { vpLinearSchedule } from "../../core/schedule.ts";
 import { runSolver } from "../../core/solvers/drive.ts";
 import { getSolver, nfeFor, type SolverInfo, solverNames, stepsForNfe } from "../../core/solvers/registry.ts";
 import { DERIVATIVE_SOURCES, type SolveInput, SolverError } from "../../core/solvers/types.ts";
+import { SPEC_2D } from "./fixtures.ts";
 
 const schedule = vpLinearSchedule();
-const mix = parseGmmSpec({
-  weights: [0.3, 0.5, 0.2],
-  means: [[-1, 0.5], [0.8, -0.3], [0.2, 1.2]],
-  stds: [0.15, 0.3, 0.08],
-});
+const mix = parseGmmSpec(SPEC_2D);
 // The head is answered by the analytic model's closed-form total derivative.
 const evaluate = gmmEvaluator(mix);
 const BATCH = 2, DIM = 2;

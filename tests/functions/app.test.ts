@@ -187,6 +187,52 @@ Deno.test("POST /v1/samples: SSE progress per chunk, then completed with the JSO
   });
 });
 
+Deno.test("POST /v1/samples: SSE with a streaming worker: one running event per step, in order", async () => {
+  for (const n of [3, 20]) { // one chunk; three chunks (8 + 8 + 4) aggregated
+    await withFake(
+      async (app, worker) => {
+        const res = await post(app, "/v1/samples", { ...MNIST, n, seed: 0, steps: 5 }, {
+          accept: "text/event-stream",
+        });
+        assertStrictEquals(res.status, 200);
+        const events = parseSse(await res.text());
+        assertEquals(events.map((e) => e.event).at(-1), "completed");
+        assert(events.slice(0, -1).every((e) => e.event === "progress"));
+        const progress = events.slice(0, -1).map((e) =>
+          e.data as { step: number; steps: number; done: number; phase: string }
+        );
+        assertEquals(progress[0].phase, "queued");
+        assert(progress.every((p) => p.steps === 5));
+        // Per-step events: step 0, 1, …, 4 once each, in order; chunk completions (done grows) keep
+        // the current step, so step never goes back.
+        const perStep = progress.filter((p, i) => p.phase === "running" && p.done === progress[i - 1].done);
+        assertEquals(perStep.map((p) => p.step), [0, 1, 2, 3, 4]);
+        const seen = progress.map((p) => p.step);
+        assertEquals(seen, [...seen].sort((a, b) => a - b));
+        if (n === 3) assertStrictEquals(progress.length, 1 + 5 + 1); // queued, 5 steps, done
+        assertEquals(progress.at(-1), { step: 5, steps: 5, done: n, n, phase: "done" });
+        assert(worker.batches.every((b) => b.stream === true));
+        assertStrictEquals((events.at(-1)!.data as { images: unknown[] }).images.length, n);
+      },
+      {},
+      { stream: true },
+    );
+  }
+});
+
+Deno.test("POST /v1/samples: JSON requests are not streamed", async () => {
+  await withFake(
+    async (app, worker) => {
+      const res = await post(app, "/v1/samples", { ...MNIST, n: 2, seed: 0, steps: 5 });
+      assertStrictEquals(res.status, 200);
+      await res.body?.cancel();
+      assert(worker.batches.every((b) => b.stream === undefined));
+    },
+    {},
+    { stream: true },
+  );
+});
+
 Deno.test("POST /v1/samples: SSE failures arrive as a failed event", async () => {
   await withFake(
     async (app) => {

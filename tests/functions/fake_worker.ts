@@ -44,6 +44,11 @@ export interface FakeWorkerOptions {
   delayMs?: number;
   /** Answer every batch with this error instead. */
   fail?: { status: number; code: string; message: string };
+  /**
+   * Honour `stream: true` on /v1/batch (length-prefixed msgpack frames: one progress frame per step,
+   * then the result). Off by default: the fake then answers plainly, like a worker without streaming.
+   */
+  stream?: boolean;
 }
 
 export interface FakeWorker {
@@ -153,7 +158,7 @@ export function startFakeWorker(options: FakeWorkerOptions = {}): Promise<FakeWo
       n = img.length / per;
       values = img.map((v) => v * 2);
     }
-    return reply(200, {
+    const result = {
       v: 1,
       id: msg.id,
       shape: [n, ...model.shape],
@@ -161,7 +166,28 @@ export function startFakeWorker(options: FakeWorkerOptions = {}): Promise<FakeWo
       nfe: steps,
       steps,
       timings: { queue_ms: 1, compute_ms: options.delayMs ?? 0 },
+    };
+    if (!(options.stream && msg.stream === true && path === "/v1/batch")) return reply(200, result);
+    const progress = Array.from(
+      { length: steps },
+      (_, step) => ({ v: 1, id: msg.id, progress: { step, steps } }),
+    );
+    const frames = [...progress, result].map((m) => {
+      const body = encode(m);
+      const out = new Uint8Array(4 + body.byteLength);
+      new DataView(out.buffer).setUint32(0, body.byteLength);
+      out.set(body, 4);
+      return out;
     });
+    return new Response(
+      new ReadableStream({
+        start(c) {
+          for (const f of frames) c.enqueue(f);
+          c.close();
+        },
+      }),
+      { status: 200, headers: { "content-type": "application/x-msgpack-stream" } },
+    );
   }
 
   const listening = Promise.withResolvers<number>();
@@ -197,6 +223,7 @@ if (import.meta.main) {
     port: Number(arg("--port") ?? 0),
     delayMs: Number(arg("--delay-ms") ?? 0),
     secret: arg("--secret"),
+    stream: Deno.args.includes("--stream"),
   });
   console.log(`listening on ${w.url}`);
 }

@@ -84,8 +84,16 @@ Deno.test({
           accept: "text/event-stream",
         });
         const events = parseSse(await sse.text());
-        assertEquals(events.map((e) => e.event), ["progress", "progress", "completed"]);
-        assertStrictEquals((events[2].data as { nfe: number }).nfe, 5);
+        // queued, one event per solver step (the worker streams them), done, completed
+        assertEquals(events.map((e) => e.event), [...Array(7).fill("progress"), "completed"]);
+        const progress = events.slice(0, -1).map((e) =>
+          e.data as { step: number; steps: number; phase: string }
+        );
+        assertEquals(
+          progress.map((p) => [p.phase, p.step, p.steps]),
+          [["queued", 0, 5], ...[0, 1, 2, 3, 4].map((s) => ["running", s, 5]), ["done", 5, 5]],
+        );
+        assertStrictEquals((events.at(-1)!.data as { nfe: number }).nfe, 5);
       });
 
       await t.step("the worker's own checks come back as 422 naming the field", async () => {

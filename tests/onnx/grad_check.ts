@@ -8,7 +8,7 @@
 import { encodeModel, type ModelProto } from "../../onnx/proto.ts";
 import { gradModel, type TrainingGraph, withLoss } from "../../onnx/grad.ts";
 import { createSession, type InferenceSession, runSession, type TensorInit } from "../../onnx/ort.ts";
-import { type Feed, rng } from "./jvp_check.ts";
+import { type Feed, rng, toInit } from "./jvp_check.ts";
 
 export interface GradCheckOptions {
   /** Parameters (initializers or float inputs) to check. */
@@ -32,19 +32,6 @@ export interface GradCheckResult {
   params: Record<string, { err: number; scale: number }>;
   grads: Record<string, Float32Array | Float64Array>;
   loss: number;
-}
-
-export function toInit(f: Feed): TensorInit {
-  switch (f.type) {
-    case "float32":
-      return { type: "float32", data: Float32Array.from(f.values), dims: f.dims };
-    case "float64":
-      return { type: "float64", data: Float64Array.from(f.values), dims: f.dims };
-    case "int64":
-      return { type: "int64", data: BigInt64Array.from(f.values, (v) => BigInt(v)), dims: f.dims };
-    case "bool":
-      return { type: "bool", data: Uint8Array.from(f.values), dims: f.dims };
-  }
 }
 
 /** The model with L = Σ_k Σ_i R_k[i]·y_k[i] appended (R_k from forward output shapes at `feeds`). */

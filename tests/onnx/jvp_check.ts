@@ -26,7 +26,8 @@ export interface Feed {
   values: number[];
 }
 
-function toInit(f: Feed): TensorInit {
+/** A feed as an ORT tensor of its type. */
+export function toInit(f: Feed): TensorInit {
   switch (f.type) {
     case "float32":
       return { type: "float32", data: Float32Array.from(f.values), dims: f.dims };
