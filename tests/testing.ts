@@ -17,7 +17,9 @@ export {
 /** Asserts |actual − expected| ≤ tol (absolute), with a message naming both. */
 export function assertClose(actual: number, expected: number, tol: number, what = "value"): void {
   if (!(Math.abs(actual - expected) <= tol)) {
-    throw new Error(`${what}: expected ${expected} ± ${tol}, got ${actual} (diff ${Math.abs(actual - expected)})`);
+    throw new Error(
+      `${what}: expected ${expected} ± ${tol}, got ${actual} (diff ${Math.abs(actual - expected)})`,
+    );
   }
 }
 

@@ -1,0 +1,261 @@
+/**
+ * The GENIE derivative head (GENIE.md §5) as ONNX graphs.
+ *
+ * Inputs: x_t, the network's prediction ε̂ (detached), the score network's last decoder feature map
+ * ("features", before the output norm/activation/conv) and its time (+class) embedding ("temb"), and γ_t.
+ *
+ *     concat(x, ε̂, features) → 3×3 conv to nf
+ *     → residual block: GroupNorm, SiLU, conv, + dense(SiLU(temb)) bias, GroupNorm, SiLU, conv, (in + h)/√2
+ *     → GroupNorm, SiLU → 3×3 conv to 3C channels = (k¹, k², k³)
+ *     k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²))
+ *
+ * The block's second conv and the output conv start near zero (gain `initGain`), so the untrained head
+ * gives k ≈ 0: GENIE starts as DDIM.
+ *
+ * - {@link buildHeadModel}: the trainable head alone (inputs x, eps, features, temb, gamma → k, and the
+ *   unmixed `k123`), the graph `deno task distill` differentiates with onnx/grad.ts.
+ * - {@link combinedHeadModel}: the served `head` graph (CONTRACTS.md §4): x, t, class → eps, deriv in ONE
+ *   run: the score network (exposing features and temb), γ(t) from the VP-linear schedule (in float64),
+ *   then the head with trained weights.
+ */
+import { type IModelProto, modelOpset, type ModelProto, onnx, valueInfo } from "./proto.ts";
+import { GraphBuilder } from "./proto.ts";
+
+export interface HeadOptions {
+  /** Image channels C (x and ε̂). */
+  channels: number;
+  /** Channels of the feature map. */
+  featureChannels: number;
+  /** Width of the time(+class) embedding. */
+  embed: number;
+  /** Head width nf. */
+  width: number;
+  /** GroupNorm groups. */
+  groups: number;
+  /** Scale of the initial weights of the block's second conv and the output conv. */
+  initGain: number;
+  seed: number;
+}
+
+export const HEAD_DEFAULTS: HeadOptions = {
+  channels: 1,
+  featureChannels: 32,
+  embed: 128,
+  width: 16,
+  groups: 4,
+  initGain: 1e-2,
+  seed: 7,
+};
+
+/** mulberry32 (as onnx/unet.ts): deterministic initial weights from a seed. */
+function uniform(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Values of the head's inputs inside a graph under construction. */
+export interface HeadInputs {
+  x: string;
+  eps: string;
+  features: string;
+  temb: string;
+  /** γ_t, float32 [B]. */
+  gamma: string;
+}
+
+/** Supplies a parameter's values: initial (from the seed) or trained. */
+export type ParamSource = (name: string, dims: number[], init: () => Float32Array) => Float32Array;
+
+/**
+ * Appends the head to `g`; returns the mixed derivative `k`, the raw `k123` [B, 3C, H, W] and the
+ * parameter names (all `head.*`).
+ */
+export function addHead(
+  g: GraphBuilder,
+  inp: HeadInputs,
+  options: Partial<HeadOptions> = {},
+  source: ParamSource = (_n, _d, init) => init(),
+): { k: string; k123: string; params: string[]; count: number } {
+  const o = { ...HEAD_DEFAULTS, ...options };
+  const { channels: C, width: nf, groups: G, embed: E } = o;
+  const random = uniform(o.seed);
+  const params: string[] = [];
+  let count = 0;
+  const param = (name: string, dims: number[], init: (i: number) => number) => {
+    const n = dims.reduce((a, b) => a * b, 1);
+    const data = source(name, dims, () => Float32Array.from({ length: n }, (_, i) => init(i)));
+    if (data.length !== n) throw new Error(`head parameter ${name}: ${data.length} values for ${n}`);
+    params.push(g.initializer(name, data, dims));
+    count += n;
+    return name;
+  };
+  const heUniform = (fanIn: number, gain = 1) => () => gain * (2 * random() - 1) * Math.sqrt(3 / fanIn);
+  const i64 = (v: number[]) => g.constant(v, [v.length], "int64");
+  const f32 = (v: number) => g.constant(v, [], "float32");
+  const silu = (h: string) => g.op("Mul", [h, g.op("Sigmoid", [h])]);
+  const conv = (h: string, cin: number, cout: number, name: string, gain = 1) =>
+    g.op("Conv", [
+      h,
+      param(`${name}.w`, [cout, cin, 3, 3], heUniform(cin * 9, gain)),
+      param(`${name}.b`, [cout], () => 0),
+    ], { pads: [1, 1, 1, 1] });
+  const groupNorm = (h: string, c: number, name: string) => {
+    const grouped = g.op("Reshape", [h, i64([0, G, -1])]);
+    const xc = g.op("Sub", [grouped, g.op("ReduceMean", [grouped], { axes: [2] })]);
+    const variance = g.op("ReduceMean", [g.op("Mul", [xc, xc])], { axes: [2] });
+    const normed = g.op("Div", [xc, g.op("Sqrt", [g.op("Add", [variance, f32(1e-5)])])]);
+    const back = g.op("Reshape", [normed, g.op("Shape", [h])]);
+    const scale = param(`${name}.scale`, [c, 1, 1], () => 1);
+    return g.op("Add", [g.op("Mul", [back, scale]), param(`${name}.bias`, [c, 1, 1], () => 0)]);
+  };
+
+  const cin = 2 * C + o.featureChannels;
+  const input = g.op("Concat", [inp.x, inp.eps, inp.features], { axis: 1 });
+  const h0 = conv(input, cin, nf, "head.in");
+  let a = conv(silu(groupNorm(h0, nf, "head.res.norm0")), nf, nf, "head.res.conv0");
+  const bias = g.op("Gemm", [
+    silu(inp.temb),
+    param("head.res.temb.w", [E, nf], heUniform(E)),
+    param("head.res.temb.b", [nf], () => 0),
+  ]);
+  a = g.op("Add", [a, g.op("Unsqueeze", [bias, i64([2, 3])])]);
+  a = conv(silu(groupNorm(a, nf, "head.res.norm1")), nf, nf, "head.res.conv1", o.initGain);
+  const h1 = g.op("Mul", [g.op("Add", [h0, a]), f32(Math.SQRT1_2)]);
+  const k123 = conv(silu(groupNorm(h1, nf, "head.out.norm")), nf, 3 * C, "head.out", o.initGain);
+
+  // k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²)), coefficients per sample [B, 1, 1, 1]
+  const gam = g.op("Unsqueeze", [inp.gamma, i64([1, 2, 3])]);
+  const onePlus = g.op("Add", [f32(1), g.op("Mul", [gam, gam])]);
+  const c1 = g.op("Neg", [g.op("Reciprocal", [gam])]);
+  const c2 = g.op("Div", [gam, onePlus]);
+  const c3 = g.op("Reciprocal", [g.op("Mul", [gam, onePlus])]);
+  const [k1, k2, k3] = g.node("Split", [k123, i64([C, C, C])], 3, { axis: 1 });
+  const k = g.op("Add", [
+    g.op("Add", [g.op("Mul", [k1, c1]), g.op("Mul", [k2, c2])]),
+    g.op("Mul", [k3, c3]),
+  ]);
+  return { k, k123, params, count };
+}
+
+/** The mixing formula on plain arrays (reference for tests): k per element, γ per sample. */
+export function mixDerivative(
+  k1: ArrayLike<number>,
+  k2: ArrayLike<number>,
+  k3: ArrayLike<number>,
+  gamma: ArrayLike<number>,
+): Float64Array {
+  const per = k1.length / gamma.length, out = new Float64Array(k1.length);
+  for (let i = 0; i < out.length; i++) {
+    const g = gamma[Math.floor(i / per)], g2 = 1 + g * g;
+    out[i] = -k1[i] / g + (k2[i] * g) / g2 + k3[i] / (g * g2);
+  }
+  return out;
+}
+
+export interface HeadModel {
+  model: ModelProto;
+  params: string[];
+  count: number;
+}
+
+/**
+ * The trainable head alone: inputs x, eps [B, C, S, S], features [B, F, S, S], temb [B, E], gamma [B];
+ * outputs k [B, C, S, S] (mixed) and k123 [B, 3C, S, S].
+ */
+export function buildHeadModel(
+  size: number,
+  options: Partial<HeadOptions> = {},
+  source?: ParamSource,
+): HeadModel {
+  const o = { ...HEAD_DEFAULTS, ...options };
+  const g = new GraphBuilder("genie-head", { opset: 17 });
+  const img = ["B", o.channels, size, size];
+  const inputs: HeadInputs = {
+    x: g.input("x", "float32", img),
+    eps: g.input("eps", "float32", img),
+    features: g.input("features", "float32", ["B", o.featureChannels, size, size]),
+    temb: g.input("temb", "float32", ["B", o.embed]),
+    gamma: g.input("gamma", "float32", ["B"]),
+  };
+  const { k, k123, params, count } = addHead(g, inputs, o, source);
+  g.node("Identity", [k], ["k"]);
+  g.node("Identity", [k123], ["k123"]);
+  g.output("k", "float32", img);
+  g.output("k123", "float32", ["B", 3 * o.channels, size, size]);
+  return { model: g.model(), params, count };
+}
+
+/**
+ * The served head graph: the score network `unet` (whose graph holds the values "eps", "features" and
+ * "temb", inputs x, t[, class]) followed by the head with the trained values `params`; γ(t) of the
+ * VP-linear schedule (β_min, β_max) computed in float64 as sqrt(exp(B) − 1). Outputs: eps, deriv.
+ */
+export function combinedHeadModel(
+  unet: IModelProto,
+  params: Readonly<Record<string, Float32Array>>,
+  options: Partial<HeadOptions> = {},
+  schedule: { betaMin: number; betaMax: number } = { betaMin: 0.1, betaMax: 20 },
+): ModelProto {
+  const graph = unet.graph!;
+  const opset = modelOpset(unet);
+  const g = new GraphBuilder(`${graph.name ?? "unet"}-genie-head`, { opset });
+  const reserve = (name: string) => {
+    try {
+      g.reserve(name);
+    } catch {
+      // already reserved
+    }
+  };
+  for (const v of [...(graph.input ?? []), ...(graph.output ?? [])]) reserve(v.name!);
+  for (const t of graph.initializer ?? []) reserve(t.name!);
+  for (const n of graph.node ?? []) {
+    if (n.name) reserve(n.name);
+    for (const out of n.output ?? []) if (out) reserve(out);
+  }
+  const eps = (graph.output ?? []).find((o) => o.name === "eps");
+  if (!eps) throw new Error("the score network has no output 'eps'");
+  const num = (v: number) => g.constant(new Float64Array([v]), [], "float64");
+  const td = g.op("Cast", ["t"], { to: 11 });
+  const betaD = schedule.betaMax - schedule.betaMin;
+  const B = g.op("Add", [
+    g.op("Mul", [num(schedule.betaMin), td]),
+    g.op("Mul", [num(0.5 * betaD), g.op("Mul", [td, td])]),
+  ]);
+  const gamma = g.op("Cast", [g.op("Sqrt", [g.op("Sub", [g.op("Exp", [B]), num(1)])])], { to: 1 });
+  const { k, params: names } = addHead(
+    g,
+    { x: "x", eps: "eps", features: "features", temb: "temb", gamma },
+    options,
+    (name) => {
+      const v = params[name];
+      if (!v) throw new Error(`no trained value for head parameter ${name}`);
+      return v;
+    },
+  );
+  const missing = Object.keys(params).filter((n) => !names.includes(n));
+  if (missing.length) throw new Error(`trained values for unknown head parameters: ${missing.join(", ")}`);
+  g.node("Identity", [k], ["deriv"]);
+  const shape = eps.type?.tensorType?.shape;
+  return onnx.ModelProto.create({
+    ...unet,
+    graph: onnx.GraphProto.create({
+      ...graph,
+      name: g.name,
+      node: [...(graph.node ?? []), ...g.nodes],
+      initializer: [...(graph.initializer ?? []), ...g.initializers],
+      output: [
+        eps,
+        onnx.ValueInfoProto.create({
+          ...valueInfo("deriv", "float32"),
+          type: { tensorType: { elemType: 1, shape } },
+        }),
+      ],
+    }),
+  });
+}

@@ -1,0 +1,99 @@
+/**
+ * The shipped models: models/mnist-unet loads in the worker's engine with its head (one call gives eps
+ * and deriv), GENIE samples with `genie_derivative: "head"`, and models/mnist-classifier classifies.
+ */
+import { assert, assertEquals, describe, it, maxAbsDiff } from "../testing.ts";
+import { openModel } from "../../gpu-worker/engine.ts";
+import { readManifest } from "../../gpu-worker/manifest.ts";
+import { gaussianNoise } from "../../core/rng.ts";
+import { makeGrid } from "../../core/grid.ts";
+import { genie } from "../../core/solvers/genie.ts";
+import { runSolverAsync } from "../../core/solvers/drive.ts";
+import { withClasses } from "../../core/guidance.ts";
+import { classify, loadClassifier } from "../../training/classifier.ts";
+import { floats, post, startApp } from "../gpu-worker/helpers.ts";
+import { loadDigits, PIXELS, splitIndices } from "../../training/common.ts";
+
+const MODELS = new URL("../../models", import.meta.url).pathname;
+
+describe("shipped models", () => {
+  it("mnist-unet: manifest, head graph in one call (eps identical to eps.onnx), GENIE with its head", async () => {
+    const info = readManifest(`${MODELS}/mnist-unet`);
+    assertEquals(info.manifest.shape, [1, 28, 28]);
+    assertEquals(info.manifest.classes, { count: 10, null_class: 10 });
+    assert(info.manifest.graphs.head, "model.json names no head graph");
+    const model = await openModel("mnist-unet", MODELS, { providers: ["cpu"], threads: 1 });
+    try {
+      assertEquals(model.derivatives[0], "head");
+      const B = 2, x = new Float64Array(B * PIXELS);
+      for (let b = 0; b < B; b++) x.set(gaussianNoise(b, 0, PIXELS).map((v) => 0.5 * v), b * PIXELS);
+      const req = { x, t: Float64Array.of(0.3, 0.7), classes: Int32Array.of(3, 10), step: 0, steps: 1 };
+      const withDeriv = await model.evaluate({ ...req, want: "eps+deriv" });
+      const epsOnly = await model.evaluate({ ...req, want: "eps" });
+      assert(withDeriv.deriv && withDeriv.deriv.length === B * PIXELS);
+      assert(withDeriv.deriv.every(Number.isFinite) && withDeriv.deriv.some((v) => v !== 0));
+      assertEquals(maxAbsDiff(withDeriv.eps, epsOnly.eps), 0);
+      const before = model.ortStats.calls;
+      const grid = makeGrid(model.schedule, { kind: "quadratic", steps: 4 });
+      const x0 = new Float64Array(B * PIXELS);
+      for (let b = 0; b < B; b++) x0.set(gaussianNoise(100 + b, 0, PIXELS), b * PIXELS);
+      const run = withClasses(
+        genie({
+          schedule: model.schedule,
+          grid,
+          x: x0,
+          batch: B,
+          dim: PIXELS,
+          afs: true,
+          derivative: "head",
+        }),
+        Int32Array.of(1, 7),
+      );
+      const { x: out, stats } = await runSolverAsync(run, model.evaluate);
+      assertEquals(stats.nfe, 3);
+      assertEquals(model.ortStats.calls - before, 3, "one ORT call per GENIE step with the head");
+      assert(out.every(Number.isFinite));
+    } finally {
+      await model.close();
+    }
+  });
+
+  it('the worker serves mnist-unet with genie_derivative "head" (one deriv call per step, guided too)', async () => {
+    const app = await startApp({ modelsDir: MODELS, models: ["mnist-unet"] });
+    try {
+      for (const extra of [{ class: 4 }, { class: 4, guidance: 2 }]) {
+        const r = await post(app, "/v1/batch", {
+          v: 1,
+          id: "h",
+          model: "mnist-unet",
+          solver: "genie",
+          genie_derivative: "head",
+          nfe: 4,
+          seeds: [1, 2],
+          ...extra,
+        });
+        assertEquals(r.status, 200, JSON.stringify(r.body));
+        assertEquals(r.body.genie_derivative, "head");
+        assertEquals(r.body.nfe, 4);
+        assertEquals(r.body.deriv_evals, 4);
+        const data = floats(r.body.data);
+        assertEquals(data.length, 2 * PIXELS);
+        assert(data.every(Number.isFinite));
+      }
+    } finally {
+      await app.shutdown();
+    }
+  });
+
+  it("mnist-classifier: held-out digits are classified (≥ 95% on 300)", async () => {
+    const digits = await loadDigits();
+    const [, held] = splitIndices(digits.count, 1);
+    const pick = held.slice(0, 300);
+    const images = new Float32Array(pick.length * PIXELS);
+    pick.forEach((k, i) => images.set(digits.pixels.subarray(k * PIXELS, (k + 1) * PIXELS), i * PIXELS));
+    const { labels, features } = await classify(await loadClassifier(`${MODELS}/mnist-classifier`), images);
+    assertEquals(features.length, pick.length * 128);
+    const acc = labels.reduce((n, l, i) => n + (l === digits.labels[pick[i]] ? 1 : 0), 0) / pick.length;
+    assert(acc >= 0.95, `accuracy ${acc}`);
+  });
+});

