@@ -20,6 +20,7 @@
  */
 import { type IModelProto, modelOpset, type ModelProto, onnx, valueInfo } from "./proto.ts";
 import { GraphBuilder } from "./proto.ts";
+import { uniform } from "./init.ts";
 
 export interface HeadOptions {
   /** Image channels C (x and ε̂). */
@@ -46,18 +47,6 @@ export const HEAD_DEFAULTS: HeadOptions = {
   initGain: 1e-2,
   seed: 7,
 };
-
-/** mulberry32 (as onnx/unet.ts): deterministic initial weights from a seed. */
-function uniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Values of the head's inputs inside a graph under construction. */
 export interface HeadInputs {

@@ -15,6 +15,7 @@
  * untrained model predicts ε = 0.
  */
 import { GraphBuilder, type ModelProto } from "./proto.ts";
+import { uniform } from "./init.ts";
 
 export interface UNetOptions {
   channels: number;
@@ -55,18 +56,6 @@ export interface UNet {
   params: string[];
   /** Number of trainable values. */
   count: number;
-}
-
-/** mulberry32: deterministic initial weights from a seed. */
-function uniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Builds the U-Net (options default to a 28×28 one-channel model of about 0.6 M parameters). */

@@ -31,20 +31,9 @@ import {
   splitIndices,
   writeAtomic,
 } from "./common.ts";
+import { uniform } from "../onnx/init.ts";
 
 export const FEATURE_DIM = 128;
-
-/** mulberry32 initial weights. */
-function uniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The classifier graph: x [B, 1, 28, 28] → logits [B, 10], features [B, 128]. */
 export function buildClassifier(seed = 3): { model: ModelProto; params: string[]; count: number } {
