@@ -3,6 +3,7 @@
  * float32 pixels in [−1, 1], a tiny flag parser, progress lines and atomic file writes.
  */
 import { rngStream } from "../core/rng.ts";
+import { type LrSchedule, lrSchedule } from "../onnx/train.ts";
 
 /** Side of an MNIST digit. */
 export const SIZE = 28;
@@ -111,4 +112,18 @@ export async function writeAtomic(path: string, data: Uint8Array | string): Prom
 /** Prints a line on stderr. */
 export function log(line: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
+}
+
+/**
+ * The training runs' learning-rate schedule: linear warm-up (at most half the run), then cosine decay
+ * from `lr` to `minLr` at the last step.
+ */
+export function warmupCosine(f: { lr: number; warmup: number; steps: number; minLr: number }): LrSchedule {
+  return lrSchedule({
+    lr: f.lr,
+    warmup: Math.min(f.warmup, Math.floor(f.steps / 2)),
+    decay: "cosine",
+    total: f.steps,
+    minLr: f.minLr,
+  });
 }

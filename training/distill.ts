@@ -25,8 +25,17 @@ import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
 import { buildHeadModel, combinedHeadModel, HEAD_DEFAULTS, type HeadOptions } from "../onnx/head.ts";
 import { createSession, runSession } from "../onnx/ort.ts";
 import { encodeModel } from "../onnx/proto.ts";
-import { type Batch, type FloatArray, lrSchedule, Trainer } from "../onnx/train.ts";
-import { type Digits, formatSeconds, loadDigits, log, parseFlags, SIZE, writeAtomic } from "./common.ts";
+import { type Batch, type FloatArray, Trainer } from "../onnx/train.ts";
+import {
+  type Digits,
+  formatSeconds,
+  loadDigits,
+  log,
+  parseFlags,
+  SIZE,
+  warmupCosine,
+  writeAtomic,
+} from "./common.ts";
 import {
   drawNoisy,
   type HeadData,
@@ -137,13 +146,7 @@ if (import.meta.main) {
   let current: Batch | undefined;
   const trainer = await Trainer.create(graph, {
     seed: f.seed,
-    lr: lrSchedule({
-      lr: f.lr,
-      warmup: Math.min(f.warmup, Math.floor(f.steps / 2)),
-      decay: "cosine",
-      total: f.steps,
-      minLr: f.minLr,
-    }),
+    lr: warmupCosine(f),
     clipNorm: 1,
     threads: f.threads,
     batch: () => {

@@ -25,16 +25,18 @@ import { vpLinearSchedule } from "../core/schedule.ts";
 import type { RngStream } from "../core/rng.ts";
 import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
 import { encodeModel, tensorDims, tensorProto, tensorValues } from "../onnx/proto.ts";
-import {
-  type Batch,
-  type FloatArray,
-  loadCheckpoint,
-  lrSchedule,
-  Trainer,
-  withParams,
-} from "../onnx/train.ts";
+import { type Batch, type FloatArray, loadCheckpoint, Trainer, withParams } from "../onnx/train.ts";
 import { buildTrainableUNet, type UNetOptions } from "../onnx/unet.ts";
-import { formatSeconds, loadDigits, log, parseFlags, PIXELS, SIZE, writeAtomic } from "./common.ts";
+import {
+  formatSeconds,
+  loadDigits,
+  log,
+  parseFlags,
+  PIXELS,
+  SIZE,
+  warmupCosine,
+  writeAtomic,
+} from "./common.ts";
 
 /** The architecture of mnist-unet (class table: 10 digits + the null class 10). */
 export const MNIST_UNET: Partial<UNetOptions> = {
@@ -180,13 +182,7 @@ if (import.meta.main) {
   const graph = gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params });
   const trainer = await Trainer.create(graph, {
     seed: f.seed,
-    lr: lrSchedule({
-      lr: f.lr,
-      warmup: Math.min(f.warmup, Math.floor(f.steps / 2)),
-      decay: "cosine",
-      total: f.steps,
-      minLr: f.minLr,
-    }),
+    lr: warmupCosine(f),
     clipNorm: 1,
     threads: f.threads,
     batch: diffusionBatch(digits, f.batch, f.drop),
