@@ -84,6 +84,10 @@ function horner(c: readonly number[], z: number): number {
 }
 
 const VIEW = new DataView(new ArrayBuffer(8));
+/** One float64 and its two 32-bit words (the high word's index depends on the platform's byte order). */
+const BITS_F64 = new Float64Array(1);
+const BITS_U32 = new Uint32Array(BITS_F64.buffer);
+const HI_WORD = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0;
 
 /** 2^k for k = −1022 … 1023 at index k + 1022 (exact: each is twice or half its neighbour). */
 const POW2 = new Float64Array(2046);
@@ -615,6 +619,30 @@ for (let j = 0, fact = 1; j < 10; j++) {
   SIN_SERIES.push((j % 2 ? -1 : 1) / (fact * (2 * j + 1)));
 }
 
+// Horner's rule written out for the three series above: the same operations in the same order as
+// horner(), so the same bits, without the loop.
+const [L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13] = LOG_SERIES;
+const [S0, S1, S2, S3, S4, S5, S6, S7, S8, S9] = SIN_SERIES;
+const [C0, C1, C2, C3, C4, C5, C6, C7, C8, C9] = COS_SERIES;
+function logSeries(z: number): number {
+  let p = L13;
+  p = p * z + L12, p = p * z + L11, p = p * z + L10, p = p * z + L9, p = p * z + L8, p = p * z + L7;
+  p = p * z + L6, p = p * z + L5, p = p * z + L4, p = p * z + L3, p = p * z + L2, p = p * z + L1;
+  return p * z + L0;
+}
+function sinSeries(z: number): number {
+  let p = S9;
+  p = p * z + S8, p = p * z + S7, p = p * z + S6, p = p * z + S5, p = p * z + S4, p = p * z + S3;
+  p = p * z + S2, p = p * z + S1;
+  return p * z + S0;
+}
+function cosSeries(z: number): number {
+  let p = C9;
+  p = p * z + C8, p = p * z + C7, p = p * z + C6, p = p * z + C5, p = p * z + C4, p = p * z + C3;
+  p = p * z + C2, p = p * z + C1;
+  return p * z + C0;
+}
+
 /**
  * The natural logarithm of a positive normal float64 from +, −, ×, ÷ only (bit-identical in every
  * runtime; within a few ulp of Math.log): u = m·2^k with m ∈ [√½, √2), log u = k log 2 + 2 atanh s.
@@ -624,14 +652,14 @@ export function portableLog(u: number): number {
   if (!(u > 0 && u < Infinity)) return u === 0 ? -Infinity : u === Infinity ? Infinity : NaN;
   let sub = 0;
   if (u < 2.2250738585072014e-308) u *= 18014398509481984, sub = -54; // subnormal: × 2⁵⁴
-  VIEW.setFloat64(0, u);
-  const hi = VIEW.getUint32(0);
+  BITS_F64[0] = u;
+  const hi = BITS_U32[HI_WORD];
   let k = ((hi >>> 20) & 0x7ff) - 1023 + sub;
-  VIEW.setUint32(0, (hi & 0x000fffff) | 0x3ff00000);
-  let m = VIEW.getFloat64(0); // in [1, 2)
+  BITS_U32[HI_WORD] = (hi & 0x000fffff) | 0x3ff00000;
+  let m = BITS_F64[0]; // in [1, 2)
   if (m > Math.SQRT2) m /= 2, k++;
   const f = m - 1, s = f / (2 + f);
-  return k * Math.LN2 + 2 * s * horner(LOG_SERIES, s * s);
+  return k * Math.LN2 + 2 * s * logSeries(s * s);
 }
 
 /**
@@ -640,17 +668,35 @@ export function portableLog(u: number): number {
  * x = d·π/2 ∈ [−π/4, π/4] goes through Taylor series and the quadrant q mod 4 rotates the result.
  */
 export function portableSinCos2Pi(u: number): [number, number] {
+  const s = portableSin2Pi(u);
+  return [COS_2PI, s];
+}
+
+/** cos 2πu of the last {@link portableSin2Pi} call (a module variable: no array per call). */
+let COS_2PI = 1;
+
+/** sin 2πu as in {@link portableSinCos2Pi}; leaves cos 2πu in {@link cos2PiOfLast}. */
+export function portableSin2Pi(u: number): number {
   const v = 4 * (u - Math.floor(u));
   const q = Math.round(v), x = (v - q) * (Math.PI / 2), z = x * x;
-  const s = x * horner(SIN_SERIES, z), c = horner(COS_SERIES, z);
+  const s = x * sinSeries(z), c = cosSeries(z);
   switch (q & 3) {
     case 0:
-      return [c, s];
+      COS_2PI = c;
+      return s;
     case 1:
-      return [-s, c];
+      COS_2PI = -s;
+      return c;
     case 2:
-      return [-c, -s];
+      COS_2PI = -c;
+      return -s;
     default:
-      return [s, -c];
+      COS_2PI = s;
+      return -c;
   }
+}
+
+/** cos 2πu of the last {@link portableSin2Pi} call. */
+export function cos2PiOfLast(): number {
+  return COS_2PI;
 }

@@ -22,7 +22,7 @@
  * IEEE 754 rounds correctly everywhere, so the noise is bit-identical in every runtime.
  */
 
-import { portableLog, portableSinCos2Pi } from "./math.ts";
+import { cos2PiOfLast, portableLog, portableSin2Pi, portableSinCos2Pi } from "./math.ts";
 
 export { portableLog, portableSinCos2Pi };
 
@@ -36,12 +36,13 @@ const TWO_32 = 4294967296;
 const DOMAIN_NOISE = 0;
 const DOMAIN_STREAM = 1;
 
-/** The high 32 bits of the 64-bit product of two u32 numbers, exact. */
+/** The high 32 bits of the 64-bit product of two u32 numbers, exact (16-bit halves, integer operations). */
 export function mulhi32(a: number, b: number): number {
-  const aH = a >>> 16, aL = a & 0xffff, bH = b >>> 16, bL = b & 0xffff;
-  // a·b = aH·bH·2³² + (aH·bL + aL·bH)·2¹⁶ + aL·bL; every partial sum below is < 2⁵³, so exact.
-  const mid = aH * bL + aL * bH + ((aL * bL) >>> 16);
-  return (aH * bH + Math.floor(mid / 65536)) >>> 0;
+  const aL = a & 0xffff, aH = a >>> 16, bL = b & 0xffff, bH = b >>> 16;
+  const lh = aL * bH, hl = aH * bL; // each < 2³²
+  // a·b = aH·bH·2³² + (aL·bH + aH·bL)·2¹⁶ + aL·bL: carry the low halves, add the high ones
+  const mid = ((aL * bL) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
+  return (aH * bH + (lh >>> 16) + (hl >>> 16) + (mid >>> 16)) >>> 0;
 }
 
 /**
@@ -110,8 +111,8 @@ function unitInterval(w: number): number {
  */
 function boxMuller(out: Float64Array, at: number, u1: number, u2: number, count: number): void {
   const r = Math.sqrt(-2 * portableLog(u1));
-  const [c, s] = portableSinCos2Pi(u2);
-  out[at] = r * c;
+  const s = portableSin2Pi(u2);
+  out[at] = r * cos2PiOfLast();
   if (count > 1) out[at + 1] = r * s;
 }
 
@@ -123,30 +124,43 @@ function boxMuller(out: Float64Array, at: number, u1: number, u2: number, count:
  * (seed, sampleIndex) and element i is the same for every `dim` > i.
  */
 export function gaussianNoise(seed: number, sampleIndex: number, dim: number): Float64Array {
+  checkDim(dim);
+  const out = new Float64Array(dim);
+  noiseInto(out, 0, seed, sampleIndex, dim);
+  return out;
+}
+
+function checkDim(dim: number): void {
+  if (!Number.isInteger(dim) || dim < 0 || dim > 4 * TWO_32) {
+    throw new RngError("dim", `must be a non-negative integer, got ${dim}`);
+  }
+}
+
+/** {@link gaussianNoise} written into `out` from index `at`. */
+function noiseInto(out: Float64Array, at: number, seed: number, sampleIndex: number, dim: number): void {
   const [k0, k1] = seedKey(seed);
   if (!Number.isInteger(sampleIndex) || sampleIndex < 0 || sampleIndex >= TWO_32) {
     throw new RngError("sampleIndex", `must be an integer in [0, 2^32 − 1], got ${sampleIndex}`);
   }
-  if (!Number.isInteger(dim) || dim < 0 || dim > 4 * TWO_32) {
-    throw new RngError("dim", `must be a non-negative integer, got ${dim}`);
-  }
-  const out = new Float64Array(dim);
-  const w = new Uint32Array(4);
+  const w = WORDS;
   for (let i = 0, block = 0; i < dim; i += 4, block++) {
     philoxInto(w, block, sampleIndex, DOMAIN_NOISE, 0, k0, k1);
-    boxMuller(out, i, unitInterval(w[0]), unitInterval(w[1]), dim - i);
-    if (i + 2 < dim) boxMuller(out, i + 2, unitInterval(w[2]), unitInterval(w[3]), dim - i - 2);
+    boxMuller(out, at + i, unitInterval(w[0]), unitInterval(w[1]), dim - i);
+    if (i + 2 < dim) boxMuller(out, at + i + 2, unitInterval(w[2]), unitInterval(w[3]), dim - i - 2);
   }
-  return out;
 }
+
+/** Scratch words for {@link noiseInto} (single-threaded: each JS realm has its own). */
+const WORDS = new Uint32Array(4);
 
 /**
  * Noise for a batch with one seed per sample: row j is `gaussianNoise(seeds[j], sampleIndex, dim)`,
  * so a sample's noise does not depend on the batch it is drawn in. Returns `seeds.length × dim` numbers.
  */
 export function gaussianBatch(seeds: ArrayLike<number>, dim: number, sampleIndex = 0): Float64Array {
+  checkDim(dim);
   const out = new Float64Array(seeds.length * dim);
-  for (let j = 0; j < seeds.length; j++) out.set(gaussianNoise(seeds[j], sampleIndex, dim), j * dim);
+  for (let j = 0; j < seeds.length; j++) noiseInto(out, j * dim, seeds[j], sampleIndex, dim);
   return out;
 }
 
