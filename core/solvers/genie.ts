@@ -30,11 +30,14 @@ export function* genie(input: SolveInput): SolverRun {
       continue;
     }
     const { eps, k } = yield* epsAndDerivative(input, xbar, grid[n], h, n);
-    for (let i = 0; i < xbar.length; i++) {
-      xbar[i] = (xbar[i] + h * eps[i]) + 0.5 * h * h * k[i];
-    }
+    taylorStep(xbar, h, eps, k);
   }
   return yield* finish(input, xbar);
+}
+
+/** x̄ ← x̄ + h ε + ½ h² k, in place. */
+export function taylorStep(xbar: Float64Array, h: number, eps: Tensor, k: Tensor): void {
+  for (let i = 0; i < xbar.length; i++) xbar[i] = (xbar[i] + h * eps[i]) + 0.5 * h * h * k[i];
 }
 
 /** ε_n and k_n ≈ dε/dγ at x̄ and time t from the configured derivative source. */
