@@ -6,6 +6,8 @@
  *     const res = await app.fetch(new Request("http://worker/v1/batch", { method: "POST", body }));
  *     await app.shutdown();   // drains in-flight requests, then releases the sessions
  *
+ * A crashed inference thread is restarted (supervisor.ts); /healthz says "restarting" meanwhile.
+ *
  * Routes: `POST /v1/batch`, `POST /v1/encode` (msgpack), `GET /v1/models` (JSON, or msgpack when
  * asked), `GET /healthz`, `GET /metrics` (Prometheus text). With a secret, every route except
  * /healthz and /metrics needs `x-genie-signature: sha256=<hex HMAC of the body>` (an empty body for GET).
@@ -14,7 +16,7 @@
 import { solverNames } from "../core/solvers/registry.ts";
 import type { Provider } from "../onnx/ort.ts";
 import { asWorkerError, WorkerError } from "./errors.ts";
-import { type Inference, InferenceThread } from "./inference.ts";
+import type { Inference, LoadedModelReport } from "./inference.ts";
 import { type GraphKind } from "./manifest.ts";
 import { WorkerMetrics } from "./metrics.ts";
 import { defaultModelsDir, loadRegistry, type Registry } from "./models.ts";
@@ -30,6 +32,7 @@ import {
 } from "./protocol.ts";
 import { derivativesOf, idOf, modelLimits, planBatch, planEncode, type PlannedJob } from "./requests.ts";
 import { type JobResult, Scheduler, type ServedModel } from "./scheduler.ts";
+import { type RestartPolicy, SupervisedInference } from "./supervisor.ts";
 import { frame, MSGPACK_STREAM } from "../core/api/worker.ts";
 
 export interface WorkerConfig {
@@ -53,10 +56,16 @@ export interface WorkerConfig {
   providers?: Provider[];
   /** ORT intra-op threads (default: ORT's choice). */
   intraOpThreads?: number;
+  /** Whether ORT's intra-op threads spin-wait after each call (default true: ORT's own default). */
+  spinning?: boolean;
   /** Warm-up call per graph at start (default true). */
   warmup?: boolean;
   /** Build missing analytic models at start (default true). */
   build?: boolean;
+  /** The inference thread's module (default: inference_thread.ts, or GENIE_INFERENCE_THREAD). */
+  threadUrl?: URL;
+  /** Restarts of a crashed inference thread: backoff and when to give up (supervisor.ts). */
+  restart?: RestartPolicy;
   /** Use this inference backend instead of starting the thread (tests). */
   inference?: Inference;
   log?: (line: string) => void;
@@ -132,10 +141,23 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       });
     }
   } else {
-    const thread = await InferenceThread.start(infos, {
+    const thread = await SupervisedInference.start(infos, {
       providers: config.providers ?? ["cuda", "cpu"],
       intraOpThreads: config.intraOpThreads,
+      spinning: config.spinning,
       warmup: config.warmup,
+    }, {
+      ...config.restart,
+      url: config.threadUrl,
+      log,
+      onRestart: (reports: Map<string, LoadedModelReport>) => {
+        for (const [name, report] of reports) {
+          if (providers[name] !== report.provider) {
+            log(`model ${name}: ${report.provider} after the restart (was ${providers[name]})`);
+            providers[name] = report.provider;
+          }
+        }
+      },
     });
     inference = thread;
     for (const [name, report] of thread.models) {
@@ -159,6 +181,8 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       maxBatch: Math.min(cap, info.manifest.limits.max_batch),
     });
   }
+  // A restarting inference thread (the default backend, or one given as config.inference).
+  const supervised = inference instanceof SupervisedInference ? inference : undefined;
   const metrics = new WorkerMetrics();
   const scheduler = new Scheduler(inference, {
     maxBatch: cap,
@@ -333,11 +357,21 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       case "/healthz": {
         only("GET");
         const failure = inference.failure;
-        const status = failure ? "failed" : scheduler.draining ? "draining" : "ok";
+        const status = failure
+          ? "failed"
+          : scheduler.draining
+          ? "draining"
+          : supervised?.restarting
+          ? "restarting"
+          : "ok";
+        const crash = supervised?.lastCrash;
         return jsonResponse(
           {
             status,
             ...(failure ? { error: `inference thread failed: ${failure.message}` } : {}),
+            ...(status === "restarting" ? { error: `inference thread crashed: ${crash}; restarting` } : {}),
+            inference_restarts: supervised?.restarts ?? 0,
+            ...(crash !== undefined ? { last_crash: crash } : {}),
             models: [...models.keys()],
             providers,
             in_flight: scheduler.inFlight,
@@ -361,6 +395,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
             inFlight: scheduler.inFlight,
             queuedSamples: scheduler.queuedSamples,
             maxQueue: scheduler.maxQueue,
+            inferenceRestarts: supervised?.restarts ?? 0,
           }),
           { headers: { "content-type": "text/plain; version=0.0.4" } },
         );

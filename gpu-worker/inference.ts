@@ -24,6 +24,8 @@ export interface ThreadOptions {
   providers: Provider[];
   /** ORT intra-op threads per session (ORT's default when omitted). */
   intraOpThreads?: number;
+  /** Whether ORT's intra-op threads spin-wait after each call (default true, ORT's own; see onnx/ort.ts). */
+  spinning?: boolean;
   /** One batch-1 call per graph after loading (default true). */
   warmup?: boolean;
 }
@@ -121,6 +123,7 @@ export class InferenceThread implements Inference {
   #control: { resolve: (m: ThreadReply) => void; reject: (e: Error) => void } | undefined;
   #closed = false;
   #failure: Error | undefined;
+  #failureListeners: ((err: Error) => void)[] = [];
   /** Per model: provider, input/output names, load and warm-up times. */
   readonly models = new Map<string, LoadedModelReport>();
 
@@ -137,8 +140,20 @@ export class InferenceThread implements Inference {
     url = threadModuleUrl(),
   ): Promise<InferenceThread> {
     const thread = new InferenceThread(await spawn(url));
-    await thread.#expect("started");
-    const reply = await thread.#send({
+    try {
+      await thread.#load(models, options);
+    } catch (e) {
+      // a thread that failed to start or load is not left running
+      thread.#closed = true;
+      thread.#thread.terminate();
+      throw e;
+    }
+    return thread;
+  }
+
+  async #load(models: ModelInfo[], options: ThreadOptions): Promise<void> {
+    await this.#expect("started");
+    const reply = await this.#send({
       type: "load",
       options,
       models: models.map((m) => ({
@@ -150,8 +165,7 @@ export class InferenceThread implements Inference {
         ),
       })),
     }, "loaded");
-    if (reply.type === "loaded") { for (const m of reply.models) thread.models.set(m.name, m); }
-    return thread;
+    if (reply.type === "loaded") { for (const m of reply.models) this.models.set(m.name, m); }
   }
 
   /** Waits for the next control reply, which must be of type `expect`. */
@@ -198,8 +212,22 @@ export class InferenceThread implements Inference {
     return this.#failure;
   }
 
+  /** Calls `fn` once if the thread crashes (at once if it already has). */
+  onFailure(fn: (err: Error) => void): void {
+    if (this.#failure) fn(this.#failure);
+    else this.#failureListeners.push(fn);
+  }
+
   #fail(err: Error): void {
+    if (this.#failure) return;
     this.#failure = err;
+    for (const fn of this.#failureListeners.splice(0)) {
+      try {
+        fn(err);
+      } catch {
+        // a listener's error does not stop the others
+      }
+    }
     for (const w of this.#waiting.values()) w.reject(err);
     this.#waiting.clear();
     this.#control?.reject(err);

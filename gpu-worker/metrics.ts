@@ -1,6 +1,6 @@
 /**
  * Prometheus text metrics of the worker (`GET /metrics`): queue depth, batch sizes, evaluations per
- * second, inference and request latency, memory.
+ * second, inference and request latency, inference thread restarts, memory.
  */
 import process from "node:process";
 
@@ -35,10 +35,13 @@ class Counter {
   }
 }
 
+/** The values render() reads from the rest of the worker at scrape time. */
 export interface QueueState {
   inFlight: number;
   queuedSamples: number;
   maxQueue: number;
+  /** Successful restarts of a crashed inference thread (0 when omitted). */
+  inferenceRestarts?: number;
 }
 
 export class WorkerMetrics {
@@ -128,6 +131,11 @@ export class WorkerMetrics {
       "# TYPE genie_worker_http_requests_total counter",
     );
     for (const [l, v] of this.requests.values) lines.push(`genie_worker_http_requests_total{${l}} ${v}`);
+    lines.push(
+      "# HELP genie_worker_inference_restarts_total Restarts of the inference thread after a crash.",
+      "# TYPE genie_worker_inference_restarts_total counter",
+      `genie_worker_inference_restarts_total ${queue.inferenceRestarts ?? 0}`,
+    );
     const mem = process.memoryUsage();
     gauge("process_resident_memory_bytes", "Resident set size.", mem.rss);
     gauge("genie_worker_heap_used_bytes", "JavaScript heap in use.", mem.heapUsed);
