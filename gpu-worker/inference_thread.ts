@@ -79,6 +79,7 @@ async function load(msg: Extract<ThreadRequest, { type: "load" }>, port: Port): 
       const created = await createSession(readFileSync(path), {
         providers,
         threads: msg.options.intraOpThreads,
+        spinning: msg.options.spinning,
       });
       // Once a provider has accepted one graph of the model, use it for the others.
       provider = created.provider;
@@ -120,15 +121,26 @@ async function run(msg: Extract<ThreadRequest, { type: "run" }>, port: Port): Pr
   const t0 = performance.now();
   const result = await runSession(session, feeds);
   const ms = performance.now() - t0;
-  const outputs: Record<string, WireTensor> = {};
-  const transfer: ArrayBuffer[] = [];
-  for (const [name, t] of Object.entries(result)) {
-    // Copy into a fresh buffer: ORT's output memory is not ours to transfer.
-    const data = Float32Array.from(t.data as Float32Array);
-    outputs[name] = { type: "float32", data: data.buffer, dims: t.dims };
-    transfer.push(data.buffer);
+  // ORT's output tensors own fresh buffers: hand them over by transfer, without a copy. Should the
+  // binding ever return a buffer that cannot be transferred (a view, an external buffer), copy it.
+  const posted = (copy: boolean) => {
+    const outputs: Record<string, WireTensor> = {};
+    const transfer = new Set<ArrayBuffer>();
+    for (const [name, t] of Object.entries(result)) {
+      const f = t.data as Float32Array;
+      const whole = !copy && f.buffer instanceof ArrayBuffer && f.byteOffset === 0 &&
+        f.byteLength === f.buffer.byteLength;
+      const data = whole ? f.buffer as ArrayBuffer : Float32Array.from(f).buffer;
+      outputs[name] = { type: "float32", data, dims: t.dims };
+      transfer.add(data);
+    }
+    port.post({ type: "result", id: msg.id, outputs, ms }, [...transfer]);
+  };
+  try {
+    posted(false);
+  } catch {
+    posted(true);
   }
-  port.post({ type: "result", id: msg.id, outputs, ms }, transfer);
 }
 
 async function close(port: Port): Promise<void> {

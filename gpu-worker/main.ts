@@ -5,9 +5,11 @@
  *
  * Environment: GENIE_WORKER_HOST, GENIE_WORKER_PORT, GENIE_WORKER_SECRET, GENIE_MODELS_DIR, and the
  * tuning knobs GENIE_WORKER_MAX_BATCH, GENIE_WORKER_MAX_WAIT_MS, GENIE_WORKER_MAX_QUEUE,
- * GENIE_WORKER_THREADS (ORT intra-op threads), GENIE_WORKER_PROVIDERS (e.g. "cpu" or "cuda,cpu").
- * Flags of the same names (--max-batch, --max-wait-ms, --max-queue, --threads, --providers,
- * --models-dir, --models a,b) override them.
+ * GENIE_WORKER_THREADS (ORT intra-op threads), GENIE_WORKER_PROVIDERS (e.g. "cpu" or "cuda,cpu"),
+ * GENIE_WORKER_SPIN (on/off: whether ORT's threads spin-wait after a call; on, ORT's default, answers
+ * the next call sooner, off leaves idle cores to other processes). Flags of the same names
+ * (--max-batch, --max-wait-ms, --max-queue, --threads, --providers, --spin, --models-dir, --models a,b)
+ * override them.
  *
  * Under Node.js the same file serves through node:http (see docs/worker.md).
  */
@@ -32,6 +34,13 @@ function num(flag: string, v: string | undefined): number | undefined {
   return n;
 }
 
+function onOff(flag: string, v: string | undefined): boolean | undefined {
+  if (v === undefined || v === "") return undefined;
+  if (v === "on" || v === "1" || v === "true") return true;
+  if (v === "off" || v === "0" || v === "false") return false;
+  throw new Error(`${flag}: must be on or off, got ${JSON.stringify(v)}`);
+}
+
 /** Options from flags and environment (flags win). Throws naming the bad flag. */
 export function serveOptions(argv: string[], env: Record<string, string | undefined>): ServeOptions {
   const { values } = parseArgs({
@@ -46,6 +55,7 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
       "max-queue": { type: "string" },
       threads: { type: "string" },
       providers: { type: "string" },
+      spin: { type: "string" },
     },
     strict: true,
   });
@@ -65,6 +75,7 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
     maxWaitMs: num("--max-wait-ms", values["max-wait-ms"] ?? env.GENIE_WORKER_MAX_WAIT_MS),
     maxQueue: num("--max-queue", values["max-queue"] ?? env.GENIE_WORKER_MAX_QUEUE),
     intraOpThreads: num("--threads", values.threads ?? env.GENIE_WORKER_THREADS),
+    spinning: onOff("--spin", values.spin ?? env.GENIE_WORKER_SPIN),
     providers: providers as Provider[] | undefined,
   };
 }

@@ -357,7 +357,8 @@ export class Scheduler {
       if (p.job.finished || p.job.current !== p) continue;
       for (const [name, data] of Object.entries(outputs)) {
         if (count === p.rows) {
-          p.outputs[name] = data.slice(off * dim, (off + count) * dim);
+          // A view, not a copy: the call's output buffer is ours and each request owns its rows.
+          p.outputs[name] = data.subarray(off * dim, (off + count) * dim);
           continue;
         }
         p.outputs[name] ??= new Float32Array(p.rows * dim);

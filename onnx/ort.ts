@@ -36,6 +36,12 @@ export interface SessionOptions {
   threads?: number;
   /** Graph optimisation level; default "all". */
   optimization?: "disabled" | "basic" | "extended" | "all";
+  /**
+   * Whether ORT's intra-op threads spin-wait after each parallel section (ORT's default, true). Off, they
+   * sleep at once and leave the cores to the process's other threads (the worker's main thread, which
+   * prepares the next batch while ORT is idle).
+   */
+  spinning?: boolean;
 }
 
 export interface CreatedSession {
@@ -61,6 +67,7 @@ export async function createSession(
         graphOptimizationLevel: options.optimization ?? "all",
         ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
         logSeverityLevel: 3,
+        ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: "0" } } } } : {}),
       });
       return { session, provider, skipped };
     } catch (e) {

@@ -1,0 +1,22 @@
+import { assertEquals, assertThrows, test } from "../testing.ts";
+import { serveOptions } from "../../gpu-worker/main.ts";
+
+test("serveOptions: flags override the environment, tuning knobs are parsed", () => {
+  const o = serveOptions(["--port", "9000", "--threads", "2", "--spin", "off"], {
+    GENIE_WORKER_PORT: "8000",
+    GENIE_WORKER_SPIN: "on",
+    GENIE_WORKER_MAX_QUEUE: "12",
+  });
+  assertEquals(o.port, 9000);
+  assertEquals(o.intraOpThreads, 2);
+  assertEquals(o.spinning, false);
+  assertEquals(o.maxQueue, 12);
+  assertEquals(serveOptions([], { GENIE_WORKER_SPIN: "on" }).spinning, true);
+  assertEquals(serveOptions([], {}).spinning, undefined);
+});
+
+test("serveOptions: a bad value names its flag", () => {
+  assertThrows(() => serveOptions(["--spin", "sometimes"], {}), Error, "--spin");
+  assertThrows(() => serveOptions([], { GENIE_WORKER_THREADS: "-1" }), Error, "--threads");
+  assertThrows(() => serveOptions(["--port", "70000"], {}), Error, "--port");
+});
