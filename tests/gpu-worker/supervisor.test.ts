@@ -266,3 +266,21 @@ Deno.test("worker app: /healthz says restarting, then ok; /metrics counts the re
     await app.shutdown();
   }
 });
+
+Deno.test("a thread that fails to load its models is not left running", async () => {
+  const [info] = await models();
+  const broken: ModelInfo = { ...info, graphPaths: { ...info.graphPaths, eps: "/nonexistent/eps.onnx" } };
+  const channel = new BroadcastChannel("genie-test-heartbeat");
+  let beats = 0;
+  channel.onmessage = () => beats++;
+  try {
+    const heartbeat = new URL("./fixtures/heartbeat_thread.ts", import.meta.url);
+    await assertRejects(() => InferenceThread.start([broken], OPTIONS, heartbeat), Error, "eps.onnx");
+    await sleep(100);
+    const after = beats;
+    await sleep(300);
+    assertEquals(beats, after, "the thread still beats after start() failed");
+  } finally {
+    channel.close();
+  }
+});
