@@ -16,10 +16,13 @@
  *   unmixed `k123`), the graph `deno task distill` differentiates with onnx/grad.ts.
  * - {@link combinedHeadModel}: the served `head` graph (CONTRACTS.md §4): x, t, class → eps, deriv in ONE
  *   run: the score network (exposing features and temb), γ(t) from the VP-linear schedule (in float64),
- *   then the head with trained weights.
+ *   then the head with trained weights (training/distill.ts serves it with `norm: "instance"`).
+ *
+ * Width 8 by default: at 28×28 its convolutions cost about 7% of mnist-unet's, the bottom of GENIE.md
+ * §5's 2–12% range, so that eps + head stays within 1.1× eps alone on a CPU.
  */
 import { type IModelProto, modelOpset, type ModelProto, onnx, valueInfo } from "./proto.ts";
-import { GraphBuilder } from "./proto.ts";
+import { float, GraphBuilder } from "./proto.ts";
 import { uniform } from "./init.ts";
 
 export interface HeadOptions {
@@ -36,16 +39,23 @@ export interface HeadOptions {
   /** Scale of the initial weights of the block's second conv and the output conv. */
   initGain: number;
   seed: number;
+  /**
+   * How GroupNorm is expressed: "decomposed" (Reshape/ReduceMean/…, which onnx/grad.ts differentiates:
+   * the training graph) or "instance" (one InstanceNormalization over the groups: the served graph,
+   * fewer kernels, the same values to float32 rounding).
+   */
+  norm: "decomposed" | "instance";
 }
 
 export const HEAD_DEFAULTS: HeadOptions = {
   channels: 1,
   featureChannels: 32,
   embed: 128,
-  width: 16,
+  width: 8,
   groups: 4,
   initGain: 1e-2,
   seed: 7,
+  norm: "decomposed",
 };
 
 /** Values of the head's inputs inside a graph under construction. */
@@ -96,12 +106,20 @@ export function addHead(
     ], { pads: [1, 1, 1, 1] });
   const groupNorm = (h: string, c: number, name: string) => {
     const grouped = g.op("Reshape", [h, i64([0, G, -1])]);
-    const xc = g.op("Sub", [grouped, g.op("ReduceMean", [grouped], { axes: [2] })]);
-    const variance = g.op("ReduceMean", [g.op("Mul", [xc, xc])], { axes: [2] });
-    const normed = g.op("Div", [xc, g.op("Sqrt", [g.op("Add", [variance, f32(1e-5)])])]);
-    const back = g.op("Reshape", [normed, g.op("Shape", [h])]);
+    const back = g.op("Reshape", [standardize(grouped), g.op("Shape", [h])]);
     const scale = param(`${name}.scale`, [c, 1, 1], () => 1);
     return g.op("Add", [g.op("Mul", [back, scale]), param(`${name}.bias`, [c, 1, 1], () => 0)]);
+  };
+  const unitScale = g.constant(new Float32Array(G).fill(1), [G], "float32");
+  const zeroBias = g.constant(new Float32Array(G), [G], "float32");
+  /** [B, G, N] standardised over N. */
+  const standardize = (grouped: string) => {
+    if (o.norm === "instance") {
+      return g.op("InstanceNormalization", [grouped, unitScale, zeroBias], { epsilon: float(1e-5) });
+    }
+    const xc = g.op("Sub", [grouped, g.op("ReduceMean", [grouped], { axes: [2] })]);
+    const variance = g.op("ReduceMean", [g.op("Mul", [xc, xc])], { axes: [2] });
+    return g.op("Div", [xc, g.op("Sqrt", [g.op("Add", [variance, f32(1e-5)])])]);
   };
 
   const cin = 2 * C + o.featureChannels;
@@ -124,11 +142,13 @@ export function addHead(
   const c1 = g.op("Neg", [g.op("Reciprocal", [gam])]);
   const c2 = g.op("Div", [gam, onePlus]);
   const c3 = g.op("Reciprocal", [g.op("Mul", [gam, onePlus])]);
-  const [k1, k2, k3] = g.node("Split", [k123, i64([C, C, C])], 3, { axis: 1 });
-  const k = g.op("Add", [
-    g.op("Add", [g.op("Mul", [k1, c1]), g.op("Mul", [k2, c2])]),
-    g.op("Mul", [k3, c3]),
-  ]);
+  // Σ_j c_j k^j as one Mul and one ReduceSum over the 3 parts (fewer kernels than Split + 3 Mul + 2 Add)
+  const coef = g.op("Concat", [c1, c2, c3], { axis: 1 }); // [B, 3, 1, 1]
+  const sum = (t: string) =>
+    g.op("ReduceSum", [g.op("Mul", [t, coef]), i64([1])], { keepdims: C === 1 ? 1 : 0 });
+  const k = C === 1
+    ? sum(k123)
+    : g.op("Reshape", [sum(g.op("Reshape", [k123, i64([0, 3, C, -1])])), g.op("Shape", [inp.x])]);
   return { k, k123, params, count };
 }
 

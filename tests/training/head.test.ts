@@ -48,6 +48,30 @@ describe("GENIE head", () => {
     assert(head.count > 0 && head.params.every((p) => p.startsWith("head.")));
   });
 
+  it("mixes per channel when images have several channels (C = 2: k123 is [B, 6, S, S])", async () => {
+    const B = 2, C = 2, n = S * S, opts = { ...OPTS, channels: C };
+    const gamma = Float32Array.of(0.2, 7);
+    const out = await run(buildHeadModel(S, opts).model, {
+      x: { type: "float32", data: randn(B * C * n, 11), dims: [B, C, S, S] },
+      eps: { type: "float32", data: randn(B * C * n, 12), dims: [B, C, S, S] },
+      features: { type: "float32", data: randn(B * 4 * n, 13), dims: [B, 4, S, S] },
+      temb: { type: "float32", data: randn(B * 8, 14), dims: [B, 8] },
+      gamma: { type: "float32", data: gamma, dims: [B] },
+    });
+    assertEquals(out.k.dims, [B, C, S, S]);
+    const k123 = out.k123.data as Float32Array, k = out.k.data as Float32Array;
+    // part j of channel c of sample b is channel j·C + c of k123
+    const part = (j: number) =>
+      Float32Array.from({ length: B * C * n }, (_, i) => {
+        const b = Math.floor(i / (C * n)), c = Math.floor(i / n) % C;
+        return k123[((b * 3 * C) + j * C + c) * n + (i % n)];
+      });
+    const expected = mixDerivative(part(0), part(1), part(2), gamma);
+    for (let i = 0; i < k.length; i++) {
+      assertClose(k[i], expected[i], 1e-5 * (1 + Math.abs(expected[i])), `k[${i}]`);
+    }
+  });
+
   it("N(0, I) data: (k¹, k², k³) = (0, 0, ε) is the exact dε/dγ along the ODE (GENIE.md §8)", () => {
     // ε(x̄, γ) = γ x̄/(1+γ²) for N(0, I); along dx̄/dγ = ε the total derivative is x̄/(1+γ²)².
     const d = 50, gammas = [0.01, 0.3, 1, 4.5, 150];
@@ -133,5 +157,13 @@ describe("GENIE head", () => {
       maxAbsDiff(a, b) <= 1e-5 * Math.max(...a.map(Math.abs)),
       `served deriv differs: ${maxAbsDiff(a, b)}`,
     );
+    // the served form of GroupNorm (InstanceNormalization over the groups) gives the same k
+    const instance = await run(combinedHeadModel(unet.model, params, { ...opts, norm: "instance" }), feeds);
+    const c = instance.deriv.data as Float32Array;
+    assert(
+      maxAbsDiff(a, c) <= 1e-5 * Math.max(...a.map(Math.abs)),
+      `deriv with InstanceNormalization differs: ${maxAbsDiff(a, c)}`,
+    );
+    assertEquals(maxAbsDiff(instance.eps.data as Float32Array, f.eps.data as Float32Array), 0);
   });
 });
