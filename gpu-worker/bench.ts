@@ -1,11 +1,14 @@
 /**
- * `deno task bench:worker [--soak-seconds 10] [--reps 5] [--threads 2] [--model mnist-mix] [--out docs/worker.md]`
+ * `deno task bench:worker [--soak-seconds 10] [--reps 9] [--threads 2] [--model mnist-mix]
+ *   [--overhead-models mnist-unet,mnist-mix] [--out docs/worker.md]`
  *
  * Measures the worker in-process (the exported fetch handler, msgpack bodies, the scheduler and the
  * inference thread; no sockets) and writes a report:
  *
- * - overhead: sampling wall time ÷ (NFE × forward time at the same batch), batch 1, 8, 32, where the
- *   forward time is one call of the same graph through the inference thread, measured in the same run;
+ * - overhead: sampling wall time ÷ (NFE × forward time at the same batch), batch 1, 8, 32, on each of
+ *   --overhead-models, where the forward time is the run's own calls replayed one by one through the
+ *   inference thread with the same inputs, measured in the same run; and the worker's own time per
+ *   request and per step against a stand-in inference that answers at once;
  * - batching: throughput of 32 concurrent single-sample clients ÷ throughput of one 32-sample request;
  * - latency percentiles of single-sample requests under that load;
  * - RSS over a soak of concurrent clients (length set by --soak-seconds).
@@ -26,9 +29,10 @@ const { values: flags } = parseArgs({
   args: process.argv.slice(2),
   options: {
     "soak-seconds": { type: "string", default: "10" },
-    reps: { type: "string", default: "5" },
+    reps: { type: "string", default: "9" },
     threads: { type: "string", default: "2" },
     model: { type: "string", default: "mnist-mix" },
+    "overhead-models": { type: "string", default: "mnist-unet,mnist-mix" },
     nfe: { type: "string", default: "10" },
     out: { type: "string", default: "docs/worker.md" },
   },
@@ -37,7 +41,11 @@ const SOAK_S = Number(flags["soak-seconds"]);
 const REPS = Number(flags.reps);
 const THREADS = Number(flags.threads);
 const MODEL = flags.model!;
+const OVERHEAD_MODELS = flags["overhead-models"]!.split(",").map((m) => m.trim()).filter(Boolean);
+const ALL_MODELS = [...new Set([MODEL, ...OVERHEAD_MODELS])];
 const NFE = Number(flags.nfe);
+/** The NFE of `sample()` requests (changed only while measuring the worker's own time). */
+const NFE_OVERRIDE = { value: NFE };
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -50,52 +58,79 @@ const quantile = (xs: number[], q: number) => {
 const fmt = (x: number, digits = 2) => x.toFixed(digits);
 const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 
-const registry = await loadRegistry(defaultModelsDir(), { only: [MODEL] });
-const info = registry.models.get(MODEL);
-if (!info) throw new Error(`model ${MODEL}: ${JSON.stringify(registry.errors)}`);
-const thread = await InferenceThread.start([info], { providers: ["cuda", "cpu"], intraOpThreads: THREADS });
+const registry = await loadRegistry(defaultModelsDir(), { only: ALL_MODELS });
+for (const name of ALL_MODELS) {
+  if (!registry.models.has(name)) throw new Error(`model ${name}: ${JSON.stringify(registry.errors)}`);
+}
+const info = registry.models.get(MODEL)!;
+const thread = await InferenceThread.start(ALL_MODELS.map((m) => registry.models.get(m)!), {
+  providers: ["cuda", "cpu"],
+  intraOpThreads: THREADS,
+});
 const provider = thread.models.get(MODEL)!.provider;
 let calls = 0;
+/** While set, a copy of every call's inputs (their buffers are transferred away by the call). */
+let recording: { graph: GraphKind; feeds: Record<string, WireTensor> }[] | undefined;
+const copyFeeds = (feeds: Record<string, WireTensor>) =>
+  Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, { ...t, data: t.data.slice(0) }]));
 const inference = {
   run(model: string, graph: GraphKind, feeds: Record<string, WireTensor>) {
     calls++;
+    recording?.push({ graph, feeds: copyFeeds(feeds) });
     return thread.run(model, graph, feeds);
   },
   // Two apps share the thread; it is closed once at the end.
   close: () => Promise.resolve(),
 };
 const app: WorkerApp = await createWorkerApp({
-  models: [MODEL],
+  models: ALL_MODELS,
   inference,
   maxQueue: 1024,
   log: () => {},
 });
-const dim = info.dim, shape = info.manifest.shape;
+const shape = info.manifest.shape;
 const conditional = info.manifest.classes !== undefined;
 
-/** One forward call of `graph` at batch B through the inference thread; returns wall ms. */
-async function forward(graph: GraphKind, B: number): Promise<number> {
-  const x = new Float32Array(B * dim).map((_, i) => Math.sin(i)), t = new Float32Array(B).fill(0.3);
+/** One forward call of `graph` of `model` at batch B through the inference thread; returns wall ms. */
+async function forward(model: string, graph: GraphKind, B: number): Promise<number> {
+  const m = registry.models.get(model)!, mdim = m.dim, mshape = m.manifest.shape;
+  const x = new Float32Array(B * mdim).map((_, i) => Math.sin(i)), t = new Float32Array(B).fill(0.3);
   const feeds: Record<string, WireTensor> = {
-    x: { type: "float32", data: x.buffer, dims: [B, ...shape] },
+    x: { type: "float32", data: x.buffer, dims: [B, ...mshape] },
     t: { type: "float32", data: t.buffer, dims: [B] },
   };
-  if (conditional) {
+  if (m.manifest.classes) {
     feeds.class = {
       type: "int64",
-      data: new BigInt64Array(B).fill(BigInt(info!.manifest.classes!.null_class ?? 0)).buffer,
+      data: new BigInt64Array(B).fill(BigInt(m.manifest.classes.null_class ?? 0)).buffer,
       dims: [B],
     };
   }
   const t0 = performance.now();
-  await thread.run(MODEL, graph, feeds);
+  await thread.run(model, graph, feeds);
   return performance.now() - t0;
 }
 
-async function forwardMedian(graph: GraphKind, B: number, n = 15): Promise<number> {
-  await forward(graph, B);
+/**
+ * The calls one sampling run made, replayed one by one through the inference thread with the same
+ * inputs: Σ of their wall times is "NFE × forward time" measured on exactly the samples, times and
+ * classes of that run (a graph's cost can depend on its inputs).
+ */
+async function replay(model: string, calls: NonNullable<typeof recording>): Promise<number> {
+  let total = 0;
+  for (const { graph, feeds } of calls) {
+    const copy = copyFeeds(feeds);
+    const t0 = performance.now();
+    await thread.run(model, graph, copy);
+    total += performance.now() - t0;
+  }
+  return total;
+}
+
+async function forwardMedian(model: string, graph: GraphKind, B: number, n = 15): Promise<number> {
+  await forward(model, graph, B);
   const times: number[] = [];
-  for (let i = 0; i < n; i++) times.push(await forward(graph, B));
+  for (let i = 0; i < n; i++) times.push(await forward(model, graph, B));
   return median(times);
 }
 
@@ -111,9 +146,10 @@ async function sample(
   solver: string,
   extra: Record<string, unknown> = {},
   target: WorkerApp = app,
+  model: string = MODEL,
+  seeds: number[] = Array.from({ length: n }, () => seedBase++ % 2 ** 32),
 ): Promise<Sampled> {
-  const seeds = Array.from({ length: n }, () => seedBase++ % 2 ** 32);
-  const body = encode({ v: 1, id: `b${seedBase}`, model: MODEL, solver, nfe: NFE, seeds, ...extra });
+  const body = encode({ v: 1, id: `b${seedBase}`, model, solver, nfe: NFE_OVERRIDE.value, seeds, ...extra });
   const t0 = performance.now();
   const res = await target.request("/v1/batch", {
     method: "POST",
@@ -142,9 +178,12 @@ out(
     }.`,
 );
 out(
-  `Model \`${MODEL}\` (shape [${shape.join(", ")}], ${
-    MODEL === "mnist-mix" ? "1000 components, " : ""
-  }float64 inside the graph). ` +
+  `Models: overhead on ${
+    OVERHEAD_MODELS.map((m) => `\`${m}\``).join(" and ")
+  }; the other sections on \`${MODEL}\` ` +
+    `(shape [${shape.join(", ")}]${
+      MODEL === "mnist-mix" ? ", an exact 1000-component mixture, float64 inside the graph" : ""
+    }). \`mnist-unet\` is the trained U-Net (its \`head\` graph is eps + the distilled derivative head). ` +
     `Requests go through the in-process fetch handler (msgpack encode/decode, validation, scheduler, inference ` +
     `thread), not through sockets. Medians over ${REPS} repetitions unless noted.`,
 );
@@ -165,34 +204,130 @@ out(
 out(
   "GENIE with the `head` derivative makes one `head`-graph call per step; DDIM one `eps`-graph call. The ideal is 1.0.",
 );
+out(
+  "Forward times are wall times of single calls through the inference thread (message round trip included), " +
+    "measured in the same run: **replayed** = the sampling run's own calls sent again one by one with the same " +
+    "inputs (Σ over its NFE calls; this is the denominator of the overhead), **fixed input** = NFE × the median " +
+    "of a call at t = 0.3 on a fixed x (shown because a graph's cost can depend on its inputs). " +
+    "The overhead is what the worker adds around the model: request decoding and validation, noise, solver " +
+    "steps, batching, scheduling and the response.",
+);
 out();
-out("| solver | graph | batch | steps | NFE | forward ms (median) | sampling ms (median) | overhead |");
-out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-for (
-  const [solver, graph, extra] of [["genie", "head", { genie_derivative: "head" }], [
-    "ddim",
-    "eps",
-    {},
-  ]] as const
-) {
-  for (const B of [1, 8, 32]) {
-    await sample(B, solver, extra);
-    const fw: number[] = [], walls: number[] = [];
-    let last: Sampled | undefined;
-    for (let r = 0; r < REPS; r++) {
-      fw.push(await forwardMedian(graph, B, 7));
-      last = await sample(B, solver, extra);
-      walls.push(last.ms);
+out(
+  "| model | solver | graph | batch | steps | NFE | NFE × forward ms, fixed input | Σ forward ms, replayed | sampling ms | overhead |",
+);
+out("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+const overheads: Record<string, number> = {};
+for (const model of OVERHEAD_MODELS) {
+  for (
+    const [solver, graph, extra] of [["genie", "head", { genie_derivative: "head" }], [
+      "ddim",
+      "eps",
+      {},
+    ]] as const
+  ) {
+    for (const B of [1, 8, 32]) {
+      await sample(B, solver, extra, app, model);
+      const fw: number[] = [], walls: number[] = [], replays: number[] = [], ratios: number[] = [];
+      let last: Sampled | undefined;
+      for (let r = 0; r < REPS; r++) {
+        fw.push(await forwardMedian(model, graph, B, 7));
+        // timed without recording; then the same seeds again, recorded, for the replay
+        const seeds = Array.from({ length: B }, () => seedBase++ % 2 ** 32);
+        last = await sample(B, solver, extra, app, model, seeds);
+        recording = [];
+        await sample(B, solver, extra, app, model, seeds);
+        const made = recording;
+        recording = undefined;
+        const replayed = await replay(model, made);
+        walls.push(last.ms);
+        replays.push(replayed);
+        ratios.push(last.ms / replayed);
+      }
+      const overhead = median(ratios);
+      overheads[`${model} ${solver} batch ${B}`] = overhead;
+      out(
+        `| ${model} | ${solver} | ${graph} | ${B} | ${last!.steps} | ${last!.nfe} | ${
+          fmt(last!.nfe * median(fw), 1)
+        } | ${fmt(median(replays), 1)} | ${fmt(median(walls), 1)} | ${fmt(overhead)} |`,
+      );
     }
-    const f = median(fw), w = median(walls);
-    out(
-      `| ${solver} | ${graph} | ${B} | ${last!.steps} | ${last!.nfe} | ${fmt(f, 3)} | ${fmt(w, 1)} | ${
-        fmt(w / (last!.nfe * f))
-      } |`,
-    );
   }
 }
 out();
+out(
+  `Overhead is the median over ${REPS} repetitions of (sampling ms ÷ replayed Σ forward ms) of each repetition. ` +
+    `Target ≤ 1.05 at batch ≥ 8: ${
+      Object.entries(overheads).filter(([k]) => !k.endsWith(" 1")).map(([k, v]) =>
+        `${k} ${fmt(v)}${v <= 1.05 ? " (met)" : " (missed)"}`
+      ).join(", ")
+    }.`,
+);
+out(
+  "The worker's own work per request is about the same for both models (it depends on the batch and the image " +
+    "size, not on the network), so the ratio is larger where the network is cheap: `mnist-mix`'s analytic graph " +
+    "takes a few ms per call here, `mnist-unet`'s U-Net several times more.",
+);
+out();
+
+// 1b. The worker's own time, with a stand-in inference that answers at once (zeros).
+{
+  const standIn = {
+    run(_model: string, graph: GraphKind, feeds: Record<string, WireTensor>) {
+      const size = feeds.x.data.byteLength / 4;
+      const outputs: Record<string, Float32Array> = { eps: new Float32Array(size) };
+      if (graph !== "eps") outputs[graph === "jvp" ? "jvp" : "deriv"] = new Float32Array(size);
+      return Promise.resolve({ outputs, ms: 0 });
+    },
+    close: () => Promise.resolve(),
+  };
+  const instant = await createWorkerApp({
+    models: [MODEL],
+    inference: standIn,
+    maxQueue: 1024,
+    log: () => {},
+  });
+  const timeAt = async (B: number, solver: string, extra: Record<string, unknown>, nfe: number) => {
+    const saved = NFE_OVERRIDE.value;
+    NFE_OVERRIDE.value = nfe;
+    for (let i = 0; i < 5; i++) await sample(B, solver, extra, instant);
+    const ms: number[] = [];
+    for (let i = 0; i < 31; i++) ms.push((await sample(B, solver, extra, instant)).ms);
+    NFE_OVERRIDE.value = saved;
+    return median(ms);
+  };
+  out("### The worker's own time per request");
+  out();
+  out(
+    `The same requests on \`${MODEL}\` against a stand-in inference that answers every call at once with zeros: ` +
+      "what remains is the worker's own work on the main thread (request decoding and validation, noise, solver " +
+      "steps, batching, the response). Fitted as fixed + NFE × per step from NFE 5 and NFE 40 (medians of 31).",
+  );
+  out();
+  out("| solver | batch | ms at NFE 10 | fixed ms | per step µs | per step ÷ forward at that batch |");
+  out("| --- | ---: | ---: | ---: | ---: | ---: |");
+  for (
+    const [solver, graph, extra] of [["genie", "head", { genie_derivative: "head" }], [
+      "ddim",
+      "eps",
+      {},
+    ]] as const
+  ) {
+    for (const B of [1, 8, 32]) {
+      const a = await timeAt(B, solver, extra, 5), b = await timeAt(B, solver, extra, 40);
+      const at10 = await timeAt(B, solver, extra, 10);
+      const step = (b - a) / 35, fixed = a - 5 * step;
+      const fwd = await forwardMedian(MODEL, graph, B, 7);
+      out(
+        `| ${solver} | ${B} | ${fmt(at10)} | ${fmt(fixed)} | ${fmt(step * 1000, 0)} | ${
+          fmt(step / fwd, 3)
+        } |`,
+      );
+    }
+  }
+  out();
+  await instant.shutdown();
+}
 
 // 2. Batching: 32 concurrent single-sample clients vs one 32-sample request.
 const C = 32;
@@ -322,11 +457,21 @@ out("| requests | RSS start MiB | RSS peak MiB | RSS end MiB | growth over 2nd h
 out("| ---: | ---: | ---: | ---: | ---: |");
 out(`| ${soakRequests} | ${mb(first)} | ${mb(peak)} | ${mb(last)} | ${fmt(slope / 2 ** 20, 1)} |`);
 out();
-out(`RSS samples (s: MiB): ${rss.map(([s, b]) => `${s.toFixed(0)}: ${mb(b)}`).join(", ")}`);
+const every = Math.max(1, Math.round(SOAK_S / 40));
+out(
+  `RSS every ${every} s (s: MiB): ${
+    rss.filter((_, i) => i % every === 0 || i === rss.length - 1).map(([s, b]) => `${s.toFixed(0)}: ${mb(b)}`)
+      .join(", ")
+  }`,
+);
 out();
 out(`Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(" / ")}.`);
 out();
-out("Run a longer soak with `deno task bench:worker --soak-seconds 600` before trusting the growth figure.");
+if (SOAK_S < 600) {
+  out(
+    "Run a longer soak with `deno task bench:worker --soak-seconds 600` before trusting the growth figure.",
+  );
+}
 
 await app.shutdown();
 await thread.close();

@@ -18,8 +18,10 @@
  *   run: the score network (exposing features and temb), γ(t) from the VP-linear schedule (in float64),
  *   then the head with trained weights (training/distill.ts serves it with `norm: "instance"`).
  *
- * Width 8 by default: at 28×28 its convolutions cost about 7% of mnist-unet's, the bottom of GENIE.md
- * §5's 2–12% range, so that eps + head stays within 1.1× eps alone on a CPU.
+ * Width 8 by default (GENIE.md §5 allows 2–12% of the base network's FLOPs): on ORT's CPU kernels, which
+ * compute convolutions in blocks of 16 channels, width 8 costs about 3% of eps less than width 16 (its
+ * norms and elementwise nodes) for a slightly higher held-out error (median 0.72 against 0.71 in
+ * docs/head.md's evaluation); eps + head ≈ 1.03–1.12× eps there.
  */
 import { type IModelProto, modelOpset, type ModelProto, onnx, valueInfo } from "./proto.ts";
 import { float, GraphBuilder } from "./proto.ts";
