@@ -23,9 +23,8 @@
  * norms and elementwise nodes) for a slightly higher held-out error (median 0.72 against 0.71 in
  * docs/head.md's evaluation); eps + head ≈ 1.03–1.12× eps there.
  */
-import { type IModelProto, modelOpset, type ModelProto, onnx, valueInfo } from "./proto.ts";
-import { float, GraphBuilder } from "./proto.ts";
-import { uniform } from "./init.ts";
+import { GraphBuilder, type IModelProto, modelOpset, type ModelProto, onnx, valueInfo } from "./proto.ts";
+import { Layers, type NormForm, type ParamSource } from "./layers.ts";
 
 export interface HeadOptions {
   /** Image channels C (x and ε̂). */
@@ -41,12 +40,8 @@ export interface HeadOptions {
   /** Scale of the initial weights of the block's second conv and the output conv. */
   initGain: number;
   seed: number;
-  /**
-   * How GroupNorm is expressed: "decomposed" (Reshape/ReduceMean/…, which onnx/grad.ts differentiates:
-   * the training graph) or "instance" (one InstanceNormalization over the groups: the served graph,
-   * fewer kernels, the same values to float32 rounding).
-   */
-  norm: "decomposed" | "instance";
+  /** GroupNorm's form: "decomposed" in the training graph, "instance" in the served one (layers.ts). */
+  norm: NormForm;
 }
 
 export const HEAD_DEFAULTS: HeadOptions = {
@@ -70,9 +65,6 @@ export interface HeadInputs {
   gamma: string;
 }
 
-/** Supplies a parameter's values: initial (from the seed) or trained. */
-export type ParamSource = (name: string, dims: number[], init: () => Float32Array) => Float32Array;
-
 /**
  * Appends the head to `g`; returns the mixed derivative `k`, the raw `k123` [B, 3C, H, W] and the
  * parameter names (all `head.*`).
@@ -81,62 +73,23 @@ export function addHead(
   g: GraphBuilder,
   inp: HeadInputs,
   options: Partial<HeadOptions> = {},
-  source: ParamSource = (_n, _d, init) => init(),
+  source?: ParamSource,
 ): { k: string; k123: string; params: string[]; count: number } {
   const o = { ...HEAD_DEFAULTS, ...options };
-  const { channels: C, width: nf, groups: G, embed: E } = o;
-  const random = uniform(o.seed);
-  const params: string[] = [];
-  let count = 0;
-  const param = (name: string, dims: number[], init: (i: number) => number) => {
-    const n = dims.reduce((a, b) => a * b, 1);
-    const data = source(name, dims, () => Float32Array.from({ length: n }, (_, i) => init(i)));
-    if (data.length !== n) throw new Error(`head parameter ${name}: ${data.length} values for ${n}`);
-    params.push(g.initializer(name, data, dims));
-    count += n;
-    return name;
-  };
-  const heUniform = (fanIn: number, gain = 1) => () => gain * (2 * random() - 1) * Math.sqrt(3 / fanIn);
-  const i64 = (v: number[]) => g.constant(v, [v.length], "int64");
-  const f32 = (v: number) => g.constant(v, [], "float32");
-  const silu = (h: string) => g.op("Mul", [h, g.op("Sigmoid", [h])]);
-  const conv = (h: string, cin: number, cout: number, name: string, gain = 1) =>
-    g.op("Conv", [
-      h,
-      param(`${name}.w`, [cout, cin, 3, 3], heUniform(cin * 9, gain)),
-      param(`${name}.b`, [cout], () => 0),
-    ], { pads: [1, 1, 1, 1] });
-  const groupNorm = (h: string, c: number, name: string) => {
-    const grouped = g.op("Reshape", [h, i64([0, G, -1])]);
-    const back = g.op("Reshape", [standardize(grouped), g.op("Shape", [h])]);
-    const scale = param(`${name}.scale`, [c, 1, 1], () => 1);
-    return g.op("Add", [g.op("Mul", [back, scale]), param(`${name}.bias`, [c, 1, 1], () => 0)]);
-  };
-  const unitScale = g.constant(new Float32Array(G).fill(1), [G], "float32");
-  const zeroBias = g.constant(new Float32Array(G), [G], "float32");
-  /** [B, G, N] standardised over N. */
-  const standardize = (grouped: string) => {
-    if (o.norm === "instance") {
-      return g.op("InstanceNormalization", [grouped, unitScale, zeroBias], { epsilon: float(1e-5) });
-    }
-    const xc = g.op("Sub", [grouped, g.op("ReduceMean", [grouped], { axes: [2] })]);
-    const variance = g.op("ReduceMean", [g.op("Mul", [xc, xc])], { axes: [2] });
-    return g.op("Div", [xc, g.op("Sqrt", [g.op("Add", [variance, f32(1e-5)])])]);
-  };
+  const { channels: C, width: nf, embed: E } = o;
+  const L = new Layers(g, o.seed, o.groups, source);
+  const i64 = (v: number[]) => L.i64(v), f32 = (v: number) => L.f32(v);
+  const normAct = (h: string, name: string) => L.silu(L.groupNorm(h, nf, name, o.norm));
 
   const cin = 2 * C + o.featureChannels;
   const input = g.op("Concat", [inp.x, inp.eps, inp.features], { axis: 1 });
-  const h0 = conv(input, cin, nf, "head.in");
-  let a = conv(silu(groupNorm(h0, nf, "head.res.norm0")), nf, nf, "head.res.conv0");
-  const bias = g.op("Gemm", [
-    silu(inp.temb),
-    param("head.res.temb.w", [E, nf], heUniform(E)),
-    param("head.res.temb.b", [nf], () => 0),
-  ]);
+  const h0 = L.conv(input, cin, nf, "head.in");
+  let a = L.conv(normAct(h0, "head.res.norm0"), nf, nf, "head.res.conv0");
+  const bias = L.dense(L.silu(inp.temb), E, nf, "head.res.temb");
   a = g.op("Add", [a, g.op("Unsqueeze", [bias, i64([2, 3])])]);
-  a = conv(silu(groupNorm(a, nf, "head.res.norm1")), nf, nf, "head.res.conv1", o.initGain);
+  a = L.conv(normAct(a, "head.res.norm1"), nf, nf, "head.res.conv1", { gain: o.initGain });
   const h1 = g.op("Mul", [g.op("Add", [h0, a]), f32(Math.SQRT1_2)]);
-  const k123 = conv(silu(groupNorm(h1, nf, "head.out.norm")), nf, 3 * C, "head.out", o.initGain);
+  const k123 = L.conv(normAct(h1, "head.out.norm"), nf, 3 * C, "head.out", { gain: o.initGain });
 
   // k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²)), coefficients per sample [B, 1, 1, 1]
   const gam = g.op("Unsqueeze", [inp.gamma, i64([1, 2, 3])]);
@@ -151,7 +104,7 @@ export function addHead(
   const k = C === 1
     ? sum(k123)
     : g.op("Reshape", [sum(g.op("Reshape", [k123, i64([0, 3, C, -1])])), g.op("Shape", [inp.x])]);
-  return { k, k123, params, count };
+  return { k, k123, params: L.params, count: L.count };
 }
 
 /** The mixing formula on plain arrays (reference for tests): k per element, γ per sample. */

@@ -15,7 +15,7 @@
  * untrained model predicts ε = 0.
  */
 import { GraphBuilder, type ModelProto } from "./proto.ts";
-import { uniform } from "./init.ts";
+import { Layers } from "./layers.ts";
 
 export interface UNetOptions {
   channels: number;
@@ -64,41 +64,7 @@ export function buildTrainableUNet(options: Partial<UNetOptions> = {}): UNet {
   const { channels: C, size: S, width: nf, groups: G, embed: E } = o;
   if (S % 2 ** (o.mults.length - 1)) throw new Error(`size ${S} does not halve ${o.mults.length - 1} times`);
   const g = new GraphBuilder("unet", { opset: 17 });
-  const random = uniform(o.seed);
-  const params: string[] = [];
-  let count = 0;
-  const param = (name: string, dims: number[], init: (n: number) => number) => {
-    const n = dims.reduce((a, b) => a * b, 1);
-    params.push(g.initializer(name, Float32Array.from({ length: n }, (_, i) => init(i)), dims));
-    count += n;
-    return name;
-  };
-  const heUniform = (fanIn: number, gain = 1) => () => gain * (2 * random() - 1) * Math.sqrt(3 / fanIn);
-  const i64 = (v: number[]) => g.constant(v, [v.length], "int64");
-  const f32 = (v: number) => g.constant(v, [], "float32");
-
-  const silu = (h: string) => g.op("Mul", [h, g.op("Sigmoid", [h])]);
-  const dense = (v: string, din: number, dout: number, name: string, gain = 1) =>
-    g.op("Gemm", [
-      v,
-      param(`${name}.w`, [din, dout], heUniform(din, gain)),
-      param(`${name}.b`, [dout], () => 0),
-    ]);
-  const conv = (h: string, cin: number, cout: number, name: string, { k = 3, stride = 1, gain = 1 } = {}) =>
-    g.op("Conv", [
-      h,
-      param(`${name}.w`, [cout, cin, k, k], heUniform(cin * k * k, gain)),
-      param(`${name}.b`, [cout], () => 0),
-    ], { pads: new Array(4).fill((k - 1) >> 1), strides: [stride, stride] });
-  const groupNorm = (h: string, c: number, name: string) => {
-    const grouped = g.op("Reshape", [h, i64([0, G, -1])]);
-    const xc = g.op("Sub", [grouped, g.op("ReduceMean", [grouped], { axes: [2] })]);
-    const variance = g.op("ReduceMean", [g.op("Mul", [xc, xc])], { axes: [2] });
-    const normed = g.op("Div", [xc, g.op("Sqrt", [g.op("Add", [variance, f32(1e-5)])])]);
-    const back = g.op("Reshape", [normed, g.op("Shape", [h])]);
-    const scale = param(`${name}.scale`, [c, 1, 1], () => 1);
-    return g.op("Add", [g.op("Mul", [back, scale]), param(`${name}.bias`, [c, 1, 1], () => 0)]);
-  };
+  const L = new Layers(g, o.seed, G);
 
   const x = g.input("x", "float32", ["B", C, S, S]);
   const t = g.input("t", "float32", ["B"]);
@@ -110,48 +76,51 @@ export function buildTrainableUNet(options: Partial<UNetOptions> = {}): UNet {
     [1, half],
     "float32",
   );
-  const phase = g.op("Mul", [g.op("Unsqueeze", [t, i64([1])]), freqs]);
+  const phase = g.op("Mul", [g.op("Unsqueeze", [t, L.i64([1])]), freqs]);
   const sinusoid = g.op("Concat", [g.op("Sin", [phase]), g.op("Cos", [phase])], { axis: 1 });
-  let temb = dense(silu(dense(sinusoid, 2 * half, E, "temb.0")), E, E, "temb.1");
+  let temb = L.dense(L.silu(L.dense(sinusoid, 2 * half, E, "temb.0")), E, E, "temb.1");
   if (o.classes > 0) {
     const cls = g.input("class", "int64", ["B"]);
-    const table = param("class_emb.table", [o.classes, E], () => 0.5 * (2 * random() - 1));
+    const table = L.param("class_emb.table", [o.classes, E], () => 0.5 * (2 * L.random() - 1));
     temb = g.op("Add", [temb, g.op("Gather", [table, cls], { axis: 0 })]);
   }
   const [tembOut] = g.node("Identity", [temb], ["temb"]);
-  const tembAct = silu(tembOut);
+  const tembAct = L.silu(tembOut);
 
   const resBlock = (h: string, cin: number, cout: number, name: string) => {
-    let a = conv(silu(groupNorm(h, cin, `${name}.norm0`)), cin, cout, `${name}.conv0`);
-    a = g.op("Add", [a, g.op("Unsqueeze", [dense(tembAct, E, cout, `${name}.temb`), i64([2, 3])])]);
-    a = conv(silu(groupNorm(a, cout, `${name}.norm1`)), cout, cout, `${name}.conv1`, { gain: 0.2 });
-    const skip = cin === cout ? h : conv(h, cin, cout, `${name}.skip`, { k: 1 });
-    return g.op("Mul", [g.op("Add", [skip, a]), f32(Math.SQRT1_2)]);
+    let a = L.conv(L.silu(L.groupNorm(h, cin, `${name}.norm0`)), cin, cout, `${name}.conv0`);
+    a = g.op("Add", [a, g.op("Unsqueeze", [L.dense(tembAct, E, cout, `${name}.temb`), L.i64([2, 3])])]);
+    a = L.conv(L.silu(L.groupNorm(a, cout, `${name}.norm1`)), cout, cout, `${name}.conv1`, { gain: 0.2 });
+    const skip = cin === cout ? h : L.conv(h, cin, cout, `${name}.skip`, { k: 1 });
+    return g.op("Mul", [g.op("Add", [skip, a]), L.f32(Math.SQRT1_2)]);
   };
   const attention = (h: string, c: number, name: string) => {
-    const n = groupNorm(h, c, `${name}.norm`);
+    const n = L.groupNorm(h, c, `${name}.norm`);
     const [q, k, v] = ["q", "k", "v"].map((p) =>
-      g.op("Reshape", [conv(n, c, c, `${name}.${p}`, { k: 1 }), i64([0, 0, -1])])
+      g.op("Reshape", [L.conv(n, c, c, `${name}.${p}`, { k: 1 }), L.i64([0, 0, -1])])
     );
     const scores = g.op("Mul", [
       g.op("MatMul", [g.op("Transpose", [q], { perm: [0, 2, 1] }), k]),
-      f32(1 / Math.sqrt(c)),
+      L.f32(1 / Math.sqrt(c)),
     ]);
     const attn = g.op("Softmax", [scores], { axis: -1 });
     const out = g.op("MatMul", [v, g.op("Transpose", [attn], { perm: [0, 2, 1] })]);
-    const proj = conv(g.op("Reshape", [out, g.op("Shape", [h])]), c, c, `${name}.proj`, { k: 1, gain: 0.2 });
-    return g.op("Mul", [g.op("Add", [h, proj]), f32(Math.SQRT1_2)]);
+    const proj = L.conv(g.op("Reshape", [out, g.op("Shape", [h])]), c, c, `${name}.proj`, {
+      k: 1,
+      gain: 0.2,
+    });
+    return g.op("Mul", [g.op("Add", [h, proj]), L.f32(Math.SQRT1_2)]);
   };
 
   // encoder
-  let h = conv(x, C, nf, "in");
+  let h = L.conv(x, C, nf, "in");
   let ch = nf;
   const skips: { value: string; channels: number }[] = [];
   o.mults.forEach((m, level) => {
     h = resBlock(h, ch, nf * m, `down${level}.res`);
     ch = nf * m;
     skips.push({ value: h, channels: ch });
-    if (level < o.mults.length - 1) h = conv(h, ch, ch, `down${level}.down`, { stride: 2 });
+    if (level < o.mults.length - 1) h = L.conv(h, ch, ch, `down${level}.down`, { stride: 2 });
   });
   // middle
   h = resBlock(h, ch, ch, "mid.res0");
@@ -172,8 +141,10 @@ export function buildTrainableUNet(options: Partial<UNetOptions> = {}): UNet {
     ch = nf * o.mults[level];
   }
   const [features] = g.node("Identity", [h], ["features"]);
-  const out = conv(silu(groupNorm(features, ch, "out.norm")), ch, C, "out", { gain: o.zeroOutput ? 0 : 1 });
+  const out = L.conv(L.silu(L.groupNorm(features, ch, "out.norm")), ch, C, "out", {
+    gain: o.zeroOutput ? 0 : 1,
+  });
   g.node("Identity", [out], ["eps"]);
   g.output("eps", "float32", ["B", C, S, S]);
-  return { model: g.model(), params, count };
+  return { model: g.model(), params: L.params, count: L.count };
 }
