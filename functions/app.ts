@@ -22,7 +22,7 @@ import { configFromEnv, type EdgeConfig, makeConfig } from "./config.ts";
 import { ApiError, deadlineExceeded, invalid, noWorker, retryAfter } from "./errors.ts";
 import { gridPng, pngsToTensor, samplesToPng } from "./images.ts";
 import { ConcurrencyLimiter, RateLimiter } from "./limits.ts";
-import { Counter, Gauge, Histogram, Registry } from "./metrics.ts";
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry } from "../core/metrics.ts";
 import { packMsg } from "./msgpack.ts";
 import { negotiate, type OutputFormat, parseBody } from "./negotiate.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -84,21 +84,7 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
   const requests = metrics.add("genie_edge_requests_total", new Counter("HTTP requests by route and status"));
   const duration = metrics.add(
     "genie_edge_request_duration_seconds",
-    new Histogram("Request latency at the edge", [
-      0.005,
-      0.01,
-      0.025,
-      0.05,
-      0.1,
-      0.25,
-      0.5,
-      1,
-      2.5,
-      5,
-      10,
-      30,
-      60,
-    ]),
+    new Histogram("Request latency at the edge", LATENCY_BUCKETS),
   );
   const samplesTotal = metrics.add(
     "genie_edge_samples_total",

@@ -1,39 +1,9 @@
 /**
  * Prometheus text metrics of the worker (`GET /metrics`): queue depth, batch sizes, evaluations per
- * second, inference and request latency, inference thread restarts, memory.
+ * second, inference and request latency, inference thread restarts, memory (core/metrics.ts renders them).
  */
 import process from "node:process";
-
-class Histogram {
-  readonly counts: number[];
-  sum = 0;
-  count = 0;
-  constructor(readonly buckets: number[]) {
-    this.counts = new Array(buckets.length).fill(0);
-  }
-  observe(v: number): void {
-    this.sum += v;
-    this.count++;
-    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]) this.counts[i]++;
-  }
-  render(name: string, help: string, labels = ""): string[] {
-    const l = labels ? `${labels},` : "";
-    const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} histogram`];
-    this.buckets.forEach((b, i) => lines.push(`${name}_bucket{${l}le="${b}"} ${this.counts[i]}`));
-    lines.push(`${name}_bucket{${l}le="+Inf"} ${this.count}`);
-    lines.push(`${name}_sum${labels ? `{${labels}}` : ""} ${this.sum}`);
-    lines.push(`${name}_count${labels ? `{${labels}}` : ""} ${this.count}`);
-    return lines;
-  }
-}
-
-/** Counts per label value. */
-class Counter {
-  readonly values = new Map<string, number>();
-  inc(label: string, by = 1): void {
-    this.values.set(label, (this.values.get(label) ?? 0) + by);
-  }
-}
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry } from "../core/metrics.ts";
 
 /** The values render() reads from the rest of the worker at scrape time. */
 export interface QueueState {
@@ -45,33 +15,101 @@ export interface QueueState {
 }
 
 export class WorkerMetrics {
-  readonly batchSize = new Histogram([1, 2, 4, 8, 16, 32, 64, 128, 256]);
-  readonly inferenceSeconds = new Histogram([
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-  ]);
-  readonly requestSeconds = new Histogram([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]);
-  readonly requests = new Counter();
-  readonly evaluations = new Counter();
-  /** (time ms, samples) of recent inference calls, for the evaluations-per-second gauge. */
-  #recent: [number, number][] = [];
   readonly windowMs = 10_000;
   readonly started = Date.now();
+  /** (time ms, samples) of recent inference calls, for the evaluations-per-second gauge. */
+  #recent: [number, number][] = [];
+  /** The queue state of the scrape being rendered. */
+  #queue: QueueState = { inFlight: 0, queuedSamples: 0, maxQueue: 0 };
+  readonly #registry = new Registry();
+  readonly #evaluations: Counter;
+  readonly #batchSize: Histogram;
+  readonly #inferenceSeconds: Histogram;
+  readonly #requestSeconds: Histogram;
+  readonly #requests: Counter;
+
+  constructor() {
+    const r = this.#registry;
+    const queue = (read: (q: QueueState) => number) => () => read(this.#queue);
+    r.add(
+      "genie_worker_requests_in_flight",
+      Gauge.single("Requests being solved (running solver coroutines).", queue((q) => q.inFlight)),
+    );
+    r.add(
+      "genie_worker_queue_depth",
+      Gauge.single("Samples waiting for an inference call.", queue((q) => q.queuedSamples)),
+    );
+    r.add(
+      "genie_worker_queue_capacity",
+      Gauge.single("Requests in flight at most before 429.", queue((q) => q.maxQueue)),
+    );
+    r.add(
+      "genie_worker_evaluations_per_second",
+      Gauge.single(
+        "Sample evaluations per second over the last 10 s.",
+        () => Number(this.evaluationsPerSecond().toFixed(3)),
+      ),
+    );
+    this.#evaluations = r.add(
+      "genie_worker_evaluations_total",
+      new Counter("Sample evaluations by model and graph."),
+    );
+    this.#batchSize = r.add(
+      "genie_worker_batch_size",
+      new Histogram("Samples per inference call.", [1, 2, 4, 8, 16, 32, 64, 128, 256]),
+    );
+    this.#inferenceSeconds = r.add(
+      "genie_worker_inference_seconds",
+      new Histogram("Time inside ORT per call.", [
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+      ]),
+    );
+    this.#requestSeconds = r.add(
+      "genie_worker_request_duration_seconds",
+      new Histogram("Latency of batch and encode requests.", LATENCY_BUCKETS),
+    );
+    for (const h of [this.#batchSize, this.#inferenceSeconds, this.#requestSeconds]) h.declare();
+    this.#requests = r.add(
+      "genie_worker_http_requests_total",
+      new Counter("HTTP requests by route and status."),
+    );
+    r.add(
+      "genie_worker_inference_restarts_total",
+      Gauge.single(
+        "Restarts of the inference thread after a crash.",
+        queue((q) => q.inferenceRestarts ?? 0),
+        "counter",
+      ),
+    );
+    r.add(
+      "process_resident_memory_bytes",
+      Gauge.single("Resident set size.", () => process.memoryUsage().rss),
+    );
+    r.add(
+      "genie_worker_heap_used_bytes",
+      Gauge.single("JavaScript heap in use.", () => process.memoryUsage().heapUsed),
+    );
+    r.add(
+      "genie_worker_uptime_seconds",
+      Gauge.single("Seconds since start.", () => Math.round((Date.now() - this.started) / 1000)),
+    );
+  }
 
   /** One inference call of `rows` samples. */
   batch(model: string, graph: string, rows: number, ms: number): void {
-    this.batchSize.observe(rows);
-    this.inferenceSeconds.observe(ms / 1000);
-    this.evaluations.inc(`model="${model}",graph="${graph}"`, rows);
+    this.#batchSize.observe({}, rows);
+    this.#inferenceSeconds.observe({}, ms / 1000);
+    this.#evaluations.inc({ model, graph }, rows);
     const now = Date.now();
     this.#recent.push([now, rows]);
     this.#trim(now);
@@ -79,8 +117,8 @@ export class WorkerMetrics {
 
   /** One finished HTTP request. */
   request(route: string, status: number, seconds: number): void {
-    this.requests.inc(`route="${route}",code="${status}"`);
-    if (route === "/v1/batch" || route === "/v1/encode") this.requestSeconds.observe(seconds);
+    this.#requests.inc({ route, code: String(status) });
+    if (route === "/v1/batch" || route === "/v1/encode") this.#requestSeconds.observe({}, seconds);
   }
 
   #trim(now: number): void {
@@ -96,54 +134,7 @@ export class WorkerMetrics {
   }
 
   render(queue: QueueState): string {
-    const lines: string[] = [];
-    const gauge = (name: string, help: string, value: number) =>
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name} ${value}`);
-    gauge(
-      "genie_worker_requests_in_flight",
-      "Requests being solved (running solver coroutines).",
-      queue.inFlight,
-    );
-    gauge("genie_worker_queue_depth", "Samples waiting for an inference call.", queue.queuedSamples);
-    gauge("genie_worker_queue_capacity", "Requests in flight at most before 429.", queue.maxQueue);
-    gauge(
-      "genie_worker_evaluations_per_second",
-      "Sample evaluations per second over the last 10 s.",
-      Number(this.evaluationsPerSecond().toFixed(3)),
-    );
-    lines.push(
-      "# HELP genie_worker_evaluations_total Sample evaluations by model and graph.",
-      "# TYPE genie_worker_evaluations_total counter",
-    );
-    for (const [l, v] of this.evaluations.values) lines.push(`genie_worker_evaluations_total{${l}} ${v}`);
-    lines.push(...this.batchSize.render("genie_worker_batch_size", "Samples per inference call."));
-    lines.push(
-      ...this.inferenceSeconds.render("genie_worker_inference_seconds", "Time inside ORT per call."),
-    );
-    lines.push(
-      ...this.requestSeconds.render(
-        "genie_worker_request_duration_seconds",
-        "Latency of batch and encode requests.",
-      ),
-    );
-    lines.push(
-      "# HELP genie_worker_http_requests_total HTTP requests by route and status.",
-      "# TYPE genie_worker_http_requests_total counter",
-    );
-    for (const [l, v] of this.requests.values) lines.push(`genie_worker_http_requests_total{${l}} ${v}`);
-    lines.push(
-      "# HELP genie_worker_inference_restarts_total Restarts of the inference thread after a crash.",
-      "# TYPE genie_worker_inference_restarts_total counter",
-      `genie_worker_inference_restarts_total ${queue.inferenceRestarts ?? 0}`,
-    );
-    const mem = process.memoryUsage();
-    gauge("process_resident_memory_bytes", "Resident set size.", mem.rss);
-    gauge("genie_worker_heap_used_bytes", "JavaScript heap in use.", mem.heapUsed);
-    gauge(
-      "genie_worker_uptime_seconds",
-      "Seconds since start.",
-      Math.round((Date.now() - this.started) / 1000),
-    );
-    return lines.join("\n") + "\n";
+    this.#queue = queue;
+    return this.#registry.render();
   }
 }

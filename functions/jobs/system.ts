@@ -23,7 +23,7 @@ import { BatchResponse, PROTOCOL_VERSION } from "../../core/api/worker.ts";
 import { npyHeader } from "../../core/npy.ts";
 import { ApiError } from "../errors.ts";
 import { gridPng } from "../images.ts";
-import { Counter, type Registry } from "../metrics.ts";
+import { Counter, type Registry } from "../../core/metrics.ts";
 import type { WorkerPool } from "../pool.ts";
 import type { JobsConfig } from "./config.ts";
 import {

@@ -18,7 +18,7 @@ import {
 } from "../../core/api/mod.ts";
 import { negotiate } from "../../functions/negotiate.ts";
 import { packMsg, unpackMsg } from "../../functions/msgpack.ts";
-import { Counter, Gauge, Histogram, Registry } from "../../functions/metrics.ts";
+import { Counter, Gauge, Histogram, Registry } from "../../core/metrics.ts";
 import { configFromEnv } from "../../functions/config.ts";
 import { FAKE_MODEL } from "./fake_worker.ts";
 

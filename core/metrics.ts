@@ -1,6 +1,13 @@
-/** A small Prometheus text-format registry: labelled counters, gauges (read on scrape) and histograms. */
+/**
+ * A small Prometheus text-format registry (exposition format 0.0.4): labelled counters, values read on
+ * scrape (gauges, or counters kept elsewhere) and histograms. Web-standard only: the edge functions and
+ * the GPU worker both render their `/metrics` with it.
+ */
 
 type Labels = Record<string, string>;
+
+/** Histogram buckets (seconds) for request latencies: 5 ms to 60 s. */
+export const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 function labelKey(labels: Labels): string {
   const keys = Object.keys(labels).sort();
@@ -34,9 +41,17 @@ export class Counter implements Family {
   }
 }
 
+/** Values read at scrape time: a gauge, or (type "counter") a count kept by someone else. */
 export class Gauge implements Family {
-  readonly type = "gauge" as const;
-  constructor(readonly help: string, private readonly read: () => [Labels, number][]) {}
+  constructor(
+    readonly help: string,
+    private readonly read: () => [Labels, number][],
+    readonly type: "gauge" | "counter" = "gauge",
+  ) {}
+  /** One unlabelled value read at scrape time. */
+  static single(help: string, read: () => number, type: "gauge" | "counter" = "gauge"): Gauge {
+    return new Gauge(help, () => [[{}, read()]], type);
+  }
   render(name: string): string[] {
     return this.read().map(([l, v]) => `${name}${labelKey(l)} ${v}`);
   }
@@ -49,13 +64,21 @@ export class Histogram implements Family {
     { labels: Labels; counts: number[]; sum: number; count: number }
   >();
   constructor(readonly help: string, private readonly buckets: number[]) {}
-  observe(labels: Labels, value: number): void {
+  /** Exposes the series of `labels` before its first observation (all counts 0). */
+  declare(labels: Labels = {}): void {
+    this.#seriesOf(labels);
+  }
+  #seriesOf(labels: Labels) {
     const k = labelKey(labels);
     let s = this.series.get(k);
     if (!s) {
       s = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 };
       this.series.set(k, s);
     }
+    return s;
+  }
+  observe(labels: Labels, value: number): void {
+    const s = this.#seriesOf(labels);
     for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]) s.counts[i]++;
     s.sum += value;
     s.count++;
