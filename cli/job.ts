@@ -14,6 +14,7 @@
  */
 import { parseArgs } from "node:util";
 import { npyHeader } from "../core/npy.ts";
+import type { JobInfo } from "../core/api/jobs.ts";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -194,17 +195,8 @@ function intFlag(name: string, v: string | boolean | undefined, min: number): nu
 
 // ------------------------------------------------------------------ HTTP
 
-interface Job {
-  id: string;
-  status: string;
-  done: number;
-  total: number;
-  failed: number;
-  chunks: { total: number; done: number; failed: number; running: number };
-  shape: number[];
-  error?: { code: string; message: string };
-  [k: string]: unknown;
-}
+/** A job as `GET /v1/jobs/{id}` describes it. */
+type Job = JobInfo;
 
 class Client {
   constructor(private readonly args: JobArgs) {}
