@@ -2,6 +2,7 @@
  * Server processes for the benchmarks that time real HTTP hops (`bench:edge`, `bench:jobs`): each
  * server runs as a separate `deno` process on loopback and is ready once it prints `listening on <url>`.
  */
+import { textLines } from "../functions/lines.ts";
 
 /** A started server: its base URL and the process. */
 export interface Proc {
@@ -29,17 +30,10 @@ export async function spawnServer(
   }).spawn();
   const found = Promise.withResolvers<string>();
   const pump = async (s: ReadableStream<Uint8Array>, out: boolean) => {
-    let buf = "";
-    for await (const chunk of s.pipeThrough(new TextDecoderStream())) {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        const m = out ? /^listening on (http:\/\/\S+)/.exec(line) : null;
-        if (m) found.resolve(m[1]);
-        else if (echo(line)) console.error(`[${name}] ${line}`);
-      }
+    for await (const line of textLines(s)) {
+      const m = out ? /^listening on (http:\/\/\S+)/.exec(line) : null;
+      if (m) found.resolve(m[1]);
+      else if (echo(line)) console.error(`[${name}] ${line}`);
     }
   };
   void pump(child.stdout, true);

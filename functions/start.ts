@@ -11,6 +11,7 @@
  * the edge stops too and the command exits with status 1.
  */
 import { configFromEnv } from "./config.ts";
+import { textLines } from "./lines.ts";
 import { startJobs } from "./jobs/cron.ts";
 import { authNotice, onSignals, parseServeArgs, serveEdge } from "./serve.ts";
 
@@ -45,20 +46,12 @@ async function forwardLines(
   stream: ReadableStream<Uint8Array>,
   onListen?: (url: string) => void,
 ): Promise<void> {
-  let buf = "";
   const enc = new TextEncoder();
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buf += chunk;
-    let i;
-    while ((i = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      await Deno.stderr.write(enc.encode(`[worker] ${line}\n`));
-      const m = /listening on (http:\/\/\S+)/.exec(line);
-      if (m && onListen) onListen(m[1]);
-    }
+  for await (const line of textLines(stream)) {
+    await Deno.stderr.write(enc.encode(`[worker] ${line}\n`));
+    const m = /listening on (http:\/\/\S+)/.exec(line);
+    if (m && onListen) onListen(m[1]);
   }
-  if (buf) await Deno.stderr.write(enc.encode(`[worker] ${buf}\n`));
 }
 
 async function startWorker(secret: string): Promise<WorkerChild> {

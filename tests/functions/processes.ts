@@ -1,4 +1,5 @@
 /** Child processes that print `listening on http://HOST:PORT` (workers, the edge, `deno task start`). */
+import { textLines } from "../../functions/lines.ts";
 
 export interface Listening {
   url: string;
@@ -27,19 +28,11 @@ export async function spawnListening(
   const lines: string[] = [];
   const found = Promise.withResolvers<string>();
   const pump = async (stream: ReadableStream<Uint8Array>, isStdout: boolean) => {
-    let buf = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        lines.push(line);
-        const m = isStdout ? /^listening on (http:\/\/\S+)\s*$/.exec(line) : null;
-        if (m) found.resolve(m[1]);
-      }
+    for await (const line of textLines(stream)) {
+      lines.push(line);
+      const m = isStdout ? /^listening on (http:\/\/\S+)\s*$/.exec(line) : null;
+      if (m) found.resolve(m[1]);
     }
-    if (buf) lines.push(buf);
   };
   const pumps = Promise.all([pump(child.stdout, true), pump(child.stderr, false)]);
   const status = child.status;
