@@ -2,7 +2,8 @@
  * Server processes for the benchmarks that time real HTTP hops (`bench:edge`, `bench:jobs`): each
  * server runs as a separate `deno` process on loopback and is ready once it prints `listening on <url>`.
  */
-import { textLines } from "../functions/lines.ts";
+import { textLines } from "../functions/child.ts";
+export { freePort } from "../functions/child.ts";
 
 /** A started server: its base URL and the process. */
 export interface Proc {
@@ -53,14 +54,6 @@ export async function stopServers(procs: Proc[]): Promise<void> {
     } catch { /* gone */ }
     await p.child.status;
   }
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** The `deno` arguments of a task in deno.json (its command line without the leading `deno`). */

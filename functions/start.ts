@@ -11,7 +11,7 @@
  * the edge stops too and the command exits with status 1.
  */
 import { configFromEnv } from "./config.ts";
-import { textLines } from "./lines.ts";
+import { freePort, textLines } from "./child.ts";
 import { startJobs } from "./jobs/cron.ts";
 import { authNotice, onSignals, parseServeArgs, serveEdge } from "./serve.ts";
 
@@ -20,13 +20,6 @@ const READY_TIMEOUT_MS = 60_000;
 
 function log(message: string): void {
   console.error(`[start] ${message}`);
-}
-
-function freePort(host: string): number {
-  const l = Deno.listen({ hostname: host, port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 function randomSecret(): string {

@@ -62,10 +62,4 @@ export function parseSse(text: string): { event: string; data: unknown }[] {
   });
 }
 
-/** A port nothing listens on (bound, then released). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+export { freePort } from "../../functions/child.ts";

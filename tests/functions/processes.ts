@@ -1,5 +1,5 @@
 /** Child processes that print `listening on http://HOST:PORT` (workers, the edge, `deno task start`). */
-import { textLines } from "../../functions/lines.ts";
+import { textLines } from "../../functions/child.ts";
 
 export interface Listening {
   url: string;

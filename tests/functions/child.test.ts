@@ -1,5 +1,5 @@
 import { assertEquals, test } from "../testing.ts";
-import { textLines } from "../../functions/lines.ts";
+import { textLines } from "../../functions/child.ts";
 
 test("textLines: lines split across chunks and characters split across bytes; the last unterminated line", async () => {
   const bytes = new TextEncoder().encode("listening on http://x\nγ=1\n\ntail");
