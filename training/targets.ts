@@ -16,7 +16,7 @@ import { jvpModel } from "../onnx/jvp.ts";
 import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
 import { decodeModel, encodeModel, type ModelProto } from "../onnx/proto.ts";
 import { type Digits, PIXELS, SIZE } from "./common.ts";
-import { NULL_CLASS } from "./train.ts";
+import { FEATURE_TENSORS, NULL_CLASS } from "./train.ts";
 
 export const schedule = vpLinearSchedule();
 
@@ -30,7 +30,7 @@ export interface ScoreGraphs {
 export async function loadScoreGraphs(epsPath: string, threads = 1): Promise<ScoreGraphs> {
   const eps = decodeModel(await Deno.readFile(epsPath));
   const opts = { providers: ["cpu"] as const, threads };
-  const features = (await createSession(encodeModel(exposeTensors(eps, ["features", "temb"])), opts)).session;
+  const features = (await createSession(encodeModel(exposeTensors(eps, FEATURE_TENSORS)), opts)).session;
   const jvp = (await createSession(encodeModel(jvpModel(eps, { wrt: ["x", "t"], outputs: ["eps"] })), opts))
     .session;
   return { eps, features, jvp };

@@ -17,9 +17,10 @@
  * checkpoint, and exports what it has (the run is then resumable to the full `--steps`); `--stop-at k`
  * stops after step k of the same `--steps` schedule, which reproduces such a run exactly.
  *
- * Export (into `--out`): eps.onnx (x, t, class → eps) and model.json; training.json records the flags,
- * steps done and losses. The head's inputs (the "features" and "temb" tensors) are exposed from eps.onnx
- * by `deno task distill`, which writes head.onnx.
+ * Export (into `--out`): eps.onnx (x, t, class → eps), features.onnx (the same network with its last
+ * decoder feature map "features" and time/class embedding "temb" as extra outputs: the GENIE head's
+ * inputs) and model.json; training.json records the flags, steps done and losses. `deno task distill`
+ * writes head.onnx.
  */
 import { vpLinearSchedule } from "../core/schedule.ts";
 import type { RngStream } from "../core/rng.ts";
@@ -27,6 +28,7 @@ import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
 import { encodeModel, tensorDims, tensorProto, tensorValues } from "../onnx/proto.ts";
 import { type Batch, type FloatArray, loadCheckpoint, Trainer, withParams } from "../onnx/train.ts";
 import { buildTrainableUNet, type UNetOptions } from "../onnx/unet.ts";
+import { exposeTensors } from "../onnx/features.ts";
 import {
   formatSeconds,
   loadDigits,
@@ -151,13 +153,17 @@ export function unetManifest(extra: Record<string, unknown> = {}): Record<string
   };
 }
 
-/** Writes eps.onnx, features.onnx and (unless present with a head) model.json into `out`. */
+/** The tensors features.onnx exposes besides eps: the GENIE head's inputs from the network. */
+export const FEATURE_TENSORS = ["features", "temb"];
+
+/** Writes eps.onnx, features.onnx and model.json (keeping the graphs it already lists) into `out`. */
 export async function exportUNet(out: string, params: Record<string, FloatArray>): Promise<void> {
   await Deno.mkdir(out, { recursive: true });
   const unet = buildMnistUNet();
   const trained = withParams(unet.model, params);
   await writeAtomic(`${out}/eps.onnx`, encodeModel(trained));
-  let graphs: Record<string, string> = { eps: "eps.onnx" };
+  await writeAtomic(`${out}/features.onnx`, encodeModel(exposeTensors(trained, FEATURE_TENSORS)));
+  let graphs: Record<string, string> = { eps: "eps.onnx", features: "features.onnx" };
   try {
     const existing = JSON.parse(await Deno.readTextFile(`${out}/model.json`));
     graphs = { ...existing.graphs, ...graphs };

@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals, describe, it, maxAbsDiff } from "../testing.ts";
 import { openModel } from "../../gpu-worker/engine.ts";
+import { createSession, runSession } from "../../onnx/ort.ts";
 import { readManifest } from "../../gpu-worker/manifest.ts";
 import { gaussianNoise } from "../../core/rng.ts";
 import { makeGrid } from "../../core/grid.ts";
@@ -17,6 +18,30 @@ import { loadDigits, PIXELS, splitIndices } from "../../training/common.ts";
 const MODELS = new URL("../../models", import.meta.url).pathname;
 
 describe("shipped models", () => {
+  it("mnist-unet: features.onnx is eps.onnx with the head's inputs (features, temb) as extra outputs", async () => {
+    const info = readManifest(`${MODELS}/mnist-unet`);
+    assertEquals(info.manifest.graphs.features, "features.onnx");
+    const open = async (f: string) =>
+      (await createSession(await Deno.readFile(`${MODELS}/mnist-unet/${f}`), {
+        providers: ["cpu"],
+        threads: 1,
+      }))
+        .session;
+    const [eps, features] = [await open("eps.onnx"), await open("features.onnx")];
+    const B = 2, x = Float32Array.from(gaussianNoise(5, 0, B * PIXELS));
+    const feeds = {
+      x: { type: "float32" as const, data: x, dims: [B, 1, 28, 28] },
+      t: { type: "float32" as const, data: Float32Array.of(0.2, 0.8), dims: [B] },
+      class: { type: "int64" as const, data: BigInt64Array.of(4n, 10n), dims: [B] },
+    };
+    const a = await runSession(eps, feeds), b = await runSession(features, feeds);
+    assertEquals(maxAbsDiff(a.eps.data as Float32Array, b.eps.data as Float32Array), 0);
+    assertEquals(b.features.dims, [B, 32, 28, 28]);
+    assertEquals(b.temb.dims, [B, 128]);
+    await eps.release();
+    await features.release();
+  });
+
   it("mnist-unet: manifest, head graph in one call (eps identical to eps.onnx), GENIE with its head", async () => {
     const info = readManifest(`${MODELS}/mnist-unet`);
     assertEquals(info.manifest.shape, [1, 28, 28]);
