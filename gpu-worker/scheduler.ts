@@ -11,6 +11,9 @@
  * - `maxWaitMs`: a batch with room left waits at most this long (from its oldest evaluation) for more
  *   samples; 0 (default) runs at once — coroutines resume synchronously when a batch returns, so the
  *   next call already holds every request that was waiting.
+ * - A request that finds the inference idle is dispatched at the end of the current turn of the event
+ *   loop (`setImmediate`, a few µs), not inside `submit`: requests that arrive together (one read of the
+ *   sockets, one burst of clients) share their first call instead of the first one going alone.
  * - Deadlines and cancellation act between steps: the coroutine is closed and its pending work dropped;
  *   a call already running finishes for the others.
  * - The number of requests in flight is bounded (`maxQueue`); beyond it `submit` answers 429.
@@ -21,6 +24,7 @@
  * do not; see graphs.ts for how the analytic graphs avoid them). tests/gpu-worker/batch_invariance.test.ts
  * checks it graph by graph and end to end.
  */
+import { setImmediate } from "node:timers";
 import type { RunStats } from "../core/solvers/drive.ts";
 import type { EvalRequest, EvalResult, SolverRun } from "../core/solvers/types.ts";
 import { wrapPrediction } from "../core/prediction.ts";
@@ -123,6 +127,8 @@ export class Scheduler {
   #pending: Pending[] = [];
   #seq = 0;
   #busy = false;
+  /** A dispatch is scheduled for the end of this event-loop turn. */
+  #soon = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #draining = false;
   #drained: (() => void)[] = [];
@@ -198,7 +204,7 @@ export class Scheduler {
       }
       job.cleanup = () => timers.forEach((f) => f());
       this.#advance(job, undefined);
-      this.#pump();
+      this.#pumpSoon();
     });
   }
 
@@ -284,6 +290,16 @@ export class Scheduler {
     } catch {
       // progress reporting never fails the request
     }
+  }
+
+  /** Dispatches once the requests arriving in this turn of the event loop have been queued. */
+  #pumpSoon(): void {
+    if (this.#busy || this.#soon) return;
+    this.#soon = true;
+    setImmediate(() => {
+      this.#soon = false;
+      this.#pump();
+    });
   }
 
   #pump(): void {

@@ -1,4 +1,5 @@
 /** The scheduler's order: priorities first, FIFO within a priority, large requests split across calls. */
+import { setImmediate } from "node:timers";
 import type { EvalRequest, SolverRun } from "../../core/solvers/types.ts";
 import type { BatchOutputs, Inference, WireTensor } from "../../gpu-worker/inference.ts";
 import type { GraphKind } from "../../gpu-worker/manifest.ts";
@@ -72,4 +73,28 @@ Deno.test("priorities first, then FIFO; an evaluation larger than the batch is s
     [3],
   ]);
   assertEquals(done, [4, 1, 2, 3]);
+});
+
+Deno.test("requests arriving in one turn of the event loop share their first call", async () => {
+  const info = validateManifest(structuredClone(BUILTIN_MANIFESTS[0]));
+  info.graphPaths = { eps: "eps.onnx" };
+  const model: ServedModel = { info, inputs: { eps: ["x", "t"] }, maxBatch: 64 };
+  const inference = new ManualInference();
+  const scheduler = new Scheduler(inference);
+  const results = Array.from({ length: 32 }, (_, i) => scheduler.submit({ model, run: tagged(i, 1, 3) }));
+  assertEquals(inference.calls.length, 0, "nothing dispatched inside submit");
+  await new Promise((r) => setImmediate(r));
+  assertEquals(inference.calls.map((c) => c.length), [32], "one call with all 32 requests");
+  while (inference.waiting) {
+    inference.releaseOne();
+    await tick();
+  }
+  assertEquals((await Promise.all(results)).map((r) => r.x[0]), Array.from({ length: 32 }, (_, i) => i));
+  assertEquals(inference.calls.map((c) => c.length), [32, 32, 32], "three steps, three calls");
+  // A lone request is not held back by a timer: it is dispatched within the same macrotask hop.
+  const lone = scheduler.submit({ model, run: tagged(99, 1, 1) });
+  await new Promise((r) => setImmediate(r));
+  assertEquals(inference.calls.length, 4);
+  inference.releaseOne();
+  assertEquals((await lone).x[0], 99);
 });
