@@ -20,6 +20,7 @@
  * derivative (first-order error in the step size overall). {@link guidedSolveInput} configures GENIE
  * for the exact version wherever the derivative source can answer JVPs.
  */
+import { float64Array } from "./solvers/arrays.ts";
 import type { EvalRequest, EvalResult, SolveInput, SolverRun, Tensor } from "./solvers/types.ts";
 
 /** Invalid guidance or class options; `field` names the offending one. */
@@ -71,7 +72,7 @@ export function withClasses(run: SolverRun, classes: Int32Array): SolverRun {
 }
 
 function twice(a: Float64Array): Float64Array {
-  const out = new Float64Array(2 * a.length);
+  const out = float64Array(2 * a.length);
   out.set(a);
   out.set(a, a.length);
   return out;
@@ -79,7 +80,7 @@ function twice(a: Float64Array): Float64Array {
 
 /** c + w (c − u) with c the first and u the second half of `both`. */
 function guide(both: Tensor, n: number, w: number): Float64Array {
-  const out = new Float64Array(n);
+  const out = float64Array(n);
   for (let i = 0; i < n; i++) out[i] = both[i] + w * (both[i] - both[n + i]);
   return out;
 }

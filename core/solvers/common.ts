@@ -1,6 +1,7 @@
 /** Shared pieces of the solvers: coordinates, evaluation requests, the final step. */
 import type { EvalRequest, EvalResult, SolveInput, SolverRun, Tensor } from "./types.ts";
 import { SolverError } from "./types.ts";
+import { float64Array } from "./arrays.ts";
 
 /** x̄ = x/α_t as a new float64 array. */
 export function toBar(x: ArrayLike<number>, alpha: number): Float64Array {
@@ -9,9 +10,9 @@ export function toBar(x: ArrayLike<number>, alpha: number): Float64Array {
   return out;
 }
 
-/** x = α_t x̄ as a new float64 array. */
+/** x = α_t x̄ as a new float64 array (for a request or a result: see arrays.ts). */
 export function fromBar(xbar: Float64Array, alpha: number): Float64Array {
-  const out = new Float64Array(xbar.length);
+  const out = float64Array(xbar.length);
   for (let i = 0; i < xbar.length; i++) out[i] = alpha * xbar[i];
   return out;
 }
@@ -27,7 +28,7 @@ export function request(
   const steps = input.grid.length - 1;
   return {
     x: fromBar(xbar, input.schedule.alpha(t)),
-    t: new Float64Array(input.batch).fill(t),
+    t: float64Array(input.batch).fill(t),
     want,
     step,
     steps,
