@@ -215,12 +215,14 @@ out(
 );
 out();
 out(
-  "| model | solver | graph | batch | steps | NFE | NFE × forward ms, fixed input | Σ forward ms, replayed | sampling ms | overhead |",
+  "| model | solver | graph | batch | steps | NFE | NFE × forward ms, fixed input | Σ forward ms, replayed | sampling ms | overhead | overhead by minima |",
 );
-out("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+out("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 /** The two solvers compared: GENIE with its head graph, DDIM with eps. */
 const SOLVERS = [["genie", "head", { genie_derivative: "head" }], ["ddim", "eps", {}]] as const;
-const overheads: Record<string, number> = {};
+const overheads: Record<string, number> = {}, overheadsByMinima: Record<string, number> = {};
+/** Median over repetitions of sampling ms − replayed Σ forward ms, by "model solver B". */
+const excessMs: Record<string, number> = {};
 for (const model of OVERHEAD_MODELS) {
   for (const [solver, graph, extra] of SOLVERS) {
     for (const B of [1, 8, 32]) {
@@ -241,25 +243,33 @@ for (const model of OVERHEAD_MODELS) {
         replays.push(replayed);
         ratios.push(last.ms / replayed);
       }
-      const overhead = median(ratios);
+      const overhead = median(ratios), byMinima = Math.min(...walls) / Math.min(...replays);
       overheads[`${model} ${solver} batch ${B}`] = overhead;
+      overheadsByMinima[`${model} ${solver} batch ${B}`] = byMinima;
+      excessMs[`${model} ${solver} ${B}`] = median(walls.map((w, i) => w - replays[i]));
       out(
         `| ${model} | ${solver} | ${graph} | ${B} | ${last!.steps} | ${last!.nfe} | ${
           fmt(last!.nfe * median(fw), 1)
-        } | ${fmt(median(replays), 1)} | ${fmt(median(walls), 1)} | ${fmt(overhead)} |`,
+        } | ${fmt(median(replays), 1)} | ${fmt(median(walls), 1)} | ${fmt(overhead)} | ${fmt(byMinima)} |`,
       );
     }
   }
 }
 out();
+const targetStatus = (values: Record<string, number>) =>
+  Object.entries(values).filter(([k]) => !k.endsWith(" 1")).map(([k, v]) =>
+    `${k} ${fmt(v)}${v <= 1.05 ? " (met)" : " (missed)"}`
+  ).join(", ");
 out(
-  `Overhead is the median over ${REPS} repetitions of (sampling ms ÷ replayed Σ forward ms) of each repetition. ` +
-    `Target ≤ 1.05 at batch ≥ 8: ${
-      Object.entries(overheads).filter(([k]) => !k.endsWith(" 1")).map(([k, v]) =>
-        `${k} ${fmt(v)}${v <= 1.05 ? " (met)" : " (missed)"}`
-      ).join(", ")
-    }.`,
+  `**Overhead** is the median over ${REPS} repetitions of (sampling ms ÷ replayed Σ forward ms) of each ` +
+    "repetition; **by minima** is the fastest sampling run ÷ the fastest replay, the estimate least " +
+    "inflated by other processes (both can only be slowed down by them, never sped up).",
 );
+out();
+out(`Target ≤ 1.05 at batch ≥ 8, by medians: ${targetStatus(overheads)}.`);
+out();
+out(`By minima: ${targetStatus(overheadsByMinima)}.`);
+out();
 out(
   "The worker's own work per request is about the same for both models (it depends on the batch and the image " +
     "size, not on the network), so the ratio is larger where the network is cheap: `mnist-mix`'s analytic graph " +
@@ -298,21 +308,29 @@ out();
   out(
     `The same requests on \`${MODEL}\` against a stand-in inference that answers every call at once with zeros: ` +
       "what remains is the worker's own work on the main thread (request decoding and validation, noise, solver " +
-      "steps, batching, the response). Fitted as fixed + NFE × per step from NFE 5 and NFE 40 (medians of 31).",
+      "steps, batching, the response). Fitted as fixed + NFE × per step from NFE 5 and NFE 40 (medians of 31). " +
+      "The last two columns compare it with the overhead table: **sampling − replayed** is what sampling took " +
+      "beyond the model's calls there (median over repetitions), and the part of it that is not the worker's own " +
+      "work, per inference call, is time spent between the two threads (message hand-over and wake-ups, which " +
+      "compete with ORT's own threads for the cores).",
   );
   out();
-  out("| solver | batch | ms at NFE 10 | fixed ms | per step µs | per step ÷ forward at that batch |");
-  out("| --- | ---: | ---: | ---: | ---: | ---: |");
+  out(
+    "| solver | batch | ms at NFE 10 | fixed ms | per step µs | per step ÷ forward at that batch | sampling − replayed ms | not the worker's own work, µs per call |",
+  );
+  out("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const [solver, graph, extra] of SOLVERS) {
     for (const B of [1, 8, 32]) {
       const a = await timeAt(B, solver, extra, 5), b = await timeAt(B, solver, extra, 40);
       const at10 = await timeAt(B, solver, extra, 10);
       const step = (b - a) / 35, fixed = a - 5 * step;
       const fwd = await forwardMedian(MODEL, graph, B, 7);
+      const excess = excessMs[`${MODEL} ${solver} ${B}`];
+      const rest = excess === undefined ? "–" : fmt(((excess - at10) / NFE) * 1000, 0);
       out(
         `| ${solver} | ${B} | ${fmt(at10)} | ${fmt(fixed)} | ${fmt(step * 1000, 0)} | ${
           fmt(step / fwd, 3)
-        } |`,
+        } | ${excess === undefined ? "–" : fmt(excess)} | ${rest} |`,
       );
     }
   }
