@@ -311,8 +311,9 @@ out();
       "steps, batching, the response). Fitted as fixed + NFE × per step from NFE 5 and NFE 40 (medians of 31). " +
       "The last two columns compare it with the overhead table: **sampling − replayed** is what sampling took " +
       "beyond the model's calls there (median over repetitions), and the part of it that is not the worker's own " +
-      "work, per inference call, is time spent between the two threads (message hand-over and wake-ups, which " +
-      "compete with ORT's own threads for the cores).",
+      "work, per inference call, comes from pausing between calls: the two threads hand over a message and wake " +
+      "each other, and an ORT call that follows a pause can take longer than the same call made back to back, " +
+      "as in the replay. Per call it is about the same for every batch size, so it weighs most on a cheap network.",
   );
   out();
   out(
