@@ -9,6 +9,7 @@ import { assert, assertStrictEquals } from "../testing.ts";
 import { serveEdge } from "../../functions/serve.ts";
 import { startFakeWorker } from "./fake_worker.ts";
 import { quiet } from "./helpers.ts";
+import { uniform } from "../../onnx/init.ts";
 
 const CASES = 1200;
 const SEED = 0x5eed1234;
@@ -17,14 +18,7 @@ const MAX_BODY = 64 * 1024;
 
 /** mulberry32: a small seeded PRNG. */
 function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = uniform(seed);
   const int = (n: number) => Math.floor(next() * n);
   const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
   return { next, int, pick };

@@ -4,21 +4,13 @@
  */
 import { encodeModel, GraphBuilder, type ModelProto } from "../../onnx/proto.ts";
 import { jvpModel, type JvpOptions } from "../../onnx/jvp.ts";
+import { uniform } from "../../onnx/init.ts";
 import { createSession, runSession, type TensorInit } from "../../onnx/ort.ts";
 
 export type FloatType = "float32" | "float64";
 
 /** A deterministic uniform generator (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = uniform;
 
 export interface Feed {
   type: FloatType | "int64" | "bool";
