@@ -1,5 +1,5 @@
 /** Content negotiation for `Accept`, and request bodies read with a size limit. */
-import { readWithin } from "../core/api/body.ts";
+import { readRequestBody } from "../core/api/body.ts";
 import { ApiError } from "./errors.ts";
 import { isMsgpackType, unpackMsg } from "./msgpack.ts";
 
@@ -53,19 +53,12 @@ export function negotiate(
 
 /** Reads a request body, answering 413 past `limit` bytes (by Content-Length or while streaming). */
 export async function readBody(req: Request, limit: number): Promise<Uint8Array> {
-  const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
-  if (!req.body) return new Uint8Array(0);
-  const reader = req.body.getReader();
-  let bytes: Uint8Array | undefined;
-  try {
-    bytes = await readWithin(reader, limit);
-  } catch (e) {
-    if (e instanceof ApiError) throw e;
+  const read = await readRequestBody(req, limit);
+  if (read.ok) return read.bytes;
+  if (read.reason === "unreadable") {
     throw new ApiError(400, "bad_request", "the request body could not be read");
   }
-  if (!bytes) throw tooLarge(limit);
-  return bytes;
+  throw tooLarge(limit);
 }
 
 function tooLarge(limit: number): ApiError {

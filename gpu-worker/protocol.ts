@@ -4,7 +4,7 @@
  * msgpack library can read them — and HMAC-SHA256 signatures (`x-genie-signature: sha256=<hex>`).
  */
 import { Packr, Unpackr } from "msgpackr";
-import { readWithin } from "../core/api/body.ts";
+import { readRequestBody } from "../core/api/body.ts";
 import { float32ToBytes } from "../core/api/tensor.ts";
 import { MSGPACK, SIGNATURE_HEADER } from "../core/api/worker.ts";
 import { WorkerError } from "./errors.ts";
@@ -49,19 +49,21 @@ export function acceptsMsgpackBody(contentType: string | null): boolean {
 }
 
 /**
- * Reads a request body of at most `limit` bytes: a Content-Length over the limit is refused before
- * reading, and a streamed body is cut off as soon as it passes the limit (413 either way).
+ * Reads a request body of at most `limit` bytes (core/api/body.ts): 413 past the limit, by
+ * Content-Length or while streaming; 400 when the body breaks off while being read.
  */
 export async function readBody(req: Request, limit: number): Promise<Uint8Array> {
-  const declared = Number(req.headers.get("content-length"));
-  if (Number.isFinite(declared) && declared > limit) {
-    await req.body?.cancel().catch(() => {});
-    throw new WorkerError("payload_too_large", `the body has ${declared} bytes; the limit is ${limit}`);
+  const read = await readRequestBody(req, limit);
+  if (read.ok) return read.bytes;
+  if (read.reason === "unreadable") {
+    throw new WorkerError("bad_request", `the request body could not be read: ${read.message}`);
   }
-  if (!req.body) return new Uint8Array(0);
-  const bytes = await readWithin(req.body.getReader(), limit);
-  if (!bytes) throw new WorkerError("payload_too_large", `the body exceeds the limit of ${limit} bytes`);
-  return bytes;
+  throw new WorkerError(
+    "payload_too_large",
+    read.declared !== undefined
+      ? `the body has ${read.declared} bytes; the limit is ${limit}`
+      : `the body exceeds the limit of ${limit} bytes`,
+  );
 }
 
 const keys = new Map<string, Promise<CryptoKey>>();

@@ -29,3 +29,29 @@ export async function readWithin(
   }
   return out;
 }
+
+/** A request body read within a limit: its bytes, or why there are none. */
+export type BodyRead =
+  | { ok: true; bytes: Uint8Array }
+  | { ok: false; reason: "too_large"; declared?: number }
+  | { ok: false; reason: "unreadable"; message: string };
+
+/**
+ * Reads a request body of at most `limit` bytes. A Content-Length over the limit is refused before
+ * reading (`declared` is set) and a streamed body is cut off as soon as it passes the limit; either way
+ * the body is cancelled. A body that fails while being read (the client went away) is "unreadable".
+ */
+export async function readRequestBody(req: Request, limit: number): Promise<BodyRead> {
+  const declared = Number(req.headers.get("content-length") ?? NaN);
+  if (Number.isFinite(declared) && declared > limit) {
+    await req.body?.cancel().catch(() => {});
+    return { ok: false, reason: "too_large", declared };
+  }
+  if (!req.body) return { ok: true, bytes: new Uint8Array(0) };
+  try {
+    const bytes = await readWithin(req.body.getReader(), limit);
+    return bytes ? { ok: true, bytes } : { ok: false, reason: "too_large" };
+  } catch (e) {
+    return { ok: false, reason: "unreadable", message: e instanceof Error ? e.message : String(e) };
+  }
+}

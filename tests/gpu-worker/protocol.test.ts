@@ -13,7 +13,7 @@ import { getSolver, stepsForNfe } from "../../core/solvers/registry.ts";
 import { mixtureFromSource } from "../../gpu-worker/analytic.ts";
 import { sign } from "../../gpu-worker/protocol.ts";
 import { assert, assertEquals, maxAbsDiff } from "../testing.ts";
-import { bytesOf, errorOf, floats, MSGPACK, post, startApp } from "./helpers.ts";
+import { bytesOf, errorOf, floats, MSGPACK, post, type Reply, startApp } from "./helpers.ts";
 
 const ok = { v: 1, model: "gmm2d", solver: "genie", nfe: 6, seeds: [11, 12, 13] };
 
@@ -174,6 +174,22 @@ Deno.test({
         const big = await post(app, "/v1/batch", undefined, { raw: new Uint8Array(65 * 1024) });
         assertEquals(big.status, 413);
         assertEquals(errorOf(big).code, "payload_too_large");
+        // a body that breaks off while being read is the client's fault: 400, not 500
+        const broken = new ReadableStream<Uint8Array>({
+          pull(c) {
+            c.error(new Error("connection reset"));
+          },
+        });
+        const cut = await app.request("/v1/batch", {
+          method: "POST",
+          body: broken,
+          headers: { "content-type": MSGPACK },
+        });
+        assertEquals(cut.status, 400);
+        assertEquals((decode(new Uint8Array(await cut.arrayBuffer())) as Reply["body"]).error, {
+          code: "bad_request",
+          message: "the request body could not be read: connection reset",
+        });
         const json = await app.request("/v1/batch", {
           method: "POST",
           body: "{}",
