@@ -217,6 +217,9 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       };
     });
 
+  /** Streamed responses → the HTTP status their last frame carries, once the stream has ended. */
+  const streamEnds = new WeakMap<Response, Promise<number>>();
+
   async function solve(req: Request, kind: "batch" | "encode"): Promise<Response> {
     let id: string | undefined;
     try {
@@ -251,6 +254,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
    */
   async function solveStreaming(plan: PlannedJob, clientSignal: AbortSignal): Promise<Response> {
     const local = new AbortController();
+    const finalStatus = Promise.withResolvers<number>();
     let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
     const early: Uint8Array[] = [];
     const send = (value: unknown) => {
@@ -289,25 +293,36 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       start(c) {
         controller = c;
         for (const f of early.splice(0)) c.enqueue(f);
-        result.then(
+        const last = result.then(
           (r) => {
             progressTo(plan.steps - 1, plan.steps);
             send(resultMessage(plan, r));
+            return 200;
           },
-          (e: unknown) => send(errorMessage(e, plan.id, true)),
-        ).finally(() => {
+          (e: unknown) => {
+            send(errorMessage(e, plan.id, true));
+            return asWorkerError(e).status;
+          },
+        ).catch((e: unknown) => {
+          // the final frame could not be made: the stream ends without it, the worker goes on
+          log(`stream ${plan.id}: ${e instanceof Error ? e.stack ?? e.message : e}`);
+          return 500;
+        }).finally(() => {
           try {
             c.close();
           } catch {
             // already canceled by the client
           }
         });
+        finalStatus.resolve(last);
       },
       cancel() {
         local.abort();
       },
     });
-    return new Response(body, { status: 200, headers: { "content-type": MSGPACK_STREAM } });
+    const response = new Response(body, { status: 200, headers: { "content-type": MSGPACK_STREAM } });
+    streamEnds.set(response, finalStatus.promise);
+    return response;
   }
 
   function resultMessage(plan: PlannedJob, result: JobResult): Record<string, unknown> {
@@ -420,7 +435,12 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       res = errorResponse(e);
     }
     const known = ["/healthz", "/v1/models", "/metrics", "/v1/batch", "/v1/encode"].includes(path);
-    metrics.request(known ? path : "other", res.status, (performance.now() - t0) / 1000);
+    const record = (status: number) =>
+      metrics.request(known ? path : "other", status, (performance.now() - t0) / 1000);
+    // a stream is counted when it ends, with the status of its last frame
+    const streamEnd = streamEnds.get(res);
+    if (streamEnd) void streamEnd.then(record);
+    else record(res.status);
     return res;
   }
 
