@@ -18,6 +18,17 @@ describe("metrics", () => {
         assertClose(av, values[k] * vectors[i * d + k], 1e-8 * (1 + Math.abs(values[k])), "A v − λ v");
       }
     }
+    // the vectors are orthonormal (so none is zero) and the values sum to the trace
+    for (let k = 0; k < d; k++) {
+      for (let l = 0; l < d; l++) {
+        let dot = 0;
+        for (let i = 0; i < d; i++) dot += vectors[i * d + k] * vectors[i * d + l];
+        assertClose(dot, k === l ? 1 : 0, 1e-8, "VᵀV − I");
+      }
+    }
+    let trace = 0;
+    for (let i = 0; i < d; i++) trace += a[i * d + i];
+    assertClose(values.reduce((s, v) => s + v, 0), trace, 1e-8 * trace, "Σλ − trace A");
     const s = sqrtPsd(a, d);
     for (let i = 0; i < d; i++) {
       for (let j = 0; j < d; j++) {
