@@ -25,6 +25,7 @@ import { createWorkerApp, type WorkerApp } from "./app.ts";
 import { InferenceThread, type WireTensor } from "./inference.ts";
 import type { GraphKind } from "./manifest.ts";
 import { defaultModelsDir, loadRegistry } from "./models.ts";
+import { median, quantileFloor as quantile } from "../bench/stats.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
@@ -48,14 +49,6 @@ const NFE = Number(flags.nfe);
 /** The NFE of `sample()` requests (changed only while measuring the worker's own time). */
 const NFE_OVERRIDE = { value: NFE };
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
-};
 const fmt = (x: number, digits = 2) => x.toFixed(digits);
 const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 

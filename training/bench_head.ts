@@ -27,7 +27,9 @@ import { jvpBytes } from "../onnx/jvp.ts";
 import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
 import { classify, FEATURE_DIM, loadClassifier } from "./classifier.ts";
 import { loadDigits, log, parseFlags, PIXELS, SIZE, writeAtomic } from "./common.ts";
-import { frechetDistance, meanCov, median, rmsePerSample, sqrtPsd } from "./metrics.ts";
+import { frechetDistance, meanCov, sqrtPsd } from "./metrics.ts";
+import { rmsePerSample } from "../bench/reference.ts";
+import { median } from "../bench/stats.ts";
 import { drawNoisy, headData, loadScoreGraphs, schedule } from "./targets.ts";
 
 const FLAGS = {
@@ -354,7 +356,7 @@ const score = await scorer(classes);
 const heun = CONFIGS.find((c) => c.solver === "heun")!;
 const ref = await sample(model, heun, f.refSteps, latents, classes);
 const refHalf = await sample(model, heun, f.refSteps / 2, latents, classes);
-const refCheck = median(rmsePerSample(refHalf.x, ref.x, N));
+const refCheck = median(rmsePerSample(refHalf.x, ref.x, N, PIXELS));
 const refScore = await score.fd(ref.x);
 log(
   `reference: heun ${f.refSteps} steps (NFE ${ref.nfe}), vs ${f.refSteps / 2} steps: ${
@@ -383,7 +385,7 @@ for (const c of CONFIGS) {
     cells.push({
       nfe,
       steps,
-      err: median(rmsePerSample(s.x, ref.x, N)),
+      err: median(rmsePerSample(s.x, ref.x, N, PIXELS)),
       fd: q.fd,
       acc: q.acc,
       seconds: s.seconds,
@@ -401,7 +403,7 @@ for (const c of [CONFIGS[0], CONFIGS[1], CONFIGS[3], CONFIGS[9], CONFIGS[10]]) {
   for (const nfe of AFS_OFF_NFES) {
     const steps = stepsForNfe(c.solver, nfe, { afs: false, denoise: f.denoise, derivative: c.derivative });
     const s = await sample(model, c, steps, latents, classes, 0, false);
-    cells.push({ nfe, err: median(rmsePerSample(s.x, ref.x, N)) });
+    cells.push({ nfe, err: median(rmsePerSample(s.x, ref.x, N, PIXELS)) });
   }
   afsOff.push({ config: c, cells });
 }

@@ -23,6 +23,7 @@
  * Writes head.onnx, adds `head` to model.json's graphs and records distill.json.
  */
 import { rngStream } from "../core/rng.ts";
+import { median } from "../bench/stats.ts";
 import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
 import { buildHeadModel, combinedHeadModel, HEAD_DEFAULTS, type HeadOptions } from "../onnx/head.ts";
 import { createSession, runSession } from "../onnx/ort.ts";
@@ -117,11 +118,6 @@ export function relativeErrors(k: ArrayLike<number>, target: ArrayLike<number>, 
     return Math.sqrt(num / den);
   });
 }
-
-export const median = (v: readonly number[]) => {
-  const s = [...v].sort((a, b) => a - b), m = s.length >> 1;
-  return s.length % 2 ? s[m] : 0.5 * (s[m - 1] + s[m]);
-};
 
 /** A fixed evaluation batch: stratified t over [t_min, 1], its own random stream. */
 export async function evalData(g: ScoreGraphs, digits: Digits, n: number, seed: number): Promise<HeadData> {

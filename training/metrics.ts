@@ -1,7 +1,7 @@
 /**
  * Sample-quality metrics for the image benchmarks: Fréchet distance between two Gaussians fitted to
  * feature vectors (the FID formula, here in the shipped MNIST classifier's 128-D feature space), with a
- * symmetric Jacobi eigensolver (no dependencies), and per-sample RMSE.
+ * symmetric Jacobi eigensolver (no dependencies). Per-sample RMSE and medians: bench/reference.ts, bench/stats.ts.
  */
 
 /** Mean and covariance (unbiased, n − 1) of n vectors of dimension d stored row-major. */
@@ -127,19 +127,4 @@ export function frechetDistance(
   let cross = 0;
   for (const v of values) cross += Math.sqrt(Math.max(v, 0));
   return dm + tr - 2 * cross;
-}
-
-/** RMSE over the dimensions of each sample. */
-export function rmsePerSample(x: ArrayLike<number>, ref: ArrayLike<number>, batch: number): number[] {
-  const dim = x.length / batch;
-  return Array.from({ length: batch }, (_, b) => {
-    let s = 0;
-    for (let i = b * dim; i < (b + 1) * dim; i++) s += (x[i] - ref[i]) ** 2;
-    return Math.sqrt(s / dim);
-  });
-}
-
-export function median(v: readonly number[]): number {
-  const s = [...v].sort((a, b) => a - b), n = s.length;
-  return n % 2 ? s[(n - 1) / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
