@@ -46,8 +46,6 @@ const MODEL = flags["load-model"]!;
 const OVERHEAD_MODELS = flags.models!.split(",").map((m) => m.trim()).filter(Boolean);
 const ALL_MODELS = [...new Set([MODEL, ...OVERHEAD_MODELS])];
 const NFE = Number(flags.nfe);
-/** The NFE of `sample()` requests (changed only while measuring the worker's own time). */
-const NFE_OVERRIDE = { value: NFE };
 
 const fmt = (x: number, digits = 2) => x.toFixed(digits);
 const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
@@ -143,7 +141,7 @@ async function sample(
   model: string = MODEL,
   seeds: number[] = Array.from({ length: n }, () => seedBase++ % 2 ** 32),
 ): Promise<Sampled> {
-  const body = encode({ v: 1, id: `b${seedBase}`, model, solver, nfe: NFE_OVERRIDE.value, seeds, ...extra });
+  const body = encode({ v: 1, id: `b${seedBase}`, model, solver, nfe: NFE, seeds, ...extra });
   const t0 = performance.now();
   const res = await target.request("/v1/batch", {
     method: "POST",
@@ -288,12 +286,10 @@ out();
     log: () => {},
   });
   const timeAt = async (B: number, solver: string, extra: Record<string, unknown>, nfe: number) => {
-    const saved = NFE_OVERRIDE.value;
-    NFE_OVERRIDE.value = nfe;
-    for (let i = 0; i < 5; i++) await sample(B, solver, extra, instant);
+    const request = { ...extra, nfe };
+    for (let i = 0; i < 5; i++) await sample(B, solver, request, instant);
     const ms: number[] = [];
-    for (let i = 0; i < 31; i++) ms.push((await sample(B, solver, extra, instant)).ms);
-    NFE_OVERRIDE.value = saved;
+    for (let i = 0; i < 31; i++) ms.push((await sample(B, solver, request, instant)).ms);
     return median(ms);
   };
   out("### The worker's own time per request");

@@ -19,7 +19,7 @@ import type { RngStream } from "../core/rng.ts";
 import { gradModel, withLoss } from "../onnx/grad.ts";
 import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
 import { encodeModel, GraphBuilder, type ModelProto } from "../onnx/proto.ts";
-import { type Batch, lrSchedule, Trainer, withParams } from "../onnx/train.ts";
+import { type Batch, Trainer, withParams } from "../onnx/train.ts";
 import {
   type Digits,
   formatSeconds,
@@ -29,6 +29,7 @@ import {
   PIXELS,
   SIZE,
   splitIndices,
+  warmupCosine,
   writeAtomic,
 } from "./common.ts";
 import { uniform } from "../onnx/init.ts";
@@ -172,7 +173,7 @@ if (import.meta.main) {
   log(`mnist-classifier: ${net.count} parameters; ${train.length} training / ${held.length} held-out digits`);
   const trainer = await Trainer.create(graph, {
     seed: f.seed,
-    lr: lrSchedule({ lr: f.lr, warmup: Math.min(50, f.steps >> 1), decay: "cosine", total: f.steps }),
+    lr: warmupCosine({ lr: f.lr, warmup: 50, steps: f.steps, minLr: 0 }),
     clipNorm: 1,
     threads: f.threads,
     batch: classifierBatch(digits, train, f.batch),

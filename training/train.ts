@@ -157,9 +157,12 @@ export function unetManifest(extra: Record<string, unknown> = {}): Record<string
 export const FEATURE_TENSORS = ["features", "temb"];
 
 /** Writes eps.onnx, features.onnx and model.json (keeping the graphs it already lists) into `out`. */
-export async function exportUNet(out: string, params: Record<string, FloatArray>): Promise<void> {
+export async function exportUNet(
+  out: string,
+  params: Record<string, FloatArray>,
+  unet = buildMnistUNet(),
+): Promise<void> {
   await Deno.mkdir(out, { recursive: true });
-  const unet = buildMnistUNet();
   const trained = withParams(unet.model, params);
   await writeAtomic(`${out}/eps.onnx`, encodeModel(trained));
   await writeAtomic(`${out}/features.onnx`, encodeModel(exposeTensors(trained, FEATURE_TENSORS)));
@@ -179,7 +182,7 @@ if (import.meta.main) {
   if (f.exportOnly) {
     const saved = await loadCheckpoint(f.ckpt);
     if (!saved) throw new Error(`no checkpoint in ${f.ckpt}`);
-    await exportUNet(f.out, saved.params);
+    await exportUNet(f.out, saved.params, unet);
     log(`exported step ${saved.step} of ${f.ckpt} to ${f.out}`);
     Deno.exit(0);
   }
@@ -229,7 +232,7 @@ if (import.meta.main) {
       }
     },
   });
-  await exportUNet(f.out, trainer.params);
+  await exportUNet(f.out, trainer.params, unet);
   const record = {
     flags: f,
     architecture: MNIST_UNET,

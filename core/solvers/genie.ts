@@ -36,7 +36,7 @@ export function* genie(input: SolveInput): SolverRun {
 }
 
 /** x̄ ← x̄ + h ε + ½ h² k, in place. */
-export function taylorStep(xbar: Float64Array, h: number, eps: Tensor, k: Tensor): void {
+function taylorStep(xbar: Float64Array, h: number, eps: Tensor, k: Tensor): void {
   for (let i = 0; i < xbar.length; i++) xbar[i] = (xbar[i] + h * eps[i]) + 0.5 * h * h * k[i];
 }
 
