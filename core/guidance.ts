@@ -94,11 +94,15 @@ export function withGuidance(run: SolverRun, opts: GuidanceOptions): SolverRun {
   const { classes, nullClass, scale } = opts;
   if (!Number.isInteger(nullClass)) throw new GuidanceError("nullClass", "must be an integer label");
   if (!Number.isFinite(scale)) throw new GuidanceError("scale", "must be a finite number");
+  // The labels of the doubled batch, the same for every request (checkClasses fixes the batch).
+  let labels: Int32Array | undefined;
   return relay(run, function* (req) {
     const batch = req.t.length, n = req.x.length;
     checkClasses(classes, batch);
-    const labels = new Int32Array(2 * batch).fill(nullClass);
-    labels.set(classes);
+    if (!labels) {
+      labels = new Int32Array(2 * batch).fill(nullClass);
+      labels.set(classes);
+    }
     const doubled: EvalRequest = {
       ...req,
       x: twice(req.x),

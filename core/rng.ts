@@ -203,10 +203,10 @@ export function rngStream(seed: number, stream = 0): RngStream {
       spare = undefined;
       return z;
     }
-    const pair = new Float64Array(2);
-    boxMuller(pair, 0, uniform(), uniform(), 2);
-    spare = pair[1];
-    return pair[0];
+    const u1 = uniform(), u2 = uniform();
+    const r = Math.sqrt(-2 * portableLog(u1));
+    spare = r * portableSin2Pi(u2);
+    return r * cos2PiOfLast();
   };
   return { u32, uniform, normal };
 }
