@@ -73,7 +73,6 @@ export class SupervisedInference implements Inference {
   #waiters: { resolve: (t: SupervisedThread) => void; reject: (e: Error) => void }[] = [];
   #crashes: number[] = [];
   #restarts = 0;
-  #restarting = false;
   #lastCrash: string | undefined;
   #failure: Error | undefined;
   #closed = false;
@@ -128,7 +127,7 @@ export class SupervisedInference implements Inference {
 
   /** Whether a crashed thread is being replaced (calls wait meanwhile). */
   get restarting(): boolean {
-    return this.#restarting;
+    return !this.#thread && !this.#failure && !this.#closed;
   }
 
   /** The message of the latest crash, if the thread ever crashed. */
@@ -160,7 +159,6 @@ export class SupervisedInference implements Inference {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#restarting = false;
     this.#settle(new Error(CLOSED));
     if (this.#delay) {
       clearTimeout(this.#delay.timer);
@@ -187,7 +185,6 @@ export class SupervisedInference implements Inference {
   #adopt(thread: SupervisedThread): void {
     this.#thread = thread;
     this.#models = thread.models;
-    this.#restarting = false;
     thread.onFailure((err) => this.#crashed(thread, err));
   }
 
@@ -209,7 +206,6 @@ export class SupervisedInference implements Inference {
       );
       return;
     }
-    this.#restarting = true;
     this.#loop = this.#restartLoop(recent);
   }
 
@@ -262,7 +258,6 @@ export class SupervisedInference implements Inference {
 
   #giveUp(message: string): void {
     this.#failure = new Error(message);
-    this.#restarting = false;
     this.#log(`inference thread failed for good: ${message}`);
     this.#settle(this.#failure);
   }
