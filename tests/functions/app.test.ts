@@ -226,6 +226,7 @@ Deno.test("POST /v1/samples: JSON requests are not streamed", async () => {
       const res = await post(app, "/v1/samples", { ...MNIST, n: 2, seed: 0, steps: 5 });
       assertStrictEquals(res.status, 200);
       await res.body?.cancel();
+      assert(worker.batches.length > 0, "the request reached the worker");
       assert(worker.batches.every((b) => b.stream === undefined));
     },
     {},

@@ -130,7 +130,6 @@ Deno.test({
 
       await t.step("a client that goes away cancels the request", async () => {
         const canceled = app.scheduler.counters.canceled;
-        const abort = new AbortController();
         const res = await app.request("/v1/batch", {
           method: "POST",
           body: encode({
@@ -142,14 +141,13 @@ Deno.test({
             stream: true,
           }) as BodyInit,
           headers: { "content-type": MSGPACK },
-          signal: abort.signal,
         });
         assertEquals(res.status, 200);
         const reader = res.body!.getReader();
         const first = await reader.read();
         assert(!first.done && first.value.byteLength > 4);
+        // closing the body alone cancels the request (the request's own signal stays untouched)
         await reader.cancel();
-        abort.abort();
         await until(() => app.scheduler.inFlight === 0, 10_000, "the canceled request to leave");
         assertEquals(app.scheduler.inFlight, 0);
         assertEquals(app.scheduler.counters.canceled, canceled + 1);

@@ -275,6 +275,14 @@ Deno.test("a thread that fails to load its models is not left running", async ()
   channel.onmessage = () => beats++;
   try {
     const heartbeat = new URL("./fixtures/heartbeat_thread.ts", import.meta.url);
+    // the heartbeat is heard from a thread that started well, and stops when it is closed
+    const live = await InferenceThread.start([info], OPTIONS, heartbeat);
+    await until(() => beats > 0, 10_000, "a heartbeat from a live thread");
+    await live.close();
+    await sleep(100);
+    const closed = beats;
+    await sleep(300);
+    assertEquals(beats, closed, "a closed thread no longer beats");
     await assertRejects(() => InferenceThread.start([broken], OPTIONS, heartbeat), Error, "eps.onnx");
     await sleep(100);
     const after = beats;
