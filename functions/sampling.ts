@@ -152,7 +152,10 @@ async function runChunks(
   const reached = chunks.map(() => -1);
   let reported = -1;
   const stepped = (i: number, step: number, of: number) => {
-    reached[i] = Math.max(reached[i], step);
+    // A worker's counts are bounded by the steps this request expects (a faulty worker cannot flood).
+    of = Math.min(of, expected);
+    if (!(Number.isInteger(step) && step >= 0)) return;
+    reached[i] = Math.max(reached[i], Math.min(step, of - 1));
     const all = Math.min(...reached);
     while (reported < Math.min(all, of - 1) && done < n) {
       ctx.onProgress?.({ step: ++reported, steps: of, done, n, phase: "running" });

@@ -220,6 +220,24 @@ Deno.test("POST /v1/samples: SSE with a streaming worker: one running event per 
   }
 });
 
+Deno.test("POST /v1/samples: SSE progress stays within the request's steps whatever the worker claims", async () => {
+  await withFake(
+    async (app) => {
+      const res = await post(app, "/v1/samples", { ...MNIST, n: 3, seed: 0, steps: 5 }, {
+        accept: "text/event-stream",
+      });
+      assertStrictEquals(res.status, 200);
+      const events = parseSse(await res.text());
+      assertEquals(events.at(-1)!.event, "completed");
+      const progress = events.slice(0, -1).map((e) => e.data as { step: number; steps: number });
+      assert(progress.every((p) => p.steps === 5 && p.step <= 5), JSON.stringify(progress));
+      assert(progress.length <= 1 + 5 + 1, `${progress.length} progress events`);
+    },
+    {},
+    { stream: true, claimSteps: 1e9 },
+  );
+});
+
 Deno.test("POST /v1/samples: JSON requests are not streamed", async () => {
   await withFake(
     async (app, worker) => {

@@ -49,6 +49,8 @@ export interface FakeWorkerOptions {
    * then the result). Off by default: the fake then answers plainly, like a worker without streaming.
    */
   stream?: boolean;
+  /** Streamed progress frames claim this step count (a faulty worker) instead of the request's. */
+  claimSteps?: number;
 }
 
 export interface FakeWorker {
@@ -170,7 +172,13 @@ export function startFakeWorker(options: FakeWorkerOptions = {}): Promise<FakeWo
     if (!(options.stream && msg.stream === true && path === "/v1/batch")) return reply(200, result);
     const progress = Array.from(
       { length: steps },
-      (_, step) => ({ v: 1, id: msg.id, progress: { step, steps } }),
+      (_, step) => ({
+        v: 1,
+        id: msg.id,
+        progress: options.claimSteps === undefined
+          ? { step, steps }
+          : { step: options.claimSteps - steps + step, steps: options.claimSteps },
+      }),
     );
     const frames = [...progress, result].map((m) => {
       const body = encode(m);
