@@ -14,6 +14,7 @@
  * - Cancellation: the caller's AbortSignal aborts the forwarded call, which closes the connection
  *   to the worker so it can stop the work.
  */
+import { readWithin } from "../core/api/body.ts";
 import { normalizeModelList } from "../core/api/models.ts";
 import type { ModelInfo } from "../core/api/models.ts";
 import {
@@ -274,7 +275,9 @@ export class WorkerPool {
       w.inflight += weight;
       w.calls++;
       let res: Response;
-      let bytes: Uint8Array;
+      let bytes: Uint8Array = new Uint8Array(0);
+      /** A streamed answer's final frame, decoded (progress frames are decoded as they come). */
+      let final: unknown;
       let streamed = false;
       try {
         try {
@@ -287,9 +290,8 @@ export class WorkerPool {
         }
         try {
           streamed = onProgress !== undefined && res.ok && isStreamType(res.headers.get("content-type"));
-          bytes = streamed
-            ? await readStream(res, this.maxResponseBytes, onProgress!)
-            : await readLimited(res, this.maxResponseBytes);
+          if (streamed) final = await readStream(res, this.maxResponseBytes, onProgress!);
+          else bytes = await readLimited(res, this.maxResponseBytes);
         } catch (e) {
           if (signal.aborted) throw signal.reason;
           this.markDown(w, e);
@@ -319,7 +321,7 @@ export class WorkerPool {
           );
         continue;
       }
-      const decoded = decodeBody(bytes, streamed ? MSGPACK : res.headers.get("content-type"));
+      const decoded = streamed ? final : decodeBody(bytes, res.headers.get("content-type"));
       if (streamed && WorkerError.safeParse(decoded).success) {
         // A failure after the stream started: the error frame carries the status it would have had.
         const status = Number((decoded as { status?: unknown }).status);
@@ -365,34 +367,42 @@ export class WorkerPool {
   }
 }
 
-/** The response body, refusing more than `max` bytes. */
+/** The response body, refusing more than `max` bytes (reading stops at the limit). */
 async function readLimited(res: Response, max: number): Promise<Uint8Array> {
   const len = Number(res.headers.get("content-length"));
-  if (len > max) throw new Error(`response of ${len} bytes exceeds ${max}`);
-  const buf = new Uint8Array(await res.arrayBuffer());
-  if (buf.byteLength > max) throw new Error(`response of ${buf.byteLength} bytes exceeds ${max}`);
-  return buf;
+  if (len > max) {
+    await res.body?.cancel().catch(() => {});
+    throw new Error(`response of ${len} bytes exceeds ${max}`);
+  }
+  if (!res.body) return new Uint8Array(0);
+  const bytes = await readWithin(res.body.getReader(), max);
+  if (!bytes) throw new Error(`response exceeds ${max} bytes`);
+  return bytes;
 }
 
 function isStreamType(contentType: string | null): boolean {
   return (contentType ?? "").split(";")[0].trim().toLowerCase() === MSGPACK_STREAM;
 }
 
-/** Reads a streamed answer: progress frames go to `onProgress`; returns the final frame's bytes. */
+/** Reads a streamed answer: progress frames go to `onProgress`; returns the final frame, decoded. */
 async function readStream(
   res: Response,
   max: number,
   onProgress: (p: { step: number; steps: number }) => void,
-): Promise<Uint8Array> {
+): Promise<unknown> {
   if (!res.body) throw new Error("empty stream");
-  let last: Uint8Array | undefined;
+  let ended = false, last: unknown;
   for await (const f of readFrames(res.body, max)) {
-    if (last) throw new Error("a frame after the final one");
-    const p = ProgressFrame.safeParse(decodeBody(f, MSGPACK));
+    if (ended) throw new Error("a frame after the final one");
+    const value = decodeBody(f, MSGPACK);
+    const p = ProgressFrame.safeParse(value);
     if (p.success) onProgress({ step: p.data.progress.step, steps: p.data.progress.steps });
-    else last = f;
+    else {
+      ended = true;
+      last = value;
+    }
   }
-  if (!last) throw new Error("the stream ended without a result");
+  if (!ended) throw new Error("the stream ended without a result");
   return last;
 }
 
