@@ -17,6 +17,7 @@ import { parseArgs } from "node:util";
 import process from "node:process";
 import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
+import { parseOnOff } from "../core/api/switch.ts";
 import type { Provider } from "../onnx/ort.ts";
 import { createWorkerApp, type WorkerConfig } from "./app.ts";
 
@@ -32,13 +33,6 @@ function num(flag: string, v: string | undefined): number | undefined {
     throw new Error(`${flag}: must be a non-negative number, got ${JSON.stringify(v)}`);
   }
   return n;
-}
-
-function onOff(flag: string, v: string | undefined): boolean | undefined {
-  if (v === undefined || v === "") return undefined;
-  if (v === "on" || v === "1" || v === "true") return true;
-  if (v === "off" || v === "0" || v === "false") return false;
-  throw new Error(`${flag}: must be on or off, got ${JSON.stringify(v)}`);
 }
 
 /** Options from flags and environment (flags win). Throws naming the bad flag. */
@@ -75,7 +69,7 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
     maxWaitMs: num("--max-wait-ms", values["max-wait-ms"] ?? env.GENIE_WORKER_MAX_WAIT_MS),
     maxQueue: num("--max-queue", values["max-queue"] ?? env.GENIE_WORKER_MAX_QUEUE),
     intraOpThreads: num("--threads", values.threads ?? env.GENIE_WORKER_THREADS),
-    spinning: onOff("--spin", values.spin ?? env.GENIE_WORKER_SPIN),
+    spinning: parseOnOff("--spin", values.spin ?? env.GENIE_WORKER_SPIN),
     providers: providers as Provider[] | undefined,
   };
 }

@@ -20,6 +20,7 @@
  * - GENIE_JOBS_CRON ("* * * * *") — the Deno.cron tick spec registered at start-up (functions/jobs/cron.ts)
  * - GENIE_JOBS_FSYNC — `off` skips fsync before rename (faster; a kill -9 still never leaves half files)
  */
+import { parseOnOff } from "../../core/api/switch.ts";
 
 export type DriverKind = "auto" | "queue" | "poll";
 
@@ -79,11 +80,7 @@ function int(name: string, value: string | undefined, fallback: number, min = 1)
 }
 
 function flag(name: string, value: string | undefined, fallback: boolean): boolean {
-  if (value === undefined || value.trim() === "") return fallback;
-  const v = value.trim().toLowerCase();
-  if (["1", "on", "true", "yes"].includes(v)) return true;
-  if (["0", "off", "false", "no"].includes(v)) return false;
-  throw new Error(`${name}: expected on or off, got ${JSON.stringify(value)}`);
+  return parseOnOff(name, value) ?? fallback;
 }
 
 /** Jobs configuration from GENIE_* variables (see the module comment). */

@@ -13,6 +13,9 @@ test("serveOptions: flags override the environment, tuning knobs are parsed", ()
   assertEquals(o.maxQueue, 12);
   assertEquals(serveOptions([], { GENIE_WORKER_SPIN: "on" }).spinning, true);
   assertEquals(serveOptions([], {}).spinning, undefined);
+  // the same on/off words as the edge's settings, in any case
+  assertEquals(serveOptions([], { GENIE_WORKER_SPIN: " Yes " }).spinning, true);
+  assertEquals(serveOptions(["--spin", "OFF"], {}).spinning, false);
 });
 
 test("serveOptions: a bad value names its flag", () => {
