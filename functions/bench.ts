@@ -20,7 +20,7 @@ import { decode as mpDecode, encode as mpEncode } from "@msgpack/msgpack";
 import { Packr, Unpackr } from "msgpackr";
 import { base64ToBytes, bytesToBase64 } from "../core/api/tensor.ts";
 import { MSGPACK, SIGNATURE_HEADER, signBody } from "../core/api/worker.ts";
-import { freePort, spawnServer, stopServers, taskArgs } from "../bench/procs.ts";
+import { freePort, spawnListening, taskArgs } from "./child.ts";
 import { quantileInterpolated as quantile } from "../bench/stats.ts";
 
 const { values: flags } = parseArgs({
@@ -56,17 +56,16 @@ async function timed(fn: () => Promise<number>): Promise<{ ms: number; bytes: nu
 
 async function main() {
   console.error(`starting the worker and the edge…`);
-  const worker = await spawnServer(
+  const worker = await spawnListening(
     [...await taskArgs("worker"), "--port", String(freePort())],
-    { GENIE_WORKER_SECRET: SECRET },
-    "worker",
-    showLine,
+    { env: { GENIE_WORKER_SECRET: SECRET }, echo: { name: "worker", show: showLine } },
   );
-  const edge = await spawnServer(
+  const edge = await spawnListening(
     ["run", "--allow-net", "--allow-env", "--allow-read", "functions/main.ts", "--port", "0"],
-    { GENIE_WORKER_URLS: worker.url, GENIE_WORKER_SECRET: SECRET, GENIE_EDGE_RATE_PER_MIN: "0" },
-    "edge",
-    showLine,
+    {
+      env: { GENIE_WORKER_URLS: worker.url, GENIE_WORKER_SECRET: SECRET, GENIE_EDGE_RATE_PER_MIN: "0" },
+      echo: { name: "edge", show: showLine },
+    },
   );
   try {
     const provider = (await (await fetch(`${worker.url}/healthz`)).json()).providers?.[MODEL] ?? "?";
@@ -220,7 +219,8 @@ edge's own codec (core/api/tensor.ts) on the same bytes.
     await Deno.writeTextFile(flags.out!, report);
     console.log(report);
   } finally {
-    await stopServers([edge, worker]);
+    await edge.stop();
+    await worker.stop();
   }
 }
 

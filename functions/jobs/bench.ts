@@ -19,7 +19,7 @@
  */
 import { parseArgs } from "node:util";
 import { decode as mpDecode } from "@msgpack/msgpack";
-import { freePort, spawnServer, stopServers, taskArgs } from "../../bench/procs.ts";
+import { freePort, spawnListening, taskArgs } from "../child.ts";
 import { median } from "../../bench/stats.ts";
 
 const { values: flags } = parseArgs({
@@ -53,24 +53,23 @@ const showLine = (line: string) =>
 async function main() {
   const dir = await Deno.makeTempDir({ prefix: "genie-bench-jobs-" });
   console.error("starting the worker and the edge…");
-  const worker = await spawnServer(
+  const worker = await spawnListening(
     [...await taskArgs("worker"), "--port", String(freePort())],
-    { GENIE_WORKER_SECRET: SECRET },
-    "worker",
-    showLine,
+    { env: { GENIE_WORKER_SECRET: SECRET }, echo: { name: "worker", show: showLine } },
   );
-  const edge = await spawnServer(
+  const edge = await spawnListening(
     [...await taskArgs("serve"), "--port", "0"],
     {
-      GENIE_WORKER_URLS: worker.url,
-      GENIE_WORKER_SECRET: SECRET,
-      GENIE_EDGE_RATE_PER_MIN: "0",
-      GENIE_KV_PATH: `${dir}/jobs.kv`,
-      GENIE_RESULTS_DIR: `${dir}/results`,
-      GENIE_JOBS_PARALLEL: String(PARALLEL),
+      env: {
+        GENIE_WORKER_URLS: worker.url,
+        GENIE_WORKER_SECRET: SECRET,
+        GENIE_EDGE_RATE_PER_MIN: "0",
+        GENIE_KV_PATH: `${dir}/jobs.kv`,
+        GENIE_RESULTS_DIR: `${dir}/results`,
+        GENIE_JOBS_PARALLEL: String(PARALLEL),
+      },
+      echo: { name: "edge", show: showLine },
     },
-    "edge",
-    showLine,
   );
   try {
     const health = await (await fetch(`${worker.url}/healthz`)).json();
@@ -239,7 +238,8 @@ ${END}`;
     await Deno.writeTextFile(flags.out!, doc);
     console.log(section);
   } finally {
-    await stopServers([edge, worker]);
+    await edge.stop();
+    await worker.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
