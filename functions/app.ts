@@ -94,11 +94,8 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
     "genie_edge_limited_total",
     new Counter("Requests refused by a limit, by reason"),
   );
-  metrics.add(
-    "genie_edge_inflight",
-    new Gauge("Requests at the workers from this edge", () => [[{}, queued]]),
-  );
-  metrics.add("genie_edge_open", new Gauge("1 when no API keys are configured", () => [[{}, open ? 1 : 0]]));
+  metrics.add("genie_edge_inflight", Gauge.single("Requests at the workers from this edge", () => queued));
+  metrics.add("genie_edge_open", Gauge.single("1 when no API keys are configured", () => open ? 1 : 0));
   metrics.add(
     "genie_edge_worker_up",
     new Gauge(
@@ -118,6 +115,7 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
     new Gauge(
       "Calls forwarded per worker",
       () => pool.snapshot().map((w) => [{ worker: String(w.index) }, w.calls]),
+      "counter",
     ),
   );
 

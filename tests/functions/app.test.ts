@@ -406,6 +406,11 @@ Deno.test("GET /metrics is Prometheus text with request counters and worker gaug
     assertMatch(text, /genie_edge_requests_total\{method="POST",route="\/v1\/samples",status="200"\} 1/);
     assertMatch(text, /genie_edge_requests_total\{method="POST",route="\/v1\/samples",status="422"\} 1/);
     assertMatch(text, /genie_edge_worker_up\{worker="0"\} 1/);
+    assertMatch(
+      text,
+      /# TYPE genie_edge_worker_calls_total counter\ngenie_edge_worker_calls_total\{worker="0"\} 1\n/,
+    );
+    assertMatch(text, /# TYPE genie_edge_inflight gauge\ngenie_edge_inflight 0\n/);
     assertMatch(text, /genie_edge_samples_total\{model="mnist-mix",solver="genie"\} 1/);
     assertMatch(text, /genie_edge_request_duration_seconds_bucket\{le="\+Inf",route="\/v1\/samples"\} 2/);
   });
