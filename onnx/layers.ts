@@ -91,6 +91,8 @@ export class Layers {
   /** GroupNorm over `groups` groups with a per-channel scale and bias. */
   groupNorm(h: string, c: number, name: string, form: NormForm = "decomposed"): string {
     const g = this.g, G = this.groups;
+    // a Reshape to [B, G, −1] would succeed anyway, with groups straddling channels
+    if (c % G !== 0) throw new Error(`${name}: ${c} channels do not split into ${G} groups`);
     const grouped = g.op("Reshape", [h, this.i64([0, G, -1])]);
     const back = g.op("Reshape", [this.#standardize(grouped, form), g.op("Shape", [h])]);
     const scale = this.param(`${name}.scale`, [c, 1, 1], () => 1);

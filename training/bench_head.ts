@@ -70,8 +70,23 @@ const CONFIGS: Config[] = [
   { label: "ddim, edm ρ=7", solver: "ddim", grid: { kind: "edm", rho: 7 } },
 ];
 
-const f = parseFlags(Deno.args, FLAGS);
-const NFES = f.nfes.split(",").map(Number);
+const f = parseFlags(Deno.args, FLAGS, {
+  n: 1,
+  refSteps: 2,
+  threads: 1,
+  headEval: 1,
+  costRounds: 1,
+  seed: 0,
+});
+// the reference is checked against itself at half the steps
+if (f.refSteps % 2 !== 0) throw new Error(`--ref-steps: expected an even number, got ${f.refSteps}`);
+const NFES = f.nfes.split(",").map((s) => {
+  const n = Number(s);
+  if (!(Number.isSafeInteger(n) && n >= 1)) {
+    throw new Error(`--nfes: expected integers ≥ 1, got ${JSON.stringify(s)}`);
+  }
+  return n;
+});
 const started = performance.now();
 const lines: string[] = [];
 const p = (s = "") => lines.push(s);

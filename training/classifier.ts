@@ -166,7 +166,14 @@ export const CLASSIFIER_DEFAULTS = {
 };
 
 if (import.meta.main) {
-  const f = parseFlags(Deno.args, CLASSIFIER_DEFAULTS);
+  const f = parseFlags(Deno.args, CLASSIFIER_DEFAULTS, {
+    steps: 1,
+    batch: 1,
+    seed: 0,
+    threads: 1,
+    every: 1,
+    progress: 1,
+  });
   const digits = await loadDigits();
   const [train, held] = splitIndices(digits.count, f.seed);
   const { net, graph } = classifierTrainingGraph();

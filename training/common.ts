@@ -58,10 +58,15 @@ export function splitIndices(count: number, seed: number, every = 10): [Int32Arr
   return [train, held];
 }
 
-/** Parses `--name value` flags into the keys of `defaults` (numbers stay numbers; `--flag` alone = true). */
+/**
+ * Parses `--name value` flags into the keys of `defaults` (numbers stay numbers; `--flag` alone = true).
+ * `integers` names the numeric flags that count something, with their smallest allowed value: anything
+ * else (a fraction, a smaller number) is refused naming the flag.
+ */
 export function parseFlags<T extends Record<string, number | string | boolean>>(
   argv: readonly string[],
   defaults: T,
+  integers: Partial<Record<keyof T & string, number>> = {},
 ): T {
   const out: Record<string, number | string | boolean> = { ...defaults };
   for (let i = 0; i < argv.length; i++) {
@@ -85,6 +90,10 @@ export function parseFlags<T extends Record<string, number | string | boolean>>(
     if (kind === "number") {
       const n = Number(value);
       if (!Number.isFinite(n)) throw new Error(`${flag}: not a number: ${value}`);
+      const min = (integers as Record<string, number | undefined>)[key];
+      if (min !== undefined && !(Number.isSafeInteger(n) && n >= min)) {
+        throw new Error(`${flag}: expected an integer ≥ ${min}, got ${value}`);
+      }
       out[key] = n;
     } else out[key] = value;
   }

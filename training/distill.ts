@@ -135,7 +135,21 @@ function summary(errors: number[], d: HeadData): string {
 }
 
 if (import.meta.main) {
-  const f = parseFlags(Deno.args, DISTILL_DEFAULTS);
+  const f = parseFlags(Deno.args, DISTILL_DEFAULTS, {
+    steps: 1,
+    batch: 1,
+    warmup: 0,
+    width: 1,
+    seed: 0,
+    threads: 1,
+    every: 1,
+    progress: 1,
+    evalBatch: 1,
+    stopAt: 0,
+  });
+  if (f.width % HEAD_DEFAULTS.groups !== 0) {
+    throw new Error(`--width: expected a multiple of ${HEAD_DEFAULTS.groups} (the head's GroupNorm groups)`);
+  }
   const headOptions: Partial<HeadOptions> = { width: f.width };
   const digits = await loadDigits();
   const graphs = await loadScoreGraphs(`${f.model}/eps.onnx`, f.threads);

@@ -177,7 +177,16 @@ export async function exportUNet(
 }
 
 if (import.meta.main) {
-  const f = parseFlags(Deno.args, TRAIN_DEFAULTS);
+  const f = parseFlags(Deno.args, TRAIN_DEFAULTS, {
+    steps: 1,
+    batch: 1,
+    warmup: 0,
+    threads: 1,
+    seed: 0,
+    every: 1,
+    progress: 1,
+    stopAt: 0,
+  });
   const unet = buildMnistUNet();
   if (f.exportOnly) {
     const saved = await loadCheckpoint(f.ckpt);
