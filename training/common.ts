@@ -9,6 +9,10 @@ import { type LrSchedule, lrSchedule } from "../onnx/train.ts";
 export const SIZE = 28;
 /** Pixels per digit. */
 export const PIXELS = SIZE * SIZE;
+/** The class label of the unconditional model (the 10 digits are 0–9). */
+export const NULL_CLASS = 10;
+/** The tensors features.onnx exposes besides eps: the GENIE head's inputs from the network. */
+export const FEATURE_TENSORS = ["features", "temb"];
 
 export interface Digits {
   /** [N, 784] pixels in [−1, 1] (2p − 1). */

@@ -15,8 +15,7 @@ import { exposeTensors } from "../onnx/features.ts";
 import { jvpModel } from "../onnx/jvp.ts";
 import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
 import { decodeModel, encodeModel, type ModelProto } from "../onnx/proto.ts";
-import { type Digits, PIXELS, SIZE } from "./common.ts";
-import { FEATURE_TENSORS, NULL_CLASS } from "./train.ts";
+import { type Digits, FEATURE_TENSORS, NULL_CLASS, PIXELS, SIZE } from "./common.ts";
 
 export const schedule = vpLinearSchedule();
 
@@ -75,8 +74,9 @@ export function drawNoisy(
   drop: number,
   pool?: Int32Array,
   tFixed?: number[],
-): { x: Float32Array; t: Float32Array; cls: BigInt64Array } {
+): { x: Float32Array; t: Float32Array; cls: BigInt64Array; eps: Float32Array } {
   const x = new Float32Array(batch * PIXELS), t = new Float32Array(batch), cls = new BigInt64Array(batch);
+  const eps = new Float32Array(batch * PIXELS);
   for (let b = 0; b < batch; b++) {
     const n = pool ? pool.length : digits.count;
     const j = Math.min(n - 1, Math.floor(r.uniform() * n));
@@ -87,10 +87,12 @@ export function drawNoisy(
     cls[b] = BigInt(r.uniform() < drop ? NULL_CLASS : digits.labels[k]);
     const alpha = schedule.alpha(tb), sigma = schedule.sigma(tb);
     for (let i = 0; i < PIXELS; i++) {
-      x[b * PIXELS + i] = alpha * digits.pixels[k * PIXELS + i] + sigma * r.normal();
+      const e = r.normal();
+      eps[b * PIXELS + i] = e;
+      x[b * PIXELS + i] = alpha * digits.pixels[k * PIXELS + i] + sigma * e;
     }
   }
-  return { x, t, cls };
+  return { x, t, cls, eps };
 }
 
 /** ε̂, features, temb and the exact target τ at (x, t, class). */

@@ -22,7 +22,6 @@
  * inputs) and model.json; training.json records the flags, steps done and losses. `deno task distill`
  * writes head.onnx.
  */
-import { vpLinearSchedule } from "../core/schedule.ts";
 import type { RngStream } from "../core/rng.ts";
 import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
 import { encodeModel, tensorDims, tensorProto, tensorValues } from "../onnx/proto.ts";
@@ -30,15 +29,18 @@ import { type Batch, type FloatArray, loadCheckpoint, Trainer, withParams } from
 import { buildTrainableUNet, type UNetOptions } from "../onnx/unet.ts";
 import { exposeTensors } from "../onnx/features.ts";
 import {
+  type Digits,
+  FEATURE_TENSORS,
   formatSeconds,
   loadDigits,
   log,
+  NULL_CLASS,
   parseFlags,
-  PIXELS,
   SIZE,
   warmupCosine,
   writeAtomic,
 } from "./common.ts";
+import { drawNoisy } from "./targets.ts";
 
 /** The architecture of mnist-unet (class table: 10 digits + the null class 10). */
 export const MNIST_UNET: Partial<UNetOptions> = {
@@ -52,7 +54,7 @@ export const MNIST_UNET: Partial<UNetOptions> = {
   attention: true,
   seed: 1,
 };
-export const NULL_CLASS = 10;
+export { FEATURE_TENSORS, NULL_CLASS };
 
 /**
  * Scale of the time embedding's frequencies (onnx/unet.ts embeds sin/cos(1000 t f_k), f_k ∈ (1e−4, 1]).
@@ -100,28 +102,13 @@ export type TrainFlags = typeof TRAIN_DEFAULTS;
 
 /** The batch of one step: x_t, t, class and the ε target, from the step's random stream only. */
 export function diffusionBatch(
-  digits: { pixels: Float32Array; labels: Int32Array; count: number },
+  digits: Digits,
   batch: number,
   drop: number,
   indices?: Int32Array,
 ): (step: number, r: RngStream) => Batch {
-  const schedule = vpLinearSchedule();
-  const pool = indices ?? Int32Array.from({ length: digits.count }, (_, i) => i);
   return (_step, r) => {
-    const x = new Float32Array(batch * PIXELS), eps = new Float32Array(batch * PIXELS);
-    const t = new Float32Array(batch), cls = new BigInt64Array(batch);
-    for (let b = 0; b < batch; b++) {
-      const k = pool[Math.min(pool.length - 1, Math.floor(r.uniform() * pool.length))];
-      const tb = Math.fround(schedule.tMin + (1 - schedule.tMin) * r.uniform());
-      t[b] = tb;
-      cls[b] = BigInt(r.uniform() < drop ? NULL_CLASS : digits.labels[k]);
-      const alpha = schedule.alpha(tb), sigma = schedule.sigma(tb);
-      for (let i = 0; i < PIXELS; i++) {
-        const e = r.normal();
-        eps[b * PIXELS + i] = e;
-        x[b * PIXELS + i] = alpha * digits.pixels[k * PIXELS + i] + sigma * e;
-      }
-    }
+    const { x, t, cls, eps } = drawNoisy(digits, batch, r, drop, indices);
     const dims = [batch, 1, SIZE, SIZE];
     return {
       x: { type: "float32", data: x, dims },
@@ -152,9 +139,6 @@ export function unetManifest(extra: Record<string, unknown> = {}): Record<string
     ...extra,
   };
 }
-
-/** The tensors features.onnx exposes besides eps: the GENIE head's inputs from the network. */
-export const FEATURE_TENSORS = ["features", "temb"];
 
 /** Writes eps.onnx, features.onnx and model.json (keeping the graphs it already lists) into `out`. */
 export async function exportUNet(
