@@ -1333,14 +1333,7 @@ export function withLoss(
   const graph = model.graph!;
   const opset = modelOpset(model);
   const g = new GraphBuilder(graph.name ?? "graph", { opset });
-  for (const v of [...(graph.input ?? []), ...(graph.output ?? []), ...(graph.valueInfo ?? [])]) {
-    if (!g.inputs.some((i) => i.name === v.name)) tryReserve(g, v.name!);
-  }
-  for (const t of graph.initializer ?? []) tryReserve(g, t.name!);
-  for (const n of graph.node ?? []) {
-    if (n.name) tryReserve(g, n.name);
-    for (const o of n.output ?? []) if (o) tryReserve(g, o);
-  }
+  g.reserveNamesOf(graph);
   const loss = build(g);
   const merged = onnx.GraphProto.create({
     ...graph,
@@ -1357,14 +1350,6 @@ export function withLoss(
     ...(options.keepOutputs ? (graph.output ?? []) as ValueInfoProto[] : []),
   ];
   return onnx.ModelProto.create({ ...model, graph: merged });
-}
-
-function tryReserve(g: GraphBuilder, name: string): void {
-  try {
-    g.reserve(name);
-  } catch {
-    // already reserved
-  }
 }
 
 export interface MseOptions {

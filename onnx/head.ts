@@ -169,19 +169,7 @@ export function combinedHeadModel(
   const graph = unet.graph!;
   const opset = modelOpset(unet);
   const g = new GraphBuilder(`${graph.name ?? "unet"}-genie-head`, { opset });
-  const reserve = (name: string) => {
-    try {
-      g.reserve(name);
-    } catch {
-      // already reserved
-    }
-  };
-  for (const v of [...(graph.input ?? []), ...(graph.output ?? [])]) reserve(v.name!);
-  for (const t of graph.initializer ?? []) reserve(t.name!);
-  for (const n of graph.node ?? []) {
-    if (n.name) reserve(n.name);
-    for (const out of n.output ?? []) if (out) reserve(out);
-  }
+  g.reserveNamesOf(graph);
   const eps = (graph.output ?? []).find((o) => o.name === "eps");
   if (!eps) throw new Error("the score network has no output 'eps'");
   const num = (v: number) => g.constant(new Float64Array([v]), [], "float64");

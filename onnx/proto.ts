@@ -447,6 +447,20 @@ export class GraphBuilder {
   }
 
   /**
+   * Reserves every name `graph` already uses (inputs, outputs, value infos, initializers, node names and
+   * outputs) that is not reserved here yet, so that what is built here cannot clash with it.
+   */
+  reserveNamesOf(graph: IGraphProto): void {
+    const values = [...(graph.input ?? []), ...(graph.output ?? []), ...(graph.valueInfo ?? [])];
+    const names = [
+      ...values.map((v) => v.name),
+      ...(graph.initializer ?? []).map((t) => t.name),
+      ...(graph.node ?? []).flatMap((n) => [n.name, ...(n.output ?? [])]),
+    ];
+    for (const name of names) if (name && !this.#names.has(name)) this.reserve(name);
+  }
+
+  /**
    * A fresh name starting with `prefix` (`prefix`, `prefix_1`, `prefix_2`, …), reserved for the caller:
    * pass it once to `input`, `initializer` or `node` outputs.
    */
