@@ -107,21 +107,6 @@ export function addHead(
   return { k, k123, params: L.params, count: L.count };
 }
 
-/** The mixing formula on plain arrays (reference for tests): k per element, γ per sample. */
-export function mixDerivative(
-  k1: ArrayLike<number>,
-  k2: ArrayLike<number>,
-  k3: ArrayLike<number>,
-  gamma: ArrayLike<number>,
-): Float64Array {
-  const per = k1.length / gamma.length, out = new Float64Array(k1.length);
-  for (let i = 0; i < out.length; i++) {
-    const g = gamma[Math.floor(i / per)], g2 = 1 + g * g;
-    out[i] = -k1[i] / g + (k2[i] * g) / g2 + k3[i] / (g * g2);
-  }
-  return out;
-}
-
 export interface HeadModel {
   model: ModelProto;
   params: string[];

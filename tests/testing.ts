@@ -30,3 +30,22 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
 }
+
+/** The arithmetic mean. */
+export function mean(v: readonly number[]): number {
+  return v.reduce((a, b) => a + b, 0) / v.length;
+}
+
+/** Asserts two sets of named float arrays have the same names and the same bytes, naming the first that differs. */
+export function assertSameBits(
+  a: Record<string, Float32Array | Float64Array>,
+  b: Record<string, Float32Array | Float64Array>,
+): void {
+  const keys = Object.keys(a);
+  if (keys.join() !== Object.keys(b).join()) throw new Error(`names differ: ${keys} vs ${Object.keys(b)}`);
+  for (const k of keys) {
+    const x = new Uint8Array(a[k].buffer, a[k].byteOffset, a[k].byteLength);
+    const y = new Uint8Array(b[k].buffer, b[k].byteOffset, b[k].byteLength);
+    if (!(x.length === y.length && x.every((v, i) => v === y[i]))) throw new Error(`${k} differs`);
+  }
+}

@@ -1,4 +1,13 @@
-import { assert, assertClose, assertEquals, assertRejects, describe, it } from "../testing.ts";
+import {
+  assert,
+  assertClose,
+  assertEquals,
+  assertRejects,
+  assertSameBits,
+  describe,
+  it,
+  mean,
+} from "../testing.ts";
 import { gradModel, meanSquaredErrorLoss, type TrainingGraph } from "../../onnx/grad.ts";
 import {
   Adam,
@@ -143,19 +152,6 @@ async function trainLosses(graph: TrainingGraph, batch: typeof regressionBatch, 
   return { losses, params: trainer.params };
 }
 
-const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
-
-function sameBits(
-  a: Record<string, Float32Array | Float64Array>,
-  b: Record<string, Float32Array | Float64Array>,
-) {
-  assertEquals(Object.keys(a), Object.keys(b));
-  for (const k of Object.keys(a)) {
-    const [x, y] = [new Uint8Array(a[k].buffer), new Uint8Array(b[k].buffer)];
-    assert(x.length === y.length && x.every((v, i) => v === y[i]), `parameter ${k} differs`);
-  }
-}
-
 describe("onnx/train: training on ONNX Runtime", () => {
   it("an MLP on a toy regression: the loss falls several-fold in 50 steps, the same for the same seed", async () => {
     const graph = mlpGraph();
@@ -163,7 +159,7 @@ describe("onnx/train: training on ONNX Runtime", () => {
     const a = await trainLosses(graph, regressionBatch, 50, 3e-2);
     const b = await trainLosses(graph, regressionBatch, 50, 3e-2);
     assertEquals(a.losses, b.losses);
-    sameBits(a.params, b.params);
+    assertSameBits(a.params, b.params);
     const [first, last] = [mean(a.losses.slice(0, 5)), mean(a.losses.slice(-5))];
     assert(last < first / 4, `loss ${first.toFixed(4)} → ${last.toFixed(4)}`);
   });
@@ -198,9 +194,9 @@ describe("onnx/train: training on ONNX Runtime", () => {
       const resumed: number[] = [];
       await second.run({ steps: 12, checkpointDir: dir, onProgress: (p) => resumed.push(p.loss) });
       assertEquals(resumed, wholeLosses.slice(5));
-      sameBits(second.params, whole.params);
-      sameBits(second.state.adam.m, whole.state.adam.m);
-      sameBits(second.state.adam.v, whole.state.adam.v);
+      assertSameBits(second.params, whole.params);
+      assertSameBits(second.state.adam.m, whole.state.adam.m);
+      assertSameBits(second.state.adam.v, whole.state.adam.v);
       assertEquals(second.state.adam.t, 12);
       await second.release();
     } finally {

@@ -3,12 +3,29 @@
  * GENIE.md §8, the near-zero start (the untrained head is DDIM) and the served graph's wiring.
  */
 import { assert, assertClose, assertEquals, describe, it, maxAbsDiff } from "../testing.ts";
-import { addHead, buildHeadModel, combinedHeadModel, mixDerivative } from "../../onnx/head.ts";
+import { addHead, buildHeadModel, combinedHeadModel } from "../../onnx/head.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel, GraphBuilder } from "../../onnx/proto.ts";
 import { rngStream } from "../../core/rng.ts";
 import { vpLinearSchedule } from "../../core/schedule.ts";
 import { buildTrainableUNet } from "../../onnx/unet.ts";
+
+/**
+ * The head's mixing (GENIE.md §5), written here from the equation: k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²)),
+ * k per element, γ per sample.
+ */
+function mixDerivative(
+  k1: ArrayLike<number>,
+  k2: ArrayLike<number>,
+  k3: ArrayLike<number>,
+  gamma: ArrayLike<number>,
+): Float64Array {
+  const per = k1.length / gamma.length;
+  return Float64Array.from({ length: k1.length }, (_, i) => {
+    const g = gamma[Math.floor(i / per)];
+    return -k1[i] / g + k2[i] * g / (1 + g * g) + k3[i] / (g * (1 + g * g));
+  });
+}
 
 const OPTS = { featureChannels: 4, embed: 8, width: 8, groups: 2, initGain: 0.5 };
 const S = 6;

@@ -2,24 +2,15 @@
  * Short training runs of the programs' pieces: the mnist-unet diffusion loss on real digits and the
  * GENIE head's distillation loss fall in a few steps, and a run is a function of its seed (bit for bit).
  */
-import { assert, assertEquals, describe, it } from "../testing.ts";
+import { assert, assertEquals, assertSameBits, describe, it, mean } from "../testing.ts";
 import { gradModel, meanSquaredErrorLoss } from "../../onnx/grad.ts";
 import { buildTrainableUNet } from "../../onnx/unet.ts";
-import { type FloatArray, lrSchedule, Trainer } from "../../onnx/train.ts";
+import { lrSchedule, Trainer } from "../../onnx/train.ts";
 import { loadDigits, SIZE } from "../../training/common.ts";
 import { diffusionBatch } from "../../training/train.ts";
 import { headFeeds, headTrainingGraph } from "../../training/distill.ts";
 import type { HeadData } from "../../training/targets.ts";
 import { rngStream } from "../../core/rng.ts";
-
-const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
-
-function sameBits(a: Record<string, FloatArray>, b: Record<string, FloatArray>): boolean {
-  return Object.keys(a).every((k) => {
-    const [x, y] = [new Uint8Array(a[k].buffer), new Uint8Array(b[k].buffer)];
-    return x.length === y.length && x.every((v, i) => v === y[i]);
-  });
-}
 
 describe("training", () => {
   it("a tiny U-Net on noisy MNIST digits: the ε loss falls; same seed → identical parameters", async () => {
@@ -51,7 +42,7 @@ describe("training", () => {
       `loss did not fall: ${a.losses.map((l) => l.toFixed(3))}`,
     );
     assertEquals(a.losses, b.losses);
-    assert(sameBits(a.params, b.params), "same seed gave different parameters");
+    assertSameBits(a.params, b.params);
   });
 
   it("the GENIE head's weighted loss γ² Σ (k − τ)² falls on a fixed batch; same seed → same run", async () => {
@@ -91,6 +82,6 @@ describe("training", () => {
       `head loss did not fall: ${a.losses.map((l) => l.toFixed(2))}`,
     );
     assertEquals(a.losses, b.losses);
-    assert(sameBits(a.params, b.params));
+    assertSameBits(a.params, b.params);
   });
 });
