@@ -121,11 +121,11 @@ let DK = 0;
 function decompose(x: number): number {
   let k = 0;
   if (x < 2.2250738585072014e-308) x *= 18014398509481984, k = -54; // subnormal: × 2⁵⁴
-  VIEW.setFloat64(0, x);
-  const hi = VIEW.getUint32(0);
+  BITS_F64[0] = x;
+  const hi = BITS_U32[HI_WORD];
   k += (hi >>> 20) - 1023;
-  VIEW.setUint32(0, (hi & 0x000fffff) | 0x3ff00000);
-  let m = VIEW.getFloat64(0); // in [1, 2)
+  BITS_U32[HI_WORD] = (hi & 0x000fffff) | 0x3ff00000;
+  let m = BITS_F64[0]; // in [1, 2)
   if (m > Math.SQRT2) m *= 0.5, k++;
   DK = k;
   return m;
@@ -650,16 +650,8 @@ function cosSeries(z: number): number {
  */
 export function portableLog(u: number): number {
   if (!(u > 0 && u < Infinity)) return u === 0 ? -Infinity : u === Infinity ? Infinity : NaN;
-  let sub = 0;
-  if (u < 2.2250738585072014e-308) u *= 18014398509481984, sub = -54; // subnormal: × 2⁵⁴
-  BITS_F64[0] = u;
-  const hi = BITS_U32[HI_WORD];
-  let k = ((hi >>> 20) & 0x7ff) - 1023 + sub;
-  BITS_U32[HI_WORD] = (hi & 0x000fffff) | 0x3ff00000;
-  let m = BITS_F64[0]; // in [1, 2)
-  if (m > Math.SQRT2) m /= 2, k++;
-  const f = m - 1, s = f / (2 + f);
-  return k * Math.LN2 + 2 * s * logSeries(s * s);
+  const m = decompose(u), f = m - 1, s = f / (2 + f);
+  return DK * Math.LN2 + 2 * s * logSeries(s * s);
 }
 
 /**
