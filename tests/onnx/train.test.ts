@@ -170,12 +170,13 @@ describe("onnx/train: training on ONNX Runtime", () => {
     assert(last < first / 3, `loss ${first.toFixed(4)} → ${last.toFixed(4)}`);
   });
 
-  it("checkpoint → resume continues bit for bit like the uninterrupted run", async () => {
+  it("checkpoint → resume continues bit for bit like the uninterrupted run (parameters, Adam, average)", async () => {
     const graph = convGraph();
     const options = {
       seed: 7,
       lr: lrSchedule({ lr: 1e-2, warmup: 3, decay: "cosine" as const, total: 12 }),
       clipNorm: 1,
+      ema: 0.9,
       batch: convBatch,
     };
     const whole = await Trainer.create(graph, options);
@@ -197,11 +198,44 @@ describe("onnx/train: training on ONNX Runtime", () => {
       assertSameBits(second.params, whole.params);
       assertSameBits(second.state.adam.m, whole.state.adam.m);
       assertSameBits(second.state.adam.v, whole.state.adam.v);
+      assertSameBits(second.state.ema!, whole.state.ema!);
       assertEquals(second.state.adam.t, 12);
       await second.release();
     } finally {
       await whole.release();
       await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  it("the moving average follows ema ← d·ema + (1 − d)·p with d = min(decay, (1 + n)/(10 + n))", async () => {
+    const decay = 0.5;
+    const trainer = await Trainer.create(mlpGraph(), {
+      seed: 3,
+      lr: 1e-2,
+      ema: decay,
+      batch: regressionBatch,
+    });
+    try {
+      const expected = Object.fromEntries(
+        Object.entries(trainer.params).map(([k, v]) => [k, Float64Array.from(v)]),
+      );
+      for (let n = 1; n <= 4; n++) {
+        await trainer.step();
+        const d = Math.min(decay, (1 + n) / (10 + n));
+        for (const [name, p] of Object.entries(trainer.params)) {
+          const e = expected[name];
+          for (let i = 0; i < p.length; i++) e[i] = Math.fround(d * e[i] + (1 - d) * p[i]);
+        }
+      }
+      // n = 1, 2: d = 2/11, 3/12; n = 3, 4: d = decay
+      assertSameBits(
+        trainer.state.ema!,
+        Object.fromEntries(
+          Object.entries(expected).map(([k, v]) => [k, Float32Array.from(v)]),
+        ),
+      );
+    } finally {
+      await trainer.release();
     }
   });
 

@@ -7,13 +7,15 @@ import { gradModel, meanSquaredErrorLoss } from "../../onnx/grad.ts";
 import { buildTrainableUNet } from "../../onnx/unet.ts";
 import { lrSchedule, Trainer } from "../../onnx/train.ts";
 import { loadDigits, SIZE } from "../../training/common.ts";
-import { diffusionBatch } from "../../training/train.ts";
+import { PRECONDITION, TIME_SAMPLING } from "../../training/train.ts";
+import { preconditionedBatch } from "../../training/precondition.ts";
+import { vpLinearSchedule } from "../../core/schedule.ts";
 import { headFeeds, headTrainingGraph } from "../../training/distill.ts";
 import type { HeadData } from "../../training/targets.ts";
 import { rngStream } from "../../core/rng.ts";
 
 describe("training", () => {
-  it("a tiny U-Net on noisy MNIST digits: the ε loss falls; same seed → identical parameters", async () => {
+  it("a tiny U-Net on noisy MNIST digits: the preconditioned loss falls; same seed → identical parameters", async () => {
     const digits = await loadDigits();
     const unet = buildTrainableUNet({
       width: 8,
@@ -29,7 +31,7 @@ describe("training", () => {
         seed: 4,
         lr: lrSchedule({ lr: 3e-3, warmup: 2 }),
         clipNorm: 1,
-        batch: diffusionBatch(digits, 4, 0.1),
+        batch: preconditionedBatch(digits, 4, 0.1, vpLinearSchedule(), PRECONDITION, TIME_SAMPLING),
       });
       const losses: number[] = [];
       for (let i = 0; i < 24; i++) losses.push((await trainer.step()).loss);
