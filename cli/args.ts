@@ -265,7 +265,8 @@ function solveHelp(solvers: readonly SolverHelp[]): string {
   --steps N                   N steps: the grid has N+1 points from t_max to t_min
   --nfe N                     choose the steps so that exactly N evaluations are used
                               (an error if impossible; excludes --steps)
-  --grid KIND                 ${GRID_KINDS.join("|")} (default: the solver's grid, below)
+  --grid KIND                 ${GRID_KINDS.join("|")} (default: the model's grid for the solver
+                              when its model.json has "defaults", else the solver's grid, below)
   --rho R                     exponent of power grids (default 2) and of edm (default 7); the
                               quadratic grid is ρ = 2, so --rho without --grid turns a default
                               quadratic grid into the power grid with that ρ
@@ -282,7 +283,10 @@ function solveHelp(solvers: readonly SolverHelp[]): string {
 }
 
 const COMMON_TAIL = `  --json                      print one JSON summary line on stdout
-                              {"solver","steps","nfe","seconds","n","shape","model",…}
+                              {"solver","steps","nfe","calls","cost","seconds","n","shape",
+                              "model",…}: nfe = evaluations of ε, calls = graph calls of every
+                              kind (a GENIE jvp step makes 2), cost = their forward-pass
+                              equivalents with the model's measured ratios ("costs")
   -h, --help                  show this help`;
 
 function solverNotes(solvers: readonly SolverHelp[]): string {

@@ -37,7 +37,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       if (args.json) console.log(JSON.stringify(line));
       else {
         console.log(
-          `${line.solver}: ${line.steps} steps, ${line.nfe} NFE, ${line.seconds} s; ` +
+          `${line.solver}: ${line.steps} steps, ${line.nfe} NFE, ${line.calls} calls, cost ${line.cost}` +
+            `${line.cost_estimated ? " (estimated)" : ""}, ${line.seconds} s; ` +
             `${line.n} latent(s) of shape [${model.shape.join(", ")}] → ${args.out}`,
         );
       }

@@ -8,8 +8,10 @@
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
+import type { CostRatios } from "../core/cost.ts";
 import { gmmEvaluator, GmmSpecError, parseGmmSpec } from "../core/gmm.ts";
 import type { Schedule } from "../core/schedule.ts";
+import type { GridDefaults } from "../core/solvers/registry.ts";
 import type { AsyncEvaluator, Evaluator } from "../core/solvers/drive.ts";
 import type { DerivativeSource } from "../core/solvers/types.ts";
 import type { Provider } from "../onnx/ort.ts";
@@ -28,6 +30,10 @@ export interface ResolvedModel {
   classes?: { count: number; nullClass?: number };
   /** The derivative sources GENIE can use with this model. */
   derivatives: DerivativeSource[];
+  /** The model's preferred grids (model.json `defaults`); without them each solver uses its own. */
+  defaults?: GridDefaults;
+  /** Measured cost of each graph's call as a ratio to one eps call (model.json `costs`). */
+  costs?: CostRatios;
   /** Releases what the model holds (sessions, workers). */
   close?: () => void | Promise<void>;
   /** The execution provider of an ONNX model (e.g. "cpu" or "cuda"). */
@@ -106,6 +112,8 @@ async function onnxModel(name: string, opts: ResolveOptions): Promise<ResolvedMo
     evaluator: model.evaluate,
     classes: model.classes,
     derivatives: model.derivatives,
+    defaults: model.defaults,
+    costs: model.costs,
     close: () => model.close(),
     provider: model.provider,
   };

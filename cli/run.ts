@@ -7,7 +7,8 @@ import { GridError, type GridKind, makeGrid, reversedGrid } from "../core/grid.t
 import { seedsFrom } from "../core/api/samples.ts";
 import { gaussianBatch } from "../core/rng.ts";
 import { runSolverAsync, type RunStats } from "../core/solvers/drive.ts";
-import { getSolver, nfeFor, type SolverInfo, stepsForNfe } from "../core/solvers/registry.ts";
+import { defaultGrid, getSolver, nfeFor, type SolverInfo, stepsForNfe } from "../core/solvers/registry.ts";
+import { costFields } from "../core/cost.ts";
 import { type DerivativeSource, SolverError } from "../core/solvers/types.ts";
 import {
   type ConditioningOptions,
@@ -195,16 +196,19 @@ export function planSolve(
   const nfeOpts = { afs, denoise, derivative };
   const steps = opts.steps ?? asUsage(() => stepsForNfe(info.name, opts.nfe ?? DEFAULT_NFE, nfeOpts));
   const nfe = asUsage(() => nfeFor(info.name, steps, nfeOpts));
-  // --rho alone bends the solver's default quadratic grid into the power grid with that ρ.
+  // Without --grid: the model's default grid for the solver (model.json `defaults`), else the solver's.
+  // --rho alone bends a default quadratic grid into the power grid with that ρ.
+  const fallback = defaultGrid(info.name, model.defaults);
   const kind: GridKind = opts.grid ??
-    (opts.rho !== undefined && info.grid.kind === "quadratic" ? "power" : info.grid.kind);
+    (opts.rho !== undefined && fallback.kind === "quadratic" ? "power" : fallback.kind);
   if (opts.rho !== undefined && (kind === "uniform" || kind === "logsnr")) {
-    throw new UsageError(
-      "--rho",
-      `has no effect on the ${kind} grid${opts.grid ? "" : ` (${info.name}'s default)`}`,
-    );
+    const whose = fallback.source === "model"
+      ? `${model.name}'s default for ${info.name}`
+      : `${info.name}'s default`;
+    throw new UsageError("--rho", `has no effect on the ${kind} grid${opts.grid ? "" : ` (${whose})`}`);
   }
-  const rho = opts.rho ?? (kind === info.grid.kind ? info.grid.rho : undefined);
+  // As in the worker: --grid takes --rho or that grid's own default ρ, never the default grid's.
+  const rho = opts.rho ?? (opts.grid === undefined ? fallback.rho : undefined);
   const tMin = opts.tMin ?? model.schedule.tMin, tMax = opts.tMax ?? model.schedule.tMax;
   const sampling = asUsage(() => makeGrid(model.schedule, { kind, steps, rho, tMin, tMax }));
   return {
@@ -320,7 +324,9 @@ export async function encodeOnce(model: ResolvedModel, opts: EncodeOptions): Pro
 
 /**
  * The JSON summary of a run (CONTRACTS.md §1): solver, steps, nfe, seconds, n, shape, model and settings
- * (and the execution provider of an ONNX model).
+ * (and the execution provider of an ONNX model), with the run's price per sample trajectory: `calls`
+ * (graph calls of every kind), `cost` (forward-pass equivalents with the model's cost ratios),
+ * `cost_estimated` and `graph_calls` (core/cost.ts).
  */
 export function summary(
   model: ResolvedModel,
@@ -328,10 +334,14 @@ export function summary(
   extra: Record<string, unknown> = {},
 ): Record<string, unknown> {
   const { plan, stats } = result;
+  const price = costFields(stats, model.costs);
   return {
     solver: plan.solver,
     steps: plan.steps,
     nfe: stats.nfe,
+    calls: price.calls,
+    cost: price.cost,
+    cost_estimated: price.cost_estimated,
     seconds: Number(result.seconds.toFixed(6)),
     n: result.shape[0],
     shape: result.shape,
@@ -347,7 +357,7 @@ export function summary(
     order: plan.order,
     variant: plan.variant,
     deriv_evals: stats.derivEvals,
-    calls: stats.calls,
+    graph_calls: price.graph_calls,
     ...extra,
   };
 }

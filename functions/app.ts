@@ -159,7 +159,15 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
         origin: config.corsOrigins.includes("*") ? "*" : config.corsOrigins,
         allowMethods: ["GET", "POST", "OPTIONS"],
         allowHeaders: ["authorization", "content-type", "accept"],
-        exposeHeaders: ["retry-after", "x-request-id", "x-genie-id", "x-genie-nfe", "x-genie-steps"],
+        exposeHeaders: [
+          "retry-after",
+          "x-request-id",
+          "x-genie-id",
+          "x-genie-nfe",
+          "x-genie-steps",
+          "x-genie-calls",
+          "x-genie-cost",
+        ],
         maxAge: 600,
       }),
     );
@@ -388,6 +396,7 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
         solver: outcome.solver,
         steps: outcome.steps,
         nfe: outcome.nfe,
+        ...priceOf(outcome),
         latents: tensorOut(outcome, binary),
         timings: outcome.timings,
       };
@@ -490,6 +499,17 @@ function tensorOut(o: RunOutcome, binary: boolean) {
   return { shape: o.shape, dtype: "float32" as const, data: binary ? o.data : bytesToBase64(o.data) };
 }
 
+/** calls, cost, cost_estimated, grid and rho of an outcome: those the workers reported. */
+function priceOf(o: RunOutcome): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (o.calls !== undefined) out.calls = o.calls;
+  if (o.cost !== undefined) out.cost = o.cost;
+  if (o.costEstimated !== undefined) out.cost_estimated = o.costEstimated;
+  if (o.grid !== undefined) out.grid = o.grid;
+  if (o.rho !== undefined) out.rho = o.rho;
+  return out;
+}
+
 /** The samples result object; binary fields raw (msgpack) or base64 (JSON). */
 function samplesBody(o: RunOutcome, output: "png" | "tensor", binary: boolean): Record<string, unknown> {
   const body: Record<string, unknown> = {
@@ -498,6 +518,7 @@ function samplesBody(o: RunOutcome, output: "png" | "tensor", binary: boolean): 
     solver: o.solver,
     steps: o.steps,
     nfe: o.nfe,
+    ...priceOf(o),
     seeds: o.seeds,
     shape: o.shape,
   };
@@ -523,6 +544,8 @@ function render(c: Context<Env>, format: OutputFormat, o: RunOutcome, output: "p
         "x-genie-id": o.id,
         "x-genie-steps": String(o.steps),
         "x-genie-nfe": String(o.nfe),
+        ...(o.calls !== undefined ? { "x-genie-calls": String(o.calls) } : {}),
+        ...(o.cost !== undefined ? { "x-genie-cost": String(o.cost) } : {}),
         "x-genie-seeds": o.seeds.length <= 64 ? o.seeds.join(",") : `${o.seeds[0]}+${o.seeds.length}`,
       },
     });

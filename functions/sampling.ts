@@ -53,6 +53,16 @@ export interface RunOutcome {
   solver: string;
   steps: number;
   nfe: number;
+  /**
+   * Per sample trajectory, as the workers report them (absent from a worker that does not): graph calls
+   * of every kind, their forward-pass equivalents, and whether that cost uses a fallback ratio.
+   */
+  calls?: number;
+  cost?: number;
+  costEstimated?: boolean;
+  /** The grid the workers used and its ρ, when they report it. */
+  grid?: string;
+  rho?: number;
   seeds: number[];
   /** [n, …sample shape] */
   shape: number[];
@@ -146,6 +156,8 @@ async function runChunks(
   const sampleBytes = shapeSize(model.shape) * 4;
   const data = new Uint8Array(n * sampleBytes);
   let done = 0, steps = expected, nfe = 0, queue = 0, compute = 0;
+  // Every chunk runs the same solve, so the per-trajectory counts agree; the grid too.
+  const price: Pick<RunOutcome, "calls" | "cost" | "costEstimated" | "grid" | "rho"> = {};
   ctx.onProgress?.({ step: 0, steps, done: 0, n, phase: "queued" });
   // Per-step progress: the step each chunk has started (−1 before its first frame, `steps` once done).
   const stream = ctx.onProgress !== undefined && path === "/v1/batch";
@@ -190,6 +202,11 @@ async function runChunks(
       data.set(res.data, chunk.start * sampleBytes);
       steps = res.steps;
       nfe = res.nfe;
+      if (res.calls !== undefined) price.calls = res.calls;
+      if (res.cost !== undefined) price.cost = res.cost;
+      if (res.cost_estimated !== undefined) price.costEstimated = price.costEstimated || res.cost_estimated;
+      if (res.grid !== undefined) price.grid = res.grid;
+      if (res.rho !== undefined) price.rho = res.rho;
       queue = Math.max(queue, res.timings.queue_ms);
       compute = Math.max(compute, res.timings.compute_ms);
       reached[i] = Infinity;
@@ -209,6 +226,7 @@ async function runChunks(
     model,
     steps,
     nfe,
+    ...price,
     shape: [n, ...model.shape],
     data,
     timings: { queue_ms: queue, compute_ms: compute, total_ms: ctx.now() - t0 },

@@ -13,11 +13,12 @@
  * /healthz and /metrics needs `x-genie-signature: sha256=<hex HMAC of the body>` (an empty body for GET).
  * Errors are msgpack `{v:1, id, error:{code, message, field?}}` with the matching status.
  */
+import { costFields } from "../core/cost.ts";
 import { solverNames } from "../core/solvers/registry.ts";
 import type { Provider } from "../onnx/ort.ts";
 import { asWorkerError, WorkerError } from "./errors.ts";
 import type { Inference, LoadedModelReport } from "./inference.ts";
-import { type GraphKind } from "./manifest.ts";
+import { type GraphKind, samplingDefaults } from "./manifest.ts";
 import { WorkerMetrics } from "./metrics.ts";
 import { defaultModelsDir, loadRegistry, type Registry } from "./models.ts";
 import {
@@ -211,6 +212,8 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
         // graphs the worker made itself (the JVP graph of a model that ships only eps)
         ...(m.info.derived?.length ? { derived_graphs: m.info.derived } : {}),
         limits: modelLimits(m),
+        // default_grids, costs, estimated_costs
+        ...samplingDefaults(m.info, solverNames()),
         provider: providers[man.name],
         ...(man.analytic ? { analytic: true, head: "exact" } : {}),
         ...(man.description ? { description: man.description } : {}),
@@ -331,9 +334,12 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       id: plan.id,
       shape: plan.shape,
       data: tensorBytes(Float32Array.from(result.x)),
-      nfe: result.stats.nfe,
+      // nfe, calls, cost, cost_estimated, graph_calls: per sample trajectory, priced with model.json `costs`.
+      ...costFields(result.stats, plan.model.info.manifest.costs),
       steps: plan.steps,
       solver: plan.solver,
+      grid: plan.grid,
+      ...(plan.rho !== undefined ? { rho: plan.rho } : {}),
       ...(plan.derivative && plan.solver === "genie" ? { genie_derivative: plan.derivative } : {}),
       deriv_evals: result.stats.derivEvals,
       timings: { queue_ms: round(result.queueMs), compute_ms: round(result.computeMs) },

@@ -5,7 +5,7 @@
  * Measures the worker in-process (the exported fetch handler, msgpack bodies, the scheduler and the
  * inference thread; no sockets) and writes a report:
  *
- * - overhead: sampling wall time ÷ (NFE × forward time at the same batch), batch 1, 8, 32, on each of
+ * - overhead: sampling wall time ÷ (the run's calls × forward time at the same batch), batch 1, 8, 32, on each of
  *   --models, where the forward time is the run's own calls replayed one by one through the
  *   inference thread with the same inputs, measured in the same run; and the worker's own time per
  *   request and per step against a stand-in inference that answers at once;
@@ -14,7 +14,10 @@
  * - latency percentiles of single-sample requests under that load, on --load-model;
  * - RSS over a soak of concurrent clients (length set by --soak-seconds), on --load-model.
  *
- * Every number is a median over --reps repetitions measured side by side in one run.
+ * Every number is a median over --reps repetitions measured side by side in one run. Requests pin the grid
+ * (quadratic) so that a model's own default grid does not change what is compared; the tables report
+ * each run's NFE (ε evaluations), calls (graph calls of every kind) and cost (forward-pass equivalents
+ * with the model's cost ratios) as the worker replies them.
  */
 import { parseArgs } from "node:util";
 import process from "node:process";
@@ -129,6 +132,11 @@ async function forwardMedian(model: string, graph: GraphKind, B: number, n = 15)
 interface Sampled {
   ms: number;
   nfe: number;
+  /** Graph calls of every kind, per sample trajectory. */
+  calls: number;
+  /** Forward-pass equivalents, and whether a fallback ratio priced them. */
+  cost: number;
+  costEstimated: boolean;
   steps: number;
 }
 
@@ -141,7 +149,16 @@ async function sample(
   model: string = MODEL,
   seeds: number[] = Array.from({ length: n }, () => seedBase++ % 2 ** 32),
 ): Promise<Sampled> {
-  const body = encode({ v: 1, id: `b${seedBase}`, model, solver, nfe: NFE, seeds, ...extra });
+  const body = encode({
+    v: 1,
+    id: `b${seedBase}`,
+    model,
+    solver,
+    nfe: NFE,
+    grid: "quadratic",
+    seeds,
+    ...extra,
+  });
   const t0 = performance.now();
   const res = await target.request("/v1/batch", {
     method: "POST",
@@ -151,8 +168,18 @@ async function sample(
   const out = decode(new Uint8Array(await res.arrayBuffer())) as Record<string, unknown>;
   const ms = performance.now() - t0;
   if (res.status !== 200) throw new Error(`batch failed: ${JSON.stringify(out)}`);
-  return { ms, nfe: out.nfe as number, steps: out.steps as number };
+  return {
+    ms,
+    nfe: out.nfe as number,
+    calls: out.calls as number,
+    cost: out.cost as number,
+    costEstimated: out.cost_estimated === true,
+    steps: out.steps as number,
+  };
 }
+
+/** A run's cost for the tables, † when a fallback ratio priced it. */
+const costText = (r: Sampled) => `${Number(r.cost.toFixed(2))}${r.costEstimated ? "†" : ""}`;
 
 const lines: string[] = [];
 const out = (s = "") => lines.push(s);
@@ -188,27 +215,30 @@ out(
 out();
 
 // 1. Overhead.
-out("## Overhead: sampling wall time ÷ (NFE × forward time at the same batch)");
+out("## Overhead: sampling wall time ÷ (calls × forward time at the same batch)");
 out();
 out(
   `Settings: grid quadratic (ρ 2), no AFS, no denoising, NFE ${NFE}, unconditional, seeds consecutive per request, one request at a time.`,
 );
 out(
-  "GENIE with the `head` derivative makes one `head`-graph call per step; DDIM one `eps`-graph call. The ideal is 1.0.",
+  "GENIE with the `head` derivative makes one `head`-graph call per step; DDIM one `eps`-graph call. The ideal is 1.0. " +
+    "**NFE** counts ε evaluations, **calls** graph calls of every kind and **cost** their forward-pass equivalents " +
+    "(each call × its graph's cost ratio to one eps call from the model's manifest, † where a ratio is the " +
+    "fallback estimate), all per sample trajectory as the worker reports them.",
 );
 out(
   "Forward times are wall times of single calls through the inference thread (message round trip included), " +
     "measured in the same run: **replayed** = the sampling run's own calls sent again one by one with the same " +
-    "inputs (Σ over its NFE calls; this is the denominator of the overhead), **fixed input** = NFE × the median " +
+    "inputs (Σ over its calls; this is the denominator of the overhead), **fixed input** = calls × the median " +
     "of a call at t = 0.3 on a fixed x (shown because a graph's cost can depend on its inputs). " +
     "The overhead is what the worker adds around the model: request decoding and validation, noise, solver " +
     "steps, batching, scheduling and the response.",
 );
 out();
 out(
-  "| model | solver | graph | batch | steps | NFE | NFE × forward ms, fixed input | Σ forward ms, replayed | sampling ms | overhead | overhead by minima |",
+  "| model | solver | graph | batch | steps | NFE | calls | cost | calls × forward ms, fixed input | Σ forward ms, replayed | sampling ms | overhead | overhead by minima |",
 );
-out("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+out("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 /** The two solvers compared: GENIE with its head graph, DDIM with eps. */
 const SOLVERS = [["genie", "head", { genie_derivative: "head" }], ["ddim", "eps", {}]] as const;
 const overheads: Record<string, number> = {}, overheadsByMinima: Record<string, number> = {};
@@ -239,9 +269,11 @@ for (const model of OVERHEAD_MODELS) {
       overheadsByMinima[`${model} ${solver} batch ${B}`] = byMinima;
       excessMs[`${model} ${solver} ${B}`] = median(walls.map((w, i) => w - replays[i]));
       out(
-        `| ${model} | ${solver} | ${graph} | ${B} | ${last!.steps} | ${last!.nfe} | ${
-          fmt(last!.nfe * median(fw), 1)
-        } | ${fmt(median(replays), 1)} | ${fmt(median(walls), 1)} | ${fmt(overhead)} | ${fmt(byMinima)} |`,
+        `| ${model} | ${solver} | ${graph} | ${B} | ${last!.steps} | ${last!.nfe} | ${last!.calls} | ${
+          costText(last!)
+        } | ${fmt(last!.calls * median(fw), 1)} | ${fmt(median(replays), 1)} | ${fmt(median(walls), 1)} | ${
+          fmt(overhead)
+        } | ${fmt(byMinima)} |`,
       );
     }
   }
@@ -356,7 +388,7 @@ for (const model of OVERHEAD_MODELS) {
     Promise.all(Array.from({ length: C }, () => sample(1, "genie", {}, target, model)));
   await clients(app);
   await clients(waitApp);
-  await sample(C, "genie", {}, app, model);
+  let callsPerRequest = (await sample(C, "genie", {}, app, model)).calls;
   for (let r = 0; r < BATCH_REPS; r++) {
     // Alternate the order so that drifts of a noisy machine hit every mode alike.
     const modes = r % 2
@@ -364,10 +396,11 @@ for (const model of OVERHEAD_MODELS) {
       : ["concurrent", "waiting", "single"] as const;
     for (const mode of modes) {
       const c0 = calls, t0 = performance.now();
-      if (mode === "single") await sample(C, "genie", {}, app, model);
+      if (mode === "single") callsPerRequest = (await sample(C, "genie", {}, app, model)).calls;
       else await clients(mode === "waiting" ? waitApp : app);
       runs[mode].push(performance.now() - t0);
-      if (mode !== "single") perCall[mode].push((C * NFE) / (calls - c0));
+      // Samples per inference call: C trajectories of `calls` calls each, over the calls made.
+      if (mode !== "single") perCall[mode].push((C * callsPerRequest) / (calls - c0));
     }
   }
   const concurrent = median(runs.concurrent), waiting = median(runs.waiting), single = median(runs.single);

@@ -7,10 +7,12 @@
  *     await model.close();
  *
  * The returned object also has the fields of the CLI's ResolvedModel (shape, schedule, evaluator,
- * classes, derivatives, close), so `--model mnist-mix` can resolve to it directly.
+ * classes, derivatives, defaults, costs, close), so `--model mnist-mix` can resolve to it directly.
  */
 import process from "node:process";
+import type { CostRatios } from "../core/cost.ts";
 import type { Schedule } from "../core/schedule.ts";
+import type { GridDefaults } from "../core/solvers/registry.ts";
 import type { AsyncEvaluator } from "../core/solvers/drive.ts";
 import type { DerivativeSource, EvalRequest, EvalResult } from "../core/solvers/types.ts";
 import type { Provider } from "../onnx/ort.ts";
@@ -41,6 +43,10 @@ export interface OpenedModel {
   classes?: { count: number; nullClass?: number };
   /** GENIE derivative sources this model serves ("head" first when it has one; "exact" for analytic models). */
   derivatives: DerivativeSource[];
+  /** The manifest's preferred grids (`defaults`), if any. */
+  defaults?: GridDefaults;
+  /** The manifest's measured cost ratios (`costs`), if any. */
+  costs?: CostRatios;
   /** Answers a solver's evaluation request with ORT (one call per max_batch samples). */
   evaluate: AsyncEvaluator;
   /** The same function, under the CLI's name. */
@@ -106,6 +112,8 @@ export async function openModel(
     provider: report.provider,
     classes: m.classes ? { count: m.classes.count, nullClass: m.classes.null_class } : undefined,
     derivatives: derivativesOf(model),
+    defaults: m.defaults,
+    costs: m.costs,
     evaluate,
     evaluator: evaluate,
     ortStats,

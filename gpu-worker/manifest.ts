@@ -6,15 +6,26 @@
  *
  * Extensions: `analytic` (how the graphs of an analytic model are generated, see analytic.ts; its head
  * is the exact closed-form derivative), `head_space` ("eps" or "raw": what a head of an x0/v model
- * outputs), `description`.
+ * outputs), `description`, and two optional blocks, both checked strictly (unknown keys are errors):
+ *
+ * - `defaults`: the model's preferred grid, `{grid?, rho?, solvers?: {<solver>: {grid, rho?}}}`. A
+ *   request that names no grid gets the model's grid for its solver, else the model's `grid`, else the
+ *   solver's recommended one (core/solvers/registry.ts `defaultGrid`); a request's own `grid`/`rho` win.
+ * - `costs`: the measured cost of one call of each graph as a ratio to one eps call at the same batch,
+ *   `{eps?: 1, head?, jvp?}` (jvp may be the JVP graph the worker derives); responses price their calls
+ *   with it (core/cost.ts, which also holds the fallbacks for graphs without a ratio).
  *
  * Every problem is a {@link ManifestError} naming the field, e.g. `graphs.eps: file not found (…)`.
  */
 import { join } from "node:path";
 import { existsSync, readFileSync } from "node:fs";
 import type { AnalyticSource } from "./analytic.ts";
+import { type CostRatios, effectiveCosts } from "../core/cost.ts";
+import { defaultRho, GRID_KINDS, type GridKind } from "../core/grid.ts";
 import { parsePredictionKind, type PredictionKind } from "../core/prediction.ts";
 import { type Schedule, scheduleFromSpec, type ScheduleSpec } from "../core/schedule.ts";
+import { CALL_GRAPHS, type CallGraph } from "../core/solvers/drive.ts";
+import { defaultGrid, type GridDefaults, solverNames } from "../core/solvers/registry.ts";
 
 export const GRAPH_KINDS = ["eps", "features", "head", "jvp"] as const;
 export type GraphKind = typeof GRAPH_KINDS[number];
@@ -32,6 +43,10 @@ export interface ModelManifest {
   analytic?: AnalyticSource;
   head_space?: "eps" | "raw";
   description?: string;
+  /** The model's preferred grids (see the module's comment). */
+  defaults?: GridDefaults;
+  /** Measured cost of one call of each graph, as a ratio to one eps call. */
+  costs?: CostRatios;
 }
 
 /** A validated manifest with what follows from it. */
@@ -70,6 +85,94 @@ function positiveInt(field: string, v: unknown): number {
     throw new ManifestError(field, `must be a positive integer, got ${JSON.stringify(v)}`);
   }
   return v;
+}
+
+function positiveNumber(field: string, v: unknown, what: string): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || !(v > 0)) {
+    throw new ManifestError(field, `must be a positive finite number (${what}), got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function onlyKeys(field: string, v: Obj, keys: readonly string[]): void {
+  for (const key of Object.keys(v)) {
+    if (!keys.includes(key)) {
+      throw new ManifestError(`${field}.${key}`, `unknown field (one of ${keys.join(", ")})`);
+    }
+  }
+}
+
+/** One grid choice of `defaults`: `grid` (required when `needGrid`) and `rho`, which needs a grid that has one. */
+function gridChoice(field: string, v: Obj, needGrid: boolean): { grid?: GridKind; rho?: number } {
+  let grid: GridKind | undefined;
+  if (v.grid !== undefined) {
+    if (typeof v.grid !== "string" || !(GRID_KINDS as readonly string[]).includes(v.grid)) {
+      throw new ManifestError(
+        `${field}.grid`,
+        `unknown grid ${JSON.stringify(v.grid)} (one of ${GRID_KINDS.join(", ")})`,
+      );
+    }
+    grid = v.grid as GridKind;
+  } else if (needGrid) throw new ManifestError(`${field}.grid`, "is required");
+  if (v.rho === undefined) return { grid };
+  const rho = positiveNumber(`${field}.rho`, v.rho, "the grid's exponent ρ");
+  if (grid === undefined) {
+    throw new ManifestError(`${field}.rho`, `needs ${field}.grid (ρ belongs to a grid)`);
+  }
+  if (defaultRho(grid) === undefined) {
+    throw new ManifestError(`${field}.rho`, `has no effect on the ${grid} grid`);
+  }
+  if (grid === "quadratic" && rho !== 2) {
+    throw new ManifestError(`${field}.rho`, 'the quadratic grid has ρ = 2; use grid "power" for another ρ');
+  }
+  return { grid, rho };
+}
+
+/** Validates `defaults`: `{grid?, rho?, solvers?: {<solver>: {grid, rho?}}}`. */
+function parseDefaults(v: unknown): GridDefaults {
+  if (!isObject(v)) throw new ManifestError("defaults", "must be {grid?, rho?, solvers?}");
+  onlyKeys("defaults", v, ["grid", "rho", "solvers"]);
+  const { grid, rho } = gridChoice("defaults", v, false);
+  const out: GridDefaults = {};
+  if (grid !== undefined) out.grid = grid;
+  if (rho !== undefined) out.rho = rho;
+  if (v.solvers !== undefined) {
+    if (!isObject(v.solvers)) {
+      throw new ManifestError("defaults.solvers", "must map solver names to {grid, rho?}");
+    }
+    const names = solverNames();
+    out.solvers = {};
+    for (const [name, entry] of Object.entries(v.solvers)) {
+      const field = `defaults.solvers.${name}`;
+      if (!names.includes(name)) {
+        throw new ManifestError(field, `unknown solver (one of ${names.join(", ")})`);
+      }
+      if (!isObject(entry)) throw new ManifestError(field, "must be {grid, rho?}");
+      onlyKeys(field, entry, ["grid", "rho"]);
+      const c = gridChoice(field, entry, true);
+      out.solvers[name] = c.rho === undefined ? { grid: c.grid! } : { grid: c.grid!, rho: c.rho };
+    }
+  }
+  return out;
+}
+
+/** Validates `costs`: graph → ratio to one eps call (eps is the unit; head needs the model's head graph). */
+function parseCosts(v: unknown, graphs: Obj): CostRatios {
+  if (!isObject(v)) throw new ManifestError("costs", "must map graphs to their cost ratio to one eps call");
+  const out: CostRatios = {};
+  for (const [key, value] of Object.entries(v)) {
+    const field = `costs.${key}`;
+    if (!(CALL_GRAPHS as readonly string[]).includes(key)) {
+      throw new ManifestError(field, `not a graph sampling calls (one of ${CALL_GRAPHS.join(", ")})`);
+    }
+    const ratio = positiveNumber(field, value, "the ratio to one eps call");
+    if (key === "eps" && ratio !== 1) throw new ManifestError(field, "is the unit: must be 1");
+    if (key === "head" && graphs.head === undefined) {
+      throw new ManifestError(field, "the model has no head graph");
+    }
+    out[key as CallGraph] = ratio;
+  }
+  return out;
 }
 
 /**
@@ -172,6 +275,8 @@ export function validateManifest(
       if (a.kind !== "gmm" && a.kind !== "mnist") fail("analytic.kind", `must be "gmm" or "mnist"`);
       if (prediction !== "eps") fail("prediction", "analytic models predict eps");
     }
+    const defaults = m.defaults === undefined ? undefined : parseDefaults(m.defaults);
+    const costs = m.costs === undefined ? undefined : parseCosts(m.costs, graphs);
     const manifest: ModelManifest = {
       ...(m as unknown as ModelManifest),
       name,
@@ -180,11 +285,16 @@ export function validateManifest(
       prediction,
       classes,
       limits: { ...(m.limits as Obj), max_batch: maxBatch },
+      defaults,
+      costs,
     };
+    if (defaults === undefined) delete manifest.defaults;
+    if (costs === undefined) delete manifest.costs;
     return { manifest, dir: dir ?? "", graphPaths, schedule, dim };
   } catch (e) {
     if (e instanceof ManifestError && e.model === undefined) {
-      throw new ManifestError(e.field, e.message, name);
+      // The message without its "field: " prefix, which the new error adds back after the model's name.
+      throw new ManifestError(e.field, e.message.slice(e.field.length + 2), name);
     }
     throw e;
   }
@@ -206,6 +316,39 @@ export function readManifest(dir: string, opts: { checkFiles?: boolean } = {}): 
     throw new ManifestError("model.json", `is not valid JSON: ${(e as Error).message}`);
   }
   return validateManifest(json, dir, opts);
+}
+
+/**
+ * The grid each solver uses on a model when a request names none, with ρ made explicit where the grid
+ * has one, and whether it is the model's default or the solver's own.
+ */
+export function defaultGrids(
+  info: ModelInfo,
+  solvers: string[],
+): Record<string, { grid: GridKind; rho?: number; source: "model" | "solver" }> {
+  return Object.fromEntries(solvers.map((name) => {
+    const g = defaultGrid(name, info.manifest.defaults);
+    const rho = g.rho ?? defaultRho(g.kind);
+    return [name, { grid: g.kind, ...(rho !== undefined ? { rho } : {}), source: g.source }];
+  }));
+}
+
+/**
+ * What GET /v1/models says about a model's sampling defaults and prices: `default_grids` (see
+ * {@link defaultGrids}), `costs` (the ratio each graph it calls is priced with) and `estimated_costs`
+ * (the graphs priced with a fallback, when there are any).
+ */
+export function samplingDefaults(info: ModelInfo, solvers: string[]): Record<string, unknown> {
+  const m = info.manifest;
+  const called: CallGraph[] = ["eps"];
+  if (info.graphPaths.head ?? m.graphs.head) called.push("head");
+  if (info.graphPaths.jvp ?? m.graphs.jvp) called.push("jvp");
+  const costs = effectiveCosts(called, m.costs);
+  return {
+    default_grids: defaultGrids(info, solvers),
+    costs: costs.costs,
+    ...(costs.estimated.length ? { estimated_costs: costs.estimated } : {}),
+  };
 }
 
 /** The public description of a model (GET /v1/models). */
@@ -234,6 +377,7 @@ export function describeModel(
     graphs: Object.keys(m.graphs),
     ...(info.derived?.length ? { derived_graphs: info.derived } : {}),
     limits: m.limits,
+    ...samplingDefaults(info, solvers),
     ...(m.analytic ? { analytic: true, head: "exact" } : {}),
     ...(provider ? { provider } : {}),
   };

@@ -9,6 +9,9 @@
  *   unconditional (the null class). `guidance` w ≠ 0 runs classifier-free guidance.
  * - Encoding integrates from t_min up to t_max on the reversed grid (no AFS, no denoising); `images`
  *   are x at t_min in model space.
+ * - Grid: the request's `grid` (with its `rho`, else that grid's default ρ); without one, the model's
+ *   default for the solver (model.json `defaults`), else the solver's recommended grid, with the
+ *   request's `rho` if given, else the default's.
  * - Top-level nil values count as absent fields.
  * - Extensions: `priority` (integer −10…10, higher first).
  */
@@ -17,10 +20,17 @@ import { DEFAULT_LIMITS, type ModelLimits } from "../core/api/models.ts";
 import { DEFAULT_NFE } from "../core/api/samples.ts";
 import { float32FromBytes } from "../core/api/tensor.ts";
 import { BatchRequest, EncodeBatchRequest } from "../core/api/worker.ts";
-import { type GridKind, makeGrid, reversedGrid } from "../core/grid.ts";
+import { defaultRho, type GridKind, makeGrid, reversedGrid } from "../core/grid.ts";
 import { guidedSolveInput, withConditioning } from "../core/guidance.ts";
 import { gaussianBatch } from "../core/rng.ts";
-import { getSolver, nfeFor, type SolverInfo, solverNames, stepsForNfe } from "../core/solvers/registry.ts";
+import {
+  defaultGrid,
+  getSolver,
+  nfeFor,
+  type SolverInfo,
+  solverNames,
+  stepsForNfe,
+} from "../core/solvers/registry.ts";
 import type { DerivativeSource, SolveInput, SolverRun } from "../core/solvers/types.ts";
 import { asWorkerError, invalid, WorkerError } from "./errors.ts";
 import type { ServedModel } from "./scheduler.ts";
@@ -36,6 +46,9 @@ export interface PlannedJob {
   steps: number;
   /** NFE by the registry's accounting (the response reports the measured count). */
   nfe: number;
+  /** The grid the run uses and its ρ (where the grid has one). */
+  grid: GridKind;
+  rho?: number;
   derivative?: DerivativeSource;
   priority: number;
   /** Absolute deadline (Date.now() scale). */
@@ -141,7 +154,23 @@ interface Common {
   solver: SolverInfo;
   steps: number;
   grid: Float64Array;
+  kind: GridKind;
+  rho?: number;
   derivative: DerivativeSource;
+}
+
+/**
+ * The grid of a request: its own `grid` (ρ: its `rho`, else the grid's default), else the model's
+ * default for the solver, else the solver's (ρ: the request's `rho`, else the default's).
+ */
+export function gridOf(
+  model: ServedModel,
+  solver: string,
+  req: { grid?: string; rho?: number },
+): { kind: GridKind; rho?: number } {
+  if (req.grid !== undefined) return { kind: req.grid as GridKind, rho: req.rho };
+  const d = defaultGrid(solver, model.info.manifest.defaults);
+  return { kind: d.kind, rho: req.rho ?? d.rho };
 }
 
 function common(
@@ -172,18 +201,16 @@ function common(
   if (nfeFor(solver.name, steps, accounting) > limits.max_nfe) {
     throw invalid("nfe", `at most ${limits.max_nfe} for this model`);
   }
-  const kind = (req.grid ?? solver.grid.kind) as GridKind;
+  const { kind, rho } = gridOf(model, solver.name, req);
   let grid: Float64Array;
   try {
-    grid = makeGrid(model.info.schedule, {
-      kind,
-      steps,
-      rho: req.rho ?? (req.grid === undefined ? solver.grid.rho : undefined),
-    });
+    grid = makeGrid(model.info.schedule, { kind, steps, rho });
   } catch (e) {
     throw asWorkerError(e);
   }
-  return { solver, steps, grid, derivative };
+  // ρ as reported: the one used, on the grids that have one.
+  const used = defaultRho(kind) === undefined ? undefined : rho ?? defaultRho(kind);
+  return { solver, steps, grid, kind, rho: used, derivative };
 }
 
 /** Checks the conditioning fields and returns the labels (or undefined for unconditional samples). */
@@ -276,6 +303,8 @@ export function planBatch(body: unknown, models: Map<string, ServedModel>, now =
     solver: c.solver.name,
     steps: c.steps,
     nfe: nfeFor(c.solver.name, c.steps, { afs: input.afs, denoise: input.denoise, derivative: c.derivative }),
+    grid: c.kind,
+    rho: c.rho,
     derivative: c.derivative,
     priority,
     deadline: req.deadline_ms !== undefined ? now + req.deadline_ms : undefined,
@@ -328,6 +357,8 @@ export function planEncode(body: unknown, models: Map<string, ServedModel>, now 
     solver: c.solver.name,
     steps: c.steps,
     nfe: nfeFor(c.solver.name, c.steps, { derivative: c.derivative }),
+    grid: c.kind,
+    rho: c.rho,
     derivative: c.derivative,
     priority,
     deadline: req.deadline_ms !== undefined ? now + req.deadline_ms : undefined,

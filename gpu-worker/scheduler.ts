@@ -25,7 +25,7 @@
  * checks it graph by graph and end to end.
  */
 import { setImmediate } from "node:timers";
-import type { RunStats } from "../core/solvers/drive.ts";
+import { callGraph, countRequest, newRunStats, type RunStats } from "../core/solvers/drive.ts";
 import type { EvalRequest, EvalResult, SolverRun } from "../core/solvers/types.ts";
 import { wrapPrediction } from "../core/prediction.ts";
 import { asWorkerError, invalid, WorkerError } from "./errors.ts";
@@ -113,8 +113,7 @@ interface Slice {
 
 /** Which graph answers a request: ε only, the model's own derivative (head), or a JVP. */
 export function graphFor(req: EvalRequest): GraphKind {
-  if (req.want === "eps") return "eps";
-  return req.tangent ? "jvp" : "head";
+  return callGraph(req);
 }
 
 export class Scheduler {
@@ -178,7 +177,7 @@ export class Scheduler {
         spec,
         priority: spec.priority ?? 0,
         submitted: performance.now(),
-        stats: { nfe: 0, derivEvals: 0, calls: 0 },
+        stats: newRunStats(),
         finished: false,
         resolve,
         reject,
@@ -279,9 +278,7 @@ export class Scheduler {
       this.#stop(job, invalid("x", `a request of ${req.x.length} numbers is not ${rows} samples`));
       return;
     }
-    job.stats.calls++;
-    if (!req.tangent) job.stats.nfe++;
-    if (req.want === "eps+deriv") job.stats.derivEvals++;
+    countRequest(job.stats, req);
     const p: Pending = { job, req, graph, rows, sent: 0, done: 0, enqueued: performance.now(), outputs: {} };
     job.current = p;
     this.#pending.push(p);

@@ -103,6 +103,13 @@ export const JobResult = z.object({
   seeds: z.array(z.int()),
   shape: z.array(z.int()).meta({ description: "[count, …sample shape]" }),
   nfe: z.int().optional(),
+  calls: z.int().optional().meta({
+    description: "Graph calls of every kind per sample (as the worker reports)",
+  }),
+  cost: z.number().optional().meta({
+    description: "Forward-pass equivalents per sample (as the worker reports)",
+  }),
+  cost_estimated: z.boolean().optional(),
   steps: z.int().optional(),
   attempts: z.int(),
   files: z.object({

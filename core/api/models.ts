@@ -4,6 +4,7 @@
  * description leniently and fills the limits the worker leaves out with {@link DEFAULT_LIMITS}.
  */
 import { z } from "zod";
+import { GRID_KINDS } from "../grid.ts";
 import { DERIVATIVE_SOURCES } from "../solvers/types.ts";
 
 /** The solver names of CONTRACTS.md §1, the fallback when a worker does not list its solvers. */
@@ -31,6 +32,26 @@ export const ModelClasses = z.object({
   null_class: z.int().min(0).optional(),
 });
 
+/** The grid a solver uses on a model when a request names none. */
+export const DefaultGrid = z.object({
+  grid: z.enum(GRID_KINDS),
+  rho: z.number().positive().optional(),
+  source: z.enum(["model", "solver"]).optional().meta({
+    description: "model: the model's own default (its manifest); solver: the solver's recommended grid",
+  }),
+});
+
+const DefaultGrids = z.record(z.string(), DefaultGrid).meta({
+  description: "Per solver, the grid a request without grid gets (a request's grid and rho win)",
+});
+const Costs = z.record(z.string(), z.number().positive()).meta({
+  description: "Cost of one call of each graph the model runs (eps, head, jvp) as a ratio to one eps call; " +
+    "responses price their calls with it",
+});
+const EstimatedCosts = z.array(z.string()).meta({
+  description: "Graphs in costs without a measured ratio, priced with the fallback (head 1, jvp 3)",
+});
+
 export const ModelInfo = z.object({
   name: ModelName,
   shape: z.array(z.int().min(1)).min(1).max(4).meta({ description: "Per-sample shape: [C, H, W] or [D]" }),
@@ -41,6 +62,9 @@ export const ModelInfo = z.object({
     description: 'GENIE derivative sources: "head", "jvp", "fd", "exact"',
   }),
   limits: ModelLimits,
+  default_grids: DefaultGrids.optional(),
+  costs: Costs.optional(),
+  estimated_costs: EstimatedCosts.optional(),
   prediction: z.string().optional(),
   version: z.string().optional(),
   description: z.string().optional(),
@@ -71,6 +95,10 @@ const LenientModel = z.looseObject({
     max_nfe: z.int().min(1).optional(),
     guidance: z.union([GuidanceRange, z.tuple([z.number(), z.number()])]).optional(),
   }).optional(),
+  // Malformed entries of these informational fields are dropped, not the model.
+  default_grids: DefaultGrids.optional().catch(undefined),
+  costs: Costs.optional().catch(undefined),
+  estimated_costs: EstimatedCosts.optional().catch(undefined),
   prediction: z.string().optional(),
   version: z.union([z.string(), z.number()]).optional(),
   description: z.string().optional(),
@@ -107,6 +135,9 @@ export function normalizeModelInfo(raw: unknown, defaults: ModelLimits = DEFAULT
     limits,
   };
   if (classes) info.classes = classes;
+  if (m.default_grids !== undefined) info.default_grids = m.default_grids;
+  if (m.costs !== undefined) info.costs = m.costs;
+  if (m.estimated_costs !== undefined) info.estimated_costs = m.estimated_costs;
   if (m.prediction !== undefined) info.prediction = m.prediction;
   if (m.version !== undefined) info.version = String(m.version);
   if (m.description !== undefined) info.description = m.description;

@@ -36,7 +36,9 @@ const solveFields = {
     description: `Network evaluations; steps are chosen to use exactly this many (default ${DEFAULT_NFE})`,
   }),
   grid: z.enum(GRID_KINDS).optional().meta({
-    description: "Time grid (default: the solver's recommended grid)",
+    description:
+      "Time grid (default: the model's default grid for the solver, else the solver's recommended " +
+      "grid; GET /v1/models lists them as default_grids)",
   }),
   rho: z.number().positive().max(1000).optional(),
   order: z.int().min(1).max(4).optional().meta({ description: "Order of solvers that have several" }),
@@ -84,6 +86,25 @@ export const EncodeRequest = z.strictObject({
 }).meta({ id: "EncodeRequest" });
 export type EncodeRequest = z.infer<typeof EncodeRequest>;
 
+/** The price of a run, per sample trajectory (core/cost.ts). */
+const costFields = {
+  calls: z.int().optional().meta({
+    description:
+      "Graph calls of every kind (eps, head, jvp) per sample trajectory; a GENIE step with the jvp " +
+      "derivative makes two (eps, then the JVP), with the head one",
+  }),
+  cost: z.number().optional().meta({
+    description:
+      "Forward-pass equivalents per sample trajectory: Σ over the calls of the graph's cost ratio to " +
+      "one eps call (the model's measured ratios; GET /v1/models lists them as costs)",
+  }),
+  cost_estimated: z.boolean().optional().meta({
+    description: "True when a called graph has no measured ratio and cost uses the fallback (head 1, jvp 3)",
+  }),
+  grid: z.enum(GRID_KINDS).optional().meta({ description: "The time grid the run used" }),
+  rho: z.number().optional().meta({ description: "The grid's ρ (power, quadratic and edm grids)" }),
+};
+
 export const Timings = z.object({
   queue_ms: z.number(),
   compute_ms: z.number(),
@@ -95,7 +116,8 @@ export const SamplesResponse = z.object({
   model: z.string(),
   solver: z.string(),
   steps: z.int(),
-  nfe: z.int(),
+  nfe: z.int().meta({ description: "Evaluations of ε per sample trajectory (a head call counts as one)" }),
+  ...costFields,
   seeds: z.array(z.int()),
   shape: z.array(z.int()),
   images: z.array(z.object({
@@ -111,7 +133,8 @@ export const EncodeResponse = z.object({
   model: z.string(),
   solver: z.string(),
   steps: z.int(),
-  nfe: z.int(),
+  nfe: z.int().meta({ description: "Evaluations of ε per sample trajectory" }),
+  ...costFields,
   latents: TensorOutput,
   timings: Timings,
 }).meta({ id: "EncodeResponse" });

@@ -62,14 +62,25 @@ export type EncodeBatchRequest = z.infer<typeof EncodeBatchRequest>;
 
 export const WorkerTimings = z.looseObject({ queue_ms: z.number(), compute_ms: z.number() });
 
-/** Success of `POST /v1/batch` and `POST /v1/encode`. */
+/**
+ * Success of `POST /v1/batch` and `POST /v1/encode`. `nfe` counts evaluations of ε, `calls` graph calls
+ * of every kind and `cost` their forward-pass equivalents, all per sample trajectory (core/cost.ts);
+ * `cost_estimated` is true when a called graph had no measured cost ratio. `calls`, `cost`,
+ * `cost_estimated`, `grid` and `rho` are optional here so that the edge still reads workers that do not
+ * report them.
+ */
 export const BatchResponse = z.looseObject({
   v: z.literal(PROTOCOL_VERSION),
   id: z.string(),
   shape: z.array(z.int().min(0)),
   data: Bytes,
   nfe: z.int().min(0),
+  calls: z.int().min(0).optional(),
+  cost: z.number().min(0).optional(),
+  cost_estimated: z.boolean().optional(),
   steps: z.int().min(0),
+  grid: z.enum(GRID_KINDS).optional(),
+  rho: z.number().positive().optional(),
   timings: WorkerTimings,
 });
 export type BatchResponse = z.infer<typeof BatchResponse>;

@@ -1,18 +1,29 @@
 /**
  * Drivers run a solver coroutine against an evaluator and keep exact accounts: every request
  * without a tangent is one network evaluation (NFE); derivative work (a head, a closed form or a
- * JVP) is counted separately.
+ * JVP) is counted separately, and every request is one call of the graph that answers it
+ * ({@link callGraph}), counted per graph so that a run's cost can be priced (core/cost.ts).
  */
 import type { EvalRequest, EvalResult, SolverRun } from "./types.ts";
 import { SolverError } from "./types.ts";
 
+export const CALL_GRAPHS = ["eps", "head", "jvp"] as const;
+/**
+ * The graph that answers an evaluation request: "eps" (ε only), "head" (ε and the model's own
+ * derivative in one call: a distilled head, or the closed form of an analytic model) or "jvp" (ε and
+ * the directional derivative along a tangent).
+ */
+export type CallGraph = typeof CALL_GRAPHS[number];
+
 export interface RunStats {
-  /** Network evaluations of ε at distinct points. */
+  /** Network evaluations of ε at distinct points (a head call counts as one; a JVP call does not). */
   nfe: number;
   /** Derivative evaluations: head or closed form alongside ε, or a JVP along a tangent. */
   derivEvals: number;
-  /** Evaluation requests answered. */
+  /** Evaluation requests answered: graph calls of every kind, per sample trajectory. */
   calls: number;
+  /** `calls` by the graph that answered them. */
+  graphCalls: Record<CallGraph, number>;
 }
 
 export interface RunResult {
@@ -30,8 +41,21 @@ export interface AsyncRunOptions {
   onStep?: (step: number, steps: number) => void;
 }
 
-function count(stats: RunStats, req: EvalRequest): void {
+/** Which graph answers `req`. */
+export function callGraph(req: EvalRequest): CallGraph {
+  if (req.want === "eps") return "eps";
+  return req.tangent ? "jvp" : "head";
+}
+
+/** Empty accounts. */
+export function newRunStats(): RunStats {
+  return { nfe: 0, derivEvals: 0, calls: 0, graphCalls: { eps: 0, head: 0, jvp: 0 } };
+}
+
+/** Adds one evaluation request to the accounts. */
+export function countRequest(stats: RunStats, req: EvalRequest): void {
   stats.calls++;
+  stats.graphCalls[callGraph(req)]++;
   if (!req.tangent) stats.nfe++;
   if (req.want === "eps+deriv") stats.derivEvals++;
 }
@@ -48,11 +72,11 @@ function checkResult(req: EvalRequest, res: EvalResult): EvalResult {
 
 /** Runs a solver to the end with a synchronous evaluator. */
 export function runSolver(run: SolverRun, evaluate: Evaluator): RunResult {
-  const stats: RunStats = { nfe: 0, derivEvals: 0, calls: 0 };
+  const stats = newRunStats();
   let next = run.next();
   while (!next.done) {
     const req = next.value;
-    count(stats, req);
+    countRequest(stats, req);
     next = run.next(checkResult(req, evaluate(req)));
   }
   return { x: next.value, stats };
@@ -64,13 +88,13 @@ export async function runSolverAsync(
   evaluate: AsyncEvaluator,
   opts: AsyncRunOptions = {},
 ): Promise<RunResult> {
-  const stats: RunStats = { nfe: 0, derivEvals: 0, calls: 0 };
+  const stats = newRunStats();
   let next = run.next();
   while (!next.done) {
     opts.signal?.throwIfAborted();
     const req = next.value;
     opts.onStep?.(req.step, req.steps);
-    count(stats, req);
+    countRequest(stats, req);
     const res = checkResult(req, await evaluate(req));
     next = run.next(res);
   }

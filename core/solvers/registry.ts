@@ -118,6 +118,37 @@ export function getSolver(name: string): SolverInfo {
   return s;
 }
 
+/** A grid kind and its ρ where it has one (undefined: the kind's default ρ). */
+export interface GridChoice {
+  kind: GridKind;
+  rho?: number;
+}
+
+/**
+ * A model's preferred grids (model.json `defaults`): `grid` and `rho` for every solver, `solvers` for
+ * one solver by name. A request that names a grid uses its own.
+ */
+export interface GridDefaults {
+  grid?: GridKind;
+  rho?: number;
+  solvers?: Record<string, { grid: GridKind; rho?: number }>;
+}
+
+/**
+ * The grid of a request that names none: the model's default for this solver, else the model's
+ * default for every solver, else the solver's recommended grid. `source` says which it is.
+ */
+export function defaultGrid(
+  solver: string,
+  defaults?: GridDefaults,
+): GridChoice & { source: "model" | "solver" } {
+  const own = defaults?.solvers?.[solver] ??
+    (defaults?.grid !== undefined ? { grid: defaults.grid, rho: defaults.rho } : undefined);
+  if (own) return { kind: own.grid, ...(own.rho !== undefined ? { rho: own.rho } : {}), source: "model" };
+  const s = getSolver(solver).grid;
+  return { kind: s.kind, ...(s.rho !== undefined ? { rho: s.rho } : {}), source: "solver" };
+}
+
 export interface NfeOptions {
   afs?: boolean;
   denoise?: boolean;

@@ -86,6 +86,10 @@ export interface ChunkRecord {
   /** The latest failure. */
   error?: ErrorInfo;
   nfe?: number;
+  /** Graph calls and their forward-pass equivalents per sample, as the worker reported them. */
+  calls?: number;
+  cost?: number;
+  cost_estimated?: boolean;
   steps?: number;
   /** Result keys in the store. */
   files?: { npy: string; png?: string };

@@ -99,6 +99,17 @@ export const isFinal = (s: string) => (FINAL_STATUSES as readonly string[]).incl
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
 
+/** The price of a chunk's run per sample, as far as the worker reported it. */
+type ChunkPrice = Pick<ChunkRecord, "calls" | "cost" | "cost_estimated">;
+
+function priceOf(res: { calls?: number; cost?: number; cost_estimated?: boolean }): ChunkPrice {
+  const out: ChunkPrice = {};
+  if (res.calls !== undefined) out.calls = res.calls;
+  if (res.cost !== undefined) out.cost = res.cost;
+  if (res.cost_estimated !== undefined) out.cost_estimated = res.cost_estimated;
+  return out;
+}
+
 function errorInfo(e: unknown): ErrorInfo {
   if (e instanceof ApiError) return { code: e.code, message: e.message };
   if (e instanceof DOMException && e.name === "TimeoutError") {
@@ -398,6 +409,9 @@ export class JobSystem {
     };
     if (rec.state === "done") {
       item.nfe = rec.nfe;
+      if (rec.calls !== undefined) item.calls = rec.calls;
+      if (rec.cost !== undefined) item.cost = rec.cost;
+      if (rec.cost_estimated !== undefined) item.cost_estimated = rec.cost_estimated;
       item.steps = rec.steps;
       if (rec.files) {
         const name = (key: string) => base + key.slice(job.id.length + 1);
@@ -739,7 +753,7 @@ export class JobSystem {
     if (res.data.data.byteLength !== count * shapeSize(job.shape) * 4) {
       throw bad(`${res.data.data.byteLength} data bytes`);
     }
-    return { data: res.data.data, nfe: res.data.nfe, steps: res.data.steps };
+    return { data: res.data.data, nfe: res.data.nfe, steps: res.data.steps, price: priceOf(res.data) };
   }
 
   /** The chunk's .npy (the worker's float32 bytes as they came) and PNG grid; names fixed by (job, chunk). */
@@ -773,7 +787,7 @@ export class JobSystem {
     jobVs: string,
     vs: string,
     chunk: ChunkRecord,
-    out: { nfe: number; steps: number; files: { npy: string; png?: string } },
+    out: { nfe: number; steps: number; price: ChunkPrice; files: { npy: string; png?: string } },
   ): Promise<void> {
     const id = job.id;
     let checks: { key: Deno.KvKey; versionstamp: string }[] = [
@@ -787,6 +801,7 @@ export class JobSystem {
         state: "done",
         attempts: chunk.attempts,
         nfe: out.nfe,
+        ...out.price,
         steps: out.steps,
         files: out.files,
         finished_at: now,

@@ -49,6 +49,7 @@ function onModel() {
   if (!m) return;
   $("model").title = m.description || "";
   fill($("solver"), m.solvers, m.solvers.includes("genie") ? "genie" : m.solvers[0]);
+  onSolver();
   const classes = [{ value: "", label: "none" }];
   if (m.classes) { for (let c = 0; c < m.classes.count; c++) classes.push(c); }
   fill($("class"), classes, "");
@@ -65,6 +66,20 @@ function onModel() {
     label.append(cb, " " + s);
     return label;
   }));
+}
+
+/** "edm ρ=7" for a grid and its ρ. */
+function gridText(grid, rho) {
+  return `${grid}${rho !== undefined && rho !== null ? ` ρ=${rho}` : ""}`;
+}
+
+/** Names the grid a request without one gets: the model's default for the solver, else the solver's. */
+function onSolver() {
+  const m = currentModel();
+  const g = m && m.default_grids ? m.default_grids[$("solver").value] : undefined;
+  $("grid").options[0].textContent = g
+    ? `${g.source === "model" ? "model" : "solver"} default (${gridText(g.grid, g.rho)})`
+    : "solver default";
 }
 
 /** The request body from the form, for `solver`. */
@@ -98,11 +113,24 @@ function figures(result, container) {
   }));
 }
 
+/**
+ * One line of a result's numbers: nfe (ε evaluations), steps, calls (graph calls of every kind) and cost
+ * (forward-pass equivalents, "est." when a ratio is a fallback), each per sample; the grid; timings.
+ */
 function stats(r) {
   const t = r.timings || {};
-  return `nfe ${r.nfe} · steps ${r.steps} · queue ${Math.round(t.queue_ms)} ms · compute ${
-    Math.round(t.compute_ms)
-  } ms · total ${Math.round(t.total_ms)} ms`;
+  const parts = [`nfe ${r.nfe}`, `steps ${r.steps}`];
+  if (r.calls !== undefined) parts.push(`calls ${r.calls}`);
+  if (r.cost !== undefined) {
+    parts.push(`cost ${Number(r.cost.toFixed(2))}${r.cost_estimated ? " (est.)" : ""}`);
+  }
+  if (r.grid !== undefined) parts.push(`grid ${gridText(r.grid, r.rho)}`);
+  parts.push(
+    `queue ${Math.round(t.queue_ms)} ms`,
+    `compute ${Math.round(t.compute_ms)} ms`,
+    `total ${Math.round(t.total_ms)} ms`,
+  );
+  return parts.join(" · ");
 }
 
 /** POST /v1/samples as a server-sent event stream: progress events, then completed or failed. */
@@ -217,6 +245,7 @@ async function init() {
     loadModels();
   });
   $("model").addEventListener("change", onModel);
+  $("solver").addEventListener("change", onSolver);
   $("generate").addEventListener("click", generate);
   $("compare").addEventListener("click", compare);
   try {

@@ -4,7 +4,7 @@ import { unpack } from "msgpackr";
 import { decodeNpy, encodeNpy } from "../../core/npy.ts";
 import { gaussianBatch, gaussianNoise } from "../../core/rng.ts";
 import { resolveModel } from "../../cli/models.ts";
-import { sampleOnce } from "../../cli/run.ts";
+import { planSolve, sampleOnce, summary } from "../../cli/run.ts";
 import { MIXTURE_2D, MIXTURE_IMAGES, runCli, withTempDir, writeSpec } from "./helpers.ts";
 
 /** The one JSON line a --json run prints on stdout. */
@@ -200,5 +200,61 @@ test("sample exits 1 on other failures and 0 with --help", async () => {
     assertStrictEquals(help.code, 0);
     assertMatch(help.stdout, /Usage: deno task sample/);
     assertMatch(help.stdout, /genie/);
+  });
+});
+
+test("sample --json reports nfe, calls and cost: GENIE with the jvp derivative makes 2 calls a step", async () => {
+  await withTempDir(async (dir) => {
+    const model = await writeSpec(dir, "mix", MIXTURE_2D);
+    const r = await runCli("sample", [
+      ...["--model", model, "--solver", "genie", "--genie-derivative", "jvp", "--nfe", "6", "--json"],
+    ]);
+    assertStrictEquals(r.code, 0, r.stderr);
+    const s = summaryLine(r.stdout);
+    // A mixture records no cost ratios: the JVP is priced at the fallback 3, so the cost is estimated.
+    assertEquals(
+      [s.nfe, s.calls, s.cost, s.cost_estimated, s.graph_calls],
+      [6, 12, 24, true, { eps: 6, jvp: 6 }],
+    );
+  });
+});
+
+test("a model's default grid and costs apply to the CLI's runs; --grid and --rho still win", async () => {
+  await withTempDir(async (dir) => {
+    const plain = await resolveModel(await writeSpec(dir, "mix", MIXTURE_2D));
+    const model = {
+      ...plain,
+      defaults: { grid: "power" as const, rho: 3, solvers: { genie: { grid: "edm" as const, rho: 5 } } },
+      costs: { jvp: 2.5 },
+    };
+    const plan = (opts: Parameters<typeof planSolve>[1]) => {
+      const p = planSolve(model, opts, "sample").plan;
+      return [p.grid, p.rho];
+    };
+    assertEquals(plan({ solver: "genie", steps: 4 }), ["edm", 5]);
+    assertEquals(plan({ solver: "ddim", steps: 4 }), ["power", 3]);
+    assertEquals(plan({ solver: "genie", steps: 4, grid: "logsnr" }), ["logsnr", undefined]);
+    assertEquals(plan({ solver: "genie", steps: 4, grid: "edm" }), ["edm", undefined]);
+    assertEquals(plan({ solver: "genie", steps: 4, rho: 4 }), ["edm", 4]);
+    assertEquals(planSolve(plain, { solver: "genie", steps: 4 }, "sample").plan.grid, "quadratic");
+    const result = await sampleOnce(model, { solver: "genie", steps: 4, derivative: "jvp", n: 2 });
+    const explicit = await sampleOnce(plain, {
+      solver: "genie",
+      steps: 4,
+      derivative: "jvp",
+      n: 2,
+      grid: "edm",
+      rho: 5,
+    });
+    assertEquals(Array.from(result.data), Array.from(explicit.data));
+    const line = summary(model, result);
+    assertEquals([line.grid, line.rho, line.nfe, line.calls, line.cost, line.cost_estimated], [
+      "edm",
+      5,
+      4,
+      8,
+      14,
+      false,
+    ]);
   });
 });

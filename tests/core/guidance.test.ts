@@ -227,7 +227,7 @@ test("NFE accounting counts each doubled request once", () => {
     }),
     model,
   ).stats;
-  assertEquals(stats, { nfe: 10, derivEvals: 10, calls: 20 });
+  assertEquals(stats, { nfe: 10, derivEvals: 10, calls: 20, graphCalls: { eps: 10, head: 0, jvp: 10 } });
 });
 
 test("guidedSolveInput asks for tangent derivatives only where they give the exact guided derivative", () => {

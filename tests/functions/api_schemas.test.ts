@@ -71,6 +71,30 @@ Deno.test("normalizeModelInfo fills limits and accepts the worker's variants", (
   assertEquals(normalizeModelList(7), []);
 });
 
+Deno.test("normalizeModelInfo keeps default_grids and costs; malformed ones are dropped, not the model", () => {
+  const grids = {
+    genie: { grid: "edm", rho: 7, source: "model" },
+    ddim: { grid: "quadratic", rho: 2, source: "solver" },
+  };
+  const m = normalizeModelInfo({
+    name: "a",
+    shape: [2],
+    default_grids: grids,
+    costs: { eps: 1, head: 1.1, jvp: 3 },
+    estimated_costs: ["jvp"],
+  })!;
+  assertEquals([m.default_grids, m.costs, m.estimated_costs], [grids, { eps: 1, head: 1.1, jvp: 3 }, [
+    "jvp",
+  ]]);
+  const bad = normalizeModelInfo({
+    name: "b",
+    shape: [2],
+    default_grids: { genie: { grid: "spiral" } },
+    costs: { eps: -1 },
+  })!;
+  assertEquals([bad.name, bad.default_grids, bad.costs], ["b", undefined, undefined]);
+});
+
 Deno.test("checkSamplesForModel: solver, limits, classes, guidance, derivatives, latents", () => {
   const model = normalizeModelInfo(FAKE_MODEL)!;
   const paths = (body: unknown) => {

@@ -68,6 +68,13 @@ Deno.test("POST /v1/samples JSON: one base64 PNG per seed with the worker's pixe
     assertStrictEquals(res.status, 200);
     const body = await res.json();
     assertEquals([body.model, body.solver, body.nfe, body.steps], ["mnist-mix", "genie", 6, 6]);
+    assertEquals([body.calls, body.cost, body.cost_estimated, body.grid, body.rho], [
+      6,
+      6,
+      false,
+      "quadratic",
+      2,
+    ]);
     assertEquals(body.seeds, [7, 8, 9]);
     assertEquals(body.shape, [3, 1, 28, 28]);
     assertStrictEquals(body.images.length, 3);
@@ -89,6 +96,24 @@ Deno.test("POST /v1/samples JSON: one base64 PNG per seed with the worker's pixe
       undefined,
     ]);
     assert(typeof sent.deadline_ms === "number" && (sent.deadline_ms as number) > 0);
+  });
+});
+
+Deno.test("POST /v1/samples: nfe, calls and cost as the workers report them, in JSON, msgpack and headers", async () => {
+  await withFake(async (app) => {
+    // 20 samples in chunks of 8: every chunk reports the same per-trajectory counts.
+    const req = { ...MNIST, n: 20, seed: 1, nfe: 5, genie_derivative: "jvp", grid: "edm", output: "tensor" };
+    const body = await (await post(app, "/v1/samples", req)).json();
+    assertEquals(
+      [body.nfe, body.calls, body.cost, body.cost_estimated, body.grid, body.rho],
+      [5, 10, 17.5, true, "edm", undefined],
+    );
+    const m = await msgpackOf(await post(app, "/v1/samples", req, { accept: "application/msgpack" }));
+    assertEquals([m.nfe, m.calls, m.cost, m.cost_estimated], [5, 10, 17.5, true]);
+    const png = await post(app, "/v1/samples", { ...req, output: undefined, n: 2 }, { accept: "image/png" });
+    assertEquals([png.headers.get("x-genie-nfe"), png.headers.get("x-genie-calls")], ["5", "10"]);
+    assertStrictEquals(png.headers.get("x-genie-cost"), "17.5");
+    await png.body?.cancel();
   });
 });
 

@@ -142,6 +142,7 @@ export function startFakeWorker(options: FakeWorkerOptions = {}): Promise<FakeWo
     }
     const per = model.shape.reduce((a, b) => a * b, 1);
     const steps = (msg.steps as number | undefined) ?? (msg.nfe as number);
+    const jvp = msg.genie_derivative === "jvp";
     let values: Float32Array, n: number;
     if (path === "/v1/batch") {
       const seeds = msg.seeds as number[];
@@ -166,7 +167,13 @@ export function startFakeWorker(options: FakeWorkerOptions = {}): Promise<FakeWo
       shape: [n, ...model.shape],
       data: new Uint8Array(values.buffer),
       nfe: steps,
+      // GENIE's jvp derivative: an eps and a JVP call per step, the JVP priced at an estimated 2.5.
+      calls: jvp ? 2 * steps : steps,
+      cost: jvp ? 3.5 * steps : steps,
+      cost_estimated: jvp,
       steps,
+      grid: (msg.grid as string | undefined) ?? "quadratic",
+      ...(msg.grid === undefined ? { rho: 2 } : {}),
       timings: { queue_ms: 1, compute_ms: options.delayMs ?? 0 },
     };
     if (!(options.stream && msg.stream === true && path === "/v1/batch")) return reply(200, result);

@@ -62,7 +62,7 @@ Deno.test({
         await page.waitFor("/nfe 8/.test(document.getElementById('status').textContent)");
         assertMatch(
           await page.eval<string>("document.getElementById('status').textContent"),
-          /nfe 8 · steps 8 · queue \d+ ms/,
+          /nfe 8 · steps 8 · calls 8 · cost 8 · grid quadratic ρ=2 · queue \d+ ms/,
         );
         const sent = worker.batches.at(-1)!;
         assertEquals([sent.solver, sent.nfe, sent.class, sent.guidance, (sent.seeds as number[])[0]], [

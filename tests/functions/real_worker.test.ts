@@ -44,6 +44,8 @@ Deno.test({
         assertEquals(m.shape, [1, 28, 28]);
         assertStrictEquals(m.classes.count, 10);
         assert(m.solvers.includes("genie") && m.limits.max_batch >= 1);
+        assertEquals(m.default_grids.genie, { grid: "quadratic", rho: 2, source: "solver" });
+        assertEquals([m.costs, m.estimated_costs], [{ eps: 1, head: 1, jvp: 3 }, ["head", "jvp"]]);
       });
 
       await t.step("JSON PNGs, NFE and timings", async () => {
@@ -51,6 +53,15 @@ Deno.test({
         assertStrictEquals(res.status, 200);
         const body = await res.json();
         assertEquals([body.nfe, body.seeds], [10, [11, 12, 13, 14]]);
+        // GENIE with the head: one call per step; mnist-mix records no cost ratios, so the head is priced
+        // at the fallback 1 and the cost is marked estimated.
+        assertEquals([body.calls, body.cost, body.cost_estimated, body.grid, body.rho], [
+          10,
+          10,
+          true,
+          "quadratic",
+          2,
+        ]);
         for (const im of body.images) {
           const png = decodePng(base64ToBytes(im.png));
           assertEquals([png.width, png.height, png.channels], [28, 28, 1]);

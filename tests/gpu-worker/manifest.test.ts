@@ -77,3 +77,72 @@ Deno.test("model folders: missing graph files and mismatched names are reported,
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+Deno.test("defaults and costs: valid blocks are kept, models without them are unchanged", () => {
+  const m = base();
+  m.defaults = {
+    grid: "power",
+    rho: 3,
+    solvers: { genie: { grid: "edm", rho: 7 }, ddim: { grid: "logsnr" } },
+  };
+  m.costs = { eps: 1, head: 1.05, jvp: 2.9 };
+  const info = validateManifest(m);
+  assertEquals(info.manifest.defaults, {
+    grid: "power",
+    rho: 3,
+    solvers: { genie: { grid: "edm", rho: 7 }, ddim: { grid: "logsnr" } },
+  });
+  assertEquals(info.manifest.costs, { eps: 1, head: 1.05, jvp: 2.9 });
+  // jvp may be priced on a model that ships only eps (the worker derives its JVP graph).
+  const epsOnly = base();
+  epsOnly.graphs = { eps: "eps.onnx" };
+  epsOnly.costs = { jvp: 2.4 };
+  assertEquals(validateManifest(epsOnly).manifest.costs, { jvp: 2.4 });
+  const plain = validateManifest(base()).manifest;
+  assert(!("defaults" in plain) && !("costs" in plain), JSON.stringify(Object.keys(plain)));
+});
+
+Deno.test("defaults and costs: each bad field is named", () => {
+  const cases: [string, (m: Record<string, unknown>) => void][] = [
+    ["defaults", (m) => (m.defaults = "edm")],
+    ["defaults.grid", (m) => (m.defaults = { grid: "spiral" })],
+    ["defaults.rho", (m) => (m.defaults = { grid: "edm", rho: 0 })],
+    ["defaults.rho", (m) => (m.defaults = { grid: "edm", rho: "7" })],
+    ["defaults.rho", (m) => (m.defaults = { grid: "power", rho: Infinity })],
+    ["defaults.rho", (m) => (m.defaults = { rho: 7 })],
+    ["defaults.rho", (m) => (m.defaults = { grid: "logsnr", rho: 7 })],
+    ["defaults.rho", (m) => (m.defaults = { grid: "quadratic", rho: 3 })],
+    ["defaults.steps", (m) => (m.defaults = { grid: "edm", steps: 10 })],
+    ["defaults.solvers", (m) => (m.defaults = { solvers: ["genie"] })],
+    ["defaults.solvers.rk99", (m) => (m.defaults = { solvers: { rk99: { grid: "edm" } } })],
+    ["defaults.solvers.genie", (m) => (m.defaults = { solvers: { genie: "edm" } })],
+    ["defaults.solvers.genie.grid", (m) => (m.defaults = { solvers: { genie: { rho: 7 } } })],
+    ["defaults.solvers.genie.grid", (m) => (m.defaults = { solvers: { genie: { grid: "edm7" } } })],
+    ["defaults.solvers.genie.rho", (m) => (m.defaults = { solvers: { genie: { grid: "edm", rho: -1 } } })],
+    ["defaults.solvers.genie.order", (m) => (m.defaults = { solvers: { genie: { grid: "edm", order: 2 } } })],
+    ["costs", (m) => (m.costs = [1, 2])],
+    ["costs.eps", (m) => (m.costs = { eps: 2 })],
+    ["costs.head", (m) => (m.costs = { head: 0 })],
+    ["costs.jvp", (m) => (m.costs = { jvp: NaN })],
+    ["costs.jvp", (m) => (m.costs = { jvp: "3" })],
+    ["costs.features", (m) => (m.costs = { features: 1 })],
+    ["costs.unet", (m) => (m.costs = { unet: 1 })],
+    ["costs.head", (m) => {
+      m.graphs = { eps: "eps.onnx" };
+      m.costs = { head: 1.1 };
+    }],
+  ];
+  for (const [field, mutate] of cases) {
+    const m = base();
+    mutate(m);
+    assertEquals(
+      fieldOf(() => validateManifest(m)),
+      field,
+      `mutation for ${field}: ${JSON.stringify(m.defaults ?? m.costs)}`,
+    );
+  }
+  assertThrows(
+    () => validateManifest({ ...base(), defaults: { grid: "spiral" } }),
+    /gmm2d: defaults\.grid: unknown grid "spiral" \(one of uniform, quadratic, power, logsnr, edm\)/,
+  );
+});

@@ -35,6 +35,8 @@ Deno.test("a job runs count × n samples in chunks, with seeds base + i, bit-ide
     assertEquals([done.done, done.failed, done.chunks.done, done.chunks.running], [22, 0, 5, 0]);
     const items = await checkComplete(app, done, 100);
     assertEquals(items.map((i) => i.count), [5, 5, 5, 5, 2]);
+    // Each chunk reports its run's price per sample as the worker did.
+    assert(items.every((i) => i.nfe === 10 && i.calls === 10 && i.cost === 10 && i.cost_estimated === false));
     // The same seeds through the synchronous API give the same bytes.
     const direct = await post(app, "/v1/samples", {
       model: "mnist-mix",

@@ -133,6 +133,10 @@ export interface ResultItem {
   count: number;
   seeds: number[];
   attempts: number;
+  nfe?: number;
+  calls?: number;
+  cost?: number;
+  cost_estimated?: boolean;
   files?: { npy: string; png?: string };
   error?: { code: string; message: string };
 }
