@@ -42,6 +42,11 @@ export interface SessionOptions {
    * prepares the next batch while ORT is idle).
    */
   spinning?: boolean;
+  /**
+   * Record ORT's per-node profile; `session.endProfiling()` writes it to `<profile>_<date>.json`
+   * (a path prefix). Read it with {@link readProfile}.
+   */
+  profile?: string;
 }
 
 export interface CreatedSession {
@@ -68,6 +73,7 @@ export async function createSession(
         ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
         logSeverityLevel: 3,
         ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: "0" } } } } : {}),
+        ...(options.profile ? { enableProfiling: true, profileFilePrefix: options.profile } : {}),
       });
       return { session, provider, skipped };
     } catch (e) {

@@ -1,0 +1,231 @@
+/**
+ * `deno task bench:train`: what a training step of mnist-unet costs, against a forward pass of the same
+ * batch, on this machine's CPU through ONNX Runtime. Writes docs/training.md and docs/training.json.
+ *
+ *     deno task bench:train [--batches 16,64,128] [--threads 2] [--steps 6] [--profile-batch 64]
+ *                           [--out docs/training]
+ *
+ * Per batch: the median of `--steps` timed training steps of `deno task train`'s graph (loss and gradients
+ * of the preconditioned U-Net F in one ORT run, then Adam with clipping and the weight average, on the
+ * same data pipeline), split into ORT / optimiser / batch preparation; the median of as many forward runs
+ * of F alone; their ratio; and GFLOP/s of both from the matrix work ORT's profiler records (onnx/profile.ts).
+ * At `--profile-batch`, the milliseconds per op type of the training graph and of the forward graph.
+ *
+ * Timings are only comparable within one run on an otherwise idle machine: the report records the
+ * 1-minute load average when it started.
+ */
+import { median } from "../bench/stats.ts";
+import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
+import { createSession, runSession, type TensorInit } from "../onnx/ort.ts";
+import { type OpTotal, readProfile, totalsByOp } from "../onnx/profile.ts";
+import { encodeModel } from "../onnx/proto.ts";
+import { lrSchedule, Trainer } from "../onnx/train.ts";
+import type { TrainingGraph } from "../onnx/grad.ts";
+import { rngStream } from "../core/rng.ts";
+import { vpLinearSchedule } from "../core/schedule.ts";
+import { loadDigits, log, parseFlags, writeAtomic } from "./common.ts";
+import { preconditionedBatch } from "./precondition.ts";
+import { buildMnistUNet, PRECONDITION, TIME_SAMPLING, TRAIN_DEFAULTS } from "./train.ts";
+
+const DEFAULTS = {
+  batches: "16,64,128",
+  threads: TRAIN_DEFAULTS.threads,
+  steps: 6,
+  profileBatch: 64,
+  out: "docs/training",
+};
+
+interface Row {
+  batch: number;
+  stepMs: number;
+  ortMs: number;
+  optimizerMs: number;
+  batchMs: number;
+  forwardMs: number;
+  ratio: number;
+  trainGflop: number;
+  forwardGflop: number;
+  trainGflops: number;
+  forwardGflops: number;
+}
+
+type Feeds = Record<string, TensorInit>;
+
+/** Kernel runs of `repeats` profiled runs of `model` on `feeds` (after one unprofiled-equivalent warm-up). */
+async function profileRuns(
+  model: Uint8Array,
+  feeds: Feeds,
+  threads: number,
+  repeats: number,
+  outputs?: string[],
+) {
+  const prefix = `${await Deno.makeTempDir({ prefix: "genie-profile-" })}/ort`;
+  const { session } = await createSession(model, { providers: ["cpu"], threads, profile: prefix });
+  for (let i = 0; i <= repeats; i++) await runSession(session, feeds, outputs);
+  (session as unknown as { endProfiling(): void }).endProfiling();
+  await session.release();
+  const runs = await readProfile(prefix);
+  await Deno.remove(prefix.slice(0, prefix.lastIndexOf("/")), { recursive: true });
+  // the first run (allocation, warm-up) is left out
+  return runs.slice(runs.length / (repeats + 1));
+}
+
+async function timeRuns(model: Uint8Array, feeds: Feeds, threads: number, n: number, outputs?: string[]) {
+  const { session } = await createSession(model, { providers: ["cpu"], threads });
+  await runSession(session, feeds, outputs);
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const a = performance.now();
+    await runSession(session, feeds, outputs);
+    times.push(performance.now() - a);
+  }
+  await session.release();
+  return median(times);
+}
+
+function trainingFeeds(graph: TrainingGraph, batch: Feeds, params: Record<string, Float32Array>): Feeds {
+  const feeds: Feeds = { ...batch };
+  for (const p of graph.params) feeds[p.name] = { type: "float32", data: params[p.name], dims: p.dims };
+  return feeds;
+}
+
+const f1 = (v: number) => v.toFixed(1), f2 = (v: number) => v.toFixed(2);
+
+function opTable(train: OpTotal[], forward: OpTotal[]): string[] {
+  const fwd = new Map(forward.map((o) => [o.op, o]));
+  const total = train.reduce((a, o) => a + o.ms, 0), fTotal = forward.reduce((a, o) => a + o.ms, 0);
+  const ops = [...new Set([...train.map((o) => o.op), ...forward.map((o) => o.op)])];
+  const byOp = new Map(train.map((o) => [o.op, o]));
+  ops.sort((a, b) => (byOp.get(b)?.ms ?? 0) - (byOp.get(a)?.ms ?? 0));
+  const lines = [
+    "| op type | training ms | share | calls | GFLOP/s | forward ms | forward calls |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const op of ops) {
+    const t = byOp.get(op), f = fwd.get(op);
+    lines.push(
+      `| ${op} | ${t ? f2(t.ms) : "–"} | ${t ? f1((100 * t.ms) / total) + "%" : "–"} | ${
+        t ? Math.round(t.calls) : "–"
+      } | ${t && t.gflop > 0 ? f1(t.gflop / (t.ms / 1000)) : "–"} | ${f ? f2(f.ms) : "–"} | ${
+        f ? Math.round(f.calls) : "–"
+      } |`,
+    );
+  }
+  lines.push(`| **all kernels** | **${f1(total)}** | 100% | | | **${f1(fTotal)}** | |`);
+  return lines;
+}
+
+if (import.meta.main) {
+  const f = parseFlags(Deno.args, DEFAULTS, { threads: 1, steps: 1, profileBatch: 1 });
+  const batches = String(f.batches).split(",").map(Number);
+  if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new Error(`--batches: ${f.batches}`);
+  const load = Deno.loadavg()[0];
+  const digits = await loadDigits();
+  const unet = buildMnistUNet();
+  const graph = gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params });
+  const trainBytes = encodeModel(graph.model), forwardBytes = encodeModel(unet.model);
+  log(
+    `bench:train: ${unet.count} parameters; training graph ${
+      graph.model.graph!.node!.length
+    } nodes; load ${load}`,
+  );
+  const rows: Row[] = [];
+  let ops: { train: OpTotal[]; forward: OpTotal[] } | undefined;
+  for (const batch of batches) {
+    const data = preconditionedBatch(digits, batch, 0.1, vpLinearSchedule(), PRECONDITION, TIME_SAMPLING);
+    const trainer = await Trainer.create(graph, {
+      seed: 1,
+      lr: lrSchedule({ lr: 1e-4, warmup: 10 }),
+      clipNorm: 1,
+      ema: TRAIN_DEFAULTS.ema,
+      threads: f.threads,
+      batch: data,
+    });
+    await trainer.step(); // the first run allocates
+    const before = { ...trainer.timings }, times: number[] = [];
+    for (let s = 0; s < f.steps; s++) {
+      const a = performance.now();
+      await trainer.step();
+      times.push(performance.now() - a);
+    }
+    const per = (k: "ort" | "optimizer" | "batch") => (trainer.timings[k] - before[k]) / f.steps;
+    const params = Object.fromEntries(
+      Object.entries(trainer.params).map(([k, v]) => [k, Float32Array.from(v)]),
+    );
+    await trainer.release();
+
+    const feeds = data(0, rngStream(1, 0));
+    const forwardFeeds: Feeds = { x: feeds.x, t: feeds.t, class: feeds.class };
+    const forwardMs = await timeRuns(forwardBytes, forwardFeeds, f.threads, Math.max(f.steps, 5));
+    const tFeeds = trainingFeeds(graph, feeds, params),
+      outputs = [graph.loss, ...graph.params.map((p) => p.grad)];
+    const trainRuns = await profileRuns(trainBytes, tFeeds, f.threads, 2, outputs);
+    const forwardRuns = await profileRuns(forwardBytes, forwardFeeds, f.threads, 3);
+    const train = totalsByOp(trainRuns, 2), forward = totalsByOp(forwardRuns, 3);
+    if (batch === f.profileBatch) ops = { train, forward };
+    const gflop = (t: OpTotal[]) => t.reduce((a, o) => a + o.gflop, 0);
+    const row: Row = {
+      batch,
+      stepMs: median(times),
+      ortMs: per("ort"),
+      optimizerMs: per("optimizer"),
+      batchMs: per("batch"),
+      forwardMs,
+      ratio: median(times) / forwardMs,
+      trainGflop: gflop(train),
+      forwardGflop: gflop(forward),
+      trainGflops: gflop(train) / (per("ort") / 1000),
+      forwardGflops: gflop(forward) / (forwardMs / 1000),
+    };
+    rows.push(row);
+    log(
+      `batch ${batch}: step ${f1(row.stepMs)} ms (ORT ${f1(row.ortMs)}, optimiser ${
+        f1(row.optimizerMs)
+      }, batch ${f1(row.batchMs)}); forward ${f1(forwardMs)} ms; ratio ${f2(row.ratio)}; ${
+        f1(row.trainGflops)
+      } / ${f1(row.forwardGflops)} GFLOP/s`,
+    );
+  }
+
+  const md = [
+    "# Training throughput (mnist-unet)",
+    "",
+    "Generated by `deno task bench:train` (training/bench_train.ts); do not edit by hand.",
+    `Machine: ${navigator.hardwareConcurrency} cores, ONNX Runtime CPU, ${f.threads} intra-op threads; ` +
+    `1-minute load average when the run started: ${load.toFixed(2)} (no training run shared the cores).`,
+    `Date: ${
+      new Date().toISOString().slice(0, 10)
+    }. Model: ${unet.count} parameters (onnx/unet.ts, training/train.ts).`,
+    "",
+    "A training step is `deno task train`'s: one ORT run of the training graph (loss and all gradients of the",
+    "preconditioned network F, built by onnx/grad.ts), then Adam, gradient clipping and the weight average in",
+    "JavaScript, and the batch drawn from the digits. Forward: one ORT run of F alone on the same batch.",
+    `Medians of ${f.steps} steps / runs after a warm-up. GFLOP/s count Conv, ConvTranspose, MatMul and Gemm work`,
+    "(2 FLOPs per multiply-add) from the shapes ORT's profiler records, over ORT's time.",
+    "",
+    "| batch | step ms | ORT ms | optimiser ms | batch ms | forward ms | step ÷ forward | training GFLOP | training GFLOP/s | forward GFLOP/s |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...rows.map((r) =>
+      `| ${r.batch} | ${f1(r.stepMs)} | ${f1(r.ortMs)} | ${f1(r.optimizerMs)} | ${f1(r.batchMs)} | ${
+        f1(r.forwardMs)
+      } | ${f2(r.ratio)} | ${f2(r.trainGflop)} | ${f1(r.trainGflops)} | ${f1(r.forwardGflops)} |`
+    ),
+    "",
+  ];
+  if (ops) {
+    md.push(
+      `## Where the time goes (batch ${f.profileBatch}, ORT's profiler, ms per run)`,
+      "",
+      "Kernel time per op type (profiling adds a little per node; the totals are below the wall-clock times above).",
+      "",
+      ...opTable(ops.train, ops.forward),
+      "",
+    );
+  }
+  await writeAtomic(`${f.out}.md`, md.join("\n"));
+  await writeAtomic(
+    `${f.out}.json`,
+    JSON.stringify({ date: new Date().toISOString(), threads: f.threads, load, rows, ops }, null, 2) + "\n",
+  );
+  log(`wrote ${f.out}.md and ${f.out}.json`);
+}
