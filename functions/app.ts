@@ -12,6 +12,7 @@ import {
   checkEncodeForModel,
   checkSamplesForModel,
   EncodeRequest,
+  HARD_LIMITS,
   isImageModel,
   randomSeed,
   SamplesRequest,
@@ -278,8 +279,13 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
     }
   }
 
+  /**
+   * The deadline of a request: its own, else the default, capped by the configured maximum and by
+   * HARD_LIMITS.deadline_ms (1 h) — the most a worker accepts, and far below the 2³¹ − 1 ms a timer
+   * can hold (a longer delay would fire at once).
+   */
   function deadlineOf(requested: number | undefined): number {
-    return Math.min(requested ?? config.defaultDeadlineMs, config.maxDeadlineMs);
+    return Math.min(requested ?? config.defaultDeadlineMs, config.maxDeadlineMs, HARD_LIMITS.deadline_ms);
   }
 
   async function resolveModel(name: string): Promise<ModelInfo> {
@@ -379,7 +385,7 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
         images = encodeTensor(req);
         n = req.tensor.shape[0];
       } else {
-        const decoded = pngsToTensor(req.images!.map((b) => base64ToBytes(b)), model.shape);
+        const decoded = await pngsToTensor(req.images!.map((b) => base64ToBytes(b)), model.shape);
         if (decoded.issues.length > 0) throw invalid(summarizeIssues(decoded.issues), decoded.issues);
         images = decoded.data;
         n = req.images!.length;

@@ -19,7 +19,7 @@ import { parseArgs } from "node:util";
 import { decode as mpDecode, encode as mpEncode } from "@msgpack/msgpack";
 import { Packr, Unpackr } from "msgpackr";
 import { base64ToBytes, bytesToBase64 } from "../core/api/tensor.ts";
-import { MSGPACK, SIGNATURE_HEADER, signBody } from "../core/api/worker.ts";
+import { MSGPACK, signRequest } from "../core/api/worker.ts";
 import { freePort, spawnListening, taskArgs } from "./child.ts";
 import { quantileInterpolated as quantile } from "../bench/stats.ts";
 
@@ -78,7 +78,7 @@ async function main() {
         headers: {
           "content-type": MSGPACK,
           accept: MSGPACK,
-          [SIGNATURE_HEADER]: await signBody(SECRET, body),
+          ...await signRequest(SECRET, { method: "POST", path: "/v1/batch", body }),
         },
         body,
       });

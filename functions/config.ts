@@ -29,7 +29,10 @@ export interface EdgeConfig {
   maxQueue: number;
   /** Largest accepted request body in bytes (413 above). */
   maxBodyBytes: number;
-  /** Deadline of a request without deadline_ms, and the cap on deadline_ms (ms). */
+  /**
+   * Deadline of a request without deadline_ms, and the cap on deadline_ms (ms). Either is capped at
+   * HARD_LIMITS.deadline_ms (1 h) when applied.
+   */
   defaultDeadlineMs: number;
   maxDeadlineMs: number;
   /** Allowed CORS origins: [] for no CORS headers, ["*"] for any origin. */
@@ -95,7 +98,8 @@ function positiveInt(name: string, value: string | undefined, fallback: number, 
  * - GENIE_EDGE_RATE_PER_MIN (600), GENIE_EDGE_RATE_BURST (60) — per-key rate limit (0: off)
  * - GENIE_EDGE_CONCURRENCY (8) — concurrent sampling requests per key
  * - GENIE_EDGE_MAX_QUEUE (256) — requests in flight to workers before 429 queue_full
- * - GENIE_EDGE_MAX_BODY_BYTES (8 MiB), GENIE_EDGE_DEADLINE_MS (120000), GENIE_EDGE_MAX_DEADLINE_MS (600000)
+ * - GENIE_EDGE_MAX_BODY_BYTES (8 MiB), GENIE_EDGE_DEADLINE_MS (120000), GENIE_EDGE_MAX_DEADLINE_MS (600000;
+ *   deadlines never exceed 1 h whatever these say)
  * - GENIE_EDGE_CORS_ORIGINS — allowed origins (comma-separated, or *); unset: no CORS
  * - GENIE_EDGE_HEALTH_MS (2000) — worker health-check interval
  * - GENIE_JOBS, GENIE_KV_PATH, GENIE_RESULTS_DIR, GENIE_JOBS_* — batch jobs (functions/jobs/config.ts)

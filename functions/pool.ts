@@ -22,8 +22,8 @@ import {
   MSGPACK_STREAM,
   ProgressFrame,
   readFrames,
-  SIGNATURE_HEADER,
-  signBody,
+  signedPath,
+  signRequest,
   WorkerError,
 } from "../core/api/worker.ts";
 import { ApiError, retryAfter } from "./errors.ts";
@@ -165,9 +165,12 @@ export class WorkerPool {
   }
 
   private async get(w: WorkerState, path: string): Promise<Response> {
+    const url = w.url + path;
     const headers: Record<string, string> = { accept: "application/json, application/msgpack;q=0.9" };
-    if (this.opts.secret) headers[SIGNATURE_HEADER] = await signBody(this.opts.secret, new Uint8Array(0));
-    return await this.fetchFn(w.url + path, { headers, signal: AbortSignal.timeout(this.timeout) });
+    if (this.opts.secret) {
+      Object.assign(headers, await signRequest(this.opts.secret, { method: "GET", path: signedPath(url) }));
+    }
+    return await this.fetchFn(url, { headers, signal: AbortSignal.timeout(this.timeout) });
   }
 
   /** Health checks on a timer until {@link close}. */
@@ -245,11 +248,10 @@ export class WorkerPool {
     onProgress?: (p: { step: number; steps: number }) => void,
   ): Promise<CallResult> {
     const body = packMsg(message);
-    const headers: Record<string, string> = {
+    const plain: Record<string, string> = {
       "content-type": MSGPACK,
       accept: onProgress ? `${MSGPACK_STREAM}, ${MSGPACK}` : MSGPACK,
     };
-    if (this.opts.secret) headers[SIGNATURE_HEADER] = await signBody(this.opts.secret, body);
     const tried = new Set<number>();
     let refusal: ApiError | undefined;
     let refreshed = false;
@@ -280,8 +282,16 @@ export class WorkerPool {
       let final: unknown;
       let streamed = false;
       try {
+        // Signed per attempt: a signature holds for one request within the workers' time window.
+        const url = w.url + path;
+        const headers = this.opts.secret
+          ? {
+            ...plain,
+            ...await signRequest(this.opts.secret, { method: "POST", path: signedPath(url), body }),
+          }
+          : plain;
         try {
-          res = await this.fetchFn(w.url + path, { method: "POST", headers, body: body as BodyInit, signal });
+          res = await this.fetchFn(url, { method: "POST", headers, body: body as BodyInit, signal });
         } catch (e) {
           if (signal.aborted) throw signal.reason;
           this.markDown(w, e);

@@ -22,7 +22,13 @@ import {
   type SamplesRequest,
   seedsFrom,
 } from "../core/api/samples.ts";
-import { float32FromBytes, shapeSize, tensorBytes } from "../core/api/tensor.ts";
+import {
+  firstOutOfRange,
+  float32FromBytes,
+  outOfRangeMessage,
+  shapeSize,
+  tensorBytes,
+} from "../core/api/tensor.ts";
 import { BatchResponse, PROTOCOL_VERSION } from "../core/api/worker.ts";
 import { stepsForNfe } from "../core/solvers/registry.ts";
 import type { DerivativeSource } from "../core/solvers/types.ts";
@@ -78,15 +84,14 @@ export function newId(): string {
   );
 }
 
-/** The latents of a request as bytes, or issues (wrong size handled by the model check; NaN/∞ here). */
+/** The latents of a request as bytes, or issues (wrong size handled by the model check; NaN, ∞ or |x| > 10⁴ here). */
 export function latentBytes(req: SamplesRequest): { bytes?: Uint8Array; issues: Issue[] } {
   if (!req.latents) return { issues: [] };
   const bytes = tensorBytes(req.latents.data);
-  const values = float32FromBytes(bytes);
-  const bad = values.findIndex((v) => !Number.isFinite(v));
-  if (bad >= 0) {
+  const bad = firstOutOfRange(float32FromBytes(bytes));
+  if (bad) {
     return {
-      issues: [{ path: ["latents", "data"], message: `value ${bad} is not finite`, code: "invalid_value" }],
+      issues: [{ path: ["latents", "data"], message: outOfRangeMessage(bad), code: "invalid_value" }],
     };
   }
   return { bytes, issues: [] };
@@ -301,14 +306,14 @@ export async function runEncode(
   return { ...out, seeds: [], solver: req.solver ?? DEFAULT_SOLVER };
 }
 
-/** Images of an encode request (a tensor) as float32, or 422 when a value is not finite. */
+/** Images of an encode request (a tensor) as float32, or 422 when a value is not finite or too large. */
 export function encodeTensor(req: EncodeRequest): Float32Array {
   const values = float32FromBytes(tensorBytes(req.tensor!.data));
-  const bad = values.findIndex((v) => !Number.isFinite(v));
-  if (bad >= 0) {
-    throw invalid("invalid tensor", [{
+  const bad = firstOutOfRange(values);
+  if (bad) {
+    throw invalid(`tensor.data: ${outOfRangeMessage(bad)}`, [{
       path: ["tensor", "data"],
-      message: `value ${bad} is not finite`,
+      message: outOfRangeMessage(bad),
       code: "invalid_value",
     }]);
   }

@@ -10,7 +10,9 @@
  *
  * Routes: `POST /v1/batch`, `POST /v1/encode` (msgpack), `GET /v1/models` (JSON, or msgpack when
  * asked), `GET /healthz`, `GET /metrics` (Prometheus text). With a secret, every route except
- * /healthz and /metrics needs `x-genie-signature: sha256=<hex HMAC of the body>` (an empty body for GET).
+ * /healthz and /metrics needs a request signature (protocol.ts): `x-genie-signature: sha256=<hex>`, the
+ * HMAC of method, path, `x-genie-timestamp`, `x-genie-nonce` and body; a timestamp outside the window
+ * (default ±60 s) or a signature already accepted is refused with 401.
  * Errors are msgpack `{v:1, id, error:{code, message, field?}}` with the matching status.
  */
 import { costFields } from "../core/cost.ts";
@@ -24,12 +26,12 @@ import { defaultModelsDir, loadRegistry, type Registry } from "./models.ts";
 import {
   acceptsMsgpackBody,
   decodeMessage,
+  DEFAULT_SIGNATURE_WINDOW_S,
   encodeMessage,
   MSGPACK,
   readBody,
-  SIGNATURE_HEADER,
+  SignatureVerifier,
   tensorBytes,
-  verifySignature,
 } from "./protocol.ts";
 import { derivativesOf, idOf, modelLimits, planBatch, planEncode, type PlannedJob } from "./requests.ts";
 import { type JobResult, Scheduler, type ServedModel } from "./scheduler.ts";
@@ -43,6 +45,11 @@ export interface WorkerConfig {
   models?: string[];
   /** Shared secret for request signatures; none = open (default GENIE_WORKER_SECRET). */
   secret?: string;
+  /**
+   * Signed requests are accepted when their timestamp is within this many seconds of the worker's
+   * clock (default GENIE_SIGNATURE_WINDOW_S, else 60); the same signature is accepted once.
+   */
+  signatureWindowS?: number;
   /** Largest request body in bytes (default 32 MiB). */
   maxBodyBytes?: number;
   /** Samples per inference call (default 64; each model's limits.max_batch applies too). */
@@ -95,6 +102,19 @@ const env = (name: string): string | undefined => {
   }
 };
 
+/** GENIE_SIGNATURE_WINDOW_S (seconds, > 0), or the default; a bad value throws naming the variable. */
+function windowFromEnv(): number {
+  const raw = env("GENIE_SIGNATURE_WINDOW_S");
+  if (raw === undefined || raw.trim() === "") return DEFAULT_SIGNATURE_WINDOW_S;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new Error(
+      `GENIE_SIGNATURE_WINDOW_S: must be a positive number of seconds, got ${JSON.stringify(raw)}`,
+    );
+  }
+  return n;
+}
+
 function jsonResponse(value: unknown, status = 200, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(value), {
     status,
@@ -119,6 +139,9 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
   const log = config.log ?? ((line: string) => console.error(line));
   const modelsDir = config.modelsDir ?? env("GENIE_MODELS_DIR") ?? defaultModelsDir();
   const secret = config.secret ?? env("GENIE_WORKER_SECRET") ?? undefined;
+  const verifier = secret
+    ? new SignatureVerifier(secret, { windowS: config.signatureWindowS ?? windowFromEnv() })
+    : undefined;
   const maxBody = config.maxBodyBytes ?? 32 * 1024 * 1024;
   const retryAfter = String(config.retryAfterS ?? 1);
   const registry = await loadRegistry(modelsDir, { only: config.models, build: config.build, log });
@@ -230,7 +253,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
         throw new WorkerError("unsupported_media_type", `the body must be ${MSGPACK}`);
       }
       const body = await readBody(req, maxBody);
-      if (secret) await verifySignature(secret, req.headers.get(SIGNATURE_HEADER), body);
+      if (verifier) await verifier.verify(req, body);
       const msg = decodeMessage(body);
       id = idOf(msg);
       const plan: PlannedJob = kind === "batch" ? planBatch(msg, models) : planEncode(msg, models);
@@ -296,16 +319,23 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       start(c) {
         controller = c;
         for (const f of early.splice(0)) c.enqueue(f);
+        const failed = (e: unknown) => {
+          send(errorMessage(e, plan.id, true));
+          return asWorkerError(e).status;
+        };
         const last = result.then(
           (r) => {
+            let message: Record<string, unknown>;
+            try {
+              message = resultMessage(plan, r);
+            } catch (e) {
+              return failed(e);
+            }
             progressTo(plan.steps - 1, plan.steps);
-            send(resultMessage(plan, r));
+            send(message);
             return 200;
           },
-          (e: unknown) => {
-            send(errorMessage(e, plan.id, true));
-            return asWorkerError(e).status;
-          },
+          failed,
         ).catch((e: unknown) => {
           // the final frame could not be made: the stream ends without it, the worker goes on
           log(`stream ${plan.id}: ${e instanceof Error ? e.stack ?? e.message : e}`);
@@ -328,12 +358,23 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
     return response;
   }
 
+  /** The success message of a finished job; a result with NaN or ±∞ (in float32) is an error instead. */
   function resultMessage(plan: PlannedJob, result: JobResult): Record<string, unknown> {
+    const data = Float32Array.from(result.x);
+    const bad = data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      const per = data.length / Math.max(1, plan.shape[0]);
+      throw new WorkerError(
+        "non_finite_result",
+        `the solve produced a non-finite value (${data[bad]}) in sample ${Math.floor(bad / per)}; ` +
+          "no data is returned (the model or solver diverged on this input)",
+      );
+    }
     return {
       v: 1,
       id: plan.id,
       shape: plan.shape,
-      data: tensorBytes(Float32Array.from(result.x)),
+      data: tensorBytes(data),
       // nfe, calls, cost, cost_estimated, graph_calls: per sample trajectory, priced with model.json `costs`.
       ...costFields(result.stats, plan.model.info.manifest.costs),
       steps: plan.steps,
@@ -349,7 +390,9 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
   /** The error message of a failure (with its HTTP status as `status` inside a stream). */
   function errorMessage(e: unknown, id: string | undefined, streamed = false): Record<string, unknown> {
     const err = asWorkerError(e);
-    if (err.code === "internal") log(`internal error: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    if (err.code === "internal" || err.code === "non_finite_result") {
+      log(`${err.code} error: ${e instanceof Error ? e.stack ?? e.message : e}`);
+    }
     const error: Record<string, string> = { code: err.code, message: err.message };
     if (err.field) error.field = err.field;
     return { v: 1, ...(id !== undefined ? { id } : {}), error, ...(streamed ? { status: err.status } : {}) };
@@ -364,7 +407,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
   }
 
   async function authorizeGet(req: Request): Promise<void> {
-    if (secret) await verifySignature(secret, req.headers.get(SIGNATURE_HEADER), new Uint8Array(0));
+    if (verifier) await verifier.verify(req, new Uint8Array(0));
   }
 
   async function route(req: Request, path: string): Promise<Response> {

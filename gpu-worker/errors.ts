@@ -1,7 +1,8 @@
 /**
  * The worker's typed errors: each carries the HTTP status and the protocol's error code, and
  * invalid-value errors name the offending field (CONTRACTS.md §3: `{v:1, id, error:{code, message}}`).
- * Codes are those of core/api/errors.ts where one fits; `unavailable` (503, shutting down) is added.
+ * Codes are those of core/api/errors.ts where one fits; `unavailable` (503, shutting down) and
+ * `non_finite_result` (500: the solve produced NaN or ±∞, and no data is sent) are added.
  */
 
 export const ERROR_STATUS = {
@@ -15,6 +16,7 @@ export const ERROR_STATUS = {
   queue_full: 429,
   canceled: 499,
   internal: 500,
+  non_finite_result: 500,
   unavailable: 503,
   deadline_exceeded: 504,
 } as const;

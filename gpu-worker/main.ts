@@ -5,6 +5,7 @@
  *
  * Environment: GENIE_WORKER_HOST, GENIE_WORKER_PORT, GENIE_WORKER_SECRET, GENIE_MODELS_DIR, and the
  * tuning knobs GENIE_WORKER_MAX_BATCH, GENIE_WORKER_MAX_WAIT_MS, GENIE_WORKER_MAX_QUEUE,
+ * GENIE_SIGNATURE_WINDOW_S (seconds a signed request's timestamp may be off, default 60),
  * GENIE_WORKER_THREADS (ORT intra-op threads), GENIE_WORKER_PROVIDERS (e.g. "cpu" or "cuda,cpu"),
  * GENIE_WORKER_SPIN (on/off: whether ORT's threads spin-wait after a call; on, ORT's default, answers
  * the next call sooner, off leaves idle cores to other processes). Flags of the same names
@@ -32,6 +33,12 @@ function num(flag: string, v: string | undefined): number | undefined {
   if (!Number.isFinite(n) || n < 0) {
     throw new Error(`${flag}: must be a non-negative number, got ${JSON.stringify(v)}`);
   }
+  return n;
+}
+
+function signatureWindow(v: string | undefined): number | undefined {
+  const n = num("GENIE_SIGNATURE_WINDOW_S", v);
+  if (n === 0) throw new Error("GENIE_SIGNATURE_WINDOW_S: must be a positive number of seconds, got 0");
   return n;
 }
 
@@ -65,6 +72,7 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
     modelsDir: values["models-dir"] ?? env.GENIE_MODELS_DIR,
     models: values.models?.split(",").map((m) => m.trim()).filter(Boolean),
     secret: env.GENIE_WORKER_SECRET || undefined,
+    signatureWindowS: signatureWindow(env.GENIE_SIGNATURE_WINDOW_S),
     maxBatch: num("--max-batch", values["max-batch"] ?? env.GENIE_WORKER_MAX_BATCH),
     maxWaitMs: num("--max-wait-ms", values["max-wait-ms"] ?? env.GENIE_WORKER_MAX_WAIT_MS),
     maxQueue: num("--max-queue", values["max-queue"] ?? env.GENIE_WORKER_MAX_QUEUE),

@@ -1,15 +1,25 @@
 /**
  * The worker's wire format (CONTRACTS.md §3): msgpack bodies (msgpackr), binary tensors as raw
  * little-endian float32 bytes in plain `bin` fields — never msgpackr's typed-array extensions, so any
- * msgpack library can read them — and HMAC-SHA256 signatures (`x-genie-signature: sha256=<hex>`).
+ * msgpack library can read them — and HMAC-SHA256 request signatures (`x-genie-signature: sha256=<hex>`
+ * over method, path, `x-genie-timestamp`, `x-genie-nonce` and body; see core/api/worker.ts), checked
+ * against a time window and a memory of the signatures already accepted.
  */
 import { Packr, Unpackr } from "msgpackr";
 import { readRequestBody } from "../core/api/body.ts";
 import { float32ToBytes } from "../core/api/tensor.ts";
-import { MSGPACK, SIGNATURE_HEADER } from "../core/api/worker.ts";
+import {
+  MSGPACK,
+  NONCE_HEADER,
+  requestMac,
+  SIGNATURE_HEADER,
+  signedPath,
+  signRequest,
+  TIMESTAMP_HEADER,
+} from "../core/api/worker.ts";
 import { WorkerError } from "./errors.ts";
 
-export { MSGPACK, SIGNATURE_HEADER };
+export { MSGPACK, NONCE_HEADER, SIGNATURE_HEADER, signRequest, TIMESTAMP_HEADER };
 
 // Plain msgpack both ways: maps as objects, no records, no msgpackr-only extensions on output.
 const packr = new Packr({
@@ -66,46 +76,107 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array>
   );
 }
 
-const keys = new Map<string, Promise<CryptoKey>>();
+/** Default half-width of the accepted timestamp window (s): GENIE_SIGNATURE_WINDOW_S. */
+export const DEFAULT_SIGNATURE_WINDOW_S = 60;
+/** Signatures remembered at most; past that (all still within the window), signed requests get 503. */
+export const MAX_REMEMBERED_SIGNATURES = 100_000;
 
-function hmacKey(secret: string): Promise<CryptoKey> {
-  let key = keys.get(secret);
-  if (!key) {
-    key = crypto.subtle.importKey(
-      "raw",
-      new TextEncoder().encode(secret),
-      { name: "HMAC", hash: "SHA-256" },
-      false,
-      ["sign"],
-    );
-    keys.set(secret, key);
-  }
-  return key;
-}
-
-/** `sha256=<hex>` of the body's HMAC-SHA256 with the secret. */
-export async function sign(secret: string, body: Uint8Array): Promise<string> {
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), body as BufferSource));
-  return "sha256=" + Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
+export interface SignatureOptions {
+  /** Half-width of the accepted timestamp window in seconds (default 60). */
+  windowS?: number;
+  /** The clock (Unix ms; default Date.now). */
+  now?: () => number;
+  /** Signatures remembered at most (default {@link MAX_REMEMBERED_SIGNATURES}). */
+  maxRemembered?: number;
 }
 
 /**
- * Checks `x-genie-signature` against the body (401 when missing or wrong). The expected HMAC is
- * computed with WebCrypto and compared in constant time (every byte, no early exit).
+ * Checks request signatures (401 when missing or wrong): the HMAC of method, path with query,
+ * timestamp, nonce and body, computed with WebCrypto and compared in constant time; a timestamp more
+ * than the window away from this clock; a signature accepted before. Accepted signatures are
+ * remembered until their timestamp leaves the window — after that the timestamp check refuses them —
+ * so the memory holds at most the signatures of one window (bounded by `maxRemembered`).
  */
-export async function verifySignature(
-  secret: string,
-  header: string | null,
-  body: Uint8Array,
-): Promise<void> {
-  if (header === null) throw new WorkerError("unauthorized", `missing ${SIGNATURE_HEADER} header`);
-  const m = /^sha256=([0-9a-fA-F]{64})$/.exec(header.trim());
-  if (!m) throw new WorkerError("unauthorized", `${SIGNATURE_HEADER} must be sha256=<64 hex digits>`);
-  const given = new Uint8Array(32);
-  for (let i = 0; i < 32; i++) given[i] = parseInt(m[1].slice(2 * i, 2 * i + 2), 16);
-  const key = await hmacKey(secret);
-  const expected = new Uint8Array(await crypto.subtle.sign("HMAC", key, body as BufferSource));
-  let diff = 0;
-  for (let i = 0; i < 32; i++) diff |= expected[i] ^ given[i];
-  if (diff !== 0) throw new WorkerError("unauthorized", "the signature does not match the body");
+export class SignatureVerifier {
+  readonly windowMs: number;
+  readonly #now: () => number;
+  readonly #max: number;
+  /** Accepted signatures (hex) → when they may be forgotten (Unix ms). */
+  readonly #seen = new Map<string, number>();
+
+  constructor(private readonly secret: string, opts: SignatureOptions = {}) {
+    const windowS = opts.windowS ?? DEFAULT_SIGNATURE_WINDOW_S;
+    if (!Number.isFinite(windowS) || windowS <= 0) {
+      throw new Error(`signature window: must be a positive number of seconds, got ${windowS}`);
+    }
+    this.windowMs = windowS * 1000;
+    this.#now = opts.now ?? Date.now;
+    this.#max = opts.maxRemembered ?? MAX_REMEMBERED_SIGNATURES;
+  }
+
+  /** Signatures remembered now. */
+  get remembered(): number {
+    return this.#seen.size;
+  }
+
+  /** Accepts `req` (whose body is `body`) or throws a 401 saying why (503 when the memory is full). */
+  async verify(req: Request, body: Uint8Array): Promise<void> {
+    const header = req.headers.get(SIGNATURE_HEADER);
+    if (header === null) throw new WorkerError("unauthorized", `missing ${SIGNATURE_HEADER} header`);
+    const m = /^sha256=([0-9a-fA-F]{64})$/.exec(header.trim());
+    if (!m) throw new WorkerError("unauthorized", `${SIGNATURE_HEADER} must be sha256=<64 hex digits>`);
+    const timestamp = req.headers.get(TIMESTAMP_HEADER)?.trim();
+    if (timestamp === undefined) {
+      throw new WorkerError("unauthorized", `missing ${TIMESTAMP_HEADER} header (Unix time in ms)`);
+    }
+    if (!/^\d{1,16}$/.test(timestamp)) {
+      throw new WorkerError("unauthorized", `${TIMESTAMP_HEADER} must be Unix time in milliseconds`);
+    }
+    const nonce = req.headers.get(NONCE_HEADER)?.trim();
+    if (nonce === undefined) throw new WorkerError("unauthorized", `missing ${NONCE_HEADER} header`);
+    if (!/^[A-Za-z0-9_-]{8,128}$/.test(nonce)) {
+      throw new WorkerError("unauthorized", `${NONCE_HEADER} must be 8 to 128 letters, digits, '-' or '_'`);
+    }
+    const now = this.#now();
+    const ts = Number(timestamp);
+    if (Math.abs(now - ts) > this.windowMs) {
+      throw new WorkerError(
+        "unauthorized",
+        `${TIMESTAMP_HEADER} is ${((now - ts) / 1000).toFixed(1)} s from the worker's clock; ` +
+          `signed requests are accepted within ±${this.windowMs / 1000} s`,
+      );
+    }
+    const given = new Uint8Array(32);
+    for (let i = 0; i < 32; i++) given[i] = parseInt(m[1].slice(2 * i, 2 * i + 2), 16);
+    const expected = await requestMac(this.secret, req.method, signedPath(req.url), timestamp, nonce, body);
+    let diff = 0;
+    for (let i = 0; i < 32; i++) diff |= expected[i] ^ given[i];
+    if (diff !== 0) {
+      throw new WorkerError(
+        "unauthorized",
+        "the signature does not match the request (method, path, timestamp, nonce and body)",
+      );
+    }
+    this.#forget(now);
+    const key = m[1].toLowerCase();
+    if (this.#seen.has(key)) {
+      throw new WorkerError("unauthorized", "this signed request was already received (a replay)");
+    }
+    if (this.#seen.size >= this.#max) {
+      throw new WorkerError("unavailable", "too many signed requests within the signature window; retry");
+    }
+    this.#seen.set(key, ts + this.windowMs);
+  }
+
+  /** Drops remembered signatures whose timestamps have left the window. */
+  #forget(now: number): void {
+    // Oldest first; a full map gets a full sweep (timestamps need not arrive in order).
+    for (const [key, until] of this.#seen) {
+      if (until >= now) break;
+      this.#seen.delete(key);
+    }
+    if (this.#seen.size >= this.#max) {
+      for (const [key, until] of this.#seen) if (until < now) this.#seen.delete(key);
+    }
+  }
 }

@@ -18,7 +18,7 @@
 import { issuesFromZod } from "../core/api/errors.ts";
 import { DEFAULT_LIMITS, type ModelLimits } from "../core/api/models.ts";
 import { DEFAULT_NFE } from "../core/api/samples.ts";
-import { float32FromBytes } from "../core/api/tensor.ts";
+import { firstOutOfRange, float32FromBytes, outOfRangeMessage } from "../core/api/tensor.ts";
 import { BatchRequest, EncodeBatchRequest } from "../core/api/worker.ts";
 import { defaultRho, type GridKind, makeGrid, reversedGrid } from "../core/grid.ts";
 import { guidedSolveInput, withConditioning } from "../core/guidance.ts";
@@ -249,10 +249,10 @@ function conditioning(
   return { classes: new Int32Array(n).fill(cls), nullClass, scale };
 }
 
+/** Input values must be finite and within ±MAX_INPUT_MAGNITUDE (core/api/tensor.ts says why). */
 function checkFinite(field: string, x: Float32Array): void {
-  for (let i = 0; i < x.length; i++) {
-    if (!Number.isFinite(x[i])) throw invalid(field, `value ${i} is not finite`);
-  }
+  const bad = firstOutOfRange(x);
+  if (bad) throw invalid(field, outOfRangeMessage(bad));
 }
 
 /** Plans `POST /v1/batch`. */

@@ -33,6 +33,9 @@ import type { Inference, WireTensor } from "./inference.ts";
 import type { GraphKind, ModelInfo } from "./manifest.ts";
 import { JVP_INPUTS } from "./graphs.ts";
 
+/** The longest delay a timer holds (2³¹ − 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** A model as the scheduler serves it. */
 export interface ServedModel {
   info: ModelInfo;
@@ -186,10 +189,20 @@ export class Scheduler {
       this.#jobs.add(job);
       const timers: (() => void)[] = [];
       if (spec.deadline !== undefined) {
-        const id = setTimeout(
-          () => this.#stop(job, new WorkerError("deadline_exceeded", "the request's deadline passed")),
-          Math.max(0, spec.deadline - Date.now()),
-        );
+        // A timer holds at most 2³¹ − 1 ms (a longer delay fires at once): far deadlines re-arm.
+        const deadline = spec.deadline;
+        let id: ReturnType<typeof setTimeout>;
+        const arm = () => {
+          const left = deadline - Date.now();
+          id = setTimeout(
+            () =>
+              left > MAX_TIMER_MS
+                ? arm()
+                : this.#stop(job, new WorkerError("deadline_exceeded", "the request's deadline passed")),
+            Math.min(Math.max(0, left), MAX_TIMER_MS),
+          );
+        };
+        arm();
         timers.push(() => clearTimeout(id));
       }
       if (spec.signal) {

@@ -11,7 +11,15 @@ import { HARD_LIMITS, VARIANTS } from "./samples.ts";
 import { Bytes } from "./tensor.ts";
 
 export const PROTOCOL_VERSION = 1;
+/**
+ * Signed requests (with a shared secret): `x-genie-signature: sha256=<hex>` is the HMAC-SHA-256 of
+ * {@link signedPayload} — method, path with query, `x-genie-timestamp` (Unix time in ms) and
+ * `x-genie-nonce` (random, unique per request), then the body — so a signature is valid for one request
+ * only, and only for a short time; the worker also refuses a signature it has already seen.
+ */
 export const SIGNATURE_HEADER = "x-genie-signature";
+export const TIMESTAMP_HEADER = "x-genie-timestamp";
+export const NONCE_HEADER = "x-genie-nonce";
 export const MSGPACK = "application/msgpack";
 /**
  * Content type of a streamed `POST /v1/batch` answer (request field `stream: true`): a sequence of
@@ -34,7 +42,8 @@ const solve = {
   rho: z.number().positive().optional(),
   order: z.int().min(1).max(4).optional(),
   variant: z.enum(VARIANTS).optional(),
-  deadline_ms: z.int().min(1).optional(),
+  /** At most HARD_LIMITS.deadline_ms (1 h), well within what a timer can hold (2³¹ − 1 ms). */
+  deadline_ms: z.int().min(1).max(HARD_LIMITS.deadline_ms).optional(),
 };
 
 /** `POST /v1/batch` request. */
@@ -159,15 +168,80 @@ export async function* readFrames(
   if (len >= 0 || have > 0) throw new Error("the stream ended inside a frame");
 }
 
-/** Hex HMAC-SHA-256 of `body` with `secret` (web crypto), as sent in `x-genie-signature: sha256=<hex>`. */
-export async function signBody(secret: string, body: Uint8Array): Promise<string> {
-  const key = await crypto.subtle.importKey(
-    "raw",
-    new TextEncoder().encode(secret),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
+const keys = new Map<string, Promise<CryptoKey>>();
+
+/** The HMAC-SHA-256 key of a secret (imported once per secret). */
+export function hmacKey(secret: string): Promise<CryptoKey> {
+  let key = keys.get(secret);
+  if (!key) {
+    key = crypto.subtle.importKey(
+      "raw",
+      new TextEncoder().encode(secret),
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["sign"],
+    );
+    keys.set(secret, key);
+  }
+  return key;
+}
+
+/** What a request signature covers: `METHOD\npath?query\ntimestamp\nnonce\n` followed by the body. */
+export function signedPayload(
+  method: string,
+  path: string,
+  timestamp: string,
+  nonce: string,
+  body: Uint8Array,
+): Uint8Array {
+  const head = new TextEncoder().encode(`${method.toUpperCase()}\n${path}\n${timestamp}\n${nonce}\n`);
+  const out = new Uint8Array(head.byteLength + body.byteLength);
+  out.set(head);
+  out.set(body, head.byteLength);
+  return out;
+}
+
+/** The raw HMAC-SHA-256 of a request's {@link signedPayload}. */
+export async function requestMac(
+  secret: string,
+  method: string,
+  path: string,
+  timestamp: string,
+  nonce: string,
+  body: Uint8Array,
+): Promise<Uint8Array> {
+  const payload = signedPayload(method, path, timestamp, nonce, body);
+  return new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), payload as BufferSource));
+}
+
+/** A fresh random nonce: 16 random bytes as hex. */
+export function newNonce(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join(
+    "",
   );
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, body as BufferSource));
-  return "sha256=" + Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The headers that sign one request: `x-genie-timestamp`, `x-genie-nonce` and `x-genie-signature`.
+ * `path` is the URL's path and query as the worker receives them (`/v1/models?x=1`); `timestamp`
+ * (Unix ms) and `nonce` default to now and a random one.
+ */
+export async function signRequest(
+  secret: string,
+  req: { method: string; path: string; body?: Uint8Array; timestamp?: number; nonce?: string },
+): Promise<Record<string, string>> {
+  const timestamp = String(req.timestamp ?? Date.now());
+  const nonce = req.nonce ?? newNonce();
+  const mac = await requestMac(secret, req.method, req.path, timestamp, nonce, req.body ?? new Uint8Array(0));
+  return {
+    [TIMESTAMP_HEADER]: timestamp,
+    [NONCE_HEADER]: nonce,
+    [SIGNATURE_HEADER]: "sha256=" + Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join(""),
+  };
+}
+
+/** The path and query of a URL, as signed: `/v1/models?x=1`. */
+export function signedPath(url: string | URL): string {
+  const u = typeof url === "string" ? new URL(url) : url;
+  return u.pathname + u.search;
 }

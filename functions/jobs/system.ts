@@ -17,7 +17,7 @@
 import { nextCronTime, parseCron } from "../../core/api/cron.ts";
 import { FINAL_STATUSES, type JobInfo, type JobRequest, type JobResult } from "../../core/api/jobs.ts";
 import type { ModelInfo } from "../../core/api/models.ts";
-import { DEFAULT_SOLVER, isImageModel, randomSeed, seedsFrom } from "../../core/api/samples.ts";
+import { DEFAULT_SOLVER, HARD_LIMITS, isImageModel, randomSeed, seedsFrom } from "../../core/api/samples.ts";
 import { float32FromBytes, shapeSize } from "../../core/api/tensor.ts";
 import { BatchResponse, PROTOCOL_VERSION } from "../../core/api/worker.ts";
 import { npyHeader } from "../../core/npy.ts";
@@ -714,7 +714,8 @@ export class JobSystem {
     const start = chunk.index * job.chunk;
     const count = this.chunkSize(job, chunk.index);
     const r = job.request;
-    const deadlineMs = r.deadline_ms ?? this.deps.deadlineMs ?? 120_000;
+    // capped like the edge's deadlines: the most a worker accepts, and what a timer can hold
+    const deadlineMs = Math.min(r.deadline_ms ?? this.deps.deadlineMs ?? 120_000, HARD_LIMITS.deadline_ms);
     const message = {
       v: PROTOCOL_VERSION,
       id: `${job.id}.${chunk.index}.${chunk.attempts}`,

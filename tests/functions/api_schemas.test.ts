@@ -14,7 +14,8 @@ import {
   normalizeModelList,
   SamplesRequest,
   seedsFrom,
-  signBody,
+  signedPayload,
+  signRequest,
 } from "../../core/api/mod.ts";
 import { negotiate } from "../../functions/negotiate.ts";
 import { packMsg, unpackMsg } from "../../functions/msgpack.ts";
@@ -119,9 +120,38 @@ Deno.test("seeds: consecutive, modulo 2^32", () => {
   assertEquals(seedsFrom(4294967294, 4), [4294967294, 4294967295, 0, 1]);
 });
 
-Deno.test("signBody is HMAC-SHA-256 (RFC 4231 test case 2)", async () => {
-  const sig = await signBody("Jefe", new TextEncoder().encode("what do ya want for nothing?"));
-  assertStrictEquals(sig, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+Deno.test("signRequest is HMAC-SHA-256 of method, path, timestamp, nonce and body", async () => {
+  const body = new TextEncoder().encode("what do ya want for nothing?");
+  const payload = signedPayload("post", "/v1/batch?a=1", "1700000000000", "n0nce-123", body);
+  assertStrictEquals(
+    new TextDecoder().decode(payload),
+    "POST\n/v1/batch?a=1\n1700000000000\nn0nce-123\nwhat do ya want for nothing?",
+  );
+  // RFC 4231 test case 2 (key "Jefe"), with the message prefixed as above
+  const headers = await signRequest("Jefe", {
+    method: "POST",
+    path: "/v1/batch?a=1",
+    body,
+    timestamp: 1700000000000,
+    nonce: "n0nce-123",
+  });
+  const key = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode("Jefe"),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, payload as BufferSource));
+  const hex = Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
+  assertEquals(headers, {
+    "x-genie-timestamp": "1700000000000",
+    "x-genie-nonce": "n0nce-123",
+    "x-genie-signature": `sha256=${hex}`,
+  });
+  const fresh = await signRequest("Jefe", { method: "GET", path: "/v1/models" });
+  assert(Math.abs(Number(fresh["x-genie-timestamp"]) - Date.now()) < 5000);
+  assert(/^[0-9a-f]{32}$/.test(fresh["x-genie-nonce"]));
 });
 
 Deno.test("negotiate: q-values, wildcards, specificity, nothing acceptable", () => {

@@ -8,7 +8,15 @@
  * `listening on http://127.0.0.1:PORT`.
  */
 import { decode, encode } from "@msgpack/msgpack";
-import { BatchRequest, EncodeBatchRequest, SIGNATURE_HEADER, signBody } from "../../core/api/worker.ts";
+import {
+  BatchRequest,
+  EncodeBatchRequest,
+  NONCE_HEADER,
+  SIGNATURE_HEADER,
+  signedPath,
+  signRequest,
+  TIMESTAMP_HEADER,
+} from "../../core/api/worker.ts";
 import { float32FromBytes } from "../../core/api/tensor.ts";
 
 export const FAKE_MODEL = {
@@ -101,8 +109,16 @@ export function startFakeWorker(options: FakeWorkerOptions = {}): Promise<FakeWo
     }
     const body = new Uint8Array(await req.arrayBuffer());
     if (options.secret) {
-      const want = await signBody(options.secret, body);
-      if (req.headers.get(SIGNATURE_HEADER) !== want) {
+      const timestamp = Number(req.headers.get(TIMESTAMP_HEADER));
+      const nonce = req.headers.get(NONCE_HEADER) ?? "";
+      const want = await signRequest(options.secret, {
+        method: "POST",
+        path: signedPath(req.url),
+        body,
+        timestamp,
+        nonce,
+      });
+      if (req.headers.get(SIGNATURE_HEADER) !== want[SIGNATURE_HEADER]) {
         return reply(401, { v: 1, error: { code: "unauthorized", message: "bad signature" } });
       }
     }

@@ -22,4 +22,15 @@ test("serveOptions: a bad value names its flag", () => {
   assertThrows(() => serveOptions(["--spin", "sometimes"], {}), Error, "--spin");
   assertThrows(() => serveOptions([], { GENIE_WORKER_THREADS: "-1" }), Error, "--threads");
   assertThrows(() => serveOptions(["--port", "70000"], {}), Error, "--port");
+  assertThrows(() => serveOptions([], { GENIE_SIGNATURE_WINDOW_S: "0" }), Error, "GENIE_SIGNATURE_WINDOW_S");
+  assertThrows(
+    () => serveOptions([], { GENIE_SIGNATURE_WINDOW_S: "soon" }),
+    Error,
+    "GENIE_SIGNATURE_WINDOW_S",
+  );
+});
+
+test("serveOptions: GENIE_SIGNATURE_WINDOW_S sets the signature window", () => {
+  assertEquals(serveOptions([], { GENIE_SIGNATURE_WINDOW_S: "15" }).signatureWindowS, 15);
+  assertEquals(serveOptions([], {}).signatureWindowS, undefined);
 });

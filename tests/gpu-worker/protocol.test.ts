@@ -11,8 +11,8 @@ import { gaussianBatch } from "../../core/rng.ts";
 import { runSolver } from "../../core/solvers/drive.ts";
 import { getSolver, stepsForNfe } from "../../core/solvers/registry.ts";
 import { mixtureFromSource } from "../../gpu-worker/analytic.ts";
-import { sign } from "../../gpu-worker/protocol.ts";
-import { assert, assertEquals, maxAbsDiff } from "../testing.ts";
+import { SignatureVerifier, signRequest } from "../../gpu-worker/protocol.ts";
+import { assert, assertEquals, assertMatch, maxAbsDiff } from "../testing.ts";
 import { bytesOf, errorOf, floats, MSGPACK, post, type Reply, startApp } from "./helpers.ts";
 
 const ok = { v: 1, model: "gmm2d", solver: "genie", nfe: 6, seeds: [11, 12, 13] };
@@ -208,7 +208,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "with a secret, unsigned or wrongly signed requests are refused",
+  name: "with a secret, unsigned, wrongly signed, stale, replayed or misdirected requests are refused",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
@@ -216,26 +216,85 @@ Deno.test({
     const app = await startApp({ models: ["gmm2d"], secret });
     try {
       const body = encode({ ...ok, id: "signed" });
-      const send = (headers: Record<string, string>) =>
-        post(app, "/v1/batch", undefined, { raw: body, headers });
+      const send = (headers: Record<string, string>, path = "/v1/batch") =>
+        post(app, path, undefined, { raw: body, headers });
+      const signed = (extra: { path?: string; timestamp?: number; key?: string; method?: string } = {}) =>
+        signRequest(extra.key ?? secret, {
+          method: extra.method ?? "POST",
+          path: extra.path ?? "/v1/batch",
+          body,
+          timestamp: extra.timestamp,
+        });
       const unsigned = await send({});
       assertEquals(unsigned.status, 401);
       assertEquals(errorOf(unsigned).code, "unauthorized");
-      assertEquals((await send({ "x-genie-signature": "sha256=" + "0".repeat(64) })).status, 401);
-      assertEquals((await send({ "x-genie-signature": "md5=abc" })).status, 401);
-      const otherKey = await sign("other", body);
-      assertEquals((await send({ "x-genie-signature": otherKey })).status, 401);
-      const good = await send({ "x-genie-signature": await sign(secret, body) });
-      assertEquals(good.status, 200, JSON.stringify(good.body));
+      const good = await signed();
+      assertEquals((await send({ ...good, "x-genie-signature": "sha256=" + "0".repeat(64) })).status, 401);
+      assertEquals((await send({ ...good, "x-genie-signature": "md5=abc" })).status, 401);
+      assertEquals((await send(await signed({ key: "other" }))).status, 401);
+      // the signature covers timestamp and nonce: changing either breaks it
+      assertEquals((await send({ ...good, "x-genie-nonce": "another-nonce" })).status, 401);
+      assertEquals(
+        (await send({ ...good, "x-genie-timestamp": String(Number(good["x-genie-timestamp"]) + 1) })).status,
+        401,
+      );
+      // ... and the path: a batch signature is no good for /v1/encode
+      const elsewhere = await send(good, "/v1/encode");
+      assertEquals(elsewhere.status, 401);
+      assertMatch(errorOf(elsewhere).message, /does not match/);
+      const accepted = await send(good);
+      assertEquals(accepted.status, 200, JSON.stringify(accepted.body));
+      // the same signed request again: a replay
+      const replay = await send(good);
+      assertEquals(replay.status, 401);
+      assertMatch(errorOf(replay).message, /already received/);
+      // a correctly signed request from two minutes ago (the window is ±60 s)
+      const stale = await send(await signed({ timestamp: Date.now() - 120_000 }));
+      assertEquals(stale.status, 401);
+      assertMatch(errorOf(stale).message, /x-genie-timestamp is 120\.\d s from the worker's clock/);
+      assertEquals((await send(await signed({ timestamp: Date.now() + 120_000 }))).status, 401);
+      const missing = await send({ "x-genie-signature": good["x-genie-signature"] });
+      assertMatch(errorOf(missing).message, /missing x-genie-timestamp/);
+      // GETs: a signature is bound to its path (and query), and is accepted once
       assertEquals((await app.request("/v1/models")).status, 401);
-      const signedGet = await app.request("/v1/models", {
-        headers: { "x-genie-signature": await sign(secret, new Uint8Array(0)) },
-      });
-      assertEquals(signedGet.status, 200);
+      const forHealth = await signRequest(secret, { method: "GET", path: "/healthz" });
+      assertEquals((await app.request("/v1/models", { headers: forHealth })).status, 401);
+      const withQuery = await signRequest(secret, { method: "GET", path: "/v1/models?x=1" });
+      assertEquals((await app.request("/v1/models", { headers: withQuery })).status, 401);
+      const forModels = await signRequest(secret, { method: "GET", path: "/v1/models" });
+      assertEquals((await app.request("/v1/models", { headers: forModels })).status, 200);
+      assertEquals((await app.request("/v1/models", { headers: forModels })).status, 401);
       assertEquals((await app.request("/healthz")).status, 200);
       assertEquals((await (await app.request("/healthz")).json()).auth, "signed");
+      const fresh = await send(await signed());
+      assertEquals(fresh.status, 200, "a freshly signed request still works");
     } finally {
       await app.shutdown();
     }
   },
+});
+
+Deno.test("signature memory: configurable window, entries expire, bounded size", async () => {
+  let now = 1_000_000;
+  const verifier = new SignatureVerifier("k", { windowS: 5, now: () => now, maxRemembered: 3 });
+  const request = async (timestamp: number) => {
+    const headers = await signRequest("k", { method: "GET", path: "/v1/models", timestamp });
+    return new Request("http://worker/v1/models", { headers });
+  };
+  const outcome = (req: Request) =>
+    verifier.verify(req, new Uint8Array(0)).then(() => "ok", (e) => `${e.status} ${e.message}`);
+  const a = await request(now);
+  assertEquals(await outcome(a), "ok");
+  assertMatch(await outcome(a), /^401 .*already received/);
+  assertMatch(await outcome(await request(now - 6000)), /^401 .*within ±5 s/);
+  assertEquals(await outcome(await request(now - 4000)), "ok");
+  assertEquals(await outcome(await request(now + 4000)), "ok");
+  assertEquals(verifier.remembered, 3);
+  // full, every entry still inside the window: refused (503), never forgotten early
+  assertMatch(await outcome(await request(now)), /^503 /);
+  // once timestamps leave the window their entries go, and the replay is refused by its timestamp
+  now += 5500;
+  assertEquals(await outcome(await request(now)), "ok");
+  assertEquals(verifier.remembered, 2);
+  assertMatch(await outcome(a), /^401 .*s from the worker's clock/);
 });
