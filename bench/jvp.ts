@@ -1,8 +1,8 @@
 /**
  * `deno task bench:jvp [--reps 41] [--timing-reps 7] [--samples 8] [--threads 1] [--out docs/jvp.md]`
  *
- * Exact GENIE for any ONNX model (BENCHMARKS.md §1–3): what the JVP graph made by onnx/jvp.ts costs, and
- * what it buys.
+ * Exact GENIE for any ONNX model (docs/benchmarking.md §1–3): what the JVP graph made by onnx/jvp.ts
+ * costs, and what it buys.
  *
  * 1. Cost: JVP-graph time ÷ forward time at batch 1, 8, 32, measured side by side in one run (the two calls
  *    alternate, the ratio is taken per repetition, medians over --reps), for

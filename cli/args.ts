@@ -1,5 +1,5 @@
 /**
- * Strict flag parsing for `deno task sample` and `deno task encode` (CONTRACTS.md §1). Every problem
+ * Strict flag parsing for `deno task sample` and `deno task encode` (docs/contracts.md §1). Every problem
  * is a {@link UsageError} whose one-line message starts with the flag it is about.
  */
 import { GRID_KINDS, type GridKind } from "../core/grid.ts";
@@ -353,7 +353,7 @@ function oneLine(message: string): string {
 }
 
 /**
- * Runs a command body and maps its outcome to the exit status of CONTRACTS.md §1: 0 on success, 2 on
+ * Runs a command body and maps its outcome to the exit status of docs/contracts.md §1: 0 on success, 2 on
  * a {@link UsageError} (one line on stderr naming the flag), 1 on any other failure.
  */
 export async function withExitCode(body: () => Promise<void>): Promise<number> {

@@ -1,6 +1,6 @@
 /**
  * `deno task encode`: maps data to latents by integrating the probability-flow ODE forwards
- * (CONTRACTS.md §1). Decoding the latents with `deno task sample --latents` on the same grid
+ * (docs/contracts.md §1). Decoding the latents with `deno task sample --latents` on the same grid
  * returns the data up to the solver's error.
  *
  *     deno task encode --model gmm:spec.json --solver genie --steps 20 --images x.npy --out z.npy --json

@@ -1,5 +1,5 @@
 /**
- * `deno task job`: batch jobs over the HTTP API (CONTRACTS.md §2, `/v1/jobs`; docs/jobs.md).
+ * `deno task job`: batch jobs over the HTTP API (docs/contracts.md §2, `/v1/jobs`; docs/jobs.md).
  *
  *     deno task job submit --model mnist-mix --nfe 10 --count 256 [--chunk 16] [--seed 7] [--wait]
  *     deno task job submit --request body.json --count 256 --schedule "0 3 * * *"

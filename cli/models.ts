@@ -1,7 +1,7 @@
 /**
  * Model resolution for the command line: one function turns a `--model` value into everything a
  * solve needs. `gmm:SPEC.json` is an analytic Gaussian mixture evaluated in TypeScript; any other
- * value names a model folder (CONTRACTS.md §4) in the models directory (GENIE_MODELS_DIR, else the
+ * value names a model folder (docs/contracts.md §4) in the models directory (GENIE_MODELS_DIR, else the
  * repository's `models/`), run in-process through gpu-worker/engine.ts with ONNX Runtime exactly as
  * the worker runs it (analytic models are built on first use, as the worker does).
  */

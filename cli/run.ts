@@ -53,7 +53,7 @@ export interface SampleOptions extends SolveOptions {
   n?: number;
   /**
    * Seed of the first sample (default 0): sample i has seed (seed + i) mod 2³² and starts from
-   * gaussianNoise(seed + i, 0, dim), as in the API (CONTRACTS.md §2); ignored with `latents`.
+   * gaussianNoise(seed + i, 0, dim), as in the API (docs/contracts.md §2); ignored with `latents`.
    */
   seed?: number;
   /** x at t_max in VP scale, shape [n, …sample shape]. */
@@ -323,7 +323,7 @@ export async function encodeOnce(model: ResolvedModel, opts: EncodeOptions): Pro
 }
 
 /**
- * The JSON summary of a run (CONTRACTS.md §1): solver, steps, nfe, seconds, n, shape, model and settings
+ * The JSON summary of a run (docs/contracts.md §1): solver, steps, nfe, seconds, n, shape, model and settings
  * (and the execution provider of an ONNX model), with the run's price per sample trajectory: `calls`
  * (graph calls of every kind), `cost` (forward-pass equivalents with the model's cost ratios),
  * `cost_estimated` and `graph_calls` (core/cost.ts).

@@ -1,5 +1,5 @@
 /**
- * `deno task sample`: draws samples from a model in-process (CONTRACTS.md §1).
+ * `deno task sample`: draws samples from a model in-process (docs/contracts.md §1).
  *
  *     deno task sample --model gmm:spec.json --solver genie --nfe 10 --n 4 --out samples.npy --json
  *     deno task sample --model mnist-mix --solver genie --nfe 10 --n 16 --class 3 --out digits.png

@@ -1,5 +1,5 @@
 /**
- * Analytic Gaussian-mixture diffusion models (GENIE.md §7): exact ε, its JVP in x, its partial
+ * Analytic Gaussian-mixture diffusion models (docs/method.md §7): exact ε, its JVP in x, its partial
  * derivative in t and its total derivative along the probability-flow ODE.
  *
  * p₀ = Σ_k w_k N(μ_k, s_k² I). In x̄ = x/α coordinates p(x̄; γ) = Σ_k w_k N(μ_k, v_k I), v_k = s_k² + γ²:

@@ -1,5 +1,5 @@
 /**
- * Class labels and classifier-free guidance (GENIE.md §6) as wrappers around a running solver.
+ * Class labels and classifier-free guidance (docs/method.md §6) as wrappers around a running solver.
  *
  * A wrapper is itself a {@link SolverRun}: it forwards every request of the inner solver to whoever
  * drives it, so solvers stay unaware of classes and drivers stay unaware of guidance.

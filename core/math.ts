@@ -3,7 +3,7 @@
  *
  * ECMAScript leaves the precision of Math.exp, Math.log, Math.sin, Math.pow, … to the implementation
  * ("implementation-approximated"), and runtimes disagree in the last bits: Deno 2.9.6 and Node.js 20
- * return different values for most arguments of every one of them (CONTRACTS.md §2 promises the same
+ * return different values for most arguments of every one of them (docs/contracts.md §2 promises the same
  * sample for the same model, settings and seed in any runtime). The functions here use only +, −, ×,
  * ÷ and Math.sqrt, which IEEE 754 rounds correctly everywhere, plus exact operations (Math.abs,
  * Math.round, Math.trunc, comparisons, reading and writing the bits of a float64 with a DataView, and

@@ -1,6 +1,6 @@
 /**
- * Prediction types (GENIE.md §2, CONTRACTS.md §4). A network predicts ε, x₀ or v; the solvers always
- * work with ε. With x = α x₀ + σ ε every kind is affine in the raw output f:
+ * Prediction types (docs/method.md §2, docs/contracts.md §4). A network predicts ε, x₀ or v; the solvers
+ * always work with ε. With x = α x₀ + σ ε every kind is affine in the raw output f:
  *
  *     ε = a(t) f + b(t) x
  *     eps:  a = 1,     b = 0

@@ -4,7 +4,7 @@
  *
  * A counter-based generator is a pure function of (counter, key): there is no hidden state, so the
  * noise of one sample is computed from its seed alone and comes out the same in any batch size, batch
- * position, worker or runtime (CONTRACTS.md §2).
+ * position, worker or runtime (docs/contracts.md §2).
  *
  * Layout of the 128-bit counter and 64-bit key used here:
  *

@@ -93,7 +93,7 @@ function positive(field: string, v: unknown, fallback: number): number {
 
 /**
  * The linear VP schedule β(t) = β_min + (β_max − β_min) t, B(t) = β_min t + ½ β_d t².
- * Defaults β_min = 0.1, β_max = 20 (GENIE.md §1).
+ * Defaults β_min = 0.1, β_max = 20 (docs/method.md §1).
  */
 export function vpLinearSchedule(betaMin = 0.1, betaMax = 20): Schedule {
   positive("beta_min", betaMin, 0.1);

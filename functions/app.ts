@@ -1,5 +1,5 @@
 /**
- * The edge app (CONTRACTS.md §2): validate, authenticate, limit, route to a GPU worker, encode outputs.
+ * The edge app (docs/contracts.md §2): validate, authenticate, limit, route to a GPU worker, encode outputs.
  * `createApp(config)` builds one; tests call it with `app.request()`; functions/main.ts only serves it.
  */
 import { Hono } from "hono";
@@ -314,7 +314,7 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
     const release = admit(c);
     let handedOff = false;
     try {
-      const raw = await parseBody(c.req.raw, config.maxBodyBytes);
+      const raw = await parseBody(c.req.raw, config.maxBodyBytes, config.bodyTimeoutMs);
       const parsed = SamplesRequest.safeParse(raw);
       if (!parsed.success) {
         const details = issuesFromZod(parsed.error);
@@ -370,7 +370,7 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
     if (!format) throw new ApiError(406, "not_acceptable", "accept application/json or application/msgpack");
     const release = admit(c);
     try {
-      const raw = await parseBody(c.req.raw, config.maxBodyBytes);
+      const raw = await parseBody(c.req.raw, config.maxBodyBytes, config.bodyTimeoutMs);
       const parsed = EncodeRequest.safeParse(raw);
       if (!parsed.success) {
         const details = issuesFromZod(parsed.error);
@@ -425,7 +425,16 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
   const jobs = config.jobs?.enabled
     ? new JobSystem({ pool, config: config.jobs, now, log, metrics, deadlineMs: config.defaultDeadlineMs })
     : undefined;
-  app.route("/v1/jobs", jobsRoutes({ jobs, pool, maxBodyBytes: config.maxBodyBytes, open }));
+  app.route(
+    "/v1/jobs",
+    jobsRoutes({
+      jobs,
+      pool,
+      maxBodyBytes: config.maxBodyBytes,
+      bodyTimeoutMs: config.bodyTimeoutMs,
+      open,
+    }),
+  );
 
   app.get("/healthz", (c) => {
     c.set("route", "/healthz");
@@ -449,7 +458,19 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
         retryAfter(pool.retryAfterS),
       );
     }
-    return c.json({ ready: true, models: models.map((m) => m.name), workers });
+    // Batch jobs, when enabled, must be up as well: POST /v1/jobs answers 503 until they are.
+    if (jobs && !jobs.ready) {
+      const error = jobs.failure
+        ? { code: "jobs_unavailable", message: `batch jobs are unavailable: ${jobs.failure}` }
+        : { code: "jobs_starting", message: "batch jobs are starting" };
+      return c.json({ ready: false, error, workers }, 503, retryAfter(1));
+    }
+    return c.json({
+      ready: true,
+      models: models.map((m) => m.name),
+      ...(jobs ? { jobs: "ready" } : {}),
+      workers,
+    });
   });
 
   app.get("/metrics", (c) => {

@@ -1,8 +1,9 @@
 /**
  * Configuration of the edge app: what `createApp` takes, and how it is read from the environment
- * (CONTRACTS.md §5: PORT, GENIE_API_KEYS, GENIE_WORKER_URLS, GENIE_WORKER_SECRET, plus the
+ * (docs/contracts.md §5: PORT, GENIE_API_KEYS, GENIE_WORKER_URLS, GENIE_WORKER_SECRET, plus the
  * GENIE_EDGE_* tuning variables documented in {@link configFromEnv}).
  */
+import { DEFAULT_BODY_TIMEOUT_MS } from "../core/api/body.ts";
 import { type JobsConfig, jobsConfigFromEnv } from "./jobs/config.ts";
 
 export interface RateLimitConfig {
@@ -29,6 +30,8 @@ export interface EdgeConfig {
   maxQueue: number;
   /** Largest accepted request body in bytes (413 above). */
   maxBodyBytes: number;
+  /** How long a request body may take to arrive (ms; 408 after, the body cancelled); 0: no limit. */
+  bodyTimeoutMs: number;
   /**
    * Deadline of a request without deadline_ms, and the cap on deadline_ms (ms). Either is capped at
    * HARD_LIMITS.deadline_ms (1 h) when applied.
@@ -58,6 +61,7 @@ export const DEFAULT_CONFIG: EdgeConfig = {
   concurrencyPerKey: 8,
   maxQueue: 256,
   maxBodyBytes: 8 * 1024 * 1024,
+  bodyTimeoutMs: DEFAULT_BODY_TIMEOUT_MS,
   defaultDeadlineMs: 120_000,
   maxDeadlineMs: 600_000,
   corsOrigins: [],
@@ -100,6 +104,8 @@ function positiveInt(name: string, value: string | undefined, fallback: number, 
  * - GENIE_EDGE_MAX_QUEUE (256) — requests in flight to workers before 429 queue_full
  * - GENIE_EDGE_MAX_BODY_BYTES (8 MiB), GENIE_EDGE_DEADLINE_MS (120000), GENIE_EDGE_MAX_DEADLINE_MS (600000;
  *   deadlines never exceed 1 h whatever these say)
+ * - GENIE_EDGE_BODY_TIMEOUT_MS (30000) — time a request body may take to arrive; after it 408 (the body
+ *   is cancelled; 0: no limit)
  * - GENIE_EDGE_CORS_ORIGINS — allowed origins (comma-separated, or *); unset: no CORS
  * - GENIE_EDGE_HEALTH_MS (2000) — worker health-check interval
  * - GENIE_JOBS, GENIE_KV_PATH, GENIE_RESULTS_DIR, GENIE_JOBS_* — batch jobs (functions/jobs/config.ts)
@@ -116,6 +122,12 @@ export function configFromEnv(get: (name: string) => string | undefined = envGet
     concurrencyPerKey: positiveInt("GENIE_EDGE_CONCURRENCY", get("GENIE_EDGE_CONCURRENCY"), 8),
     maxQueue: positiveInt("GENIE_EDGE_MAX_QUEUE", get("GENIE_EDGE_MAX_QUEUE"), 256),
     maxBodyBytes: positiveInt("GENIE_EDGE_MAX_BODY_BYTES", get("GENIE_EDGE_MAX_BODY_BYTES"), 8 * 1024 * 1024),
+    bodyTimeoutMs: positiveInt(
+      "GENIE_EDGE_BODY_TIMEOUT_MS",
+      get("GENIE_EDGE_BODY_TIMEOUT_MS"),
+      DEFAULT_BODY_TIMEOUT_MS,
+      true,
+    ),
     defaultDeadlineMs: positiveInt("GENIE_EDGE_DEADLINE_MS", get("GENIE_EDGE_DEADLINE_MS"), 120_000),
     maxDeadlineMs: positiveInt("GENIE_EDGE_MAX_DEADLINE_MS", get("GENIE_EDGE_MAX_DEADLINE_MS"), 600_000),
     corsOrigins: splitList(get("GENIE_EDGE_CORS_ORIGINS")),

@@ -1,4 +1,4 @@
-/** Typed API errors and their JSON form `{"error":{"code","message","details"?}}` (CONTRACTS.md §2). */
+/** Typed API errors and their JSON form `{"error":{"code","message","details"?}}` (docs/contracts.md §2). */
 import type { ErrorCode, Issue } from "../core/api/errors.ts";
 
 /** An error that becomes an HTTP response with `status`, `code` and optional `details` and headers. */

@@ -47,7 +47,14 @@ if (import.meta.main && onDenoDeploy()) {
   if (config.workerUrls.length === 0) {
     console.error("warning: GENIE_WORKER_URLS is empty: no worker to forward to");
   }
-  const edge = await serveEdge(config, opts);
+  let edge;
+  try {
+    edge = await serveEdge(config, opts);
+  } catch (e) {
+    // e.g. the port is in use: one line naming it
+    console.error(e instanceof Error ? e.message : e);
+    Deno.exit(1);
+  }
   console.error(authNotice(edge.app));
   console.error(await startJobs(edge.app.jobs));
   console.log(`listening on ${edge.url}`);

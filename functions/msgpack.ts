@@ -1,7 +1,7 @@
 /**
  * msgpack for the API (`application/msgpack`) and the worker protocol. Pure JavaScript
  * (@msgpack/msgpack), so it runs on Deno Deploy; binary fields are plain `bin` (Uint8Array), never
- * library-specific extensions (CONTRACTS.md §3).
+ * library-specific extensions (docs/contracts.md §3).
  */
 import { Decoder, Encoder } from "@msgpack/msgpack";
 

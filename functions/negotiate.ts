@@ -1,5 +1,5 @@
 /** Content negotiation for `Accept`, and request bodies read with a size limit. */
-import { readRequestBody } from "../core/api/body.ts";
+import { DEFAULT_BODY_TIMEOUT_MS, readRequestBody } from "../core/api/body.ts";
 import { ApiError } from "./errors.ts";
 import { isMsgpackType, unpackMsg } from "./msgpack.ts";
 
@@ -51,12 +51,26 @@ export function negotiate(
   return best;
 }
 
-/** Reads a request body, answering 413 past `limit` bytes (by Content-Length or while streaming). */
-export async function readBody(req: Request, limit: number): Promise<Uint8Array> {
-  const read = await readRequestBody(req, limit);
+/**
+ * Reads a request body, answering 413 past `limit` bytes (by Content-Length or while streaming) and
+ * 408 when it has not arrived within `timeoutMs` (GENIE_EDGE_BODY_TIMEOUT_MS; the body is cancelled).
+ */
+export async function readBody(
+  req: Request,
+  limit: number,
+  timeoutMs = DEFAULT_BODY_TIMEOUT_MS,
+): Promise<Uint8Array> {
+  const read = await readRequestBody(req, limit, timeoutMs);
   if (read.ok) return read.bytes;
   if (read.reason === "unreadable") {
     throw new ApiError(400, "bad_request", "the request body could not be read");
+  }
+  if (read.reason === "timeout") {
+    throw new ApiError(
+      408,
+      "request_timeout",
+      `the request body did not arrive within ${read.ms} ms`,
+    );
   }
   throw tooLarge(limit);
 }
@@ -70,7 +84,11 @@ function tooLarge(limit: number): ApiError {
  * missing, text/plain or form-encoded, as simple clients send). 400 when it does not parse, 415 for
  * other declared types.
  */
-export async function parseBody(req: Request, limit: number): Promise<unknown> {
+export async function parseBody(
+  req: Request,
+  limit: number,
+  timeoutMs = DEFAULT_BODY_TIMEOUT_MS,
+): Promise<unknown> {
   const type = (req.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
   const msgpack = isMsgpackType(type);
   if (
@@ -83,7 +101,7 @@ export async function parseBody(req: Request, limit: number): Promise<unknown> {
       `send application/json or application/msgpack, not ${type}`,
     );
   }
-  const bytes = await readBody(req, limit);
+  const bytes = await readBody(req, limit, timeoutMs);
   if (bytes.byteLength === 0) throw new ApiError(400, "bad_request", "the request body is empty");
   if (msgpack) {
     try {

@@ -1,7 +1,10 @@
 /** Serving the edge app on a socket: shared by functions/main.ts and functions/start.ts. */
 import { parseArgs } from "node:util";
+import { ListenError, type ResilientServer, serveResilient } from "../core/api/serve.ts";
 import { createApp, type EdgeApp } from "./app.ts";
 import type { EdgeConfig } from "./config.ts";
+
+export { ListenError };
 
 export interface ServeOptions {
   host: string;
@@ -34,24 +37,35 @@ export interface RunningEdge {
   finished: Promise<void>;
 }
 
-/** Serves a new app for `config` on host:port (port 0 picks a free one). */
+/**
+ * Serves a new app for `config` on host:port (port 0 picks a free one). A port that cannot be bound
+ * throws a {@link ListenError} (after closing the app). Running out of file handles does not stop the
+ * server: it listens again (core/api/serve.ts).
+ */
 export async function serveEdge(config: Partial<EdgeConfig>, opts: ServeOptions): Promise<RunningEdge> {
   const app = createApp(config);
   const listening = Promise.withResolvers<string>();
-  const server = Deno.serve({
-    hostname: opts.host,
-    port: opts.port,
-    onListen: ({ hostname, port }) => {
-      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      listening.resolve(`http://${host}:${port}`);
-    },
-  }, (req, info) => app.fetch(req, info));
+  let server: ResilientServer;
+  try {
+    server = serveResilient({
+      hostname: opts.host,
+      port: opts.port,
+      log: config.log,
+      onListen: ({ hostname, port }) => {
+        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+        listening.resolve(`http://${host}:${port}`);
+      },
+    }, (req, info) => app.fetch(req, info));
+  } catch (e) {
+    await app.close();
+    throw e;
+  }
   const url = await listening.promise;
   app.pool.startBackground();
   let stopping: Promise<void> | undefined;
   const shutdown = (graceMs = 5000) =>
     stopping ??= (async () => {
-      const timer = setTimeout(() => server.shutdown(), graceMs);
+      const timer = setTimeout(() => void server.shutdown(), graceMs);
       await Promise.race([server.shutdown(), server.finished]);
       clearTimeout(timer);
       await app.close();
@@ -59,7 +73,7 @@ export async function serveEdge(config: Partial<EdgeConfig>, opts: ServeOptions)
   return { app, url, shutdown, finished: server.finished };
 }
 
-/** The start-up notice about authentication (CONTRACTS.md §2: an open server says so). */
+/** The start-up notice about authentication (docs/contracts.md §2: an open server says so). */
 export function authNotice(app: EdgeApp): string {
   return app.open
     ? "warning: no API keys configured (GENIE_API_KEYS): the server is open to anyone"

@@ -1,5 +1,5 @@
 /**
- * `deno task start [--host 127.0.0.1] [--port 8000]` (CONTRACTS.md §5): the worker and the edge
+ * `deno task start [--host 127.0.0.1] [--port 8000]` (docs/contracts.md §5): the worker and the edge
  * together in one command.
  *
  * Unless GENIE_WORKER_URLS names external workers, a worker is started as a child process
@@ -8,7 +8,8 @@
  * is served once the worker prints `listening on …`; `listening on http://HOST:PORT` is printed once
  * the edge is up and the worker's models are ready. The worker's output goes to stderr, prefixed.
  * SIGINT/SIGTERM stop the edge, then the worker (SIGTERM, SIGKILL after 10 s). If the worker dies,
- * the edge stops too and the command exits with status 1.
+ * the edge stops too and the command exits with status 1. An edge port that cannot be bound (in use) is
+ * one line naming it, the worker is stopped and the status is 1.
  */
 import { configFromEnv } from "./config.ts";
 import { freePort, textLines } from "./child.ts";
@@ -134,7 +135,15 @@ async function main(): Promise<number> {
   } else {
     log(`external workers: ${config.workerUrls.join(", ")}`);
   }
-  const edge = await serveEdge(config, opts);
+  let edge: Awaited<ReturnType<typeof serveEdge>>;
+  try {
+    edge = await serveEdge(config, opts);
+  } catch (e) {
+    // e.g. the port is in use: one line, and the worker started above is stopped, not left behind
+    log(e instanceof Error ? e.message : String(e));
+    if (worker) await stopWorker(worker);
+    return 1;
+  }
   const done = Promise.withResolvers<number>();
   let stopping = false;
   const stop = async (why: string, code: number) => {

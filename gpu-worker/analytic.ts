@@ -1,5 +1,5 @@
 /**
- * The analytic models the worker serves without trained weights (GENIE.md §7): Gaussian mixtures
+ * The analytic models the worker serves without trained weights (docs/method.md §7): Gaussian mixtures
  * whose ε, JVP and total derivative are known in closed form.
  *
  * - `gmm2d`: a small 2-D mixture with two classes (quick tests, exact ground truth).

@@ -1,5 +1,5 @@
 /**
- * The worker's HTTP application (CONTRACTS.md §3) as a fetch handler, so tests call it without
+ * The worker's HTTP application (docs/contracts.md §3) as a fetch handler, so tests call it without
  * sockets and the entry point (main.ts) only serves it:
  *
  *     const app = await createWorkerApp({ modelsDir: "models" });
@@ -15,6 +15,7 @@
  * (default ±60 s) or a signature already accepted is refused with 401.
  * Errors are msgpack `{v:1, id, error:{code, message, field?}}` with the matching status.
  */
+import { DEFAULT_BODY_TIMEOUT_MS } from "../core/api/body.ts";
 import { costFields } from "../core/cost.ts";
 import { solverNames } from "../core/solvers/registry.ts";
 import type { Provider } from "../onnx/ort.ts";
@@ -52,6 +53,11 @@ export interface WorkerConfig {
   signatureWindowS?: number;
   /** Largest request body in bytes (default 32 MiB). */
   maxBodyBytes?: number;
+  /**
+   * How long a request body may take to arrive, in ms (default GENIE_WORKER_BODY_TIMEOUT_MS, else
+   * 30 000; 0 = no limit): past it the body is cancelled and the answer is 408.
+   */
+  bodyTimeoutMs?: number;
   /** Samples per inference call (default 64; each model's limits.max_batch applies too). */
   maxBatch?: number;
   /** How long a batch with room left may wait for more samples (default 0 ms). */
@@ -143,13 +149,14 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
     ? new SignatureVerifier(secret, { windowS: config.signatureWindowS ?? windowFromEnv() })
     : undefined;
   const maxBody = config.maxBodyBytes ?? 32 * 1024 * 1024;
+  const bodyTimeoutMs = config.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS;
   const retryAfter = String(config.retryAfterS ?? 1);
   const registry = await loadRegistry(modelsDir, { only: config.models, build: config.build, log });
   if (registry.models.size === 0) {
     const why = registry.errors.map((e) => `${e.folder}: ${e.message}`).join("; ");
     throw new Error(`no usable model in ${modelsDir}${why ? ` (${why})` : ""}`);
   }
-  const infos = [...registry.models.values()];
+  let infos = [...registry.models.values()];
   let inference: Inference;
   const providers: Record<string, string> = {};
   const inputs = new Map<string, Partial<Record<GraphKind, string[]>>>();
@@ -184,6 +191,20 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       },
     });
     inference = thread;
+    // A model ONNX Runtime refused, or whose batch-1 warm-up failed, is skipped like a bad folder.
+    for (const [name, message] of thread.failed) {
+      const info = registry.models.get(name);
+      const folder = info ? info.dir.split(/[\\/]/).filter(Boolean).pop() ?? name : name;
+      registry.models.delete(name);
+      registry.errors.push({ folder, message: `${name}: ${message}` });
+      log(`skipping model folder ${folder}: ${name}: ${message}`);
+    }
+    infos = infos.filter((i) => !thread.failed.has(i.manifest.name));
+    if (infos.length === 0) {
+      await thread.close();
+      const why = registry.errors.map((e) => `${e.folder}: ${e.message}`).join("; ");
+      throw new Error(`no usable model in ${modelsDir} (${why})`);
+    }
     for (const [name, report] of thread.models) {
       providers[name] = report.provider;
       inputs.set(name, report.inputs as Partial<Record<GraphKind, string[]>>);
@@ -216,8 +237,8 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
   });
   let closed: Promise<void> | undefined;
 
-  const describe = () =>
-    [...models.values()].map((m) => {
+  const describe = () => [
+    ...[...models.values()].map((m) => {
       const man = m.info.manifest;
       return {
         name: man.name,
@@ -240,8 +261,12 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
         provider: providers[man.name],
         ...(man.analytic ? { analytic: true, head: "exact" } : {}),
         ...(man.description ? { description: man.description } : {}),
+        status: "ok",
       };
-    });
+    }),
+    // folders that could not be loaded: named, with why (clients skip entries whose status is not ok)
+    ...registry.errors.map((e) => ({ name: e.folder, status: "unavailable", error: e.message })),
+  ];
 
   /** Streamed responses → the HTTP status their last frame carries, once the stream has ended. */
   const streamEnds = new WeakMap<Response, Promise<number>>();
@@ -252,7 +277,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       if (!acceptsMsgpackBody(req.headers.get("content-type"))) {
         throw new WorkerError("unsupported_media_type", `the body must be ${MSGPACK}`);
       }
-      const body = await readBody(req, maxBody);
+      const body = await readBody(req, maxBody, bodyTimeoutMs);
       if (verifier) await verifier.verify(req, body);
       const msg = decodeMessage(body);
       id = idOf(msg);

@@ -2,7 +2,9 @@
  * `deno task models [--dir DIR] [--force] [NAME…]`: writes the built-in manifests a models directory
  * lacks and builds the ONNX graphs of its analytic models (deterministically; the worker also does
  * this on first start), and the cached JVP graph of models that ship only eps.onnx (jvp_cache.ts).
- * `--force` rebuilds analytic graphs that are up to date.
+ * `--force` rebuilds analytic graphs that are up to date. Every folder is checked as the worker checks it
+ * at load (the manifest, the files, each graph's inputs and outputs against the manifest: graph_check.ts);
+ * a bad one is reported `NAME: not ok (why)` and the status is 1.
  */
 import { parseArgs } from "node:util";
 import process from "node:process";
@@ -51,7 +53,8 @@ export async function main(argv: string[]): Promise<number> {
     const jvp = info.unavailable?.jvp ? `; jvp unavailable: ${info.unavailable.jvp.reason}` : "";
     log(`${name}: ok (${graphs.join(", ")}${needsBuild(info) ? ", stale" : ""}${jvp})`);
   }
-  for (const e of reg.errors) console.error(`${e.folder}: ${e.message}`);
+  // the same checks as the worker's (manifest, files, each graph against the manifest)
+  for (const e of reg.errors) console.error(`${e.folder}: not ok (${e.message})`);
   return reg.errors.length ? 1 : 0;
 }
 

@@ -1,6 +1,6 @@
 /**
  * The worker's typed errors: each carries the HTTP status and the protocol's error code, and
- * invalid-value errors name the offending field (CONTRACTS.md §3: `{v:1, id, error:{code, message}}`).
+ * invalid-value errors name the offending field (docs/contracts.md §3: `{v:1, id, error:{code, message}}`).
  * Codes are those of core/api/errors.ts where one fits; `unavailable` (503, shutting down) and
  * `non_finite_result` (500: the solve produced NaN or ±∞, and no data is sent) are added.
  */
@@ -10,6 +10,7 @@ export const ERROR_STATUS = {
   unauthorized: 401,
   not_found: 404,
   method_not_allowed: 405,
+  request_timeout: 408,
   payload_too_large: 413,
   unsupported_media_type: 415,
   invalid_request: 422,

@@ -1,6 +1,6 @@
 /**
- * ONNX graphs of an analytic Gaussian mixture (GENIE.md §7) under the linear VP schedule, built with
- * onnx/proto.ts. Inputs and outputs follow CONTRACTS.md §4 (x float32 [B, …shape], t float32 [B],
+ * ONNX graphs of an analytic Gaussian mixture (docs/method.md §7) under the linear VP schedule, built with
+ * onnx/proto.ts. Inputs and outputs follow docs/contracts.md §4 (x float32 [B, …shape], t float32 [B],
  * class int64 [B] when conditional); everything in between is float64, so the outputs equal the
  * float64 reference (core/gmm.ts) to float32 precision.
  *
@@ -22,7 +22,7 @@
  *   dx̄ = (dx + x β(t) dt/2) e^{B/2}; outputs `eps` and `jvp`.
  *
  * Batch invariance: a sample's outputs are bit-identical whatever the batch size and its position in
- * the batch (CONTRACTS.md §2). ONNX Runtime's float64 CPU kernels do not give that by themselves:
+ * the batch (docs/contracts.md §2). ONNX Runtime's float64 CPU kernels do not give that by themselves:
  * - `Softmax` (float64) sums its rows with one matrix–vector product over the whole [B, K] batch,
  *   whose accumulation order for a row depends on B and on the row's position;
  * - `Exp` and `Log` (float64) evaluate full SIMD packets with a vectorised polynomial and the elements

@@ -49,7 +49,12 @@ export interface LoadedModelReport {
 
 export type ThreadReply =
   | { type: "started" }
-  | { type: "loaded"; models: LoadedModelReport[] }
+  | {
+    type: "loaded";
+    models: LoadedModelReport[];
+    /** Models ONNX Runtime refused, or whose batch-1 warm-up call failed, with the first line of why. */
+    failed?: { name: string; message: string }[];
+  }
   | { type: "result"; id: number; outputs: Record<string, WireTensor>; ms: number }
   | { type: "error"; id?: number; message: string }
   | { type: "closed" };
@@ -126,6 +131,8 @@ export class InferenceThread implements Inference {
   #failureListeners: ((err: Error) => void)[] = [];
   /** Per model: provider, input/output names, load and warm-up times. */
   readonly models = new Map<string, LoadedModelReport>();
+  /** Models that failed to load or warm up (left out of {@link models}), with why. */
+  readonly failed = new Map<string, string>();
 
   private constructor(thread: ThreadHandle) {
     this.#thread = thread;
@@ -133,7 +140,10 @@ export class InferenceThread implements Inference {
     thread.onError((err) => this.#fail(err instanceof Error ? err : new Error(String(err))));
   }
 
-  /** Starts the thread and loads every model (sessions, provider fallback, warm-up). */
+  /**
+   * Starts the thread and loads every model (sessions, provider fallback, warm-up). A model that fails
+   * to load or warm up is left out and listed in {@link failed}; when none loads, start() rejects.
+   */
   static async start(
     models: ModelInfo[],
     options: ThreadOptions,
@@ -165,7 +175,14 @@ export class InferenceThread implements Inference {
         ),
       })),
     }, "loaded");
-    if (reply.type === "loaded") { for (const m of reply.models) this.models.set(m.name, m); }
+    if (reply.type === "loaded") {
+      for (const m of reply.models) this.models.set(m.name, m);
+      for (const f of reply.failed ?? []) this.failed.set(f.name, f.message);
+      // some models failing leaves the others to serve; none loading at all is a failed start
+      if (reply.models.length === 0 && this.failed.size > 0) {
+        throw new Error([...this.failed].map(([name, message]) => `${name}: ${message}`).join("; "));
+      }
+    }
   }
 
   /** Waits for the next control reply, which must be of type `expect`. */

@@ -69,45 +69,63 @@ function warmupFeeds(session: InferenceSession, model: ThreadLoadModel): Record<
 
 async function load(msg: Extract<ThreadRequest, { type: "load" }>, port: Port): Promise<void> {
   const loaded: Extract<ThreadReply, { type: "loaded" }>["models"] = [];
+  const failed: Extract<ThreadReply, { type: "loaded" }>["failed"] = [];
   for (const model of msg.models) {
-    const t0 = performance.now();
-    let provider: Provider | undefined;
-    const skipped: Record<string, string> = {};
-    let providers = msg.options.providers;
-    const inputs: Record<string, string[]> = {}, outputs: Record<string, string[]> = {};
-    for (const [graph, path] of Object.entries(model.graphs)) {
-      const created = await createSession(readFileSync(path), {
-        providers,
-        threads: msg.options.intraOpThreads,
-        spinning: msg.options.spinning,
-      });
-      // Once a provider has accepted one graph of the model, use it for the others.
-      provider = created.provider;
-      providers = [provider];
-      Object.assign(skipped, created.skipped);
-      sessions.set(key(model.name, graph), created.session);
-      inputs[graph] = [...created.session.inputNames];
-      outputs[graph] = [...created.session.outputNames];
-    }
-    const loadMs = performance.now() - t0;
-    const t1 = performance.now();
-    if (msg.options.warmup !== false) {
+    try {
+      loaded.push(await loadModel(model, msg.options));
+    } catch (e) {
+      // One model that ONNX Runtime refuses (or whose warm-up call fails) is left out; the others load.
       for (const graph of Object.keys(model.graphs)) {
-        const s = sessions.get(key(model.name, graph))!;
-        await runSession(s, warmupFeeds(s, model));
+        const s = sessions.get(key(model.name, graph));
+        sessions.delete(key(model.name, graph));
+        await s?.release().catch(() => {});
       }
+      failed.push({ name: model.name, message: (e instanceof Error ? e.message : String(e)).split("\n")[0] });
     }
-    loaded.push({
-      name: model.name,
-      provider: provider!,
-      skipped,
-      inputs,
-      outputs,
-      loadMs,
-      warmupMs: performance.now() - t1,
-    });
   }
-  port.post({ type: "loaded", models: loaded });
+  port.post({ type: "loaded", models: loaded, failed });
+}
+
+async function loadModel(
+  model: ThreadLoadModel,
+  options: Extract<ThreadRequest, { type: "load" }>["options"],
+): Promise<Extract<ThreadReply, { type: "loaded" }>["models"][number]> {
+  const t0 = performance.now();
+  let provider: Provider | undefined;
+  const skipped: Record<string, string> = {};
+  let providers = options.providers;
+  const inputs: Record<string, string[]> = {}, outputs: Record<string, string[]> = {};
+  for (const [graph, path] of Object.entries(model.graphs)) {
+    const created = await createSession(readFileSync(path), {
+      providers,
+      threads: options.intraOpThreads,
+      spinning: options.spinning,
+    });
+    // Once a provider has accepted one graph of the model, use it for the others.
+    provider = created.provider;
+    providers = [provider];
+    Object.assign(skipped, created.skipped);
+    sessions.set(key(model.name, graph), created.session);
+    inputs[graph] = [...created.session.inputNames];
+    outputs[graph] = [...created.session.outputNames];
+  }
+  const loadMs = performance.now() - t0;
+  const t1 = performance.now();
+  if (options.warmup !== false) {
+    for (const graph of Object.keys(model.graphs)) {
+      const s = sessions.get(key(model.name, graph))!;
+      await runSession(s, warmupFeeds(s, model));
+    }
+  }
+  return {
+    name: model.name,
+    provider: provider!,
+    skipped,
+    inputs,
+    outputs,
+    loadMs,
+    warmupMs: performance.now() - t1,
+  };
 }
 
 async function run(msg: Extract<ThreadRequest, { type: "run" }>, port: Port): Promise<void> {

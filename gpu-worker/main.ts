@@ -1,5 +1,5 @@
 /**
- * `deno task worker [--host 127.0.0.1] [--port 8700]` (CONTRACTS.md §5): serves the worker app and
+ * `deno task worker [--host 127.0.0.1] [--port 8700]` (docs/contracts.md §5): serves the worker app and
  * prints `listening on http://HOST:PORT` once the models are loaded. SIGINT/SIGTERM drain the requests
  * in flight, then exit.
  *
@@ -7,9 +7,11 @@
  * tuning knobs GENIE_WORKER_MAX_BATCH, GENIE_WORKER_MAX_WAIT_MS, GENIE_WORKER_MAX_QUEUE,
  * GENIE_SIGNATURE_WINDOW_S (seconds a signed request's timestamp may be off, default 60),
  * GENIE_WORKER_THREADS (ORT intra-op threads), GENIE_WORKER_PROVIDERS (e.g. "cpu" or "cuda,cpu"),
+ * GENIE_WORKER_BODY_TIMEOUT_MS (how long a request body may take to arrive, default 30000; 408 after),
  * GENIE_WORKER_SPIN (on/off: whether ORT's threads spin-wait after a call; on, ORT's default, answers
  * the next call sooner, off leaves idle cores to other processes). Flags of the same names
- * (--max-batch, --max-wait-ms, --max-queue, --threads, --providers, --spin, --models-dir, --models a,b)
+ * (--max-batch, --max-wait-ms, --max-queue, --threads, --providers, --spin, --body-timeout-ms,
+ * --models-dir, --models a,b)
  * override them.
  *
  * Under Node.js the same file serves through node:http (see docs/worker.md).
@@ -20,6 +22,7 @@ import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseOnOff } from "../core/api/switch.ts";
 import type { Provider } from "../onnx/ort.ts";
+import { ListenError, serveResilient } from "../core/api/serve.ts";
 import { createWorkerApp, type WorkerConfig } from "./app.ts";
 
 export interface ServeOptions extends WorkerConfig {
@@ -57,6 +60,7 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
       threads: { type: "string" },
       providers: { type: "string" },
       spin: { type: "string" },
+      "body-timeout-ms": { type: "string" },
     },
     strict: true,
   });
@@ -79,22 +83,64 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
     intraOpThreads: num("--threads", values.threads ?? env.GENIE_WORKER_THREADS),
     spinning: parseOnOff("--spin", values.spin ?? env.GENIE_WORKER_SPIN),
     providers: providers as Provider[] | undefined,
+    bodyTimeoutMs: num("--body-timeout-ms", values["body-timeout-ms"] ?? env.GENIE_WORKER_BODY_TIMEOUT_MS),
   };
 }
 
-/** Serves with Deno.serve, or node:http under Node.js. Resolves once listening. */
+/**
+ * Fails fast, before the models load, when the port is taken (the bind after loading still checks).
+ * Port 0 always binds.
+ */
+async function checkPort(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+  if (deno) {
+    try {
+      deno.listen({ hostname: host, port }).close();
+    } catch (e) {
+      throw new ListenError(host, port, e);
+    }
+    return;
+  }
+  const net = await import("node:net");
+  await new Promise<void>((resolve, reject) => {
+    const s = net.createServer();
+    s.once(
+      "error",
+      (e: Error & { code?: string }) =>
+        reject(
+          new ListenError(host, port, e.code === "EADDRINUSE" ? Object.assign(e, { name: "AddrInUse" }) : e),
+        ),
+    );
+    s.listen(port, host, () => s.close(() => resolve()));
+  });
+}
+
+/**
+ * Serves with Deno.serve, or node:http under Node.js. Resolves once listening. A port that cannot be
+ * bound is a {@link ListenError} (one line naming it). Under Deno, running out of file handles does
+ * not end the process: the server listens again (core/api/serve.ts).
+ */
 export async function serve(opts: ServeOptions): Promise<{ url: string; close(): Promise<void> }> {
+  await checkPort(opts.host, opts.port);
   const app = await createWorkerApp(opts);
   const deno = (globalThis as { Deno?: typeof Deno }).Deno;
   if (deno) {
     const ac = new AbortController();
     let url = "";
-    const server = deno.serve({
-      hostname: opts.host,
-      port: opts.port,
-      signal: ac.signal,
-      onListen: ({ hostname, port }) => void (url = `http://${hostname}:${port}`),
-    }, (req) => app.fetch(req));
+    let server;
+    try {
+      server = serveResilient({
+        hostname: opts.host,
+        port: opts.port,
+        signal: ac.signal,
+        log: opts.log,
+        onListen: ({ hostname, port }) => void (url = `http://${hostname}:${port}`),
+      }, (req) => app.fetch(req));
+    } catch (e) {
+      await app.shutdown();
+      throw e;
+    }
     return {
       get url() {
         return url;
@@ -125,7 +171,23 @@ export async function serve(opts: ServeOptions): Promise<{ url: string; close():
     res.writeHead(response.status, Object.fromEntries(response.headers));
     res.end(new Uint8Array(await response.arrayBuffer()));
   });
-  await new Promise<void>((resolve) => server.listen(opts.port, opts.host, resolve));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(opts.port, opts.host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    await app.shutdown();
+    const err = e as Error & { code?: string };
+    throw new ListenError(
+      opts.host,
+      opts.port,
+      err.code === "EADDRINUSE" ? Object.assign(err, { name: "AddrInUse" }) : err,
+    );
+  }
   const addr = server.address() as { port: number };
   return {
     url: `http://${opts.host}:${addr.port}`,
@@ -152,7 +214,15 @@ if (isMain()) {
     console.error(e instanceof Error ? e.message : e);
     process.exit(2);
   }
-  const server = await serve(opts);
+  let server: Awaited<ReturnType<typeof serve>>;
+  try {
+    server = await serve(opts);
+  } catch (e) {
+    // a port in use is one line naming it
+    if (!(e instanceof ListenError)) throw e;
+    console.error(e.message);
+    process.exit(1);
+  }
   console.log(`listening on ${server.url}`);
   let stopping = false;
   const stop = async (signal: string) => {

@@ -1,5 +1,5 @@
 /**
- * Model folders (CONTRACTS.md §4): `models/<name>/model.json` and the ONNX files it names.
+ * Model folders (docs/contracts.md §4): `models/<name>/model.json` and the ONNX files it names.
  *
  *     {name, version, shape:[C,H,W]|[D], prediction:"eps"|"v"|"x0", time:{kind, scale}, schedule:{…},
  *      classes?:{count, null_class?}, graphs:{eps, features?, head?, jvp?}, limits:{max_batch}}

@@ -17,6 +17,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { GMM2D_SPEC, mixtureFromSource, MNIST_DEFAULTS } from "./analytic.ts";
 import { mixtureGraph, type MixtureGraphKind } from "./graphs.ts";
+import { checkModelGraphs } from "./graph_check.ts";
 import { deriveJvpGraph } from "./jvp_cache.ts";
 import { type ModelInfo, type ModelManifest, readManifest } from "./manifest.ts";
 
@@ -139,6 +140,8 @@ export interface RegistryOptions {
   jvp?: boolean;
   /** Only these models (default: every folder). */
   only?: string[];
+  /** Check each graph's inputs and outputs against the manifest (graph_check.ts; default true). */
+  check?: boolean;
   log?: (line: string) => void;
 }
 
@@ -173,7 +176,11 @@ export function withDerivedJvp(info: ModelInfo, log: (line: string) => void = ()
   return info;
 }
 
-/** Scans, builds where needed, and validates every model folder under `dir`. */
+/**
+ * Scans, builds where needed, and validates every model folder under `dir`: the manifest, the files
+ * it names, and each graph's inputs and outputs against the manifest (graph_check.ts). A folder that
+ * fails is left out and listed in `errors` (one log line each); the others load.
+ */
 export async function loadRegistry(dir: string, opts: RegistryOptions = {}): Promise<Registry> {
   const log = opts.log ?? (() => {});
   mkdirSync(dir, { recursive: true });
@@ -196,6 +203,8 @@ export async function loadRegistry(dir: string, opts: RegistryOptions = {}): Pro
         log(`built ${info.manifest.name} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       }
       info = readManifest(path);
+      // the graphs' inputs and outputs against the manifest (names, types, ranks, shape)
+      if (opts.check !== false) checkModelGraphs(info);
       if (opts.jvp !== false && !info.graphPaths.jvp) withDerivedJvp(info, log);
       registry.models.set(info.manifest.name, info);
     } catch (e) {

@@ -1,12 +1,12 @@
 /**
- * The worker's wire format (CONTRACTS.md §3): msgpack bodies (msgpackr), binary tensors as raw
+ * The worker's wire format (docs/contracts.md §3): msgpack bodies (msgpackr), binary tensors as raw
  * little-endian float32 bytes in plain `bin` fields — never msgpackr's typed-array extensions, so any
  * msgpack library can read them — and HMAC-SHA256 request signatures (`x-genie-signature: sha256=<hex>`
  * over method, path, `x-genie-timestamp`, `x-genie-nonce` and body; see core/api/worker.ts), checked
  * against a time window and a memory of the signatures already accepted.
  */
 import { Packr, Unpackr } from "msgpackr";
-import { readRequestBody } from "../core/api/body.ts";
+import { DEFAULT_BODY_TIMEOUT_MS, readRequestBody } from "../core/api/body.ts";
 import { float32ToBytes } from "../core/api/tensor.ts";
 import {
   MSGPACK,
@@ -60,13 +60,21 @@ export function acceptsMsgpackBody(contentType: string | null): boolean {
 
 /**
  * Reads a request body of at most `limit` bytes (core/api/body.ts): 413 past the limit, by
- * Content-Length or while streaming; 400 when the body breaks off while being read.
+ * Content-Length or while streaming; 400 when the body breaks off while being read; 408 when it has not
+ * arrived whole within `timeoutMs` (the body is cancelled).
  */
-export async function readBody(req: Request, limit: number): Promise<Uint8Array> {
-  const read = await readRequestBody(req, limit);
+export async function readBody(
+  req: Request,
+  limit: number,
+  timeoutMs = DEFAULT_BODY_TIMEOUT_MS,
+): Promise<Uint8Array> {
+  const read = await readRequestBody(req, limit, timeoutMs);
   if (read.ok) return read.bytes;
   if (read.reason === "unreadable") {
     throw new WorkerError("bad_request", `the request body could not be read: ${read.message}`);
+  }
+  if (read.reason === "timeout") {
+    throw new WorkerError("request_timeout", `the request body did not arrive within ${read.ms} ms`);
   }
   throw new WorkerError(
     "payload_too_large",

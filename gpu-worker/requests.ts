@@ -1,5 +1,5 @@
 /**
- * From a decoded protocol message to a running solver (CONTRACTS.md §3). Bodies are checked with the
+ * From a decoded protocol message to a running solver (docs/contracts.md §3). Bodies are checked with the
  * shared schemas of core/api/worker.ts, then against the model: every problem is a 422 naming the
  * field (404 for an unknown model).
  *

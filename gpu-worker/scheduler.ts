@@ -1,5 +1,5 @@
 /**
- * Step-level continuous batching (ARCHITECTURE.md): every in-flight request is a running solver
+ * Step-level continuous batching (docs/architecture.md): every in-flight request is a running solver
  * coroutine. The scheduler collects the evaluation requests the coroutines are waiting on, groups them
  * by (model, graph), concatenates their samples — each carries its own t and class — up to the batch
  * limit, runs ONE inference call, splits the outputs back and resumes each coroutine, which then

@@ -84,6 +84,8 @@ export class SupervisedInference implements Inference {
   readonly #log: (line: string) => void;
   readonly #onRestart?: (models: Map<string, LoadedModelReport>) => void;
   readonly #policy: Required<RestartPolicy>;
+  /** Models the first thread could not load or warm up (left out of {@link models}), with why. */
+  readonly failed: Map<string, string>;
 
   private constructor(
     thread: SupervisedThread,
@@ -101,6 +103,7 @@ export class SupervisedInference implements Inference {
       crashWindowMs: opts.crashWindowMs ?? 60_000,
     };
     this.#models = thread.models;
+    this.failed = (thread as { failed?: Map<string, string> }).failed ?? new Map();
     this.#adopt(thread);
   }
 

@@ -1,5 +1,5 @@
 /**
- * The error body of the HTTP API and of the worker protocol (CONTRACTS.md §2, §3), and the conversion
+ * The error body of the HTTP API and of the worker protocol (docs/contracts.md §2, §3), and the conversion
  * of schema issues into `details` entries that name the offending field by its path.
  */
 import { z } from "zod";
@@ -12,6 +12,7 @@ export const ERROR_CODES = [
   "method_not_allowed",
   "not_acceptable",
   "payload_too_large",
+  "request_timeout",
   "unsupported_media_type",
   "invalid_request",
   "rate_limited",

@@ -1,5 +1,5 @@
 /**
- * Batch jobs (CONTRACTS.md §2, `/v1/jobs`): the submission schema the edge validates with, and the
+ * Batch jobs (docs/contracts.md §2, `/v1/jobs`): the submission schema the edge validates with, and the
  * response shapes the OpenAPI document is generated from.
  *
  * A job runs one samples request `count` times: `total = count × (request.n ?? 1)` samples, split into

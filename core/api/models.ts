@@ -1,13 +1,13 @@
 /**
  * What a model offers and the limits requests to it must respect: the items of `GET /v1/models`
- * (CONTRACTS.md §2). Workers describe their models; {@link normalizeModelInfo} reads such a
+ * (docs/contracts.md §2). Workers describe their models; {@link normalizeModelInfo} reads such a
  * description leniently and fills the limits the worker leaves out with {@link DEFAULT_LIMITS}.
  */
 import { z } from "zod";
 import { GRID_KINDS } from "../grid.ts";
 import { DERIVATIVE_SOURCES } from "../solvers/types.ts";
 
-/** The solver names of CONTRACTS.md §1, the fallback when a worker does not list its solvers. */
+/** The solver names of docs/contracts.md §1, the fallback when a worker does not list its solvers. */
 export const CONTRACT_SOLVERS = ["ddim", "genie", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "ipndm"] as const;
 
 export const ModelName = z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._:@/-]*$/, {
@@ -106,10 +106,13 @@ const LenientModel = z.looseObject({
 
 /**
  * A worker's description of one model as a {@link ModelInfo}, or null when it lacks a usable name or
- * shape. `classes` may be a count or `{count, null_class}`; missing limits take the defaults (with
- * `max_n` at least `max_batch`).
+ * shape or its `status` is not "ok" (a folder the worker could not load). `classes` may be a count or
+ * `{count, null_class}`; missing limits take the defaults (with `max_n` at least `max_batch`).
  */
 export function normalizeModelInfo(raw: unknown, defaults: ModelLimits = DEFAULT_LIMITS): ModelInfo | null {
+  // a worker lists the folders it could not load with a status other than "ok": not a model to use
+  const status = raw && typeof raw === "object" ? (raw as { status?: unknown }).status : undefined;
+  if (status !== undefined && status !== "ok") return null;
   const r = LenientModel.safeParse(raw);
   if (!r.success) return null;
   const m = r.data;

@@ -1,5 +1,5 @@
 /**
- * `POST /v1/samples` and `POST /v1/encode` (CONTRACTS.md §2): the request schemas, the per-model
+ * `POST /v1/samples` and `POST /v1/encode` (docs/contracts.md §2): the request schemas, the per-model
  * checks that need the model's description, and the response shapes. The edge validates with these
  * before forwarding; the OpenAPI document is generated from the same schemas.
  */

@@ -1,6 +1,6 @@
 /**
  * Tensors on the wire: `{shape, dtype: "float32", data}` with `data` the little-endian float32 bytes —
- * base64 in JSON, raw bytes in msgpack (CONTRACTS.md §2). Web-standard APIs only.
+ * base64 in JSON, raw bytes in msgpack (docs/contracts.md §2). Web-standard APIs only.
  */
 import { z } from "zod";
 

@@ -1,5 +1,5 @@
 /**
- * The worker protocol (CONTRACTS.md §3): msgpack bodies, binary tensors as raw bytes. These schemas are
+ * The worker protocol (docs/contracts.md §3): msgpack bodies, binary tensors as raw bytes. These schemas are
  * the one definition both the edge (which builds and reads these messages) and the worker (which
  * validates them) use.
  */

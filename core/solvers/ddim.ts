@@ -1,4 +1,4 @@
-/** DDIM: Euler's method on dx̄/dγ = ε (GENIE.md §3, TTM1). One evaluation per step. */
+/** DDIM: Euler's method on dx̄/dγ = ε (docs/method.md §3, TTM1). One evaluation per step. */
 import { evalEps, finish, toBar, validateInput } from "./common.ts";
 import { fixedOrder, noVariant } from "./multistep.ts";
 import type { SolveInput, SolverRun, Tensor } from "./types.ts";

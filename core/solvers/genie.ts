@@ -1,5 +1,5 @@
 /**
- * GENIE: the second-order truncated Taylor method (TTM2) on dx̄/dγ = ε (GENIE.md §3):
+ * GENIE: the second-order truncated Taylor method (TTM2) on dx̄/dγ = ε (docs/method.md §3):
  *
  *     x̄_{n+1} = x̄_n + h_n ε_n + ½ h_n² k_n,   k_n ≈ dε/dγ along the ODE.
  *

@@ -6,7 +6,7 @@ import type { SolveInput } from "./types.ts";
 import { SolverError } from "./types.ts";
 import { exp } from "../math.ts";
 
-/** Below this many steps, multistep solvers lower the order of their final steps (CONTRACTS.md §1). */
+/** Below this many steps, multistep solvers lower the order of their final steps (docs/contracts.md §1). */
 export const LOWER_ORDER_FINAL_BELOW = 15;
 
 /** The `order` option, an integer in [min, max], or `fallback` when it is not given. */

@@ -1,5 +1,5 @@
 /**
- * The solvers by their public names (CONTRACTS.md §1) and exact NFE accounting: how many network
+ * The solvers by their public names (docs/contracts.md §1) and exact NFE accounting: how many network
  * evaluations of ε a solve costs, and which step count gives a requested NFE.
  */
 import { ddim } from "./ddim.ts";

@@ -1,5 +1,5 @@
 /**
- * Solvers are coroutines over model evaluations (ARCHITECTURE.md). A solver never calls a model: it
+ * Solvers are coroutines over model evaluations (docs/architecture.md). A solver never calls a model: it
  * yields {@link EvalRequest}s and receives {@link EvalResult}s. Whoever drives it decides how an
  * evaluation happens (an analytic model, one ONNX call, or a batch merged across requests).
  *
@@ -40,7 +40,7 @@ export interface EvalResult {
 export type SolverRun = Generator<EvalRequest, Float64Array, EvalResult>;
 
 export const DERIVATIVE_SOURCES = ["head", "jvp", "fd", "exact"] as const;
-/** Where GENIE's second-order term k ≈ dε/dγ comes from (GENIE.md §3). */
+/** Where GENIE's second-order term k ≈ dε/dγ comes from (docs/method.md §3). */
 export type DerivativeSource = typeof DERIVATIVE_SOURCES[number];
 
 /** Everything a solver needs to integrate the ODE over a grid. */

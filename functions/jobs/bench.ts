@@ -3,7 +3,7 @@
  *                       [--out docs/jobs.md]`
  *
  * Job throughput ÷ direct sampling throughput on the same worker (target ≥ 0.9), measured side by side
- * in one run (BENCHMARKS.md: ratios, medians, exact settings). A real worker (`deno task worker`) and
+ * in one run (docs/benchmarking.md: ratios, medians, exact settings). A real worker (`deno task worker`) and
  * the edge (`deno task serve`, KV and results in a temporary folder) run as separate processes on
  * loopback; this process is the client. Each round runs, in random order:
  *

@@ -1,5 +1,5 @@
 /**
- * The `/v1/jobs` routes (CONTRACTS.md §2), mounted by functions/app.ts behind its authentication and
+ * The `/v1/jobs` routes (docs/contracts.md §2), mounted by functions/app.ts behind its authentication and
  * rate limit:
  *
  *     POST /v1/jobs                      {request, count, chunk?, schedule?} → 202 {id, …}
@@ -32,6 +32,8 @@ export interface JobsRouteOptions {
   jobs?: JobSystem;
   pool: WorkerPool;
   maxBodyBytes: number;
+  /** How long a body may take to arrive (ms; 408 after). */
+  bodyTimeoutMs?: number;
   /** No API keys: jobs are not tied to a key. */
   open: boolean;
   /** Why jobs are unavailable, for the 503 message. */
@@ -97,7 +99,7 @@ export function jobsRoutes(opts: JobsRouteOptions): Hono<JobsEnv> {
   routes.post("/", async (c) => {
     c.set("route", "/v1/jobs");
     const jobs = system();
-    const raw = await parseBody(c.req.raw, opts.maxBodyBytes);
+    const raw = await parseBody(c.req.raw, opts.maxBodyBytes, opts.bodyTimeoutMs);
     const parsed = JobRequest.safeParse(raw);
     if (!parsed.success) {
       const details = issuesFromZod(parsed.error);

@@ -66,6 +66,18 @@ type Claim =
 
 export type PumpOutcome = "ran" | "busy" | "gone" | "complete" | "wait" | "closed";
 
+/**
+ * The results store could not take a chunk's files (or the job's index): a read-only or missing
+ * folder, a full disk. It fails the whole job at once (retrying into a store that refuses writes only
+ * burns worker time); a recurring job's next run tries the store again.
+ */
+export class StorageError extends Error {
+  constructor(readonly what: string, cause: unknown) {
+    super(`writing the results failed (${what}): ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = "StorageError";
+  }
+}
+
 /** Thrown into a running chunk whose lease was taken over or whose job ended. */
 class Stop extends Error {
   constructor(message: string) {
@@ -112,15 +124,19 @@ function priceOf(res: { calls?: number; cost?: number; cost_estimated?: boolean 
 
 function errorInfo(e: unknown): ErrorInfo {
   if (e instanceof ApiError) return { code: e.code, message: e.message };
+  if (e instanceof StorageError) return { code: "storage_error", message: e.message };
   if (e instanceof DOMException && e.name === "TimeoutError") {
     return { code: "deadline_exceeded", message: "the worker did not answer in time" };
   }
   return { code: "internal", message: e instanceof Error ? e.message : String(e) };
 }
 
-/** Errors that retrying cannot fix: the worker judged the request itself invalid. */
+/**
+ * Errors that fail the whole job at once: the worker judged the request itself invalid, or the results
+ * store refuses writes.
+ */
 function permanent(e: unknown): boolean {
-  return e instanceof ApiError && [400, 404, 413, 422].includes(e.status);
+  return e instanceof StorageError || e instanceof ApiError && [400, 404, 413, 422].includes(e.status);
 }
 
 export class JobSystem {
@@ -167,6 +183,9 @@ export class JobSystem {
   /** Why {@link start} failed, if it did. */
   failure?: string;
 
+  /** Set once {@link start} has finished: the database is open and the driver runs. */
+  ready = false;
+
   get kv(): Deno.Kv {
     if (!this.kvHandle) {
       if (this.failure) {
@@ -185,7 +204,9 @@ export class JobSystem {
 
   /** Opens the database (if not given) and starts the driver and the sweeper. Idempotent. */
   start(): Promise<void> {
-    return this.started ??= this.doStart().catch((e) => {
+    return this.started ??= this.doStart().then(() => {
+      this.ready = !this.closed;
+    }, (e) => {
       this.failure = e instanceof Error ? e.message : String(e);
       throw e;
     });
@@ -237,6 +258,7 @@ export class JobSystem {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.ready = false;
     clearInterval(this.sweepTimer);
     for (const w of this.wake) w();
     for (const set of this.inflight.values()) for (const c of set) c.abort(new Stop("shutting down"));
@@ -329,7 +351,7 @@ export class JobSystem {
     return out;
   }
 
-  /** The job's public status (CONTRACTS.md §2); a recurring job reports its latest run's progress. */
+  /** The job's public status (docs/contracts.md §2); a recurring job reports its latest run's progress. */
   async info(job: JobRecord): Promise<JobInfo> {
     let current: JobRecord | null = job;
     let status = job.status;
@@ -769,10 +791,12 @@ export class JobSystem {
     npy.set(header, 0);
     npy.set(data, header.byteLength);
     const files: { npy: string; png?: string } = { npy: chunkFile(job.id, index, "npy") };
-    const writes = [this.store.put(files.npy, npy)];
+    const put = (key: string, bytes: Uint8Array) =>
+      this.store.put(key, bytes).catch((e) => Promise.reject(new StorageError(key, e)));
+    const writes = [put(files.npy, npy)];
     if (job.png) {
       files.png = chunkFile(job.id, index, "png");
-      writes.push(this.store.put(files.png, gridPng(float32FromBytes(data), [count, ...job.shape])));
+      writes.push(put(files.png, gridPng(float32FromBytes(data), [count, ...job.shape])));
     }
     await Promise.all(writes);
     return files;
@@ -918,7 +942,17 @@ export class JobSystem {
           }`,
         };
       }
-      await this.writeIndex(final);
+      try {
+        await this.writeIndex(final);
+      } catch (e) {
+        // The chunks are accounted for, but the index cannot be written: the job fails, saying why.
+        const error = errorInfo(e);
+        final.status = "failed";
+        final.error = failedChunk
+          ? { ...error, message: `${final.error!.message}; ${error.message}` }
+          : { ...error, message: error.message };
+        this.log(`jobs: ${id}: ${error.code}: ${error.message}`);
+      }
       const r = await this.kv.atomic().check(e).set(K.job(id), final).delete(K.active(id)).commit();
       if (r.ok) return;
     }
@@ -948,7 +982,12 @@ export class JobSystem {
       run: job.run,
       chunks,
     };
-    await this.store.put(`${job.id}/index.json`, new TextEncoder().encode(JSON.stringify(index, null, 1)));
+    const key = `${job.id}/index.json`;
+    try {
+      await this.store.put(key, new TextEncoder().encode(JSON.stringify(index, null, 1)));
+    } catch (e) {
+      throw new StorageError(key, e);
+    }
   }
 
   // ---------------------------------------------------------------- drivers, sweeper, schedules

@@ -1,7 +1,7 @@
 /**
  * The command line on ONNX models (mnist-mix, gmm2d) through gpu-worker's engine: PNG grids and the
  * JSON summary, unknown names, and the same float32 samples as the worker for the same model,
- * settings and seeds (CONTRACTS.md §2: seeds are per-sample, whatever the batch, worker or runtime).
+ * settings and seeds (docs/contracts.md §2: seeds are per-sample, whatever the batch, worker or runtime).
  */
 import { decode as decodePng } from "fast-png";
 import { decodeNpy } from "../../core/npy.ts";

@@ -1,5 +1,5 @@
 /**
- * Encoding (GENIE.md §6): the same update on the increasing grid (reversedGrid of a sampling grid),
+ * Encoding (docs/method.md §6): the same update on the increasing grid (reversedGrid of a sampling grid),
  * from t_min to t_max, then decoding on the sampling grid returns the data. Data are exact samples of
  * an analytic mixture, taken as x at t_min.
  */
@@ -55,7 +55,7 @@ test("encode: one-way encoding error against exact latents is O(N⁻²) for GENI
 });
 
 test("encode: GENIE round trip error falls at least as O(N⁻²)", () => {
-  // GENIE.md §6 promises O(max|h|²). A TTM2 step with h followed by one with −h agrees with the
+  // docs/method.md §6 promises O(max|h|²). A TTM2 step with h followed by one with −h agrees with the
   // identity to O(h⁴) (the h³ error terms of the two steps cancel), so the observed rate is N⁻³.
   for (const kind of ["quadratic", "logsnr"] as const) {
     const errs = NS.map((steps) => roundTrip("genie", steps, kind));

@@ -1,5 +1,5 @@
 /**
- * GENIE (TTM2) and DDIM (TTM1) on analytic mixtures (GENIE.md §3, §4, §8): convergence orders against
+ * GENIE (TTM2) and DDIM (TTM1) on analytic mixtures (docs/method.md §3, §4, §8): convergence orders against
  * a tight reference, one-step local error ratios, k ≡ 0 equals DDIM bit for bit, x- and x̄-space forms
  * of a step, derivative sources, AFS and final denoising.
  */

@@ -1,5 +1,5 @@
 /**
- * The analytic Gaussian-mixture model (GENIE.md §7) against independent truth: closed forms for a
+ * The analytic Gaussian-mixture model (docs/method.md §7) against independent truth: closed forms for a
  * single Gaussian, a naive re-implementation of ε written in x coordinates, and central finite
  * differences of ε for the JVP, ∂γε and the total derivative along the exact ODE.
  */
@@ -45,7 +45,7 @@ function axpy(x: ArrayLike<number>, a: number, y: ArrayLike<number>): Float64Arr
 }
 
 /**
- * ε(x, t) written from scratch in VP x coordinates (GENIE.md §7):
+ * ε(x, t) written from scratch in VP x coordinates (docs/method.md §7):
  *     ε = σ Σ_k r_k (x − α μ_k)/(α² s_k² + σ²),  r_k ∝ w_k N(x; α μ_k, (α² s_k² + σ²) I).
  * Only components whose index passes `use` take part.
  */

@@ -1,5 +1,5 @@
 /**
- * Grids against their defining formulas (GENIE.md §4, §8): exact endpoints, strict monotonicity,
+ * Grids against their defining formulas (docs/method.md §4, §8): exact endpoints, strict monotonicity,
  * quadratic striding, ρ-power in t, uniform in λ, ρ-power in γ, and validation.
  */
 import { assert, assertClose, assertStrictEquals, assertThrows, describe, test } from "../testing.ts";

@@ -1,5 +1,5 @@
 /**
- * Schedules against closed-form truth (GENIE.md §1–2, §8): γ ↔ t round trips, the identities between
+ * Schedules against closed-form truth (docs/method.md §1–2, §8): γ ↔ t round trips, the identities between
  * α, σ, γ and λ, dt/dγ, digits near t_min, and the discrete and cosine schedules' defining formulas.
  */
 import {
@@ -125,7 +125,7 @@ describe("digits near t_min", () => {
   });
 });
 
-describe("vp-linear closed forms (GENIE.md §1–2)", () => {
+describe("vp-linear closed forms (docs/method.md §1–2)", () => {
   const s = vpLinearSchedule();
   const betaMin = 0.1, betaD = 19.9;
 

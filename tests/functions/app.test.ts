@@ -1,6 +1,6 @@
 /**
  * The edge app through `app.request()` in front of an in-process fake worker: every route, every
- * output format and every error status of CONTRACTS.md §2.
+ * output format and every error status of docs/contracts.md §2.
  */
 import { decode as decodePng, encode as encodePng } from "fast-png";
 import { encode as packMsg } from "@msgpack/msgpack";

@@ -1,5 +1,5 @@
 /**
- * A small stand-in for the GPU worker speaking the worker protocol (CONTRACTS.md §3) on 127.0.0.1:
+ * A small stand-in for the GPU worker speaking the worker protocol (docs/contracts.md §3) on 127.0.0.1:
  * GET /healthz, GET /v1/models, POST /v1/batch, POST /v1/encode, with HMAC verification. Sample i of
  * seed s is a deterministic function of (s, i) so tests can check routing, chunking and seeds.
  *

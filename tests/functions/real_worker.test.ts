@@ -69,7 +69,7 @@ Deno.test({
         assert(body.timings.compute_ms > 0);
       });
 
-      // CONTRACTS.md §2: the same seed gives the same sample, bit for bit, whatever the batch.
+      // docs/contracts.md §2: the same seed gives the same sample, bit for bit, whatever the batch.
       await t.step("the same seed gives the same sample whatever the batch (bit-identical)", async () => {
         const many = await (await post({ model: "mnist-mix", n: 3, seed: 20, steps: 6, output: "tensor" }))
           .json();

@@ -1,5 +1,5 @@
 /**
- * Batch invariance (CONTRACTS.md §2): a sample's numbers do not depend on the batch size or on its
+ * Batch invariance (docs/contracts.md §2): a sample's numbers do not depend on the batch size or on its
  * position in the batch — graph by graph (one ORT call with the row alone against the same row inside
  * batches of 2, 3, 7 and 32) and through the worker (`/v1/batch` with 1, 2, 3, 7 and 32 seeds).
  * ORT's float64 Softmax, Exp and Log kernels are not batch-invariant by themselves; gpu-worker/graphs.ts

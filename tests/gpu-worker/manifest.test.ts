@@ -1,4 +1,4 @@
-/** Model folders (CONTRACTS.md §4): manifest validation names the offending field. */
+/** Model folders (docs/contracts.md §4): manifest validation names the offending field. */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";

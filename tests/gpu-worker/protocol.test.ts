@@ -1,5 +1,5 @@
 /**
- * The worker protocol (CONTRACTS.md §3) through the exported fetch handler, spoken with an independent
+ * The worker protocol (docs/contracts.md §3) through the exported fetch handler, spoken with an independent
  * msgpack implementation: results, raw float32 bytes, errors with the right status and field, size
  * limits, signatures — and the worker keeps serving after every bad request.
  */

@@ -1,5 +1,5 @@
 /**
- * A lint rule for core/: no Math.* function whose last bits are left to the runtime (CONTRACTS.md §2:
+ * A lint rule for core/: no Math.* function whose last bits are left to the runtime (docs/contracts.md §2:
  * the same model, settings and seed give the same sample in Deno, Node.js and browsers).
  *
  * ECMAScript fixes the results of only a few Math functions exactly: abs, ceil, floor, round, trunc,

@@ -1,0 +1,120 @@
+/**
+ * A model folder's graphs checked against its manifest before ONNX Runtime opens them: the inputs the
+ * worker feeds (`x` float32 [N, ...shape], `t` float32 [N], `class` int64 [N] where the graph takes
+ * it, and `dx`/`dt` like x/t for a JVP graph) by name, element type, rank and the fixed dimensions, and
+ * the outputs it reads (`eps`; `deriv` from a head graph; `jvp` from a JVP graph). The graph's inputs
+ * are read from the ONNX model itself (onnx/proto.ts), so a folder whose manifest disagrees with its
+ * graph (e.g. `"shape": [2]` over a 1×28×28 U-Net) is reported, naming the graph, the input and the
+ * mismatch, and skipped, instead of failing inside ONNX Runtime.
+ *
+ * Dimensions given as names (the batch `N`) or left unknown match anything; the batch dimension is
+ * not checked beyond that. The `features` graph is not fed by the sampler and is not checked.
+ */
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
+import { DataType, decodeModel, type Dim, dtypeName, valueInfoType } from "../onnx/proto.ts";
+import { JVP_INPUTS } from "./graphs.ts";
+import { type GraphKind, ManifestError, type ModelInfo } from "./manifest.ts";
+
+interface Expected {
+  type: number;
+  /** The dimensions after the batch one (numbers must match where the graph fixes them). */
+  dims: number[];
+}
+
+const fmtShape = (shape: (Dim | undefined)[]) => `[${shape.map((d) => d ?? "?").join(", ")}]`;
+const typeName = (code: number | undefined) =>
+  code === undefined ? "unknown" : dtypeName(code) ?? `type ${code}`;
+
+/** What the worker feeds a graph of `kind`, by input name. */
+function expectedInputs(info: ModelInfo, kind: GraphKind): Map<string, Expected> {
+  const shape = info.manifest.shape;
+  const inputs = new Map<string, Expected>([
+    ["x", { type: DataType.FLOAT, dims: shape }],
+    ["t", { type: DataType.FLOAT, dims: [] }],
+    ["class", { type: DataType.INT64, dims: [] }],
+  ]);
+  if (kind === "jvp") {
+    inputs.set(JVP_INPUTS.x, { type: DataType.FLOAT, dims: shape });
+    inputs.set(JVP_INPUTS.t, { type: DataType.FLOAT, dims: [] });
+  }
+  return inputs;
+}
+
+const REQUIRED_INPUTS: Record<string, string[]> = {
+  eps: ["x", "t"],
+  head: ["x", "t"],
+  jvp: ["x", "t", JVP_INPUTS.x, JVP_INPUTS.t],
+};
+const REQUIRED_OUTPUTS: Record<string, string[]> = {
+  eps: ["eps"],
+  head: ["eps", "deriv"],
+  jvp: ["eps", "jvp"],
+};
+
+/** Checks one graph file; throws a {@link ManifestError} naming `graphs.<kind>` and the mismatch. */
+export function checkGraph(info: ModelInfo, kind: GraphKind, path: string): void {
+  const field = `graphs.${kind}`;
+  const name = info.manifest.name;
+  const fail = (message: string): never => {
+    throw new ManifestError(field, `${basename(path)}: ${message}`, name);
+  };
+  let graph;
+  try {
+    graph = decodeModel(readFileSync(path)).graph;
+  } catch (e) {
+    return fail(`not a readable ONNX model (${e instanceof Error ? e.message.split("\n")[0] : e})`);
+  }
+  if (!graph) return fail("the ONNX model has no graph");
+  const initializers = new Set((graph.initializer ?? []).map((t) => t.name));
+  const inputs = (graph.input ?? []).filter((i) => !initializers.has(i.name ?? ""));
+  const expected = expectedInputs(info, kind);
+  const names = inputs.map((i) => i.name ?? "");
+  for (const need of REQUIRED_INPUTS[kind] ?? []) {
+    if (!names.includes(need)) fail(`the graph has no input "${need}" (its inputs: ${names.join(", ")})`);
+  }
+  for (const input of inputs) {
+    const inName = input.name ?? "";
+    const want = expected.get(inName);
+    if (!want) {
+      fail(
+        `unexpected input "${inName}": the worker feeds only ${[...expected.keys()].join(", ")}`,
+      );
+    }
+    const { elemType, shape } = valueInfoType(input);
+    if (elemType !== undefined && elemType !== want!.type) {
+      fail(`input "${inName}" is ${typeName(elemType)}, the worker feeds ${typeName(want!.type)}`);
+    }
+    if (!shape) continue; // rank unknown: anything goes
+    const wantShape = ["N", ...want!.dims];
+    if (shape.length !== wantShape.length) {
+      fail(
+        `input "${inName}" has rank ${shape.length} ${fmtShape(shape)}, but model.json "shape" ` +
+          `${JSON.stringify(info.manifest.shape)} means rank ${wantShape.length} ${fmtShape(wantShape)}`,
+      );
+    }
+    shape.forEach((d, i) => {
+      if (i === 0 || typeof d !== "number" || d <= 0) return;
+      if (d !== wantShape[i]) {
+        fail(
+          `input "${inName}" has shape ${fmtShape(shape)}, but model.json "shape" ` +
+            `${JSON.stringify(info.manifest.shape)} means ${fmtShape(wantShape)}`,
+        );
+      }
+    });
+  }
+  const outputs = (graph.output ?? []).map((o) => o.name ?? "");
+  for (const need of REQUIRED_OUTPUTS[kind] ?? []) {
+    if (!outputs.includes(need)) {
+      fail(`the graph has no output "${need}" (its outputs: ${outputs.join(", ")})`);
+    }
+  }
+}
+
+/** Checks every graph the sampler feeds (eps, head, jvp) of a model; throws on the first mismatch. */
+export function checkModelGraphs(info: ModelInfo): void {
+  for (const [kind, path] of Object.entries(info.graphPaths) as [GraphKind, string][]) {
+    if (kind === "features" || !path) continue;
+    checkGraph(info, kind, path);
+  }
+}
