@@ -3,6 +3,7 @@
  * is a {@link UsageError} whose one-line message starts with the flag it is about.
  */
 import { GRID_KINDS, type GridKind } from "../core/grid.ts";
+import { MAX_PNG_SCALE } from "../core/image.ts";
 import { DERIVATIVE_SOURCES, type DerivativeSource } from "../core/solvers/types.ts";
 
 /** A bad command line; `flag` names the offending flag (e.g. "--steps"). */
@@ -31,17 +32,25 @@ export interface SolveArgs {
   order?: number;
   variant?: Variant;
   class?: number;
+  /** Classifier-free guidance w (0 = off); `--guidance-scale S` sets w = S − 1. */
   guidance?: number;
+  /** The `--guidance-scale` given (diffusers' s = 1 + w), when it was. */
+  guidanceScale?: number;
   out?: string;
   json: boolean;
+  /** No progress bar on stderr. */
+  quiet: boolean;
 }
 
 export interface SampleArgs extends SolveArgs {
   afs: boolean;
   denoise: boolean;
   n: number;
+  /** Seed of the first sample; −1 (random) is replaced by a drawn seed before the run. */
   seed: number;
   latents?: string;
+  /** Integer upscaling factor of a PNG --out (nearest neighbour; default 1). */
+  scale: number;
 }
 
 export interface EncodeArgs extends SolveArgs {
@@ -82,8 +91,10 @@ const SOLVE_FLAGS: FlagSpec[] = [
   { flag: "--variant", key: "variant", kind: "string", values: VARIANTS },
   { flag: "--class", key: "class", kind: "int", min: 0 },
   { flag: "--guidance", key: "guidance", kind: "number" },
+  { flag: "--guidance-scale", key: "guidanceScale", kind: "number" },
   { flag: "--out", key: "out", kind: "string" },
   { flag: "--json", key: "json", kind: "bool" },
+  { flag: "--quiet", key: "quiet", kind: "bool" },
 ];
 
 const SAMPLE_FLAGS: FlagSpec[] = [
@@ -91,8 +102,9 @@ const SAMPLE_FLAGS: FlagSpec[] = [
   { flag: "--afs", key: "afs", kind: "bool" },
   { flag: "--denoise", key: "denoise", kind: "bool" },
   { flag: "--n", key: "n", kind: "int", min: 1, max: 1_000_000 },
-  { flag: "--seed", key: "seed", kind: "int", min: 0, max: 0xffffffff },
+  { flag: "--seed", key: "seed", kind: "int", min: -1, max: 0xffffffff },
   { flag: "--latents", key: "latents", kind: "string" },
+  { flag: "--scale", key: "scale", kind: "int", min: 1, max: MAX_PNG_SCALE },
 ];
 
 const ENCODE_FLAGS: FlagSpec[] = [
@@ -180,13 +192,32 @@ function checkSolve(a: Record<string, unknown>): void {
   if (a.rho !== undefined && (a.grid === "uniform" || a.grid === "logsnr")) {
     throw new UsageError("--rho", `has no effect on the ${a.grid} grid`);
   }
+  if (a.guidanceScale !== undefined) {
+    if (a.guidance !== undefined) {
+      throw new UsageError(
+        "--guidance-scale",
+        "cannot be combined with --guidance (give one: --guidance-scale S is --guidance S − 1)",
+      );
+    }
+    a.guidance = guidanceFromScale(a.guidanceScale as number);
+  }
   if (a.guidance !== undefined && a.class === undefined) {
-    throw new UsageError("--guidance", "needs --class (guidance steers towards a class)");
+    const flag = a.guidanceScale !== undefined ? "--guidance-scale" : "--guidance";
+    throw new UsageError(flag, "needs --class (guidance steers towards a class)");
   }
   if (a.tMin !== undefined && a.tMax !== undefined && !((a.tMax as number) > (a.tMin as number))) {
     throw new UsageError("--t-max", `must exceed --t-min (${a.tMin}), got ${a.tMax}`);
   }
   a.json = a.json === true;
+  a.quiet = a.quiet === true;
+}
+
+/**
+ * diffusers' guidance scale s as this project's guidance w: s = 1 + w (s = 1 is no guidance), rounded
+ * to 12 significant digits so that e.g. s = 1.1 gives w = 0.1.
+ */
+export function guidanceFromScale(s: number): number {
+  return Number((s - 1).toPrecision(12));
 }
 
 /** Parses the flags of `deno task sample`. */
@@ -206,7 +237,10 @@ export function parseSampleArgs(argv: readonly string[]): SampleArgs | HelpReque
   if (a.latents !== undefined && extension(a.latents as string) !== ".npy") {
     throw new UsageError("--latents", `must be a .npy file, got ${JSON.stringify(a.latents)}`);
   }
-  return { afs: false, denoise: false, n: 1, seed: 0, ...a } as unknown as SampleArgs;
+  if (a.scale !== undefined && (a.out === undefined || extension(a.out as string) !== ".png")) {
+    throw new UsageError("--scale", "only applies to a PNG --out (OUT.png)");
+  }
+  return { afs: false, denoise: false, n: 1, seed: 0, scale: 1, ...a } as unknown as SampleArgs;
 }
 
 /** Parses the flags of `deno task encode`. */
@@ -278,11 +312,16 @@ function solveHelp(solvers: readonly SolverHelp[]): string {
   --order K                   order of solvers that have several (default: the solver's, below)
   --variant V                 UniPC's B(h): bh1|bh2 (default bh1)
   --class C                   class label of a class-conditional model (0-based)
-  --guidance W                classifier-free guidance ε̃ = (1+w) ε_c − w ε_u with scale W
-                              (needs --class; default 0, no guidance)`;
+  --guidance W                classifier-free guidance ε̃ = (1+w) ε_c − w ε_u with weight W
+                              (needs --class; default 0, no guidance)
+  --guidance-scale S          the same as diffusers' guidance_scale: S = 1 + W, so S = 1 is no
+                              guidance and S = 7.5 is W = 6.5 (excludes --guidance)`;
 }
 
-const COMMON_TAIL = `  --json                      print one JSON summary line on stdout
+const COMMON_TAIL =
+  `  --quiet                     no progress bar (it is shown on stderr only when stderr is a
+                              terminal, without --json, once a run takes over a second)
+  --json                      print one JSON summary line on stdout
                               {"solver","steps","nfe","calls","cost","seconds","n","shape",
                               "model",…}: nfe = evaluations of ε, calls = graph calls of every
                               kind (a GENIE jvp step makes 2), cost = their forward-pass
@@ -308,13 +347,17 @@ ${solveHelp(solvers)}
   --n COUNT                   number of samples (default ${DEFAULTS.n})
   --seed S                    seed of the first sample, in 0…2^32−1 (default ${DEFAULTS.seed}); seeds
                               are per-sample: sample i has seed (S + i) mod 2^32, as in the API,
-                              so a seed gives the same sample whatever --n and its position
+                              so a seed gives the same sample whatever --n and its position;
+                              -1 draws a random seed (reported in the summary and the PNG text)
   --latents IN.npy            x at t_max (VP scale), shape [n, …sample shape]; overrides --seed, --n
   --out OUT.npy|OUT.png|OUT.msgpack
                               write the samples [n, …sample shape]: .npy (float32, C order),
                               .png (one grid of all samples; image shapes [C,H,W], C = 1 or 3),
                               .msgpack ({shape, dtype: "float32", data: float32 LE bytes})
-                              (default: write nothing)
+                              (default: write nothing); a PNG carries its settings in a
+                              "parameters" text chunk (A1111 style); missing folders are created
+  --scale K                   upscale a PNG --out K× (integer 1–${MAX_PNG_SCALE}, nearest neighbour;
+                              default 1)
 ${COMMON_TAIL}
 
 Without --steps or --nfe: --nfe ${DEFAULTS.nfe}.

@@ -10,6 +10,7 @@ import { resolveModel } from "./models.ts";
 import { checkOutput, readNpy, writeOutput } from "./output.ts";
 import { encodeOnce, solveOptionsFrom, summary } from "./run.ts";
 import { getSolver, solverNames } from "../core/solvers/registry.ts";
+import { commandProgress } from "./progress.ts";
 
 /** Runs the command on its arguments and returns the exit status. */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -23,15 +24,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     try {
       checkOutput(args.out, model.shape);
       const images = await readNpy(args.images, "--images");
+      const bar = commandProgress(args);
       const result = await encodeOnce(model, {
         ...solveOptionsFrom(args),
         images,
-      });
+        onStep: bar.onStep,
+      }).finally(() => bar.finish());
       await writeOutput(args.out, result.data, result.shape);
       const line = summary(model, result, {
         images: args.images,
         class: args.class,
         guidance: args.guidance,
+        guidance_scale: args.guidanceScale,
         out: args.out,
       });
       if (args.json) console.log(JSON.stringify(line));

@@ -3,7 +3,7 @@ import { pack } from "msgpackr";
 import { isImageShape } from "../core/image.ts";
 import { decodeNpy, encodeNpy, NpyError } from "../core/npy.ts";
 import { UsageError } from "./args.ts";
-import { gridPng } from "./png.ts";
+import { gridPng, type PngOptions } from "./png.ts";
 import type { ShapedData } from "./run.ts";
 
 /** Reads a `.npy` tensor given by `flag`; unreadable or malformed files are UsageErrors naming it. */
@@ -58,21 +58,40 @@ export function checkOutput(path: string, sampleShape: readonly number[]): void 
 
 /**
  * The bytes of an output file, by extension: `.npy`, `.png` (a grid of all samples; only for image
- * shapes [n, C, H, W] with C = 1 or 3) or `.msgpack`. Problems name --out.
+ * shapes [n, C, H, W] with C = 1 or 3; `png` sets its scale and `parameters` text) or `.msgpack`.
+ * Problems name --out.
  */
-export function outputBytes(path: string, data: ArrayLike<number>, shape: readonly number[]): Uint8Array {
+export function outputBytes(
+  path: string,
+  data: ArrayLike<number>,
+  shape: readonly number[],
+  png: PngOptions = {},
+): Uint8Array {
   checkOutput(path, shape.slice(1));
   const ext = extension(path);
   if (ext === ".npy") return encodeNpy(data, shape);
   if (ext === ".msgpack") return tensorMsgpack(data, shape);
-  return gridPng(data, shape);
+  return gridPng(data, shape, png);
 }
 
-/** Writes an output file; the output format is checked before anything is written. */
+/**
+ * Writes an output file, creating its folder when missing (`--out out/x.npy`); the output format is
+ * checked before anything is written.
+ */
 export async function writeOutput(
   path: string,
   data: ArrayLike<number>,
   shape: readonly number[],
+  png: PngOptions = {},
 ): Promise<void> {
-  await Deno.writeFile(path, outputBytes(path, data, shape));
+  const bytes = outputBytes(path, data, shape, png);
+  const dir = parentDir(path);
+  if (dir !== "") await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeFile(path, bytes);
+}
+
+/** The folder part of a path ("" for a bare file name). */
+export function parentDir(path: string): string {
+  const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  return cut <= 0 ? (cut === 0 ? "/" : "") : path.slice(0, cut);
 }

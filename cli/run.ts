@@ -44,6 +44,8 @@ export interface SolveOptions {
   variant?: Variant;
   class?: number;
   guidance?: number;
+  /** Called before each model evaluation with the solver's step (0-based) and step count. */
+  onStep?: (step: number, steps: number) => void;
 }
 
 export interface SampleOptions extends SolveOptions {
@@ -278,7 +280,8 @@ async function solve(
   const evaluate = model.evaluator;
   const start = performance.now();
   // Solvers validate their input on the first resume; option errors there still name a flag.
-  const result = await runSolverAsync(run, async (req) => await evaluate(req)).catch((e) => {
+  const onStep = opts.onStep;
+  const result = await runSolverAsync(run, async (req) => await evaluate(req), { onStep }).catch((e) => {
     throw toUsage(e);
   });
   const seconds = (performance.now() - start) / 1000;

@@ -9,6 +9,9 @@ import { resolveModel } from "./models.ts";
 import { checkOutput, readNpy, writeOutput } from "./output.ts";
 import { sampleOnce, solveOptionsFrom, summary } from "./run.ts";
 import { getSolver, solverNames } from "../core/solvers/registry.ts";
+import { randomSeed } from "../core/api/samples.ts";
+import { pngParameters } from "../core/image.ts";
+import { commandProgress } from "./progress.ts";
 
 /** Runs the command on its arguments and returns the exit status. */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -22,20 +25,44 @@ export async function main(argv: readonly string[]): Promise<number> {
     try {
       if (args.out !== undefined) checkOutput(args.out, model.shape);
       const latents = args.latents === undefined ? undefined : await readNpy(args.latents, "--latents");
+      // --seed -1 draws the seed here; the summary and the PNG text report the one drawn.
+      const seed = args.seed === -1 ? randomSeed() : args.seed;
+      const bar = commandProgress(args);
       const result = await sampleOnce(model, {
         ...solveOptionsFrom(args),
         afs: args.afs,
         denoise: args.denoise,
         n: args.n,
-        seed: args.seed,
+        seed,
         latents,
+        onStep: bar.onStep,
+      }).finally(() => bar.finish());
+      const { plan } = result;
+      const parameters = pngParameters({
+        model: model.name,
+        solver: plan.solver,
+        steps: plan.steps,
+        nfe: result.stats.nfe,
+        seed: latents === undefined ? seed : undefined,
+        n: result.shape[0],
+        class: args.class,
+        guidance: args.guidance,
+        grid: plan.grid,
+        rho: plan.rho,
+        genieDerivative: plan.derivative,
+        afs: plan.afs,
+        denoise: plan.denoise,
+        scale: args.scale,
       });
-      if (args.out !== undefined) await writeOutput(args.out, result.data, result.shape);
+      if (args.out !== undefined) {
+        await writeOutput(args.out, result.data, result.shape, { scale: args.scale, parameters });
+      }
       const line = summary(model, result, {
-        seed: latents === undefined ? args.seed : undefined,
+        seed: latents === undefined ? seed : undefined,
         latents: args.latents,
         class: args.class,
         guidance: args.guidance,
+        guidance_scale: args.guidanceScale,
         out: args.out,
       });
       if (args.json) console.log(JSON.stringify(line));
@@ -44,6 +71,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           `${line.solver}: ${line.steps} steps, ${line.nfe} NFE, ${line.calls} calls, cost ${line.cost}` +
             `${line.cost_estimated ? " (estimated)" : ""}, ${line.seconds} s; ` +
             `${line.n} sample(s) of shape [${model.shape.join(", ")}]` +
+            (latents === undefined ? `, seed ${seed}` : "") +
             (args.out === undefined ? " (no --out: nothing written)" : ` → ${args.out}`),
         );
       }

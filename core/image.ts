@@ -106,3 +106,94 @@ export function tileGrid(images: readonly Uint8Image[], opts: GridOptions = {}):
   });
   return { width, height, channels: c, data: out };
 }
+
+/** The largest PNG upscaling factor the API and the command line accept. */
+export const MAX_PNG_SCALE = 8;
+
+/** The most pixels of an upscaled PNG grid the API writes (4096 × 4096). */
+export const MAX_GRID_PIXELS = 4096 * 4096;
+
+/** Width and height of {@link tileGrid}'s near-square grid of n tiles of w × h (default padding 2). */
+export function gridSize(n: number, w: number, h: number, padding = 2): { width: number; height: number } {
+  const cols = Math.max(1, Math.min(n, Math.ceil(Math.sqrt(n))));
+  const rows = Math.ceil(n / cols);
+  return { width: cols * (w + padding) + padding, height: rows * (h + padding) + padding };
+}
+
+/** Every pixel of `image` as a `factor`×`factor` block (nearest neighbour); factor 1 returns the image. */
+export function upscale(image: Uint8Image, factor: number): Uint8Image {
+  if (!(Number.isInteger(factor) && factor >= 1 && factor <= MAX_PNG_SCALE)) {
+    throw new ImageError(`scale must be an integer in [1, ${MAX_PNG_SCALE}], got ${factor}`);
+  }
+  if (factor === 1) return image;
+  const { width: w, height: h, channels: c } = image;
+  const width = w * factor, height = h * factor;
+  const out = new Uint8Array(width * height * c);
+  const row = new Uint8Array(width * c);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const src = (y * w + x) * c;
+      for (let k = 0; k < factor; k++) {
+        for (let ch = 0; ch < c; ch++) row[((x * factor + k) * c) + ch] = image.data[src + ch];
+      }
+    }
+    for (let k = 0; k < factor; k++) out.set(row, (y * factor + k) * width * c);
+  }
+  return { width, height, channels: c, data: out };
+}
+
+/** What produced an image, for its `parameters` text (see {@link pngParameters}). */
+export interface ImageParameters {
+  model: string;
+  solver: string;
+  steps: number;
+  nfe: number;
+  /** The seed of the (first) sample; absent when the run started from given latents. */
+  seed?: number;
+  /** Samples in the image: a grid of n > 1 samples has seeds seed, seed + 1, … (mod 2³²). */
+  n?: number;
+  class?: number;
+  /** Classifier-free guidance w (0 = off); the text also gives diffusers' scale s = 1 + w. */
+  guidance?: number;
+  grid?: string;
+  rho?: number;
+  genieDerivative?: string;
+  afs?: boolean;
+  denoise?: boolean;
+  /** The PNG upscaling factor, when not 1. */
+  scale?: number;
+}
+
+/** Characters a PNG tEXt chunk can hold (Latin-1, no NUL); others become "?". */
+function latin1(text: string): string {
+  let out = "";
+  for (const ch of text) {
+    const code = ch.codePointAt(0)!;
+    out += code >= 1 && code <= 0xff ? ch : "?";
+  }
+  return out;
+}
+
+/**
+ * One line of `Key: value` pairs in the style of AUTOMATIC1111's `parameters` PNG text, e.g.
+ * `Steps: 5, Sampler: genie, NFE: 10, Seed: 7, Batch size: 16, Model: mnist-mix, Class: 3,
+ * Guidance: 1, CFG scale: 2, Grid: quadratic`. Seeds of a batch are Seed, Seed + 1, … as in A1111.
+ */
+export function pngParameters(p: ImageParameters): string {
+  const parts: [string, string | number][] = [["Steps", p.steps], ["Sampler", p.solver], ["NFE", p.nfe]];
+  if (p.seed !== undefined) parts.push(["Seed", p.seed]);
+  else parts.push(["Latents", "given"]);
+  if (p.n !== undefined && p.n > 1) parts.push(["Batch size", p.n]);
+  parts.push(["Model", p.model]);
+  if (p.class !== undefined) parts.push(["Class", p.class]);
+  if (p.guidance !== undefined && p.guidance !== 0) {
+    parts.push(["Guidance", p.guidance], ["CFG scale", Number((1 + p.guidance).toPrecision(12))]);
+  }
+  if (p.grid !== undefined) parts.push(["Grid", p.grid]);
+  if (p.rho !== undefined) parts.push(["Rho", p.rho]);
+  if (p.genieDerivative !== undefined) parts.push(["GENIE derivative", p.genieDerivative]);
+  if (p.afs) parts.push(["AFS", "on"]);
+  if (p.denoise) parts.push(["Denoise", "on"]);
+  if (p.scale !== undefined && p.scale !== 1) parts.push(["Upscale", p.scale]);
+  return latin1(parts.map(([k, v]) => `${k}: ${String(v).replace(/[,\n]/g, " ")}`).join(", "));
+}

@@ -66,14 +66,26 @@ export function predictionCoefficients(
   }
 }
 
-/** Checks a prediction kind given as a string (e.g. from a model manifest). */
+/** diffusers' names of the prediction kinds (its schedulers' `prediction_type`). */
+export const PREDICTION_ALIASES: Readonly<Record<string, PredictionKind>> = {
+  epsilon: "eps",
+  sample: "x0",
+  v_prediction: "v",
+};
+
+/**
+ * Checks a prediction kind given as a string (e.g. from a model manifest); diffusers' names
+ * ({@link PREDICTION_ALIASES}) are accepted and mapped to ours.
+ */
 export function parsePredictionKind(kind: unknown): PredictionKind {
   if (typeof kind === "string" && (PREDICTION_KINDS as readonly string[]).includes(kind)) {
     return kind as PredictionKind;
   }
+  if (typeof kind === "string" && Object.hasOwn(PREDICTION_ALIASES, kind)) return PREDICTION_ALIASES[kind];
   throw new PredictionError(
     "prediction",
-    `unknown prediction kind ${JSON.stringify(kind)} (expected ${PREDICTION_KINDS.join(", ")})`,
+    `unknown prediction kind ${JSON.stringify(kind)} (expected ${PREDICTION_KINDS.join(", ")}, or ` +
+      `diffusers' ${Object.keys(PREDICTION_ALIASES).join(", ")})`,
   );
 }
 

@@ -42,7 +42,25 @@ export type ScheduleSpec =
     beta_start?: number;
     beta_end?: number;
     steps?: number;
-  };
+  }
+  | DiscreteScheduleSpec;
+
+/** The beta schedules of a discrete model, in diffusers' vocabulary (`beta_schedule`). */
+export const BETA_SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2"] as const;
+export type BetaSchedule = typeof BETA_SCHEDULES[number];
+
+/**
+ * A discrete-time model's schedule in diffusers' vocabulary: `beta_schedule` with `beta_start`,
+ * `beta_end` and `num_train_timesteps` (defaults linear, 0.0001, 0.02, 1000), or `trained_betas`.
+ */
+export interface DiscreteScheduleSpec {
+  type: "discrete";
+  beta_schedule?: BetaSchedule;
+  beta_start?: number;
+  beta_end?: number;
+  num_train_timesteps?: number;
+  trained_betas?: number[];
+}
 
 /** An invalid schedule description; `field` names the offending field. */
 export class ScheduleError extends Error {
@@ -160,25 +178,36 @@ export function ddpmDiscreteSchedule(
     const b1 = positive("beta_end", opts.beta_end, 0.02);
     betas = Array.from({ length: n }, (_, i) => b0 + (b1 - b0) * i / (n - 1));
   }
+  checkBetas("betas", betas);
+  return piecewiseSchedule(betas, "ddpm-discrete", { type: "ddpm-discrete", betas: [...betas] }, 1e-3);
+}
+
+function checkBetas(field: string, betas: unknown): asserts betas is number[] {
   if (!Array.isArray(betas) || betas.length < 2) {
-    throw new ScheduleError("betas", "must be an array of at least 2 numbers");
+    throw new ScheduleError(field, "must be an array of at least 2 numbers");
   }
+  betas.forEach((b, i) => {
+    if (typeof b !== "number" || !(b > 0 && b < 1)) {
+      throw new ScheduleError(`${field}[${i}]`, "must be a number in (0, 1)");
+    }
+  });
+}
+
+/**
+ * The continuous schedule of betas β_0 … β_{N−1}: the knot t = (n+1)/N carries B = −log ᾱ_n
+ * (ᾱ_n = Π_{i≤n} (1 − β_i)), the knot t = 0 carries B = 0 (ᾱ = 1), and B is linear in t between
+ * knots, so log α is piecewise linear in t and dB/dt is constant on each piece.
+ */
+function piecewiseSchedule(betas: number[], name: string, spec: ScheduleSpec, tMin: number): Schedule {
   const n = betas.length;
   const knotsB = new Float64Array(n + 1);
-  for (let i = 0; i < n; i++) {
-    const b = betas[i];
-    if (typeof b !== "number" || !(b > 0 && b < 1)) {
-      throw new ScheduleError(`betas[${i}]`, "must be a number in (0, 1)");
-    }
-    knotsB[i + 1] = knotsB[i] - log1p(-b);
-  }
+  for (let i = 0; i < n; i++) knotsB[i + 1] = knotsB[i] - log1p(-betas[i]);
   const segment = (t: number) => Math.min(n - 1, Math.max(0, Math.floor(t * n)));
   const slope = (i: number) => (knotsB[i + 1] - knotsB[i]) * n;
-  const spec: ScheduleSpec = { type: "ddpm-discrete", betas: [...betas] };
   return fromB({
-    name: "ddpm-discrete",
+    name,
     spec,
-    tMin: 1e-3,
+    tMin,
     tMax: 1,
     B: (t) => {
       const i = segment(t);
@@ -196,6 +225,93 @@ export function ddpmDiscreteSchedule(
       return lo / n + (b - knotsB[lo]) / slope(lo);
     },
   });
+}
+
+/** The betas of a diffusers beta schedule (computed in float64). */
+export function discreteBetas(
+  schedule: BetaSchedule,
+  n: number,
+  betaStart = 1e-4,
+  betaEnd = 0.02,
+): number[] {
+  const lin = (a: number, b: number) => Array.from({ length: n }, (_, i) => a + (b - a) * i / (n - 1));
+  switch (schedule) {
+    case "linear":
+      return lin(betaStart, betaEnd);
+    case "scaled_linear":
+      return lin(Math.sqrt(betaStart), Math.sqrt(betaEnd)).map((r) => r * r);
+    case "squaredcos_cap_v2": {
+      // 1 − ᾱ(t₂)/ᾱ(t₁) with ᾱ(t) = cos²((t + 0.008)/1.008 · π/2), capped at 0.999 (improved DDPM).
+      const abar = (t: number) => cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
+      return Array.from({ length: n }, (_, i) => Math.min(1 - abar((i + 1) / n) / abar(i / n), 0.999));
+    }
+    default:
+      throw new ScheduleError(
+        "beta_schedule",
+        `unsupported beta schedule ${JSON.stringify(schedule)} (one of ${BETA_SCHEDULES.join(", ")})`,
+      );
+  }
+}
+
+/**
+ * A discrete-time (DDPM-family) model's schedule in diffusers' vocabulary, made continuous as
+ * DPM-Solver does: t ∈ [1/N, 1] stands for the timestep index n = N·t − 1, log α is interpolated
+ * linearly between indices (so it is piecewise linear in t), and sampling ends at t_min = 1/N (index 0).
+ * Below 1/N, B falls linearly to B(0) = 0 (index −1, ᾱ = 1). The model itself is fed the timestep
+ * N·t − 1 (see the manifest's `time`).
+ */
+export function discreteSchedule(opts: Omit<DiscreteScheduleSpec, "type"> = {}): Schedule {
+  let betas: number[];
+  let spec: DiscreteScheduleSpec;
+  if (opts.trained_betas !== undefined) {
+    for (const key of ["beta_schedule", "beta_start", "beta_end"] as const) {
+      if (opts[key] !== undefined) throw new ScheduleError(key, "cannot be given with trained_betas");
+    }
+    checkBetas("trained_betas", opts.trained_betas);
+    betas = [...opts.trained_betas];
+    if (opts.num_train_timesteps !== undefined && opts.num_train_timesteps !== betas.length) {
+      throw new ScheduleError(
+        "num_train_timesteps",
+        `is ${opts.num_train_timesteps} but trained_betas has ${betas.length} values`,
+      );
+    }
+    spec = { type: "discrete", trained_betas: betas };
+  } else {
+    const n = opts.num_train_timesteps ?? 1000;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 2) {
+      throw new ScheduleError("num_train_timesteps", `must be an integer ≥ 2, got ${JSON.stringify(n)}`);
+    }
+    const kind = opts.beta_schedule ?? "linear";
+    if (!(BETA_SCHEDULES as readonly string[]).includes(kind)) {
+      throw new ScheduleError(
+        "beta_schedule",
+        `unsupported beta schedule ${JSON.stringify(kind)} (one of ${BETA_SCHEDULES.join(", ")})`,
+      );
+    }
+    spec = { type: "discrete", beta_schedule: kind, num_train_timesteps: n };
+    if (kind === "squaredcos_cap_v2") {
+      for (const key of ["beta_start", "beta_end"] as const) {
+        if (opts[key] !== undefined) positive(key, opts[key], 0); // checked, though the cosine ignores it
+      }
+      betas = discreteBetas(kind, n);
+    } else {
+      const b0 = positive("beta_start", opts.beta_start, 1e-4);
+      const b1 = positive("beta_end", opts.beta_end, 0.02);
+      if (b1 < b0) throw new ScheduleError("beta_end", "must be at least beta_start");
+      if (b1 >= 1) throw new ScheduleError("beta_end", "must be below 1");
+      betas = discreteBetas(kind, n, b0, b1);
+      spec.beta_start = b0;
+      spec.beta_end = b1;
+    }
+  }
+  return piecewiseSchedule(betas, "discrete", spec, 1 / betas.length);
+}
+
+/** N, the number of training timesteps, of a discrete schedule (undefined for other schedules). */
+export function discreteTimesteps(schedule: Schedule): number | undefined {
+  const spec = schedule.spec;
+  if (spec.type !== "discrete") return undefined;
+  return spec.trained_betas?.length ?? spec.num_train_timesteps ?? 1000;
 }
 
 /** Builds a schedule from its JSON description, naming the offending field on error. */
@@ -219,10 +335,28 @@ export function scheduleFromSpec(spec: unknown): Schedule {
         );
       case "ddpm-discrete":
         return ddpmDiscreteSchedule(s as Parameters<typeof ddpmDiscreteSchedule>[0]);
+      case "discrete": {
+        const keys = [
+          "type",
+          "beta_schedule",
+          "beta_start",
+          "beta_end",
+          "num_train_timesteps",
+          "trained_betas",
+        ];
+        for (const key of Object.keys(s)) {
+          if (!keys.includes(key)) {
+            throw new ScheduleError(`schedule.${key}`, `unknown field (one of ${keys.join(", ")})`);
+          }
+        }
+        return discreteSchedule(s as Omit<DiscreteScheduleSpec, "type">);
+      }
       default:
         throw new ScheduleError(
           "schedule.type",
-          `unknown schedule ${JSON.stringify(s.type)} (expected vp-linear, vp-cosine or ddpm-discrete)`,
+          `unknown schedule ${
+            JSON.stringify(s.type)
+          } (expected vp-linear, vp-cosine, ddpm-discrete or discrete)`,
         );
     }
   } catch (e) {

@@ -12,11 +12,14 @@ import {
   checkEncodeForModel,
   checkSamplesForModel,
   EncodeRequest,
+  firstSeedOf,
+  guidanceOf,
   HARD_LIMITS,
   isImageModel,
-  randomSeed,
+  requestedCount,
   SamplesRequest,
 } from "../core/api/samples.ts";
+import { gridSize, type ImageParameters, MAX_GRID_PIXELS, pngParameters } from "../core/image.ts";
 import { base64ToBytes, bytesToBase64, float32FromBytes } from "../core/api/tensor.ts";
 import { bearerToken, KeyStore } from "./auth.ts";
 import { configFromEnv, type EdgeConfig, makeConfig } from "./config.ts";
@@ -331,10 +334,20 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
           `${model.name} does not produce images; accept JSON or msgpack`,
         );
       }
+      if (format === "png" && req.scale !== undefined && req.scale > 1) {
+        const [, h, w] = model.shape;
+        const g = gridSize(requestedCount(req), w, h);
+        if (g.width * g.height * req.scale ** 2 > MAX_GRID_PIXELS) {
+          const message =
+            `a ${g.width}×${g.height} grid upscaled ${req.scale}× exceeds ${MAX_GRID_PIXELS} pixels`;
+          throw invalid(`scale: ${message}`, [{ path: ["scale"], message, code: "too_big" }]);
+        }
+      }
       const lat = latentBytes(req);
       if (lat.issues.length > 0) throw invalid(summarizeIssues(lat.issues), lat.issues);
       const output = req.output ?? (isImageModel(model) ? "png" : "tensor");
-      const firstSeed = req.seed ?? randomSeed();
+      // seed absent or −1: a random seed; the response echoes every sample's seed.
+      const firstSeed = firstSeedOf(req.seed);
       const deadlineMs = deadlineOf(req.deadline_ms);
       const run = (onProgress?: (p: Progress) => void, signal = c.req.raw.signal) =>
         withDeadline(
@@ -350,7 +363,7 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
           try {
             const outcome = await run((p) => emit("progress", p), signal);
             count(outcome);
-            emit("completed", samplesBody(outcome, output, false));
+            emit("completed", samplesBody(outcome, output, false, pngInfo(req)));
           } finally {
             release();
           }
@@ -358,7 +371,7 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
       }
       const outcome = await run();
       count(outcome);
-      return render(c, format, outcome, output);
+      return render(c, format, outcome, output, pngInfo(req));
     } finally {
       if (!handedOff) release();
     }
@@ -537,8 +550,50 @@ function priceOf(o: RunOutcome): Record<string, unknown> {
   return out;
 }
 
+/** What a samples request adds to its PNGs: the upscaling and the settings for their `parameters` text. */
+interface PngInfo {
+  scale: number;
+  settings: Pick<ImageParameters, "class" | "guidance" | "genieDerivative" | "afs" | "denoise">;
+  latents: boolean;
+}
+
+function pngInfo(req: SamplesRequest): PngInfo {
+  return {
+    scale: req.scale ?? 1,
+    settings: {
+      class: req.class,
+      guidance: guidanceOf(req),
+      genieDerivative: req.genie_derivative,
+      afs: req.afs,
+      denoise: req.denoise,
+    },
+    latents: req.latents !== undefined,
+  };
+}
+
+/** The `parameters` PNG text of samples [from, from + count) of an outcome. */
+function parametersText(o: RunOutcome, info: PngInfo, from: number, count: number): string {
+  return pngParameters({
+    model: o.model.name,
+    solver: o.solver,
+    steps: o.steps,
+    nfe: o.nfe,
+    seed: info.latents ? undefined : o.seeds[from],
+    n: count,
+    grid: o.grid,
+    rho: o.rho,
+    scale: info.scale,
+    ...info.settings,
+  });
+}
+
 /** The samples result object; binary fields raw (msgpack) or base64 (JSON). */
-function samplesBody(o: RunOutcome, output: "png" | "tensor", binary: boolean): Record<string, unknown> {
+function samplesBody(
+  o: RunOutcome,
+  output: "png" | "tensor",
+  binary: boolean,
+  info: PngInfo,
+): Record<string, unknown> {
   const body: Record<string, unknown> = {
     id: o.id,
     model: o.model.name,
@@ -551,7 +606,10 @@ function samplesBody(o: RunOutcome, output: "png" | "tensor", binary: boolean): 
   };
   if (output === "tensor") body.tensor = tensorOut(o, binary);
   else {
-    const pngs = samplesToPng(float32FromBytes(o.data), o.shape);
+    const pngs = samplesToPng(float32FromBytes(o.data), o.shape, {
+      scale: info.scale,
+      parameters: (i) => parametersText(o, info, i, 1),
+    });
     body.images = pngs.map((png, i) => ({ seed: o.seeds[i], png: binary ? png : bytesToBase64(png) }));
   }
   body.timings = o.timings;
@@ -562,9 +620,18 @@ function msgpackResponse(body: unknown): Response {
   return new Response(packMsg(body) as BodyInit, { headers: { "content-type": "application/msgpack" } });
 }
 
-function render(c: Context<Env>, format: OutputFormat, o: RunOutcome, output: "png" | "tensor"): Response {
+function render(
+  c: Context<Env>,
+  format: OutputFormat,
+  o: RunOutcome,
+  output: "png" | "tensor",
+  info: PngInfo,
+): Response {
   if (format === "png") {
-    const png = gridPng(float32FromBytes(o.data), o.shape);
+    const png = gridPng(float32FromBytes(o.data), o.shape, {
+      scale: info.scale,
+      parameters: parametersText(o, info, 0, o.seeds.length),
+    });
     return new Response(png as BodyInit, {
       headers: {
         "content-type": "image/png",
@@ -577,8 +644,8 @@ function render(c: Context<Env>, format: OutputFormat, o: RunOutcome, output: "p
       },
     });
   }
-  if (format === "msgpack") return msgpackResponse(samplesBody(o, output, true));
-  return c.json(samplesBody(o, output, false));
+  if (format === "msgpack") return msgpackResponse(samplesBody(o, output, true, info));
+  return c.json(samplesBody(o, output, false, info));
 }
 
 /**

@@ -443,7 +443,10 @@ function workerFailure(status: number, decoded: unknown, index: number): ApiErro
   if (status === 504) return new ApiError(504, "deadline_exceeded", message);
   if (status === 400 || status === 404 || status === 422) {
     const path = field !== undefined ? field.split(".").filter(Boolean) : fieldOf(message);
-    return new ApiError(422, "invalid_request", message, [{ path, message, code }]);
+    // The detail names its field by `path`; its message does not repeat it ("nfe: nfe: …").
+    const prefix = `${path.join(".")}: `;
+    const detail = path.length > 0 && message.startsWith(prefix) ? message.slice(prefix.length) : message;
+    return new ApiError(422, "invalid_request", message, [{ path, message: detail, code }]);
   }
   if (status === 401 || status === 403) {
     return new ApiError(

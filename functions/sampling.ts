@@ -18,6 +18,7 @@ import {
   DEFAULT_NFE,
   DEFAULT_SOLVER,
   type EncodeRequest,
+  guidanceOf,
   requestedCount,
   type SamplesRequest,
   seedsFrom,
@@ -262,7 +263,7 @@ export async function runSamples(
     afs: req.afs,
     denoise: req.denoise,
     class: req.class,
-    guidance: req.guidance,
+    guidance: guidanceOf(req),
     genie_derivative: req.genie_derivative,
   };
   const chunks = chunkRanges(n, model.limits.max_batch).map(({ start, count }, i) => ({

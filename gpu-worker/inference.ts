@@ -16,6 +16,12 @@ export interface ThreadLoadModel {
   name: string;
   shape: number[];
   timeScale: number;
+  /** The manifest's time offset (the model sees t × timeScale + timeOffset). */
+  timeOffset?: number;
+  /** The eps and JVP graphs' input names by role, where not the standard x, t, class. */
+  names?: { x: string; t: string; class: string };
+  /** The eps and JVP graphs' time input type (default float32). */
+  timestep?: "float32" | "int64";
   graphs: Partial<Record<GraphKind, string>>;
 }
 
@@ -170,6 +176,9 @@ export class InferenceThread implements Inference {
         name: m.manifest.name,
         shape: m.manifest.shape,
         timeScale: m.manifest.time.scale,
+        timeOffset: m.manifest.time.offset ?? 0,
+        names: { x: m.names.x, t: m.names.t, class: m.names.class },
+        timestep: m.timestep,
         graphs: Object.fromEntries(
           Object.entries(m.graphPaths).filter(([kind]) => kind !== "features"),
         ),

@@ -54,14 +54,29 @@ function toInit(t: WireTensor): TensorInit {
   return { type: "float32", data: new Float32Array(t.data), dims: t.dims };
 }
 
-/** A batch-1 input for a warm-up call, by input name. */
-function warmupFeeds(session: InferenceSession, model: ThreadLoadModel): Record<string, TensorInit> {
+/** A batch-1 input for a warm-up call, by input name (the eps and JVP graphs under the model's names). */
+function warmupFeeds(
+  session: InferenceSession,
+  model: ThreadLoadModel,
+  graph: string,
+): Record<string, TensorInit> {
   const feeds: Record<string, TensorInit> = {};
   const dim = model.shape.reduce((a, b) => a * b, 1);
+  const mapped = (graph === "eps" || graph === "jvp") && model.names;
+  const names = mapped ? model.names! : { x: "x", t: "t", class: "class" };
+  const time = 0.5 * model.timeScale + (model.timeOffset ?? 0);
   for (const name of session.inputNames) {
-    if (name === "class") feeds[name] = { type: "int64", data: new BigInt64Array([0n]), dims: [1] };
-    else if (name === "t" || name === "dt") {
-      feeds[name] = { type: "float32", data: new Float32Array([0.5 * model.timeScale]), dims: [1] };
+    if (name === names.class) feeds[name] = { type: "int64", data: new BigInt64Array([0n]), dims: [1] };
+    else if (name === names.t && mapped && model.timestep === "int64") {
+      feeds[name] = {
+        type: "int64",
+        data: BigInt64Array.of(BigInt(Math.max(0, Math.round(time)))),
+        dims: [1],
+      };
+    } else if (name === names.t) {
+      feeds[name] = { type: "float32", data: new Float32Array([time]), dims: [1] };
+    } else if (name === "dt") {
+      feeds[name] = { type: "float32", data: new Float32Array([model.timeScale]), dims: [1] };
     } else feeds[name] = { type: "float32", data: new Float32Array(dim), dims: [1, ...model.shape] };
   }
   return feeds;
@@ -114,7 +129,7 @@ async function loadModel(
   if (options.warmup !== false) {
     for (const graph of Object.keys(model.graphs)) {
       const s = sessions.get(key(model.name, graph))!;
-      await runSession(s, warmupFeeds(s, model));
+      await runSession(s, warmupFeeds(s, model, graph));
     }
   }
   return {

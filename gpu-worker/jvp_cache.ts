@@ -12,6 +12,11 @@
  * serves the other derivative sources. When the model folder is read-only, the cache goes to the system's
  * temporary directory instead.
  *
+ * The graph is differentiated under the model's names (the manifest's `inputs`/`outputs`, e.g. `sample`,
+ * `timestep`, `out_sample`): its primal inputs and output keep those names, the tangents are `dx`, `dt` and
+ * `jvp` whatever they are; the names are part of the stamp. A model whose time input is int64 (an integer
+ * timestep) is piecewise constant in t and gets no JVP graph: `jvp` is unavailable with that reason.
+ *
  * GENIE assembles the total derivative along the ODE from this JVP in core/ (the solver's tangent path):
  * the worker only evaluates (∂ε/∂x)·dx + (∂ε/∂t)·dt along the tangent the solver asks for.
  */
@@ -31,7 +36,7 @@ import process from "node:process";
 import { JvpError, jvpModel, SUPPORTED_OPERATORS } from "../onnx/jvp.ts";
 import { decodeModel, encodeModel } from "../onnx/proto.ts";
 import { JVP_INPUTS } from "./graphs.ts";
-import type { ModelInfo } from "./manifest.ts";
+import { type GraphNames, type ModelInfo, STANDARD_NAMES } from "./manifest.ts";
 
 /**
  * Identifies the transform a cached graph was made with: a version, bumped whenever onnx/jvp.ts or the
@@ -93,25 +98,31 @@ function writeAtomic(path: string, data: Uint8Array | string): void {
 }
 
 /** A valid cache entry in `dir` for this eps graph, if there is one. */
-function lookup(dir: string, hash: string): { path: string; stamp: Stamp } | undefined {
+function lookup(dir: string, hash: string, transform: string): { path: string; stamp: Stamp } | undefined {
   const stamp = readStamp(join(dir, "jvp.json"));
-  if (!stamp || stamp.transform !== JVP_TRANSFORM || stamp.eps_sha256 !== hash) return undefined;
+  if (!stamp || stamp.transform !== transform || stamp.eps_sha256 !== hash) return undefined;
   if (stamp.unavailable) return { path: "", stamp };
   const path = join(dir, "jvp.onnx");
   if (!existsSync(path) || statSync(path).size !== stamp.bytes) return undefined;
   return { path, stamp };
 }
 
-/** The JVP graph of eps bytes, as bytes; or why it cannot be made. */
-export function transformEps(eps: Uint8Array): { bytes: Uint8Array } | { unavailable: Unavailable } {
+/**
+ * The JVP graph of eps bytes, as bytes; or why it cannot be made. `names` are the eps graph's input and
+ * output names by role (default the standard x, t, eps; without an output of that name, its first output).
+ */
+export function transformEps(
+  eps: Uint8Array,
+  names: Pick<GraphNames, "x" | "t" | "eps"> = STANDARD_NAMES,
+): { bytes: Uint8Array } | { unavailable: Unavailable } {
   const model = decodeModel(eps);
   const outputs = (model.graph?.output ?? []).map((o) => o.name!);
-  const out = outputs.includes("eps") ? "eps" : outputs[0];
+  const out = outputs.includes(names.eps) ? names.eps : outputs[0];
   try {
     const jvp = jvpModel(model, {
-      wrt: ["x", "t"],
+      wrt: [names.x, names.t],
       outputs: out === undefined ? undefined : [out],
-      tangentInputs: { x: JVP_INPUTS.x, t: JVP_INPUTS.t },
+      tangentInputs: { [names.x]: JVP_INPUTS.x, [names.t]: JVP_INPUTS.t },
       tangentOutputs: out === undefined ? undefined : { [out]: "jvp" },
     });
     return { bytes: encodeModel(jvp) };
@@ -119,6 +130,12 @@ export function transformEps(eps: Uint8Array): { bytes: Uint8Array } | { unavail
     if (e instanceof JvpError) return { unavailable: { reason: e.message, operators: e.operators } };
     throw e;
   }
+}
+
+/** The transform's identity for a model: {@link JVP_TRANSFORM} and, where not standard, the names. */
+function transformId(names: GraphNames): string {
+  const { x, t, eps } = names;
+  return x === "x" && t === "t" && eps === "eps" ? JVP_TRANSFORM : `${JVP_TRANSFORM};names=${x},${t},${eps}`;
 }
 
 /**
@@ -130,11 +147,17 @@ export function deriveJvpGraph(info: ModelInfo, log: (line: string) => void = ()
   const t0 = performance.now();
   const epsPath = info.graphPaths.eps;
   if (!epsPath) throw new Error(`${info.manifest.name}: no eps graph`);
+  if (info.timestep === "int64") {
+    const reason = `the time input "${info.names.t}" is int64 (an integer timestep): the model is ` +
+      `piecewise constant in t and has no time derivative; export it with a float timestep for jvp`;
+    return { ok: false, unavailable: { reason, operators: [] }, cached: false, ms: performance.now() - t0 };
+  }
+  const transform = transformId(info.names);
   const eps = readFileSync(epsPath);
   const hash = createHash("sha256").update(eps).digest("hex");
   const dirs = cacheDirs(info, hash);
   for (const dir of dirs) {
-    const hit = lookup(dir, hash);
+    const hit = lookup(dir, hash, transform);
     if (!hit) continue;
     const ms = performance.now() - t0;
     if (hit.stamp.unavailable) return { ok: false, unavailable: hit.stamp.unavailable, cached: true, ms };
@@ -143,13 +166,13 @@ export function deriveJvpGraph(info: ModelInfo, log: (line: string) => void = ()
 
   let result: ReturnType<typeof transformEps>;
   try {
-    result = transformEps(eps);
+    result = transformEps(eps, info.names);
   } catch (e) {
     // A bug or a graph the transform's inference cannot read: not cached, reported as unavailable.
     const reason = `the JVP transform failed: ${e instanceof Error ? e.message : e}`;
     return { ok: false, unavailable: { reason, operators: [] }, cached: false, ms: performance.now() - t0 };
   }
-  const stamp: Stamp = { transform: JVP_TRANSFORM, eps_sha256: hash };
+  const stamp: Stamp = { transform, eps_sha256: hash };
   if ("unavailable" in result) stamp.unavailable = result.unavailable;
   else stamp.bytes = result.bytes.length;
   const errors: string[] = [];

@@ -15,6 +15,15 @@
  *   `{eps?: 1, head?, jvp?}` (jvp may be the JVP graph the worker derives); responses price their calls
  *   with it (core/cost.ts, which also holds the fallbacks for graphs without a ratio).
  *
+ * Hand-written folders and imported exports may name their graph's tensors otherwise: `inputs` maps the
+ * roles x, t and class to the eps graph's input names (e.g. `{x: "sample", t: "timestep", class:
+ * "class_labels"}`) and `outputs` maps eps (e.g. `{eps: "out_sample"}`). The names apply to the eps graph
+ * and to the JVP graph (shipped or derived from eps: its tangent inputs stay `dx`, `dt` and its tangent
+ * output `jvp`); head and features graphs keep the standard names. `prediction` accepts diffusers' names
+ * (epsilon, sample, v_prediction) and `schedule` its discrete schedules (`{type: "discrete", …}`), whose
+ * models are fed the timestep N·t − 1 by default (`time` = {kind: "discrete", scale: N, offset: −1};
+ * rounded to the nearest index when the graph's timestep input is int64, see {@link modelTime}).
+ *
  * Every problem is a {@link ManifestError} naming the field, e.g. `graphs.eps: file not found (…)`.
  */
 import { join } from "node:path";
@@ -23,20 +32,39 @@ import type { AnalyticSource } from "./analytic.ts";
 import { type CostRatios, effectiveCosts } from "../core/cost.ts";
 import { defaultRho, GRID_KINDS, type GridKind } from "../core/grid.ts";
 import { parsePredictionKind, type PredictionKind } from "../core/prediction.ts";
-import { type Schedule, scheduleFromSpec, type ScheduleSpec } from "../core/schedule.ts";
+import { discreteTimesteps, type Schedule, scheduleFromSpec, type ScheduleSpec } from "../core/schedule.ts";
 import { CALL_GRAPHS, type CallGraph } from "../core/solvers/drive.ts";
 import { defaultGrid, type GridDefaults, solverNames } from "../core/solvers/registry.ts";
 
 export const GRAPH_KINDS = ["eps", "features", "head", "jvp"] as const;
 export type GraphKind = typeof GRAPH_KINDS[number];
 
+/** The names of the tensors the worker feeds and reads by role: inputs x, t, class and output eps. */
+export interface GraphNames {
+  x: string;
+  t: string;
+  class: string;
+  eps: string;
+}
+
+/** The standard names (docs/contracts.md §4). */
+export const STANDARD_NAMES: Readonly<GraphNames> = { x: "x", t: "t", class: "class", eps: "eps" };
+
+/** Names the worker gives the JVP graph's own tensors, which a mapping must not take. */
+const RESERVED_NAMES = ["dx", "dt", "jvp"];
+
 export interface ModelManifest {
   name: string;
   version: string;
   shape: number[];
   prediction: PredictionKind;
-  time: { kind: "continuous" | "discrete"; scale: number };
+  /** The graph sees the time t × scale + offset (offset default 0). */
+  time: { kind: "continuous" | "discrete"; scale: number; offset?: number };
   schedule: ScheduleSpec;
+  /** The eps (and JVP) graph's input names by role, where they differ from x, t, class. */
+  inputs?: { x?: string; t?: string; class?: string };
+  /** The eps (and JVP) graph's output name, where it differs from eps. */
+  outputs?: { eps?: string };
   classes?: { count: number; null_class?: number };
   graphs: { eps: string; features?: string; head?: string; jvp?: string };
   limits: { max_batch: number };
@@ -66,6 +94,31 @@ export interface ModelInfo {
   schedule: Schedule;
   /** Numbers per sample (product of the shape). */
   dim: number;
+  /** The eps graph's names by role (the manifest's `inputs` and `outputs` over the standard names). */
+  names: GraphNames;
+  /**
+   * The element type of the eps graph's time input: float32 (the default) or int64, which is fed the
+   * nearest integer timestep. Set by the load-time graph check (graph_check.ts).
+   */
+  timestep: "float32" | "int64";
+}
+
+/** The names of a graph's tensors by role: the mapped ones for eps and jvp, the standard ones otherwise. */
+export function graphNames(info: ModelInfo, kind: GraphKind): GraphNames {
+  return kind === "eps" || kind === "jvp" ? info.names : { ...STANDARD_NAMES };
+}
+
+/**
+ * The time a model's graph is fed for the solver's time t: t × scale + offset, as a float, or for an
+ * int64 timestep input the nearest integer, halves to even (as numpy's round, which diffusers' schedulers
+ * use for their integer timesteps), clamped to [0, scale + offset] (the timestep of t = 1).
+ */
+export function modelTime(info: ModelInfo, t: number): number {
+  const { scale, offset = 0 } = info.manifest.time;
+  const v = t * scale + offset;
+  if (info.timestep !== "int64") return v;
+  const r = Math.round(v), nearest = r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  return Math.min(Math.max(nearest, 0), Math.round(scale + offset));
 }
 
 /** A manifest problem; `field` names the offending field (dotted path). */
@@ -212,14 +265,6 @@ export function validateManifest(
     } catch (e) {
       return fail("prediction", (e as Error).message.replace(/^prediction: /, ""));
     }
-    if (!isObject(m.time)) fail("time", 'must be {kind: "continuous"|"discrete", scale}');
-    const time = m.time as Obj;
-    if (time.kind !== "continuous" && time.kind !== "discrete") {
-      fail("time.kind", `must be "continuous" or "discrete", got ${JSON.stringify(time.kind)}`);
-    }
-    if (typeof time.scale !== "number" || !(time.scale > 0) || !Number.isFinite(time.scale)) {
-      fail("time.scale", "must be a positive number (the model sees t × scale)");
-    }
     let schedule: Schedule;
     try {
       schedule = scheduleFromSpec(m.schedule);
@@ -228,6 +273,37 @@ export function validateManifest(
       return fail(msg.startsWith("schedule") ? msg.split(":")[0] : "schedule", msg.replace(/^[^:]*: /, ""));
     }
     if (m.schedule === undefined) fail("schedule", "is required");
+    const steps = discreteTimesteps(schedule);
+    // a discrete schedule's model sees the timestep index N·t − 1 unless the manifest says otherwise
+    const discreteTime = { kind: "discrete", scale: steps, offset: -1 };
+    const time = (m.time === undefined && steps !== undefined ? discreteTime : m.time) as Obj;
+    if (!isObject(time)) fail("time", 'must be {kind: "continuous"|"discrete", scale, offset?}');
+    if (time.kind !== "continuous" && time.kind !== "discrete") {
+      fail("time.kind", `must be "continuous" or "discrete", got ${JSON.stringify(time.kind)}`);
+    }
+    if (typeof time.scale !== "number" || !(time.scale > 0) || !Number.isFinite(time.scale)) {
+      fail("time.scale", "must be a positive number (the model sees t × scale + offset)");
+    }
+    if (time.offset !== undefined && (typeof time.offset !== "number" || !Number.isFinite(time.offset))) {
+      fail("time.offset", "must be a finite number (the model sees t × scale + offset)");
+    }
+    const names = { ...STANDARD_NAMES };
+    for (const [field, roles] of [["inputs", ["x", "t", "class"]], ["outputs", ["eps"]]] as const) {
+      const v = m[field];
+      if (v === undefined) continue;
+      if (!isObject(v)) fail(field, `must map ${roles.join(", ")} to the graph's names`);
+      onlyKeys(field, v as Obj, roles);
+      for (const [role, name] of Object.entries(v as Obj)) {
+        if (typeof name !== "string" || name === "") fail(`${field}.${role}`, "must be a non-empty string");
+        if (RESERVED_NAMES.includes(name as string)) {
+          fail(`${field}.${role}`, `${JSON.stringify(name)} is the name of a JVP graph's tangent`);
+        }
+        names[role as keyof GraphNames] = name as string;
+      }
+    }
+    if (new Set([names.x, names.t, names.class]).size !== 3) {
+      fail("inputs", `x, t and class must have different names, got ${names.x}, ${names.t}, ${names.class}`);
+    }
     let classes: ModelManifest["classes"];
     if (m.classes !== undefined) {
       if (!isObject(m.classes)) fail("classes", "must be {count, null_class?}");
@@ -283,6 +359,7 @@ export function validateManifest(
       version: String(m.version),
       shape,
       prediction,
+      time: time as ModelManifest["time"],
       classes,
       limits: { ...(m.limits as Obj), max_batch: maxBatch },
       defaults,
@@ -290,7 +367,7 @@ export function validateManifest(
     };
     if (defaults === undefined) delete manifest.defaults;
     if (costs === undefined) delete manifest.costs;
-    return { manifest, dir: dir ?? "", graphPaths, schedule, dim };
+    return { manifest, dir: dir ?? "", graphPaths, schedule, dim, names, timestep: "float32" };
   } catch (e) {
     if (e instanceof ManifestError && e.model === undefined) {
       // The message without its "field: " prefix, which the new error adds back after the model's name.

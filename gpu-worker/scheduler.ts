@@ -30,7 +30,7 @@ import type { EvalRequest, EvalResult, SolverRun } from "../core/solvers/types.t
 import { wrapPrediction } from "../core/prediction.ts";
 import { asWorkerError, invalid, WorkerError } from "./errors.ts";
 import type { Inference, WireTensor } from "./inference.ts";
-import type { GraphKind, ModelInfo } from "./manifest.ts";
+import { type GraphKind, graphNames, type ModelInfo, modelTime } from "./manifest.ts";
 import { JVP_INPUTS } from "./graphs.ts";
 
 /** The longest delay a timer holds (2³¹ − 1 ms, about 24.8 days). */
@@ -424,8 +424,10 @@ export interface RowRange {
 
 /**
  * The inputs of one inference call from rows of several requests, concatenated: x and t in float32
- * (t × the manifest's time scale), `class` where the graph takes it (the null class for rows without
- * labels), and the tangent for a JVP graph.
+ * (t as the model sees it, t × scale + offset of the manifest's `time`; the nearest integer timestep, in
+ * int64, where the graph's time input is int64), `class` where the graph takes it (the null class for
+ * rows without labels), and the tangent for a JVP graph, under the graph's names (manifest.ts
+ * `graphNames`).
  */
 export function batchFeeds(
   model: ServedModel,
@@ -433,34 +435,40 @@ export function batchFeeds(
   ranges: RowRange[],
 ): Record<string, WireTensor> {
   const info = model.info, dim = info.dim, scale = info.manifest.time.scale;
+  const names = graphNames(info, graph);
   const rows = ranges.reduce((n, r) => n + r.count, 0);
   const shape = [rows, ...info.manifest.shape];
-  const x = new Float32Array(rows * dim), t = new Float32Array(rows);
-  const cls = (model.inputs[graph] ?? []).includes("class") ? new BigInt64Array(rows) : undefined;
+  const x = new Float32Array(rows * dim);
+  const integer = info.timestep === "int64" && (graph === "eps" || graph === "jvp");
+  const t = integer ? new BigInt64Array(rows) : new Float32Array(rows);
+  const takes = model.inputs[graph] ?? [];
+  const cls = takes.includes(names.class) ? new BigInt64Array(rows) : undefined;
   const jvp = graph === "jvp";
-  const tx = jvp ? new Float32Array(rows * dim) : undefined, tt = jvp ? new Float32Array(rows) : undefined;
+  const tx = jvp ? new Float32Array(rows * dim) : undefined;
+  // an int64 time has no tangent (a JVP graph over it differentiates along x only)
+  const tt = jvp && !integer ? new Float32Array(rows) : undefined;
   const nullClass = info.manifest.classes?.null_class ?? 0;
   let at = 0;
   for (const { req, from, count } of ranges) {
     x.set(req.x.subarray(from * dim, (from + count) * dim), at * dim);
     for (let i = 0; i < count; i++) {
-      t[at + i] = req.t[from + i] * scale;
+      const time = modelTime(info, req.t[from + i]);
+      if (t instanceof BigInt64Array) t[at + i] = BigInt(time);
+      else t[at + i] = time;
       if (cls) cls[at + i] = BigInt(req.classes ? req.classes[from + i] : nullClass);
-      // A tangent in t is per unit of the solver's time; the model's time is t × scale.
+      // A tangent in t is per unit of the solver's time; the model's time is t × scale + offset.
       if (tt) tt[at + i] = req.tangent!.t[from + i] * scale;
     }
     if (tx) tx.set(req.tangent!.x.subarray(from * dim, (from + count) * dim), at * dim);
     at += count;
   }
   const feeds: Record<string, WireTensor> = {
-    x: { type: "float32", data: x.buffer, dims: shape },
-    t: { type: "float32", data: t.buffer, dims: [rows] },
+    [names.x]: { type: "float32", data: x.buffer, dims: shape },
+    [names.t]: { type: integer ? "int64" : "float32", data: t.buffer, dims: [rows] },
   };
-  if (cls) feeds.class = { type: "int64", data: cls.buffer, dims: [rows] };
-  if (tx && tt) {
-    feeds[JVP_INPUTS.x] = { type: "float32", data: tx.buffer, dims: shape };
-    feeds[JVP_INPUTS.t] = { type: "float32", data: tt.buffer, dims: [rows] };
-  }
+  if (cls) feeds[names.class] = { type: "int64", data: cls.buffer, dims: [rows] };
+  if (tx) feeds[JVP_INPUTS.x] = { type: "float32", data: tx.buffer, dims: shape };
+  if (tt) feeds[JVP_INPUTS.t] = { type: "float32", data: tt.buffer, dims: [rows] };
   return feeds;
 }
 
@@ -471,7 +479,7 @@ export function toEpsResult(
   graph: GraphKind,
   outputs: Record<string, Float32Array>,
 ): EvalResult {
-  const raw: EvalResult = { eps: outputs.eps };
+  const raw: EvalResult = { eps: outputs[graphNames(info, graph).eps] };
   if (req.want === "eps+deriv") {
     raw.deriv = graph === "jvp" ? outputs.jvp : outputs.deriv;
     if (!raw.deriv) throw new WorkerError("internal", `the ${graph} graph returned no derivative`);

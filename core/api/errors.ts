@@ -33,6 +33,10 @@ export const Issue = z.object({
   path: z.array(z.union([z.string(), z.number()])),
   message: z.string(),
   code: z.string().optional(),
+  valid: z.array(z.number()).optional().meta({
+    description:
+      "The nearest values that would work, where the server can tell (e.g. the NFEs a solver can use)",
+  }),
 }).meta({ id: "Issue" });
 export type Issue = z.infer<typeof Issue>;
 

@@ -48,6 +48,13 @@ const Costs = z.record(z.string(), z.number().positive()).meta({
   description: "Cost of one call of each graph the model runs (eps, head, jvp) as a ratio to one eps call; " +
     "responses price their calls with it",
 });
+const UnavailableDerivatives = z.record(
+  z.string(),
+  z.object({ reason: z.string(), operators: z.array(z.string()).optional() }),
+).meta({
+  description: "Derivative sources the model cannot offer, with why (e.g. jvp: an operator the JVP " +
+    "transform cannot differentiate, named in operators)",
+});
 const EstimatedCosts = z.array(z.string()).meta({
   description: "Graphs in costs without a measured ratio, priced with the fallback (head 1, jvp 3)",
 });
@@ -61,6 +68,7 @@ export const ModelInfo = z.object({
   derivatives: z.array(z.string()).meta({
     description: 'GENIE derivative sources: "head", "jvp", "fd", "exact"',
   }),
+  unavailable_derivatives: UnavailableDerivatives.optional(),
   limits: ModelLimits,
   default_grids: DefaultGrids.optional(),
   costs: Costs.optional(),
@@ -96,6 +104,7 @@ const LenientModel = z.looseObject({
     guidance: z.union([GuidanceRange, z.tuple([z.number(), z.number()])]).optional(),
   }).optional(),
   // Malformed entries of these informational fields are dropped, not the model.
+  unavailable_derivatives: UnavailableDerivatives.optional().catch(undefined),
   default_grids: DefaultGrids.optional().catch(undefined),
   costs: Costs.optional().catch(undefined),
   estimated_costs: EstimatedCosts.optional().catch(undefined),
@@ -138,6 +147,7 @@ export function normalizeModelInfo(raw: unknown, defaults: ModelLimits = DEFAULT
     limits,
   };
   if (classes) info.classes = classes;
+  if (m.unavailable_derivatives !== undefined) info.unavailable_derivatives = m.unavailable_derivatives;
   if (m.default_grids !== undefined) info.default_grids = m.default_grids;
   if (m.costs !== undefined) info.costs = m.costs;
   if (m.estimated_costs !== undefined) info.estimated_costs = m.estimated_costs;

@@ -5,7 +5,9 @@
  */
 import { z } from "zod";
 import { GRID_KINDS } from "../grid.ts";
-import { DERIVATIVE_SOURCES } from "../solvers/types.ts";
+import { MAX_PNG_SCALE } from "../image.ts";
+import { getSolver, nfeFor, solverNames } from "../solvers/registry.ts";
+import { DERIVATIVE_SOURCES, type DerivativeSource } from "../solvers/types.ts";
 import type { Issue } from "./errors.ts";
 import { type ModelInfo, ModelName } from "./models.ts";
 import { shapeSize, Tensor, TensorOutput } from "./tensor.ts";
@@ -22,8 +24,6 @@ export const DEFAULT_NFE = 10;
 export const DEFAULT_SOLVER = "genie";
 export const OUTPUTS = ["png", "tensor"] as const;
 export const VARIANTS = ["bh1", "bh2"] as const;
-
-const U32 = z.int().min(0).max(0xffffffff);
 
 /** Solver settings shared by sampling and encoding. */
 const solveFields = {
@@ -59,15 +59,37 @@ export const SamplesRequest = z.strictObject({
   n: z.int().min(1).max(HARD_LIMITS.n).optional().meta({ description: "Number of samples (default 1)" }),
   afs: z.boolean().optional().meta({ description: "Analytical first step" }),
   denoise: z.boolean().optional().meta({ description: "Final denoising step (+1 NFE)" }),
-  seed: U32.optional().meta({ description: "Seed of the first sample; sample i uses seed + i (mod 2³²)" }),
+  seed: z.int().min(-1).max(0xffffffff).optional().meta({
+    description: "Seed of the first sample; sample i uses seed + i (mod 2³²). -1 or absent: a random " +
+      "seed, drawn by the server and echoed in the response (seeds, the X-Genie-Seeds header)",
+  }),
   class: z.int().min(0).optional().meta({ description: "Class label (class-conditional models)" }),
-  guidance: z.number().optional().meta({ description: "Classifier-free guidance scale w" }),
+  guidance: z.number().optional().meta({
+    description: "Classifier-free guidance weight w: ε̃ = (1 + w) ε_c − w ε_u; 0 (the default) is off",
+  }),
+  guidance_scale: z.number().optional().meta({
+    description: "The same as diffusers' guidance_scale s = 1 + w (1 is off, 7.5 is w = 6.5); " +
+      "give guidance or guidance_scale, not both",
+  }),
+  scale: z.int().min(1).max(MAX_PNG_SCALE).optional().meta({
+    description: "Integer upscaling factor of PNG outputs (the grid and each image), nearest neighbour " +
+      "(default 1)",
+  }),
   latents: Tensor.optional().meta({ description: "x at t_max, shape [n, …sample shape]; overrides seed" }),
   genie_derivative: z.enum(DERIVATIVE_SOURCES).optional(),
   output: z.enum(OUTPUTS).optional().meta({
     description: 'JSON/msgpack output: "png" (images, the default for image models) or "tensor"',
   }),
-}).superRefine(notBoth).meta({ id: "SamplesRequest" });
+}).superRefine((v, ctx) => {
+  notBoth(v, ctx);
+  if (v.guidance !== undefined && v.guidance_scale !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["guidance_scale"],
+      message: "give guidance (w) or guidance_scale (s = 1 + w), not both",
+    });
+  }
+}).meta({ id: "SamplesRequest" });
 export type SamplesRequest = z.infer<typeof SamplesRequest>;
 
 export const EncodeRequest = z.strictObject({
@@ -161,9 +183,16 @@ export function requestedCount(req: SamplesRequest): number {
   return req.latents ? req.latents.shape[0] : req.n ?? 1;
 }
 
-/** Checks shared by samples and encode against one model: solver, steps/NFE limits. */
+/** Checks shared by samples and encode against one model: solver, steps/NFE limits, an NFE the solver can use. */
 function checkSolve(
-  req: { solver?: string; steps?: number; nfe?: number },
+  req: {
+    solver?: string;
+    steps?: number;
+    nfe?: number;
+    afs?: boolean;
+    denoise?: boolean;
+    genie_derivative?: DerivativeSource;
+  },
   model: ModelInfo,
 ): Issue[] {
   const out: Issue[] = [];
@@ -181,8 +210,65 @@ function checkSolve(
   }
   if (req.nfe !== undefined && req.nfe > model.limits.max_nfe) {
     out.push(issue(["nfe"], `at most ${model.limits.max_nfe} for ${model.name}`));
+  } else if (out.length === 0 && req.steps === undefined && solverNames().includes(solver)) {
+    const derivative = req.genie_derivative ?? (model.derivatives.includes("head") ? "head" : "jvp");
+    const nfe = req.nfe ?? DEFAULT_NFE;
+    const opts = { afs: req.afs, denoise: req.denoise, derivative };
+    const near = nearestNfes(solver, nfe, opts);
+    if (!near.includes(nfe)) {
+      const what = [
+        opts.afs ? "afs" : "",
+        opts.denoise ? "denoise" : "",
+        solver === "genie" ? derivative : "",
+      ]
+        .filter(Boolean).join(", ");
+      out.push({
+        ...issue(
+          ["nfe"],
+          `${solver} cannot use exactly ${nfe} evaluations${what ? ` (${what})` : ""}; the nearest it can ` +
+            `use: ${near.join(" or ")}`,
+        ),
+        valid: near,
+      });
+    }
   }
   return out;
+}
+
+/**
+ * The NFEs a solver can use that are nearest to `nfe`: [nfe] itself when it can, else the largest below
+ * and the smallest above (only the latter when none is below).
+ */
+export function nearestNfes(
+  solver: string,
+  nfe: number,
+  opts: { afs?: boolean; denoise?: boolean; derivative?: DerivativeSource } = {},
+): number[] {
+  const per = getSolver(solver).evalsPerStep(opts.derivative ?? "head");
+  let below: number | undefined, above: number | undefined;
+  for (let steps = 1; steps <= Math.ceil(nfe / per) + 3; steps++) {
+    const v = nfeFor(solver, steps, opts);
+    if (v === nfe) return [nfe];
+    if (v >= 1 && v < nfe) below = v;
+    if (v > nfe && above === undefined) above = v;
+  }
+  return [below, above].filter((v): v is number => v !== undefined);
+}
+
+/** The guidance weight w of a request: `guidance`, or `guidance_scale` − 1 (diffusers' s = 1 + w). */
+export function guidanceOf(req: { guidance?: number; guidance_scale?: number }): number | undefined {
+  if (req.guidance !== undefined) return req.guidance;
+  return req.guidance_scale === undefined ? undefined : Number((req.guidance_scale - 1).toPrecision(12));
+}
+
+/** diffusers' guidance scale s of a weight w. */
+function fromW(w: number): number {
+  return Number((w + 1).toPrecision(12));
+}
+
+/** The first seed of a request: its `seed`, or a random one when it is absent or −1. */
+export function firstSeedOf(seed: number | undefined): number {
+  return seed === undefined || seed === -1 ? randomSeed() : seed;
 }
 
 /** Everything about a schema-valid samples request that depends on the model; [] when it is fine. */
@@ -199,21 +285,36 @@ export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Iss
       out.push(issue(["class"], `must be below ${model.classes.count} for ${model.name}`));
     }
   }
-  if (req.guidance !== undefined) {
-    if (!model.classes) out.push(issue(["guidance"], `${model.name} is not class-conditional`));
+  const guidance = guidanceOf(req);
+  if (guidance !== undefined) {
+    const field = req.guidance === undefined ? "guidance_scale" : "guidance";
+    if (!model.classes) out.push(issue([field], `${model.name} is not class-conditional`));
     else {
       const g = limits.guidance;
-      if (g && (req.guidance < g.min || req.guidance > g.max)) {
-        out.push(issue(["guidance"], `must be within [${g.min}, ${g.max}] for ${model.name}`));
+      if (g && (guidance < g.min || guidance > g.max)) {
+        out.push(
+          issue(
+            [field],
+            field === "guidance"
+              ? `must be within [${g.min}, ${g.max}] for ${model.name}`
+              : `must be within [${fromW(g.min)}, ${fromW(g.max)}] for ${model.name} (guidance w = s − 1 ` +
+                `within [${g.min}, ${g.max}])`,
+          ),
+        );
       }
-      if (req.class === undefined) out.push(issue(["class"], "guidance needs a class"));
+      if (req.class === undefined) out.push(issue(["class"], `${field} needs a class`));
     }
   }
   if (req.genie_derivative !== undefined) {
     if ((req.solver ?? DEFAULT_SOLVER) !== "genie") {
       out.push(issue(["genie_derivative"], "applies to the genie solver only"));
     } else if (!model.derivatives.includes(req.genie_derivative)) {
-      out.push(issue(["genie_derivative"], `${model.name} offers ${model.derivatives.join(", ") || "none"}`));
+      const why = model.unavailable_derivatives?.[req.genie_derivative]?.reason;
+      out.push(issue(
+        ["genie_derivative"],
+        (why ? `${req.genie_derivative} is unavailable for ${model.name}: ${why}; ` : "") +
+          `${model.name} offers ${model.derivatives.join(", ") || "none"}`,
+      ));
     }
   }
   if (req.latents) out.push(...checkTensorForModel(req.latents, model, "latents", req.n));

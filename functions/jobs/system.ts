@@ -17,7 +17,14 @@
 import { nextCronTime, parseCron } from "../../core/api/cron.ts";
 import { FINAL_STATUSES, type JobInfo, type JobRequest, type JobResult } from "../../core/api/jobs.ts";
 import type { ModelInfo } from "../../core/api/models.ts";
-import { DEFAULT_SOLVER, HARD_LIMITS, isImageModel, randomSeed, seedsFrom } from "../../core/api/samples.ts";
+import {
+  DEFAULT_SOLVER,
+  firstSeedOf,
+  guidanceOf,
+  HARD_LIMITS,
+  isImageModel,
+  seedsFrom,
+} from "../../core/api/samples.ts";
 import { float32FromBytes, shapeSize } from "../../core/api/tensor.ts";
 import { BatchResponse, PROTOCOL_VERSION } from "../../core/api/worker.ts";
 import { npyHeader } from "../../core/npy.ts";
@@ -298,7 +305,7 @@ export class JobSystem {
       total,
       chunk,
       chunks: Math.ceil(total / chunk),
-      base_seed: req.request.seed ?? randomSeed(),
+      base_seed: firstSeedOf(req.request.seed),
       created_at: now,
     };
     const op = this.kv.atomic().check({ key: K.job(job.id), versionstamp: null });
@@ -752,7 +759,7 @@ export class JobSystem {
       afs: r.afs,
       denoise: r.denoise,
       class: r.class,
-      guidance: r.guidance,
+      guidance: guidanceOf(r),
       genie_derivative: r.genie_derivative,
       seeds: seedsFrom((job.base_seed + start) >>> 0, count),
       deadline_ms: deadlineMs,
@@ -796,7 +803,8 @@ export class JobSystem {
     const writes = [put(files.npy, npy)];
     if (job.png) {
       files.png = chunkFile(job.id, index, "png");
-      writes.push(put(files.png, gridPng(float32FromBytes(data), [count, ...job.shape])));
+      const png = gridPng(float32FromBytes(data), [count, ...job.shape], { scale: job.request.scale ?? 1 });
+      writes.push(put(files.png, png));
     }
     await Promise.all(writes);
     return files;

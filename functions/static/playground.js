@@ -11,11 +11,52 @@ function headers(extra) {
   return h;
 }
 
-function describeError(status, body) {
+/**
+ * A failed request as an Error for the user: each problem once, as "field: what is wrong" (the message
+ * summarizes the details, so only one of them is shown), then the HTTP status. `fixes` lists the
+ * values the server says would work (details' `valid`, e.g. the NFEs a solver can use).
+ */
+function apiError(status, body) {
   const e = body && body.error;
-  if (!e) return `HTTP ${status}`;
-  const details = (e.details || []).map((d) => `  ${d.path.join(".") || "(body)"}: ${d.message}`).join("\n");
-  return `${status} ${e.code}: ${e.message}${details ? "\n" + details : ""}`;
+  if (!e) return Object.assign(new Error(`request failed (HTTP ${status})`), { fixes: [] });
+  const details = e.details || [];
+  const lines = details.length === 0 ? [e.message] : details.map((d) => {
+    const field = (d.path || []).join(".");
+    const text = field && d.message.startsWith(field + ": ") ? d.message.slice(field.length + 2) : d.message;
+    return field ? `${field}: ${text}` : text;
+  });
+  const fixes = details
+    .filter((d) => Array.isArray(d.valid) && d.path && d.path.length === 1)
+    .map((d) => ({ field: String(d.path[0]), values: d.valid }));
+  return Object.assign(new Error(`${lines.join("\n")}\n(HTTP ${status} ${e.code})`), { fixes });
+}
+
+/**
+ * Shows an error in `box`, once, with a button per suggested value of a field of the form: clicking it
+ * sets the field and runs `retry`.
+ */
+function showError(box, err, retry) {
+  box.replaceChildren(err.message);
+  for (const fix of err.fixes || []) {
+    const input = $(fix.field);
+    if (!input || !retry) continue;
+    const row = document.createElement("div");
+    row.className = "fixes";
+    row.append(`try ${fix.field}: `);
+    for (const v of fix.values) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = String(v);
+      b.dataset.field = fix.field;
+      b.addEventListener("click", () => {
+        input.value = String(v);
+        input.dispatchEvent(new Event("change"));
+        retry();
+      });
+      row.append(b, " ");
+    }
+    box.append(row);
+  }
 }
 
 async function api(path, init) {
@@ -26,7 +67,7 @@ async function api(path, init) {
   } catch {
     // not JSON
   }
-  if (!res.ok) throw new Error(describeError(res.status, body));
+  if (!res.ok) throw apiError(res.status, body);
   return body;
 }
 
@@ -147,7 +188,7 @@ async function sampleWithProgress(body, onProgress) {
     } catch {
       // not JSON
     }
-    throw new Error(describeError(res.status, err));
+    throw apiError(res.status, err);
   }
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -168,7 +209,7 @@ async function sampleWithProgress(body, onProgress) {
       const payload = JSON.parse(data);
       if (event === "progress") onProgress(payload);
       else if (event === "completed") return payload;
-      else if (event === "failed") throw new Error(describeError(payload.status, payload));
+      else if (event === "failed") throw apiError(payload.status, payload);
     }
   }
   throw new Error("the stream ended without a result");
@@ -177,7 +218,7 @@ async function sampleWithProgress(body, onProgress) {
 async function generate() {
   const button = $("generate");
   button.disabled = true;
-  $("error").textContent = "";
+  $("error").replaceChildren();
   $("status").textContent = "sampling…";
   const bar = $("progress");
   bar.classList.remove("hidden");
@@ -191,7 +232,9 @@ async function generate() {
     figures(result, $("samples"));
     $("status").textContent = stats(result);
   } catch (e) {
-    $("error").textContent = e.message;
+    // The images of an earlier request would look like this request's result: clear them.
+    $("samples").replaceChildren();
+    showError($("error"), e, generate);
     $("status").textContent = "";
   } finally {
     button.disabled = false;
@@ -230,8 +273,10 @@ async function compare() {
       figures(r, card.querySelector(".samples"));
       card.querySelector(".stats").textContent = stats(r);
     } catch (e) {
-      card.querySelector(".stats").textContent = e.message;
-      card.querySelector(".stats").className = "error";
+      card.querySelector(".samples").replaceChildren();
+      const st = card.querySelector(".stats");
+      st.className = "error";
+      showError(st, e);
     }
   }));
   $("compare-status").textContent = "done";

@@ -75,6 +75,8 @@ test("sample: every flag of the contract parses to a typed value", () => {
     guidance: 1.5,
     out: "o.PNG",
     json: true,
+    quiet: false,
+    scale: 1,
   });
 });
 
@@ -88,7 +90,9 @@ test("sample: defaults and --flag=value syntax", () => {
     denoise: false,
     n: 1,
     seed: 0,
+    scale: 1,
     json: false,
+    quiet: false,
   });
   const v = parseSampleArgs(["--model", "x", "--solver", "unipc", "--variant", "bh2"]) as SampleArgs;
   assertStrictEquals(v.variant, "bh2");
@@ -118,7 +122,7 @@ test("sample: bad numbers and out-of-range values", () => {
   rejects(() => parseSampleArgs([...base, "--steps", "0"]), "--steps", /≥ 1/);
   rejects(() => parseSampleArgs([...base, "--nfe", "-3"]), "--nfe");
   rejects(() => parseSampleArgs([...base, "--n", "0"]), "--n");
-  rejects(() => parseSampleArgs([...base, "--seed", "-1"]), "--seed");
+  rejects(() => parseSampleArgs([...base, "--seed", "-2"]), "--seed", /≥ -1/);
   rejects(() => parseSampleArgs([...base, "--seed", "4294967296"]), "--seed", /≤/);
   rejects(() => parseSampleArgs([...base, "--rho", "0"]), "--rho", /> 0/);
   rejects(() => parseSampleArgs([...base, "--t-min", "abc"]), "--t-min", /number/);
@@ -168,6 +172,7 @@ test("encode: required flags and output kinds", () => {
     images: "x.npy",
     out: "z.npy",
     json: true,
+    quiet: false,
   });
   const io = ["--images", "x.npy", "--out", "z.npy"];
   rejects(() => parseEncodeArgs([...base, ...io]), "--steps", /required/);
@@ -209,7 +214,10 @@ test("help texts document every flag and the defaults", () => {
       "--latents",
       "--class",
       "--guidance",
+      "--guidance-scale",
       "--out",
+      "--scale",
+      "--quiet",
       "--json",
       "--help",
     ]
@@ -224,4 +232,38 @@ test("help texts document every flag and the defaults", () => {
     "unipc defaults",
   );
   assert(/ddim +grid quadratic\n/.test(e), "ddim default grid");
+});
+
+test("sample: --guidance-scale is diffusers' s = 1 + w and excludes --guidance", () => {
+  const a = parseSampleArgs([...base, "--class", "3", "--guidance-scale", "7.5"]) as SampleArgs;
+  assertStrictEquals(a.guidance, 6.5);
+  assertStrictEquals(a.guidanceScale, 7.5);
+  assertStrictEquals(
+    (parseSampleArgs([...base, "--class", "1", "--guidance-scale", "1.1"]) as SampleArgs)
+      .guidance,
+    0.1,
+  );
+  assertStrictEquals(
+    (parseSampleArgs([...base, "--class", "1", "--guidance-scale", "1"]) as SampleArgs)
+      .guidance,
+    0,
+  );
+  rejects(
+    () => parseSampleArgs([...base, "--class", "3", "--guidance", "1", "--guidance-scale", "2"]),
+    "--guidance-scale",
+    /cannot be combined with --guidance/,
+  );
+  rejects(() => parseSampleArgs([...base, "--guidance-scale", "2"]), "--guidance-scale", /--class/);
+  const s = sampleHelp([{ name: "ddim", summary: "Euler", grid: { kind: "quadratic" } }]);
+  assert(/S = 1 \+ W/.test(s), "help states s = 1 + w");
+});
+
+test("sample: --seed -1 (random), --scale and --quiet", () => {
+  assertStrictEquals((parseSampleArgs([...base, "--seed", "-1"]) as SampleArgs).seed, -1);
+  const a = parseSampleArgs([...base, "--out", "g.png", "--scale", "4", "--quiet"]) as SampleArgs;
+  assertEquals([a.scale, a.quiet], [4, true]);
+  rejects(() => parseSampleArgs([...base, "--out", "g.png", "--scale", "0"]), "--scale", /≥ 1/);
+  rejects(() => parseSampleArgs([...base, "--out", "g.png", "--scale", "9"]), "--scale", /≤ 8/);
+  rejects(() => parseSampleArgs([...base, "--out", "g.npy", "--scale", "2"]), "--scale", /PNG/);
+  rejects(() => parseSampleArgs([...base, "--scale", "2"]), "--scale", /PNG/);
 });

@@ -186,13 +186,15 @@ test("sample exits 2 with a one-line error naming the bad flag", async () => {
 test("sample exits 1 on other failures and 0 with --help", async () => {
   await withTempDir(async (dir) => {
     const model = await writeSpec(dir, "mix", MIXTURE_2D);
+    // A missing folder is created; a folder that is a file cannot be.
+    await Deno.writeTextFile(`${dir}/plain`, "");
     const r = await runCli("sample", [
       "--model",
       model,
       "--solver",
       "ddim",
       "--out",
-      `${dir}/no/such/dir/x.npy`,
+      `${dir}/plain/x.npy`,
     ]);
     assertStrictEquals(r.code, 1, r.stderr);
     assertMatch(r.stderr.trim(), /^error: .+/);

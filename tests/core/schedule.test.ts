@@ -13,6 +13,7 @@ import {
 } from "../testing.ts";
 import {
   ddpmDiscreteSchedule,
+  discreteSchedule,
   type Schedule,
   ScheduleError,
   scheduleFromSpec,
@@ -20,7 +21,12 @@ import {
   vpLinearSchedule,
 } from "../../core/schedule.ts";
 
-const SCHEDULES: Schedule[] = [vpLinearSchedule(), vpCosineSchedule(), ddpmDiscreteSchedule()];
+const SCHEDULES: Schedule[] = [
+  vpLinearSchedule(),
+  vpCosineSchedule(),
+  ddpmDiscreteSchedule(),
+  discreteSchedule({ beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012 }),
+];
 
 /** `count` times spread geometrically over [lo, hi], endpoints included. */
 function geomTimes(lo: number, hi: number, count: number): number[] {

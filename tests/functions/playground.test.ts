@@ -88,12 +88,69 @@ Deno.test({
         assert(batches.every((b) => (b.seeds as number[])[0] === 42));
       });
 
-      await t.step("validation errors are shown", async () => {
+      await t.step("validation errors are shown once, and the stale samples are cleared", async () => {
+        assertStrictEquals(await page.eval("document.querySelectorAll('#samples img').length"), 4);
         await page.eval(
           `(() => { document.getElementById("n").value = "1000"; document.getElementById("generate").click(); })()`,
         );
         await page.waitFor("document.getElementById('error').textContent.includes('422')");
-        assertMatch(await page.eval<string>("document.getElementById('error').textContent"), /n: at most 64/);
+        const text = await page.eval<string>("document.getElementById('error').textContent");
+        assertStrictEquals(text, "n: at most 64 samples for mnist-mix\n(HTTP 422 invalid_request)");
+        assertStrictEquals(await page.eval("document.querySelectorAll('#samples img').length"), 0);
+        assertStrictEquals(await page.eval("document.getElementById('status').textContent"), "");
+      });
+
+      await t.step(
+        "an NFE the solver cannot use names the nearest ones, which fix it in a click",
+        async () => {
+          const before = worker.batches.length;
+          await page.eval(`(() => {
+          const set = (id, v) => { const e = document.getElementById(id); e.value = v; e.dispatchEvent(new Event("change")); };
+          set("n", "2"); set("solver", "heun"); set("nfe", "3");
+          document.getElementById("generate").click();
+        })()`);
+          await page.waitFor("document.querySelectorAll('#error button').length > 0");
+          const shown = await page.eval<{ text: string; buttons: string[] }>(`(() => {
+          const box = document.getElementById("error");
+          return { text: box.firstChild.textContent, buttons: [...box.querySelectorAll("button")].map((b) => b.textContent) };
+        })()`);
+          assertStrictEquals(
+            shown.text,
+            "nfe: heun cannot use exactly 3 evaluations; the nearest it can use: 2 or 4\n(HTTP 422 invalid_request)",
+          );
+          assert(!shown.text.includes("nfe: nfe"), shown.text);
+          assertEquals(shown.buttons, ["2", "4"]);
+          assertStrictEquals(worker.batches.length, before, "nothing reached the worker");
+          // Clicking 4 sets the NFE and samples again.
+          await page.eval(`document.querySelector('#error button[data-field="nfe"]:last-of-type').click()`);
+          await page.waitFor(LOADED("#samples img", 2));
+          assertStrictEquals(await page.eval("document.getElementById('nfe').value"), "4");
+          assertStrictEquals(await page.eval("document.getElementById('error').textContent"), "");
+          assertEquals([worker.batches.at(-1)!.solver, worker.batches.at(-1)!.nfe], ["heun", 4]);
+        },
+      );
+
+      await t.step("a worker's error is shown once", async () => {
+        worker.options.fail = {
+          status: 422,
+          code: "invalid",
+          message: "nfe: genie cannot use exactly 5 evaluations",
+        };
+        try {
+          await page.eval(`(() => {
+            const set = (id, v) => { const e = document.getElementById(id); e.value = v; e.dispatchEvent(new Event("change")); };
+            set("solver", "genie"); set("nfe", "5");
+            document.getElementById("generate").click();
+          })()`);
+          await page.waitFor("document.getElementById('error').textContent.includes('HTTP')");
+          assertStrictEquals(
+            await page.eval<string>("document.getElementById('error').textContent"),
+            "nfe: genie cannot use exactly 5 evaluations\n(HTTP 422 invalid_request)",
+          );
+          assertStrictEquals(await page.eval("document.querySelectorAll('#samples img').length"), 0);
+        } finally {
+          delete worker.options.fail;
+        }
       });
 
       await t.step("the docs page renders the OpenAPI document", async () => {

@@ -1,0 +1,528 @@
+/**
+ * `deno task import DIR --name NAME [--out DIR] [--classes N] [--null-class N] [--shape C,H,W]
+ * [--max-batch N] [--force]`: turns a diffusers-style export into a model folder (docs/contracts.md §4)
+ * in `--out`, else `$GENIE_MODELS_DIR`, else the repository's `models/`.
+ *
+ * The export is a folder with `scheduler_config.json` (a diffusers scheduler's configuration) and
+ * `unet/model.onnx`: inputs `sample` float32 [B, C, H, W], `timestep` [B] float32 or int64, optionally
+ * `class_labels` int64 [B]; output `out_sample` (ε, x₀ or v as `prediction_type` says). The graph is
+ * copied as `eps.onnx` (with its external-data files, if any) and `model.json` maps the names
+ * (`inputs`, `outputs`), the prediction type (diffusers' name), the schedule (`{type: "discrete", …}`) and
+ * the time convention: the graph sees the timestep N·t − 1 (the nearest index for an int64 timestep).
+ *
+ * The shape comes from the graph's `sample` input, else `unet/config.json` (`in_channels`,
+ * `sample_size`), else `--shape`; the class count from the class embedding table the graph gathers
+ * `class_labels` from, else `unet/config.json` (`num_class_embeds`), else `--classes`. The folder is then
+ * checked as the worker checks it at load (manifest.ts, graph_check.ts), its JVP graph derived (or the
+ * reason it cannot be), and what was found is printed one fact per line. Configurations that cannot be
+ * served are refused with an error naming the configuration field.
+ */
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { basename, dirname, join, normalize } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { PREDICTION_ALIASES } from "../core/prediction.ts";
+import { BETA_SCHEDULES, discreteSchedule, type DiscreteScheduleSpec } from "../core/schedule.ts";
+import {
+  DataType,
+  decodeModel,
+  type Dim,
+  dtypeName,
+  type IGraphProto,
+  valueInfoType,
+} from "../onnx/proto.ts";
+import { checkModelGraphs } from "./graph_check.ts";
+import { type ModelManifest, readManifest } from "./manifest.ts";
+import { defaultModelsDir, withDerivedJvp } from "./models.ts";
+
+/** An export that cannot be imported; `field` names the offending configuration field or file. */
+export class ImportError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = "ImportError";
+  }
+}
+
+export interface ImportOptions {
+  /** The export's folder (holding scheduler_config.json and unet/model.onnx). */
+  source: string;
+  /** The model's name (and folder name). */
+  name: string;
+  /** The models directory to write into. */
+  out: string;
+  /** The class count, when the graph takes class labels (overrides what the graph or config says). */
+  classes?: number;
+  /** The class label that means "no class" (classifier-free guidance), if the model has one. */
+  nullClass?: number;
+  /** The per-sample shape, when neither the graph nor unet/config.json fix it. */
+  shape?: number[];
+  /** limits.max_batch (default 16). */
+  maxBatch?: number;
+  /** Replace an existing folder of that name. */
+  force?: boolean;
+}
+
+export interface ImportResult {
+  /** The model folder written. */
+  dir: string;
+  manifest: ModelManifest;
+  /** What the import found, one fact per line. */
+  facts: string[];
+}
+
+/** Scheduler settings that only steer diffusers' own sampling loop; the worker's solvers replace them. */
+const SAMPLING_ONLY = [
+  "timestep_spacing",
+  "steps_offset",
+  "set_alpha_to_one",
+  "clip_sample",
+  "clip_sample_range",
+  "thresholding",
+  "dynamic_thresholding_ratio",
+  "sample_max_value",
+  "solver_order",
+  "solver_type",
+  "algorithm_type",
+  "lower_order_final",
+  "use_karras_sigmas",
+  "interpolation_type",
+  "skip_prk_steps",
+];
+
+type Obj = Record<string, unknown>;
+
+function readJson(path: string, field: string): Obj | undefined {
+  if (!existsSync(path)) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new ImportError(field, `is not valid JSON (${e instanceof Error ? e.message : e})`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new ImportError(field, "must be a JSON object");
+  }
+  return json as Obj;
+}
+
+/** The schedule and prediction kind of a diffusers scheduler configuration, and the facts about it. */
+export function fromSchedulerConfig(
+  config: Obj,
+): { schedule: DiscreteScheduleSpec; prediction: string; facts: string[] } {
+  const field = (key: string) => `scheduler_config.json: ${key}`;
+  const facts: string[] = [];
+  const prediction = config.prediction_type ?? "epsilon";
+  if (typeof prediction !== "string" || !Object.hasOwn(PREDICTION_ALIASES, prediction)) {
+    throw new ImportError(
+      field("prediction_type"),
+      `unsupported ${JSON.stringify(prediction)} (one of ${Object.keys(PREDICTION_ALIASES).join(", ")})`,
+    );
+  }
+  if (config.rescale_betas_zero_snr === true) {
+    throw new ImportError(
+      field("rescale_betas_zero_snr"),
+      "zero terminal SNR (ᾱ = 0 at the last timestep) puts t = 1 at infinite noise, which the solvers " +
+        "cannot start from",
+    );
+  }
+  if (config.timestep_type !== undefined && config.timestep_type !== "discrete") {
+    throw new ImportError(
+      field("timestep_type"),
+      `unsupported ${JSON.stringify(config.timestep_type)} (only discrete timesteps are supported)`,
+    );
+  }
+  const variance = config.variance_type;
+  if (typeof variance === "string" && variance.startsWith("learned")) {
+    throw new ImportError(
+      field("variance_type"),
+      `${JSON.stringify(variance)}: a model that also predicts its variance (2C output channels) is not ` +
+        "supported; export the ε half of the output only",
+    );
+  }
+  const num = (key: string): number | undefined => {
+    const v = config[key];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "number" || !Number.isFinite(v)) {
+      throw new ImportError(field(key), `must be a number, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  let schedule: DiscreteScheduleSpec;
+  const trained = config.trained_betas;
+  if (trained !== undefined && trained !== null) {
+    schedule = { type: "discrete", trained_betas: trained as number[] };
+  } else {
+    const kind = config.beta_schedule ?? "linear";
+    if (typeof kind !== "string" || !(BETA_SCHEDULES as readonly string[]).includes(kind)) {
+      throw new ImportError(
+        field("beta_schedule"),
+        `unsupported ${JSON.stringify(kind)} (one of ${BETA_SCHEDULES.join(", ")}, or trained_betas)`,
+      );
+    }
+    schedule = {
+      type: "discrete",
+      beta_schedule: kind as DiscreteScheduleSpec["beta_schedule"],
+      num_train_timesteps: num("num_train_timesteps") ?? 1000,
+    };
+    if (kind !== "squaredcos_cap_v2") {
+      schedule.beta_start = num("beta_start") ?? 1e-4;
+      schedule.beta_end = num("beta_end") ?? 0.02;
+    }
+  }
+  try {
+    discreteSchedule(schedule);
+  } catch (e) {
+    const f = (e as { field?: string }).field;
+    throw new ImportError(field(f ?? "beta_schedule"), (e as Error).message.replace(/^[^:]*: /, ""));
+  }
+  const steps = schedule.trained_betas?.length ?? schedule.num_train_timesteps!;
+  const kindFact = schedule.trained_betas
+    ? `trained betas (${steps})`
+    : schedule.beta_schedule === "squaredcos_cap_v2"
+    ? "squaredcos_cap_v2 betas"
+    : `${schedule.beta_schedule} betas ${schedule.beta_start} … ${schedule.beta_end}`;
+  facts.push(`schedule: discrete, ${kindFact} over ${steps} training timesteps`);
+  facts.push(`prediction: ${PREDICTION_ALIASES[prediction]} (prediction_type ${JSON.stringify(prediction)})`);
+  const ignored = SAMPLING_ONLY.filter((k) =>
+    config[k] !== undefined && config[k] !== null && config[k] !== false
+  )
+    .map((k) => `${k}=${JSON.stringify(config[k])}`);
+  if (ignored.length) {
+    facts.push(`ignored: ${ignored.join(", ")} (settings of diffusers' own sampling loop)`);
+  }
+  return { schedule, prediction, facts };
+}
+
+/** The number of rows of the initializer the graph gathers `labels` from (through casts and reshapes). */
+export function classTableRows(
+  graph: IGraphProto,
+  labels: string,
+): { rows: number; table: string } | undefined {
+  const inits = new Map((graph.initializer ?? []).map((t) => [t.name ?? "", t]));
+  const passThrough = new Set(["Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"]);
+  const seen = new Set([labels]);
+  const frontier = [labels];
+  while (frontier.length) {
+    const value = frontier.shift()!;
+    for (const node of graph.node ?? []) {
+      const inputs = node.input ?? [];
+      if (node.opType === "Gather" && inputs[1] === value && inits.has(inputs[0])) {
+        const dims = (inits.get(inputs[0])!.dims ?? []).map(Number);
+        if (dims.length >= 1 && dims[0] > 0) return { rows: dims[0], table: inputs[0] };
+      }
+      if (passThrough.has(node.opType ?? "") && inputs[0] === value) {
+        for (const o of node.output ?? []) {
+          if (!seen.has(o)) seen.add(o), frontier.push(o);
+        }
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The external-data files the graph's initializers live in (relative to the graph's folder). */
+function externalFiles(graph: IGraphProto): string[] {
+  const files = new Set<string>();
+  for (const t of graph.initializer ?? []) {
+    for (const e of t.externalData ?? []) if (e.key === "location" && e.value) files.add(e.value);
+  }
+  return [...files];
+}
+
+const fmtDims = (dims: (Dim | undefined)[]) => `[${dims.map((d) => d ?? "?").join(", ")}]`;
+
+/** Imports a diffusers-style export as a model folder; throws an {@link ImportError} naming the field. */
+export function importDiffusers(opts: ImportOptions): ImportResult {
+  const { source, name } = opts;
+  if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(name)) {
+    throw new ImportError("--name", "must be a lower-case name of letters, digits, '.', '_' or '-'");
+  }
+  const config = readJson(join(source, "scheduler_config.json"), "scheduler_config.json");
+  if (!config) throw new ImportError("scheduler_config.json", `not found in ${source}`);
+  const unetConfig = readJson(join(source, "unet", "config.json"), "unet/config.json") ?? {};
+  const graphPath = join(source, "unet", "model.onnx");
+  if (!existsSync(graphPath)) throw new ImportError("unet/model.onnx", `not found in ${source}`);
+  const sched = fromSchedulerConfig(config);
+  const facts: string[] = [
+    `source: ${source}${typeof config._class_name === "string" ? ` (${config._class_name})` : ""}`,
+  ];
+
+  let graph: IGraphProto;
+  try {
+    const g = decodeModel(readFileSync(graphPath)).graph;
+    if (!g) throw new Error("the ONNX model has no graph");
+    graph = g;
+  } catch (e) {
+    throw new ImportError(
+      "unet/model.onnx",
+      `not a readable ONNX model (${e instanceof Error ? e.message : e})`,
+    );
+  }
+  const inits = new Set((graph.initializer ?? []).map((t) => t.name));
+  const inputs = (graph.input ?? []).filter((i) => !inits.has(i.name ?? ""));
+  const inputNames = inputs.map((i) => i.name ?? "");
+  const find = (n: string) => inputs.find((i) => i.name === n);
+  for (const n of inputNames) {
+    if (!["sample", "timestep", "class_labels"].includes(n)) {
+      throw new ImportError(
+        `unet/model.onnx: input "${n}"`,
+        "is not supported (the worker feeds sample, timestep and class_labels only; text-conditioned " +
+          "models are not supported)",
+      );
+    }
+  }
+  for (const need of ["sample", "timestep"]) {
+    if (!find(need)) {
+      throw new ImportError(
+        "unet/model.onnx",
+        `has no input "${need}" (its inputs: ${inputNames.join(", ")})`,
+      );
+    }
+  }
+  const sample = valueInfoType(find("sample")!);
+  const timestep = valueInfoType(find("timestep")!);
+  if (sample.elemType !== undefined && sample.elemType !== DataType.FLOAT) {
+    throw new ImportError(
+      'unet/model.onnx: input "sample"',
+      `is ${dtypeName(sample.elemType) ?? sample.elemType}; export the model in float32`,
+    );
+  }
+  const tType = timestep.elemType === DataType.INT64 ? "int64" : "float32";
+  if (
+    timestep.elemType !== undefined && timestep.elemType !== DataType.INT64 &&
+    timestep.elemType !== DataType.FLOAT
+  ) {
+    throw new ImportError(
+      'unet/model.onnx: input "timestep"',
+      `is ${dtypeName(timestep.elemType) ?? timestep.elemType}; it must be float32 or int64`,
+    );
+  }
+  const outputs = (graph.output ?? []).map((o) => o.name ?? "");
+  const outName = outputs.includes("out_sample")
+    ? "out_sample"
+    : outputs.length === 1
+    ? outputs[0]
+    : undefined;
+  if (outName === undefined) {
+    throw new ImportError(
+      "unet/model.onnx",
+      `has no output "out_sample" (its outputs: ${outputs.join(", ")})`,
+    );
+  }
+
+  // the shape: the graph's, unet/config.json's, or --shape
+  let shape: number[] | undefined;
+  let shapeFrom = "";
+  const dims = sample.shape;
+  if (dims && dims.length !== 4 && dims.length !== 2) {
+    throw new ImportError(
+      'unet/model.onnx: input "sample"',
+      `has rank ${dims.length} ${fmtDims(dims)}; expected [B, C, H, W]`,
+    );
+  }
+  if (opts.shape) {
+    shape = opts.shape;
+    shapeFrom = "--shape";
+  } else if (dims && dims.slice(1).every((d) => typeof d === "number" && d > 0)) {
+    shape = dims.slice(1) as number[];
+    shapeFrom = `the graph's input "sample" ${fmtDims(dims)}`;
+  } else if (typeof unetConfig.in_channels === "number" && unetConfig.sample_size !== undefined) {
+    const size = unetConfig.sample_size;
+    const [h, w] = Array.isArray(size) ? size : [size, size];
+    if (typeof h === "number" && typeof w === "number") {
+      shape = [unetConfig.in_channels, h, w];
+      shapeFrom = "unet/config.json (in_channels, sample_size)";
+    }
+  }
+  if (!shape) {
+    throw new ImportError(
+      "--shape",
+      `the sample shape is not fixed by the graph ${
+        dims ? fmtDims(dims) : ""
+      } nor by unet/config.json; give --shape C,H,W`,
+    );
+  }
+  const outDims = outputs.length
+    ? valueInfoType((graph.output ?? []).find((o) => o.name === outName)!).shape
+    : undefined;
+  if (outDims && typeof outDims[1] === "number" && outDims[1] === 2 * shape[0]) {
+    throw new ImportError(
+      `unet/model.onnx: output "${outName}"`,
+      `has ${outDims[1]} channels, twice the input's: the model predicts its variance too (variance_type ` +
+        `${JSON.stringify(config.variance_type ?? "learned")}), which is not supported`,
+    );
+  }
+  facts.push(`shape: ${JSON.stringify(shape)} (from ${shapeFrom})`);
+
+  // classes: --classes, the embedding table, unet/config.json
+  let classes: ModelManifest["classes"];
+  if (find("class_labels")) {
+    const table = classTableRows(graph, "class_labels");
+    let count = opts.classes, from = "--classes";
+    if (count === undefined && table) {
+      count = table.rows;
+      from = `the class embedding table "${table.table}"`;
+    } else if (count === undefined && typeof unetConfig.num_class_embeds === "number") {
+      count = unetConfig.num_class_embeds;
+      from = "unet/config.json num_class_embeds";
+    }
+    if (count === undefined) {
+      throw new ImportError(
+        "--classes",
+        'the graph takes "class_labels" but its class count cannot be found; give --classes N',
+      );
+    }
+    classes = { count };
+    if (opts.nullClass !== undefined) classes.null_class = opts.nullClass;
+    facts.push(
+      `classes: ${count} (from ${from})${
+        opts.nullClass !== undefined ? `, null class ${opts.nullClass}` : ""
+      }`,
+    );
+  } else {
+    if (opts.classes !== undefined) {
+      throw new ImportError("--classes", 'the graph takes no "class_labels": the model is unconditional');
+    }
+    facts.push("classes: none (unconditional)");
+  }
+  facts.push(...sched.facts);
+  const steps = sched.schedule.trained_betas?.length ?? sched.schedule.num_train_timesteps!;
+  facts.push(
+    `time: the graph sees timestep = ${steps}·t − 1 for t in [1/${steps}, 1]` +
+      (tType === "int64" ? " (int64: rounded to the nearest index)" : " (float32)"),
+  );
+
+  const manifest = {
+    name,
+    version: "1",
+    description: `Imported from ${basename(normalize(source))}` +
+      (typeof config._class_name === "string" ? ` (${config._class_name})` : ""),
+    shape,
+    prediction: sched.prediction,
+    schedule: sched.schedule,
+    time: { kind: "discrete", scale: steps, offset: -1 },
+    inputs: { x: "sample", t: "timestep", ...(classes ? { class: "class_labels" } : {}) },
+    outputs: { eps: outName },
+    ...(classes ? { classes } : {}),
+    graphs: { eps: "eps.onnx" },
+    limits: { max_batch: opts.maxBatch ?? 16 },
+  } as unknown as ModelManifest;
+  facts.push(
+    `names: x = sample, t = timestep${classes ? ", class = class_labels" : ""}; eps = ${outName}`,
+  );
+
+  // write into a temporary folder, check it as the worker would, then move it into place
+  const target = join(opts.out, name);
+  if (existsSync(target) && !opts.force) {
+    throw new ImportError("--name", `${target} exists (use --force to replace it)`);
+  }
+  mkdirSync(opts.out, { recursive: true });
+  const staging = join(opts.out, `.${name}.import-${process.pid}`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { recursive: true });
+  try {
+    copyFileSync(graphPath, join(staging, "eps.onnx"));
+    for (const file of externalFiles(graph)) {
+      if (file.includes("..") || file.startsWith("/")) {
+        throw new ImportError("unet/model.onnx", `external data outside the unet folder (${file})`);
+      }
+      mkdirSync(dirname(join(staging, file)), { recursive: true });
+      copyFileSync(join(source, "unet", file), join(staging, file));
+    }
+    writeFileSync(join(staging, "model.json"), JSON.stringify(manifest, null, 2) + "\n");
+  } catch (e) {
+    rmSync(staging, { recursive: true, force: true });
+    throw e;
+  }
+  rmSync(target, { recursive: true, force: true });
+  renameSync(staging, target);
+  facts.unshift(`model: ${name} (${target})`);
+  facts.push(`graph: unet/model.onnx copied as eps.onnx`);
+
+  // the worker's load-time checks: the manifest, the files, the graph against the manifest
+  let info;
+  try {
+    info = readManifest(target);
+    checkModelGraphs(info);
+  } catch (e) {
+    rmSync(target, { recursive: true, force: true });
+    throw new ImportError("check", `the folder fails the worker's load-time check: ${(e as Error).message}`);
+  }
+  facts.push("check: model.json and eps.onnx pass the worker's load-time check");
+  withDerivedJvp(info);
+  facts.push(
+    info.unavailable?.jvp
+      ? `derivatives: fd (jvp unavailable: ${info.unavailable.jvp.reason})`
+      : `derivatives: jvp (derived from eps.onnx, cached in ${dirname(info.graphPaths.jvp!)}), fd`,
+  );
+  return { dir: target, manifest: info.manifest, facts };
+}
+
+const USAGE = "usage: deno task import DIR --name NAME [--out DIR] [--classes N] [--null-class N] " +
+  "[--shape C,H,W] [--max-batch N] [--force]";
+
+export function main(argv: string[]): number {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        name: { type: "string" },
+        out: { type: "string" },
+        classes: { type: "string" },
+        "null-class": { type: "string" },
+        shape: { type: "string" },
+        "max-batch": { type: "string" },
+        force: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: true,
+    });
+  } catch (e) {
+    console.error(`${e instanceof Error ? e.message : e}\n${USAGE}`);
+    return 2;
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const int = (flag: string, s: string | undefined, min: number): number | undefined => {
+    if (s === undefined) return undefined;
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < min) {
+      throw new ImportError(`--${flag}`, `must be an integer ≥ ${min}, got ${s}`);
+    }
+    return n;
+  };
+  try {
+    if (parsed.positionals.length !== 1) throw new ImportError("DIR", `give one export folder\n${USAGE}`);
+    if (!v.name) throw new ImportError("--name", `is required\n${USAGE}`);
+    const shape = v.shape?.split(",").map((d) => int("shape", d.trim(), 1)!);
+    const result = importDiffusers({
+      source: parsed.positionals[0],
+      name: v.name,
+      out: v.out ?? process.env.GENIE_MODELS_DIR ?? defaultModelsDir(),
+      classes: int("classes", v.classes, 1),
+      nullClass: int("null-class", v["null-class"], 0),
+      shape,
+      maxBatch: int("max-batch", v["max-batch"], 1),
+      force: v.force,
+    });
+    for (const line of result.facts) console.log(line);
+    return 0;
+  } catch (e) {
+    console.error(e instanceof Error ? e.message : e);
+    return 1;
+  }
+}
+
+if (import.meta.main) process.exit(main(process.argv.slice(2)));
