@@ -14,7 +14,7 @@ import type { Schedule } from "../core/schedule.ts";
 import type { GridDefaults } from "../core/solvers/registry.ts";
 import type { AsyncEvaluator, Evaluator } from "../core/solvers/drive.ts";
 import type { DerivativeSource } from "../core/solvers/types.ts";
-import type { Provider } from "../onnx/ort.ts";
+import { parseProviders, type Provider } from "../onnx/ort.ts";
 import { UsageError } from "./args.ts";
 
 /** A model ready to sample from. */
@@ -74,18 +74,9 @@ export async function modelNames(dir: string): Promise<string[]> {
   return [...names].sort();
 }
 
-const PROVIDERS: readonly Provider[] = ["cuda", "cpu"];
-
-/** GENIE_PROVIDERS, e.g. "cpu" or "cuda,cpu" (default: CUDA, then CPU). */
+/** GENIE_PROVIDERS, e.g. "cpu", "cuda,cpu" or "webgpu,wasm" (default: CUDA, then CPU). */
 function providersFromEnv(): Provider[] | undefined {
-  const raw = process.env.GENIE_PROVIDERS;
-  if (!raw) return undefined;
-  const list = raw.split(",").map((p) => p.trim());
-  const bad = list.find((p) => !(PROVIDERS as readonly string[]).includes(p));
-  if (bad !== undefined) {
-    throw new Error(`GENIE_PROVIDERS: unknown execution provider ${JSON.stringify(bad)} (cuda or cpu)`);
-  }
-  return list as Provider[];
+  return parseProviders("GENIE_PROVIDERS", process.env.GENIE_PROVIDERS);
 }
 
 /** A model folder run by ONNX Runtime in-process (the worker's engine: same graphs, same feeds). */

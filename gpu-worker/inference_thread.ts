@@ -5,7 +5,8 @@
  *
  * Sessions are created once per (model, graph) at start-up and released only at close (creating and
  * releasing sessions leaks memory upstream). Each model tries the configured providers in order
- * (CUDA, then CPU) and reports the one that accepted it, then runs one warm-up call per graph.
+ * (by default CUDA, then CPU; docs/backends.md) and reports the one that accepted it, then runs one
+ * warm-up call per graph.
  * Tensors travel as ArrayBuffers, transferred, never copied by the message channel.
  *
  * Messages: see {@link ThreadRequest} and {@link ThreadReply} in inference.ts.

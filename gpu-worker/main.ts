@@ -6,7 +6,8 @@
  * Environment: GENIE_WORKER_HOST, GENIE_WORKER_PORT, GENIE_WORKER_SECRET, GENIE_MODELS_DIR, and the
  * tuning knobs GENIE_WORKER_MAX_BATCH, GENIE_WORKER_MAX_WAIT_MS, GENIE_WORKER_MAX_QUEUE,
  * GENIE_SIGNATURE_WINDOW_S (seconds a signed request's timestamp may be off, default 60),
- * GENIE_WORKER_THREADS (ORT intra-op threads), GENIE_WORKER_PROVIDERS (e.g. "cpu" or "cuda,cpu"),
+ * GENIE_WORKER_THREADS (ORT intra-op threads), GENIE_WORKER_PROVIDERS (e.g. "cpu" or "cuda,cpu"; else
+ * GENIE_PROVIDERS; names: webgpu, cuda, cpu, wasm, tried in order, docs/backends.md),
  * GENIE_WORKER_BODY_TIMEOUT_MS (how long a request body may take to arrive, default 30000; 408 after),
  * GENIE_WORKER_SPIN (on/off: whether ORT's threads spin-wait after a call; on, ORT's default, answers
  * the next call sooner, off leaves idle cores to other processes). Flags of the same names
@@ -21,7 +22,7 @@ import process from "node:process";
 import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseOnOff } from "../core/api/switch.ts";
-import type { Provider } from "../onnx/ort.ts";
+import { parseProviders } from "../onnx/ort.ts";
 import { ListenError, serveResilient } from "../core/api/serve.ts";
 import { createWorkerApp, type WorkerConfig } from "./app.ts";
 
@@ -66,9 +67,13 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
   });
   const port = num("--port", values.port ?? env.GENIE_WORKER_PORT) ?? 8700;
   if (!Number.isInteger(port) || port > 65535) throw new Error(`--port: must be an integer port number`);
-  const providers = (values.providers ?? env.GENIE_WORKER_PROVIDERS)?.split(",").map((p) => p.trim());
-  if (providers?.some((p) => p !== "cuda" && p !== "cpu")) {
-    throw new Error(`--providers: use cuda and/or cpu`);
+  const providers = values.providers !== undefined
+    ? parseProviders("--providers", values.providers)
+    : env.GENIE_WORKER_PROVIDERS
+    ? parseProviders("GENIE_WORKER_PROVIDERS", env.GENIE_WORKER_PROVIDERS)
+    : parseProviders("GENIE_PROVIDERS", env.GENIE_PROVIDERS);
+  if (values.providers !== undefined && !providers) {
+    throw new Error(`--providers: name at least one provider`);
   }
   return {
     host: values.host ?? env.GENIE_WORKER_HOST ?? "127.0.0.1",
@@ -82,7 +87,7 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
     maxQueue: num("--max-queue", values["max-queue"] ?? env.GENIE_WORKER_MAX_QUEUE),
     intraOpThreads: num("--threads", values.threads ?? env.GENIE_WORKER_THREADS),
     spinning: parseOnOff("--spin", values.spin ?? env.GENIE_WORKER_SPIN),
-    providers: providers as Provider[] | undefined,
+    providers,
     bodyTimeoutMs: num("--body-timeout-ms", values["body-timeout-ms"] ?? env.GENIE_WORKER_BODY_TIMEOUT_MS),
   };
 }

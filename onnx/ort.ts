@@ -5,13 +5,44 @@
  *
  * `executionProviders: ["cuda", "cpu"]` does not fall back by itself: `createSession` tries each provider
  * in order, catches the failure, and reports the provider actually used.
+ *
+ * Two runtimes sit behind the same session interface: onnxruntime-node (native: `cuda`, `cpu`) and
+ * onnxruntime-web (WebAssembly: `wasm`; WebGPU: `webgpu`, where `navigator.gpu` gives a hardware
+ * adapter). Both return onnxruntime-common sessions; `runSession` builds each call's tensors with the
+ * runtime that created the session. See docs/backends.md.
  */
 import type * as Ort from "onnxruntime-node";
 
 export type OrtModule = typeof Ort;
 export type InferenceSession = Ort.InferenceSession;
 export type OrtTensor = Ort.Tensor;
-export type Provider = "cuda" | "cpu";
+/** Execution providers: native (`cuda`, `cpu`) and onnxruntime-web (`wasm`, `webgpu`). */
+export type Provider = "cuda" | "cpu" | "wasm" | "webgpu";
+
+/** Every provider name, in the order they are usually preferred. */
+export const PROVIDERS: readonly Provider[] = ["webgpu", "cuda", "cpu", "wasm"];
+
+/** The providers run by onnxruntime-web rather than onnxruntime-node. */
+export const WEB_PROVIDERS: readonly Provider[] = ["wasm", "webgpu"];
+
+/**
+ * Parses a comma-separated provider list (`GENIE_PROVIDERS`, `--providers`): undefined when unset or
+ * empty; an unknown or repeated name is an error that names `setting`.
+ */
+export function parseProviders(setting: string, raw: string | undefined): Provider[] | undefined {
+  if (raw === undefined || raw.trim() === "") return undefined;
+  const list = raw.split(",").map((p) => p.trim()).filter(Boolean);
+  for (const p of list) {
+    if (!(PROVIDERS as readonly string[]).includes(p)) {
+      throw new Error(
+        `${setting}: unknown execution provider ${JSON.stringify(p)} (use ${PROVIDERS.join(", ")})`,
+      );
+    }
+  }
+  const dup = list.find((p, i) => list.indexOf(p) !== i);
+  if (dup !== undefined) throw new Error(`${setting}: ${dup} is listed twice`);
+  return list as Provider[];
+}
 
 let ortModule: Promise<OrtModule> | undefined;
 
@@ -28,6 +59,54 @@ export function loadOrt(): Promise<OrtModule> {
   });
   return ortModule;
 }
+
+/** onnxruntime-web's entry points share onnxruntime-node's session and tensor interfaces. */
+const webModules: Partial<Record<"wasm" | "webgpu", Promise<OrtModule>>> = {};
+
+/**
+ * onnxruntime-web, imported on first use: the default entry for `wasm` (every CPU kernel, the
+ * WebAssembly binary read from the package, nothing fetched), the WebGPU entry for `webgpu` (its own
+ * WebAssembly build, with fewer CPU kernels). `threads` sets the WebAssembly thread count, read once
+ * when the runtime starts (onnxruntime-web's default when omitted).
+ */
+export function loadOrtWeb(kind: "wasm" | "webgpu", threads?: number): Promise<OrtModule> {
+  webModules[kind] ??= (kind === "webgpu" ? import("onnxruntime-web/webgpu") : import("onnxruntime-web"))
+    .then((m) => {
+      const ort = ((m as { default?: unknown }).default ?? m) as unknown as OrtModule;
+      ort.env.logLevel = "fatal";
+      if (threads) ort.env.wasm.numThreads = threads;
+      return ort;
+    });
+  return webModules[kind]!;
+}
+
+let webgpuAdapter: Promise<unknown> | undefined;
+
+/**
+ * The WebGPU adapter onnxruntime-web would use, or an error saying why there is none. A software
+ * (fallback) adapter, such as a CPU rasteriser, counts as none: it is slower than the `cpu` and `wasm`
+ * providers on the same cores.
+ */
+function requestWebGpuAdapter(): Promise<unknown> {
+  webgpuAdapter ??= (async () => {
+    const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(o?: unknown): Promise<unknown> } } })
+      .navigator?.gpu;
+    if (!gpu) throw new Error("WebGPU is not available here (no navigator.gpu)");
+    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" }) as
+      | { info?: { isFallbackAdapter?: boolean; description?: string; vendor?: string } }
+      | null;
+    if (!adapter) throw new Error("navigator.gpu gives no WebGPU adapter");
+    if (adapter.info?.isFallbackAdapter) {
+      const what = adapter.info.description || adapter.info.vendor || "unnamed";
+      throw new Error(`navigator.gpu gives only a software WebGPU adapter (${what})`);
+    }
+    return adapter;
+  })();
+  return webgpuAdapter;
+}
+
+/** The runtime module that created each session: its tensors are the ones the session accepts. */
+const sessionRuntime = new WeakMap<InferenceSession, OrtModule>();
 
 export interface SessionOptions {
   /** Providers to try in order; default `["cuda", "cpu"]`. */
@@ -62,11 +141,15 @@ export async function createSession(
   bytes: Uint8Array,
   options: SessionOptions = {},
 ): Promise<CreatedSession> {
-  const ort = await loadOrt();
   const providers = options.providers ?? ["cuda", "cpu"];
   const skipped: Partial<Record<Provider, string>> = {};
   for (const provider of providers) {
     try {
+      if (provider === "wasm" || provider === "webgpu") {
+        const session = await createWebSession(bytes, provider, options);
+        return { session, provider, skipped };
+      }
+      const ort = await loadOrt();
       const session = await ort.InferenceSession.create(bytes, {
         executionProviders: [provider],
         graphOptimizationLevel: options.optimization ?? "all",
@@ -82,6 +165,24 @@ export async function createSession(
   }
   const why = Object.entries(skipped).map(([p, m]) => `${p}: ${m}`).join("; ");
   throw new Error(`no execution provider could load the model (${why})`);
+}
+
+/** An onnxruntime-web session (`spinning` and `profile` are native options and do not apply). */
+async function createWebSession(
+  bytes: Uint8Array,
+  provider: "wasm" | "webgpu",
+  options: SessionOptions,
+): Promise<InferenceSession> {
+  const adapter = provider === "webgpu" ? await requestWebGpuAdapter() : undefined;
+  const ort = await loadOrtWeb(provider, options.threads);
+  if (adapter) (ort.env as { webgpu?: { adapter?: unknown } }).webgpu!.adapter = adapter;
+  const session = await ort.InferenceSession.create(bytes, {
+    executionProviders: [provider],
+    graphOptimizationLevel: options.optimization ?? "all",
+    logSeverityLevel: 3,
+  });
+  sessionRuntime.set(session, ort);
+  return session;
 }
 
 /** Element types of the tensors exchanged with sessions here. */
@@ -105,7 +206,7 @@ export async function runSession(
   feeds: Record<string, TensorInit>,
   outputs?: readonly string[],
 ): Promise<Record<string, HostTensor>> {
-  const ort = await loadOrt();
+  const ort = sessionRuntime.get(session) ?? await loadOrt();
   const inputs: Record<string, Ort.Tensor> = {};
   for (const [name, t] of Object.entries(feeds)) inputs[name] = new ort.Tensor(t.type, t.data, t.dims);
   const result = outputs ? await session.run(inputs, [...outputs]) : await session.run(inputs);
