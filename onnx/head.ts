@@ -1,30 +1,32 @@
 /**
- * The GENIE derivative head (GENIE.md §5) as ONNX graphs.
+ * The GENIE derivative head (docs/method.md §5) as ONNX graphs.
  *
- * Inputs: x_t, the network's prediction ε̂ (detached), the score network's last decoder feature map
- * ("features", before the output norm/activation/conv) and its time (+class) embedding ("temb"), and γ_t.
+ * Inputs: x_t, the network's prediction ε̂ (detached), the score network's last feature map ("features":
+ * the normalised, activated map its output convolution reads) and its time (+class) embedding ("temb"),
+ * and γ_t. Per pixel, with the time embedding modulating each hidden layer (scale and shift, FiLM):
  *
- *     concat(x, ε̂, features) → 3×3 conv to nf
- *     → residual block: GroupNorm, SiLU, conv, + dense(SiLU(temb)) bias, GroupNorm, SiLU, conv, (in + h)/√2
- *     → GroupNorm, SiLU → 3×3 conv to 3C channels = (k¹, k², k³)
+ *     h₁ = SiLU(FiLM₁(W₁ · concat(x, ε̂, features)))        1×1 conv to `width`
+ *     h₂ = SiLU(FiLM₂(W₂ · h₁))                             1×1 conv
+ *     (k¹, k², k³) = 3×3 conv of h₂ to 3C channels
  *     k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²))
  *
- * The block's second conv and the output conv start near zero (gain `initGain`), so the untrained head
- * gives k ≈ 0: GENIE starts as DDIM.
+ * FiLMᵢ(h) = h·(1 + sᵢ) + bᵢ with (sᵢ, bᵢ) = dense(SiLU(temb)): the modulation lets k be a time-dependent
+ * map of x, ε̂ and the features. The spatial context
+ * comes from the features; the head's own work is two 1×1 layers and one 3×3 output layer, about 2.5% of
+ * mnist-unet's multiply-adds at width 32, and it needs no normalisation of its own (the features are
+ * already normalised).
+ *
+ * The output conv starts near zero (gain `initGain`), so the untrained head gives k ≈ 0: GENIE starts as
+ * DDIM.
  *
  * - {@link buildHeadModel}: the trainable head alone (inputs x, eps, features, temb, gamma → k, and the
  *   unmixed `k123`), the graph `deno task distill` differentiates with onnx/grad.ts.
- * - {@link combinedHeadModel}: the served `head` graph (CONTRACTS.md §4): x, t, class → eps, deriv in ONE
- *   run: the score network (exposing features and temb), γ(t) from the VP-linear schedule (in float64),
- *   then the head with trained weights (training/distill.ts serves it with `norm: "instance"`).
- *
- * Width 8 by default (GENIE.md §5 allows 2–12% of the base network's FLOPs): on ORT's CPU kernels, which
- * compute convolutions in blocks of 16 channels, width 8 costs about 3% of eps less than width 16 (its
- * norms and elementwise nodes) for a slightly higher held-out error (median 0.72 against 0.71 in
- * docs/head.md's evaluation); eps + head ≈ 1.03–1.12× eps there.
+ * - {@link combinedHeadModel}: the served `head` graph (docs/contracts.md §4): x, t, class → eps, deriv in
+ *   ONE run: the score network (exposing features and temb), γ(t) from the VP-linear schedule (in
+ *   float64), then the head with trained weights.
  */
 import { GraphBuilder, type IModelProto, modelOpset, type ModelProto, onnx, valueInfo } from "./proto.ts";
-import { Layers, type NormForm, type ParamSource } from "./layers.ts";
+import { Layers, type ParamSource } from "./layers.ts";
 
 export interface HeadOptions {
   /** Image channels C (x and ε̂). */
@@ -33,26 +35,20 @@ export interface HeadOptions {
   featureChannels: number;
   /** Width of the time(+class) embedding. */
   embed: number;
-  /** Head width nf. */
+  /** Head width: channels of the hidden layers (ORT's CPU convolutions work in blocks of 16). */
   width: number;
-  /** GroupNorm groups. */
-  groups: number;
-  /** Scale of the initial weights of the block's second conv and the output conv. */
+  /** Scale of the initial weights of the output conv. */
   initGain: number;
   seed: number;
-  /** GroupNorm's form: "decomposed" in the training graph, "instance" in the served one (layers.ts). */
-  norm: NormForm;
 }
 
 export const HEAD_DEFAULTS: HeadOptions = {
   channels: 1,
   featureChannels: 32,
   embed: 128,
-  width: 8,
-  groups: 4,
+  width: 32,
   initGain: 1e-2,
   seed: 7,
-  norm: "decomposed",
 };
 
 /** Values of the head's inputs inside a graph under construction. */
@@ -76,20 +72,21 @@ export function addHead(
   source?: ParamSource,
 ): { k: string; k123: string; params: string[]; count: number } {
   const o = { ...HEAD_DEFAULTS, ...options };
-  const { channels: C, width: nf, embed: E } = o;
-  const L = new Layers(g, o.seed, o.groups, source);
+  const { channels: C, width: W, embed: E } = o;
+  const L = new Layers(g, o.seed, 1, source);
   const i64 = (v: number[]) => L.i64(v), f32 = (v: number) => L.f32(v);
-  const normAct = (h: string, name: string) => L.silu(L.groupNorm(h, nf, name, o.norm));
+  const tembAct = L.silu(inp.temb);
+  // h·(1 + s) + b with [s, b] = dense(SiLU(temb)) per sample, broadcast over pixels
+  const film = (h: string, name: string) => {
+    const sb = g.op("Unsqueeze", [L.dense(tembAct, E, 2 * W, name, 0.1), i64([2, 3])]);
+    const [s, b] = [0, 1].map((j) => g.op("Slice", [sb, i64([j * W]), i64([(j + 1) * W]), i64([1])]));
+    return g.op("Add", [g.op("Mul", [h, g.op("Add", [s, f32(1)])]), b]);
+  };
 
-  const cin = 2 * C + o.featureChannels;
   const input = g.op("Concat", [inp.x, inp.eps, inp.features], { axis: 1 });
-  const h0 = L.conv(input, cin, nf, "head.in");
-  let a = L.conv(normAct(h0, "head.res.norm0"), nf, nf, "head.res.conv0");
-  const bias = L.dense(L.silu(inp.temb), E, nf, "head.res.temb");
-  a = g.op("Add", [a, g.op("Unsqueeze", [bias, i64([2, 3])])]);
-  a = L.conv(normAct(a, "head.res.norm1"), nf, nf, "head.res.conv1", { gain: o.initGain });
-  const h1 = g.op("Mul", [g.op("Add", [h0, a]), f32(Math.SQRT1_2)]);
-  const k123 = L.conv(normAct(h1, "head.out.norm"), nf, 3 * C, "head.out", { gain: o.initGain });
+  const h1 = L.silu(film(L.conv(input, 2 * C + o.featureChannels, W, "head.in", { k: 1 }), "head.film0"));
+  const h2 = L.silu(film(L.conv(h1, W, W, "head.mid", { k: 1 }), "head.film1"));
+  const k123 = L.conv(h2, W, 3 * C, "head.out", { gain: o.initGain });
 
   // k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²)), coefficients per sample [B, 1, 1, 1]
   const gam = g.op("Unsqueeze", [inp.gamma, i64([1, 2, 3])]);

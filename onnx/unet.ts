@@ -8,8 +8,8 @@
  *     inputs  x [B, C, S, S] float32, t [B] float32 (in [0, 1]), class [B] int64 (when classes > 0)
  *     output  eps [B, C, S, S]
  *
- * The last decoder feature map (before the output norm/activation/conv) is the value "features" and the
- * time (+class) embedding is "temb", the two tensors the GENIE derivative head consumes (GENIE.md §5).
+ * The last decoder feature map, after the output norm and activation (the output conv's input), is the value
+ * "features" and the time (+class) embedding is "temb": the two tensors the GENIE derivative head consumes.
  * Parameters are initializers named `<block>.<layer>.<w|b|scale|bias>`; `params` lists them, and every
  * other initializer is a constant. The output conv starts at zero (unless `zeroOutput` is false), so the
  * untrained model predicts ε = 0.
@@ -165,8 +165,9 @@ export function buildTrainableUNet(options: Partial<UNetOptions> = {}): UNet {
     );
     ch = nf * o.mults[level];
   }
-  const [features] = g.node("Identity", [h], ["features"]);
-  const out = L.conv(L.silu(L.groupNorm(features, ch, "out.norm")), ch, C, "out", {
+  // "features": the last feature map, normalised and activated, read by the output conv and the GENIE head
+  const [features] = g.node("Identity", [L.silu(L.groupNorm(h, ch, "out.norm"))], ["features"]);
+  const out = L.conv(features, ch, C, "out", {
     gain: o.zeroOutput ? 0 : 1,
   });
   const eps = pre ? g.op("Sub", [g.op("Mul", [xt, pre.a]), g.op("Mul", [out, pre.b])]) : out;

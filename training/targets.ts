@@ -1,5 +1,5 @@
 /**
- * Distillation data for the GENIE head (GENIE.md §5), computed with ONNX Runtime from the frozen score
+ * Distillation data for the GENIE head (docs/method.md §5), computed with ONNX Runtime from the frozen score
  * network: x_t = α x₀ + σ ε with t ~ U[t_min, 1]; one run of the network exposing its features gives
  * ε̂, the last decoder feature map and the time(+class) embedding; one run of its JVP graph gives the
  * target τ = dε̂/dγ along the probability-flow ODE, with tangent

@@ -117,7 +117,7 @@ export const TRAIN_DEFAULTS = {
 /** The flags that decide a run's trajectory: a checkpoint is continued only by a run that shares them. */
 const RECIPE_FLAGS = ["steps", "batch", "lr", "minLr", "warmup", "clip", "ema", "drop", "seed"] as const;
 
-/** The mnist-unet manifest (CONTRACTS.md §4). */
+/** The mnist-unet manifest (docs/contracts.md §4). */
 export function unetManifest(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     name: "mnist-unet",
@@ -146,14 +146,19 @@ export async function exportUNet(out: string, params: Record<string, FloatArray>
   const trained = withParams(unet.model, params);
   await writeAtomic(`${out}/eps.onnx`, encodeModel(trained));
   await writeAtomic(`${out}/features.onnx`, encodeModel(exposeTensors(trained, FEATURE_TENSORS)));
+  // keep what other programs recorded: the head graph (distill), measured defaults and costs (bench:head)
+  let kept: Record<string, unknown> = {};
   let graphs: Record<string, string> = { eps: "eps.onnx", features: "features.onnx" };
   try {
     const existing = JSON.parse(await Deno.readTextFile(`${out}/model.json`));
     graphs = { ...existing.graphs, ...graphs };
+    kept = Object.fromEntries(
+      ["defaults", "costs"].filter((k) => k in existing).map((k) => [k, existing[k]]),
+    );
   } catch {
     // no manifest yet
   }
-  await writeAtomic(`${out}/model.json`, JSON.stringify(unetManifest({ graphs }), null, 2) + "\n");
+  await writeAtomic(`${out}/model.json`, JSON.stringify(unetManifest({ graphs, ...kept }), null, 2) + "\n");
 }
 
 /** One run of `deno task train` between a start and a stop (training.json's `segments`). */

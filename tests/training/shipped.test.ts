@@ -14,6 +14,9 @@ import { withClasses } from "../../core/guidance.ts";
 import { classify, loadClassifier } from "../../training/classifier.ts";
 import { floats, post, startApp } from "../gpu-worker/helpers.ts";
 import { loadDigits, PIXELS, splitIndices } from "../../training/common.ts";
+import { loadCheckpoint, withParams } from "../../onnx/train.ts";
+import { decodeModel, encodeModel, tensorValues } from "../../onnx/proto.ts";
+import { buildMnistUNet } from "../../training/train.ts";
 
 const MODELS = new URL("../../models", import.meta.url).pathname;
 
@@ -108,6 +111,43 @@ describe("shipped models", () => {
     } finally {
       await app.shutdown();
     }
+  });
+
+  it("mnist-unet: eps.onnx is the committed checkpoint's weight average, exported (same bytes); training.json covers every step", async () => {
+    const ROOT = new URL("../..", import.meta.url).pathname;
+    const saved = await loadCheckpoint(`${ROOT}/training/checkpoints/mnist-unet`);
+    assert(saved?.ema, "the committed checkpoint holds no weight average");
+    const exported = encodeModel(withParams(buildMnistUNet({ served: true }).model, saved.ema));
+    const shipped = await Deno.readFile(`${MODELS}/mnist-unet/eps.onnx`);
+    assert(
+      exported.length === shipped.length && exported.every((b, i) => b === shipped[i]),
+      "eps.onnx differs",
+    );
+    const record = JSON.parse(await Deno.readTextFile(`${MODELS}/mnist-unet/training.json`));
+    assertEquals(record.steps_done, saved.step);
+    assertEquals(record.exported, "ema");
+    // the segments run tile [0, steps_done] without gaps
+    let at = 0;
+    for (const s of record.segments) {
+      assertEquals(s.from_step, at);
+      at = s.to_step;
+    }
+    assertEquals(at, saved.step);
+  });
+
+  it("mnist-unet: head.onnx carries the committed head checkpoint's weight average", async () => {
+    const ROOT = new URL("../..", import.meta.url).pathname;
+    const saved = await loadCheckpoint(`${ROOT}/training/checkpoints/mnist-unet-head`);
+    assert(saved?.ema, "the committed head checkpoint holds no weight average");
+    const head = decodeModel(await Deno.readFile(`${MODELS}/mnist-unet/head.onnx`));
+    const values = new Map(head.graph!.initializer!.map((t) => [t.name!, tensorValues(t)]));
+    for (const [name, v] of Object.entries(saved.ema)) {
+      const got = values.get(name);
+      assert(got, `head.onnx has no ${name}`);
+      assertEquals(maxAbsDiff(got, v), 0, name);
+    }
+    const distill = JSON.parse(await Deno.readTextFile(`${MODELS}/mnist-unet/distill.json`));
+    assertEquals(distill.steps_done, saved.step);
   });
 
   it("mnist-classifier: held-out digits are classified (≥ 95% on 300)", async () => {

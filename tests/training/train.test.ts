@@ -10,7 +10,7 @@ import { loadDigits, SIZE } from "../../training/common.ts";
 import { PRECONDITION, TIME_SAMPLING } from "../../training/train.ts";
 import { preconditionedBatch } from "../../training/precondition.ts";
 import { vpLinearSchedule } from "../../core/schedule.ts";
-import { headFeeds, headTrainingGraph } from "../../training/distill.ts";
+import { headFeeds, headTrainingGraph, relativeWeights } from "../../training/distill.ts";
 import type { HeadData } from "../../training/targets.ts";
 import { rngStream } from "../../core/rng.ts";
 
@@ -47,7 +47,7 @@ describe("training", () => {
     assertSameBits(a.params, b.params);
   });
 
-  it("the GENIE head's weighted loss γ² Σ (k − τ)² falls on a fixed batch; same seed → same run", async () => {
+  it("the GENIE head's relative loss Σ (k − τ)²/‖τ‖² falls on a fixed batch; same seed → same run", async () => {
     const { graph } = headTrainingGraph();
     const B = 2, n = SIZE * SIZE, r = rngStream(5, 1);
     const randn = (len: number) => Float32Array.from({ length: len }, () => r.normal());
@@ -85,5 +85,14 @@ describe("training", () => {
     );
     assertEquals(a.losses, b.losses);
     assertSameBits(a.params, b.params);
+  });
+
+  it("the head's loss weights are 1/max(‖τ‖², P·floor²): relative error, absolute where τ is negligible", () => {
+    const P = 4, floor = 1e-3;
+    const target = Float32Array.of(1, 2, 2, 0, /* tiny */ 1e-5, 0, 0, 0, /* zero */ 0, 0, 0, 0);
+    const w = relativeWeights(target, 3, floor);
+    assertEquals(w[0], Math.fround(1 / 9));
+    assertEquals(w[1], Math.fround(1 / (P * floor * floor)));
+    assertEquals(w[2], Math.fround(1 / (P * floor * floor)));
   });
 });
