@@ -242,7 +242,10 @@ export function discreteBetas(
       return lin(Math.sqrt(betaStart), Math.sqrt(betaEnd)).map((r) => r * r);
     case "squaredcos_cap_v2": {
       // 1 − ᾱ(t₂)/ᾱ(t₁) with ᾱ(t) = cos²((t + 0.008)/1.008 · π/2), capped at 0.999 (improved DDPM).
-      const abar = (t: number) => cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
+      const abar = (t: number) => {
+        const c = cos(((t + 0.008) / 1.008) * Math.PI / 2);
+        return c * c;
+      };
       return Array.from({ length: n }, (_, i) => Math.min(1 - abar((i + 1) / n) / abar(i / n), 0.999));
     }
     default:
