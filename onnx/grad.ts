@@ -741,12 +741,12 @@ function spatial(c: Ctx, kernel: readonly number[], transposed = false) {
 }
 
 /**
- * dW of a convolution with input I [N, Ci, …] and output cotangent G [N, Co, …], as ONE matrix product
- * with the input's patches (im2col) with the batch folded into the product's inner dimension:
- * I is laid out channels-first [Ci, N, …] and padded, its strided slices at every kernel offset are
- * stacked to P [g, Ci/g·K, N·L] (K kernel taps, L output positions), G is laid out [g, Co/g, N·L], and
- * dW = G · Pᵀ (a single GEMM per group whose inner dimension N·L runs over every sample and position, so
- * no per-sample products and no reduction over the batch).
+ * dW of a convolution with input I [N, Ci, …] and output cotangent G [N, Co, …], one kernel tap at a
+ * time: with the batch moved behind the channels (I' = [Ci, N, …] padded, G' = [g, Co/g, N·L] for g
+ * groups and L output positions), tap κ's slice of dW is the matrix product dW[:, :, κ] = G' · S_κᵀ,
+ * S_κ = [g, Ci/g, N·L] the strided window of I' at offset d·κ. The K products [g, Co/g, Ci/g] are stacked
+ * and laid out [Co, Ci/g, k₁, k₂, …]. Every product has the whole batch and every position as its inner
+ * dimension (one well-shaped GEMM per tap and group), and no K-fold copy of the input is held at once.
  */
 function convWeightGrad(
   c: Ctx,
@@ -758,7 +758,6 @@ function convWeightGrad(
 ): string {
   const { n, strides, dilations, pads } = a;
   const { inC, outC, group } = channels;
-  const taps = kernel.reduce((p, k) => p * k, 1);
   const axes = Array.from({ length: n }, (_, i) => i + 2);
   // batch behind the channels: [C, N, spatial…]
   const swap = [1, 0, ...axes];
@@ -766,6 +765,16 @@ function convWeightGrad(
   const padded = pads.some((p) => p !== 0)
     ? c.emit("Pad", [It, c.ints([0, 0, ...pads.slice(0, n), 0, 0, ...pads.slice(n)])])
     : It;
+  // [Co, N·L] (ungrouped) or [g, Co/g, N·L]; a tap's window likewise with Ci
+  const matrix = (v: string, channels: number) =>
+    group === 1 ? c.reshape(v, [channels, -1]) : c.reshape(v, [group, channels / group, -1]);
+  const transposed = (v: string) => c.transpose(v, group === 1 ? [1, 0] : [0, 2, 1]);
+  const Gm = matrix(c.transpose(G, swap), outC);
+  const product = (window: string) => c.emit("MatMul", [Gm, transposed(matrix(window, inC))]);
+  const taps = kernel.reduce((p, k) => p * k, 1);
+  if (taps === 1 && strides.every((s) => s === 1)) {
+    return c.reshape(product(padded), [outC, inC / group, ...kernel]);
+  }
   const out = c.shape(G)?.slice(2);
   const staticOut = out && out.every((d) => typeof d === "number") ? out as number[] : undefined;
   // the last window start + 1 along each axis, at run time when the output size is not static
@@ -788,88 +797,17 @@ function convWeightGrad(
       ...offsets.flatMap((o) => Array.from({ length: k }, (_, i) => [...o, i])),
     );
   }
-  const patches = offsets.map((offset) => {
-    const starts = offset.map((o, i) => o * dilations[i]);
-    const ends = staticOut
-      ? c.ints(starts.map((s, i) => s + strides[i] * (staticOut[i] - 1) + 1))
-      : c.emit("Add", [span!, c.ints(starts)]);
-    const window = c.emit("Slice", [padded, c.ints(starts), ends, c.ints(axes), c.ints(strides)]);
-    return taps === 1 ? window : c.unsqueeze(window, [1]);
-  });
-  // [Ci, K, N, positions…]: row (ci, tap) of the patch matrix, columns over samples and positions
-  const P = taps === 1 ? patches[0] : c.emit("Concat", patches, { axis: 1 });
-  const Gt = c.transpose(G, swap);
-  const rows = (inC / group) * taps;
-  const product = group === 1
-    ? c.emit("MatMul", [c.reshape(Gt, [outC, -1]), c.transpose(c.reshape(P, [rows, -1]), [1, 0])])
-    : c.emit("MatMul", [
-      c.reshape(Gt, [group, outC / group, -1]),
-      c.transpose(c.reshape(P, [group, rows, -1]), [0, 2, 1]),
-    ]);
-  return c.reshape(product, [outC, inC / group, ...kernel]);
-}
-
-/**
- * dW of an ungrouped convolution, one kernel tap at a time: with the batch moved behind the channels
- * (I' = [Ci, N, …] padded, G' = [Co, N·L]), tap κ's slice of dW is the matrix product
- * dW[:, :, κ] = G' · S_κᵀ, S_κ = [Ci, N·L] the strided window of I' at offset d·κ; the K products
- * [Co, Ci] are stacked and laid out [Co, Ci, k₁, k₂, …]. Every product has the whole batch and every
- * position as its inner dimension (one well-shaped GEMM per tap), and no K-fold copy of the input is
- * ever held at once.
- */
-function convWeightGradByTaps(
-  c: Ctx,
-  I: string,
-  G: string,
-  a: { strides: number[]; dilations: number[]; pads: number[]; n: number },
-  kernel: readonly number[],
-  channels: { inC: number; outC: number },
-): string {
-  const { n, strides, dilations, pads } = a;
-  const { inC, outC } = channels;
-  const axes = Array.from({ length: n }, (_, i) => i + 2);
-  const swap = [1, 0, ...axes];
-  const It = c.transpose(I, swap);
-  const padded = pads.some((p) => p !== 0)
-    ? c.emit("Pad", [It, c.ints([0, 0, ...pads.slice(0, n), 0, 0, ...pads.slice(n)])])
-    : It;
-  const Gm = c.reshape(c.transpose(G, swap), [outC, -1]);
-  const taps = kernel.reduce((p, k) => p * k, 1);
-  if (taps === 1 && strides.every((s) => s === 1)) {
-    const S = c.reshape(padded, [inC, -1]);
-    return c.reshape(c.emit("MatMul", [Gm, c.transpose(S, [1, 0])]), [outC, inC, ...kernel]);
-  }
-  const out = c.shape(G)?.slice(2);
-  const staticOut = out && out.every((d) => typeof d === "number") ? out as number[] : undefined;
-  const span = staticOut ? undefined : c.emit("Add", [
-    c.emit("Mul", [
-      c.emit("Sub", [
-        c.emit("Slice", [c.shapeOf(G), c.ints([2]), c.ints([n + 2])]),
-        c.ints(new Array(n).fill(1)),
-      ]),
-      c.ints(strides),
-    ]),
-    c.ints(new Array(n).fill(1)),
-  ]);
-  const offsets: number[][] = [[]];
-  for (const k of kernel) {
-    offsets.splice(
-      0,
-      offsets.length,
-      ...offsets.flatMap((o) => Array.from({ length: k }, (_, i) => [...o, i])),
-    );
-  }
   const products = offsets.map((offset) => {
     const starts = offset.map((o, i) => o * dilations[i]);
     const ends = staticOut
       ? c.ints(starts.map((s, i) => s + strides[i] * (staticOut[i] - 1) + 1))
       : c.emit("Add", [span!, c.ints(starts)]);
     const window = c.emit("Slice", [padded, c.ints(starts), ends, c.ints(axes), c.ints(strides)]);
-    const product = c.emit("MatMul", [Gm, c.transpose(c.reshape(window, [inC, -1]), [1, 0])]);
-    return c.unsqueeze(product, [2]);
+    return c.unsqueeze(product(window), [group === 1 ? 2 : 3]);
   });
-  // [Co, Ci, K] → [Co, Ci, k₁, k₂, …] (taps in row-major order, the weight layout)
-  return c.reshape(c.emit("Concat", products, { axis: 2 }), [outC, inC, ...kernel]);
+  // [(g,) Co/g, Ci/g, K] → [Co, Ci/g, k₁, k₂, …]
+  const stacked = c.emit("Concat", products, { axis: group === 1 ? 2 : 3 });
+  return c.reshape(stacked, [outC, inC / group, ...kernel]);
 }
 
 /**
@@ -1235,7 +1173,7 @@ export const RULES: Readonly<Record<string, Rule>> = {
     ];
   },
   // Y = W ⋆ X + b: dX = W ⋆ᵀ dY (a convolution with the flipped kernel at stride 1, else a transposed
-  // convolution), dW by one matrix product per kernel tap (grouped: by convWeightGrad), db = Σ dY
+  // convolution), dW by one matrix product per kernel tap (convWeightGrad), db = Σ dY
   Conv: (c) => {
     const [X, W, bias] = c.x;
     const w = c.dims(W, "weight shape");
@@ -1246,10 +1184,7 @@ export const RULES: Readonly<Record<string, Rule>> = {
       () =>
         inputGradByConv(c, c.dy, W, a(), group, kernel) ??
           adjointConv(c, c.dy, W, a(), group, X, c.y[0], kernel),
-      () =>
-        group === 1
-          ? convWeightGradByTaps(c, X, c.dy, a(), kernel, { inC: w[1], outC: w[0] })
-          : convWeightGrad(c, X, c.dy, a(), kernel, { inC: w[1] * group, outC: w[0], group }),
+      () => convWeightGrad(c, X, c.dy, a(), kernel, { inC: w[1] * group, outC: w[0], group }),
       bias ? () => channelSum(c, c.dy, kernel.length + 2) : null,
     ];
   },

@@ -140,3 +140,52 @@ export function warmupCosine(f: { lr: number; warmup: number; steps: number; min
     minLr: f.minLr,
   });
 }
+
+/** One run of a training program between a start and a stop (the `segments` of its record). */
+export interface Segment {
+  from_step: number;
+  to_step: number;
+  threads: number;
+  seconds: number;
+  started: string;
+  finished: string;
+}
+
+/**
+ * The segments of a run resumed at step `from`: the earlier ones (one recorded past that checkpoint,
+ * stopped between the two writes, ends there), then the running one, started now.
+ */
+export class Segments {
+  readonly #earlier: Segment[];
+  readonly #started = new Date();
+
+  constructor(earlier: readonly Segment[] | undefined, readonly from: number, readonly threads: number) {
+    this.#earlier = (earlier ?? [])
+      .filter((s) => s.from_step < from)
+      .map((s) => ({ ...s, to_step: Math.min(s.to_step, from) }));
+  }
+
+  /** Every segment, the running one up to `step` (left out while it has run no step). */
+  upTo(step: number): Segment[] {
+    if (step <= this.from) return this.#earlier;
+    const now = new Date();
+    return [...this.#earlier, {
+      from_step: this.from,
+      to_step: step,
+      threads: this.threads,
+      seconds: (now.getTime() - this.#started.getTime()) / 1000,
+      started: this.#started.toISOString(),
+      finished: now.toISOString(),
+    }];
+  }
+}
+
+/** A JSON file's value, or undefined when there is no such file. */
+export async function readJsonIfExists<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as T;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+}

@@ -37,6 +37,9 @@ import {
   loadDigits,
   log,
   parseFlags,
+  readJsonIfExists,
+  type Segment,
+  Segments,
   SIZE,
   warmupCosine,
   writeAtomic,
@@ -71,16 +74,6 @@ export const DISTILL_DEFAULTS = {
   stopAt: 0,
 };
 
-/** One run of `deno task distill` between a start and a stop (distill.json's `segments`). */
-interface Segment {
-  from_step: number;
-  to_step: number;
-  threads: number;
-  seconds: number;
-  started: string;
-  finished: string;
-}
-
 /** What distill.json holds (the parts a resumed run reads back). */
 interface DistillRecord {
   final_loss_ema?: number;
@@ -88,15 +81,6 @@ interface DistillRecord {
   loss_history?: { step: number; loss: number }[];
   eval_history?: { step: number; median: number; below06: number }[];
   heldout_relative_error?: { before_median?: number };
-}
-
-async function readRecord(path: string): Promise<DistillRecord | undefined> {
-  try {
-    return JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
 }
 
 /** The head's training-graph feeds from distillation data. */
@@ -226,33 +210,23 @@ if (import.meta.main) {
   );
   log(`held-out relative error before: median ${median(before).toFixed(3)}  ${summary(before, evalSet)}`);
 
-  const start = performance.now(), first = trainer.state.step, startedAt = new Date().toISOString();
+  const start = performance.now(), first = trainer.state.step;
   const deadline = f.maxMinutes > 0 ? Date.now() + f.maxMinutes * 60_000 : Infinity;
   let smooth = NaN, windowSum = 0, windowN = 0;
   // the record of the run so far, kept beside the checkpoint: a resumed run continues it
-  const earlier = first > 0 ? await readRecord(`${f.ckpt}/distill.json`) : undefined;
+  const earlier = first > 0 ? await readJsonIfExists<DistillRecord>(`${f.ckpt}/distill.json`) : undefined;
   const upTo = <T extends { step: number }>(v: T[] | undefined) => (v ?? []).filter((h) => h.step <= first);
   const history: { step: number; loss: number }[] = upTo(earlier?.loss_history);
   const evalHistory: { step: number; median: number; below06: number }[] = upTo(earlier?.eval_history);
-  const segments: Segment[] = (earlier?.segments ?? [])
-    .filter((s) => s.from_step < first)
-    .map((s) => ({ ...s, to_step: Math.min(s.to_step, first) }));
+  const segments = new Segments(earlier?.segments, first, f.threads);
   const record = (extra: Record<string, unknown> = {}) => {
-    const segment: Segment = {
-      from_step: first,
-      to_step: trainer.state.step,
-      threads: f.threads,
-      seconds: (performance.now() - start) / 1000,
-      started: startedAt,
-      finished: new Date().toISOString(),
-    };
     return JSON.stringify(
       {
         flags: f,
         head: { ...HEAD_DEFAULTS, ...headOptions, parameters: head.count },
         steps_done: trainer.state.step,
         final_loss_ema: Number.isNaN(smooth) ? earlier?.final_loss_ema : smooth,
-        segments: segment.to_step > segment.from_step ? [...segments, segment] : segments,
+        segments: segments.upTo(trainer.state.step),
         loss_history: history,
         eval_history: evalHistory,
         ...extra,

@@ -38,6 +38,9 @@ import {
   log,
   NULL_CLASS,
   parseFlags,
+  readJsonIfExists,
+  type Segment,
+  Segments,
   SIZE,
   warmupCosine,
   writeAtomic,
@@ -161,25 +164,6 @@ export async function exportUNet(out: string, params: Record<string, FloatArray>
   await writeAtomic(`${out}/model.json`, JSON.stringify(unetManifest({ graphs, ...kept }), null, 2) + "\n");
 }
 
-/** One run of `deno task train` between a start and a stop (training.json's `segments`). */
-interface Segment {
-  from_step: number;
-  to_step: number;
-  threads: number;
-  seconds: number;
-  started: string;
-  finished: string;
-}
-
-async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
-  try {
-    return JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
-}
-
 /** The recipe of these flags: what a checkpoint's `run.json` records. */
 export function recipeOf(f: typeof TRAIN_DEFAULTS): Record<string, unknown> {
   return Object.fromEntries(RECIPE_FLAGS.map((k) => [k, f[k]]));
@@ -237,7 +221,7 @@ if (import.meta.main) {
     );
     Deno.exit(2);
   }
-  const mismatch = existing ? recipeMismatch(await readJson(`${f.ckpt}/run.json`), f) : undefined;
+  const mismatch = existing ? recipeMismatch(await readJsonIfExists(`${f.ckpt}/run.json`), f) : undefined;
   if (mismatch) {
     log(`train: ${mismatch}`);
     Deno.exit(2);
@@ -259,27 +243,17 @@ if (import.meta.main) {
   await Deno.mkdir(f.ckpt, { recursive: true });
   await Deno.mkdir(f.out, { recursive: true });
   await writeAtomic(`${f.ckpt}/run.json`, JSON.stringify({ recipe }, null, 2) + "\n");
-  const earlier = existing ? await readJson(`${f.ckpt}/training.json`) : undefined;
-  // a segment recorded past the checkpoint resumed from (stopped between the two writes) ends there
-  const segments = ((earlier?.segments as Segment[] | undefined) ?? [])
-    .filter((s) => s.from_step < trainer.state.step)
-    .map((s) => ({ ...s, to_step: Math.min(s.to_step, trainer.state.step) }));
-  const history = ((earlier?.loss_history as { step: number; loss: number }[] | undefined) ?? [])
-    .filter((h) => h.step <= trainer.state.step);
-  const first = trainer.state.step, startedAt = new Date().toISOString();
+  const earlier = existing
+    ? await readJsonIfExists<
+      { segments?: Segment[]; loss_history?: { step: number; loss: number }[]; final_loss_ema?: number }
+    >(`${f.ckpt}/training.json`)
+    : undefined;
+  const segments = new Segments(earlier?.segments, trainer.state.step, f.threads);
+  const history = (earlier?.loss_history ?? []).filter((h) => h.step <= trainer.state.step);
   const controller = new AbortController();
   const deadline = f.maxMinutes > 0 ? Date.now() + f.maxMinutes * 60_000 : Infinity;
   let smooth = NaN, windowSum = 0, windowN = 0;
-  const started = Date.now();
   const record = async (...paths: string[]) => {
-    const segment: Segment = {
-      from_step: first,
-      to_step: trainer.state.step,
-      threads: f.threads,
-      seconds: (Date.now() - started) / 1000,
-      started: startedAt,
-      finished: new Date().toISOString(),
-    };
     const text = JSON.stringify(
       {
         recipe: {
@@ -295,7 +269,7 @@ if (import.meta.main) {
         steps_done: trainer.state.step,
         steps_planned: f.steps,
         final_loss_ema: Number.isNaN(smooth) ? earlier?.final_loss_ema : smooth,
-        segments: segment.to_step > segment.from_step ? [...segments, segment] : segments,
+        segments: segments.upTo(trainer.state.step),
         loss_history: history,
       },
       null,
