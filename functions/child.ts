@@ -31,6 +31,8 @@ export interface Listening {
   child: Deno.ChildProcess;
   /** Everything the process wrote so far (stdout and stderr, interleaved by line). */
   output(): string;
+  /** Whether the process has exited. */
+  exited(): boolean;
   /** Sends `signal` (if still running) and waits for the exit status. */
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
 }
@@ -41,7 +43,7 @@ const ROOT = new URL("../", import.meta.url);
  * Starts `deno <args>` in the repository root with `env` (NO_COLOR set) and resolves once its stdout
  * announces `listening on <url>`; rejects, with the output so far, when it exits first or is not
  * listening after `timeoutMs`. With `echo`, output lines it accepts are repeated on stderr as
- * `[name] line`.
+ * `[name] line`. With `openFiles`, the process runs under `ulimit -n openFiles` (through bash).
  */
 export async function spawnListening(
   args: string[],
@@ -49,10 +51,15 @@ export async function spawnListening(
     env?: Record<string, string>;
     timeoutMs?: number;
     echo?: { name: string; show: (line: string) => boolean };
+    openFiles?: number;
   } = {},
 ): Promise<Listening> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
+  const quoted = () => [Deno.execPath(), ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
+  const [command, commandArgs] = opts.openFiles === undefined
+    ? [Deno.execPath(), args]
+    : ["bash", ["-c", `ulimit -n ${opts.openFiles} && exec ${quoted()}`]];
+  const child = new Deno.Command(command, {
+    args: commandArgs,
     cwd: ROOT,
     env: { NO_COLOR: "1", ...opts.env },
     stdin: "null",
@@ -70,7 +77,11 @@ export async function spawnListening(
     }
   };
   const pumps = Promise.all([pump(child.stdout, true), pump(child.stderr, false)]);
-  const status = child.status;
+  let done = false;
+  const status = child.status.then((s) => {
+    done = true;
+    return s;
+  });
   const timeoutMs = opts.timeoutMs ?? 60_000;
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
@@ -90,6 +101,7 @@ export async function spawnListening(
       url,
       child,
       output: () => lines.join("\n"),
+      exited: () => done,
       stop: async (signal: Deno.Signal = "SIGTERM") => {
         try {
           child.kill(signal);

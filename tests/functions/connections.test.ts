@@ -9,74 +9,15 @@
  *   what it holds are released; the socket itself stays until the client closes it).
  */
 import { assert, assertMatch } from "../testing.ts";
-import { textLines } from "../../functions/child.ts";
+import { spawnListening } from "../../functions/child.ts";
 import { taskArgs } from "./processes.ts";
 
-const ROOT = new URL("../../", import.meta.url);
-
-interface Server {
-  url: string;
-  port: number;
-  child: Deno.ChildProcess;
-  output: string[];
-  exited(): boolean;
-  stop(): Promise<void>;
-}
+type Server = Awaited<ReturnType<typeof spawnLimited>>;
 
 /** `deno <args>` under `ulimit -n <fds>`, once it prints `listening on`. */
-async function spawnLimited(args: string[], env: Record<string, string>, fds: number): Promise<Server> {
-  const quoted = [Deno.execPath(), ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
-  const child = new Deno.Command("bash", {
-    args: ["-c", `ulimit -n ${fds} && exec ${quoted}`],
-    cwd: ROOT,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output: string[] = [];
-  const found = Promise.withResolvers<string>();
-  let done = false;
-  const status = child.status.then((s) => {
-    done = true;
-    found.reject(new Error(`exited with ${s.code} before listening:\n${output.join("\n")}`));
-    return s;
-  });
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const line of textLines(s)) {
-      output.push(line);
-      const m = /^listening on (http:\/\/\S+)/.exec(line);
-      if (m) found.resolve(m[1]);
-    }
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-  const timer = setTimeout(() => found.reject(new Error(`not listening:\n${output.join("\n")}`)), 120_000);
-  try {
-    const url = await found.promise;
-    return {
-      url,
-      port: Number(new URL(url).port),
-      child,
-      output,
-      exited: () => done,
-      stop: async () => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-        await status;
-        await pumps;
-      },
-    };
-  } catch (e) {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-    await status;
-    await pumps;
-    throw e;
-  } finally {
-    clearTimeout(timer);
-  }
+async function spawnLimited(args: string[], env: Record<string, string>, fds: number) {
+  const server = await spawnListening(args, { env, openFiles: fds, timeoutMs: 120_000 });
+  return { ...server, port: Number(new URL(server.url).port) };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -111,7 +52,7 @@ async function survivesExhaustion(server: Server): Promise<void> {
   assert((await healthy(server.url)) === 200, "healthy before");
   const conns = await idleConnections(server.port, 300);
   await sleep(1500);
-  assert(!server.exited(), `the process exited while file handles ran out:\n${server.output.join("\n")}`);
+  assert(!server.exited(), `the process exited while file handles ran out:\n${server.output()}`);
   for (const c of conns) {
     try {
       c.close();
@@ -121,10 +62,10 @@ async function survivesExhaustion(server: Server): Promise<void> {
   const end = Date.now() + 30_000;
   let status = 0;
   while (Date.now() < end && (status = await healthy(server.url)) !== 200) await sleep(250);
-  assert(status === 200, `no /healthz answer after the connections closed:\n${server.output.join("\n")}`);
-  assert(!server.exited(), server.output.join("\n"));
+  assert(status === 200, `no /healthz answer after the connections closed:\n${server.output()}`);
+  assert(!server.exited(), server.output());
   // said once, in one line, not a stack trace
-  assert(!server.output.some((l) => /^\s+at /.test(l)), server.output.join("\n"));
+  assert(!server.output().split("\n").some((l) => /^\s+at /.test(l)), server.output());
 }
 
 /** Sends a request head announcing a body of `declared` bytes, a part of it, then nothing. */
