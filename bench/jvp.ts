@@ -8,8 +8,8 @@
  *    alternate, the ratio is taken per repetition, medians over --reps), for
  *    (a) the mnist-mix eps graph and its transformed JVP graph (plus, for context, the hand-built
  *        closed-form jvp and head graphs of that model), and
- *    (b) a small neural U-Net-shaped ε-model on 1×28×28 (tests/onnx/unet_fixture.ts, random weights), and
- *    (c) the project's trainable U-Net (onnx/unet.ts, 1×28×28, its initial weights).
+ *    (b) a small neural U-Net-shaped ε-model on 1×28×28 (bench/unet_fixture.ts, random weights), and
+ *    (c) the project's trainable U-Net (training/unet.ts, 1×28×28, its initial weights).
  * 2. Integration error vs NFE (3, 4, 5, 6, 8, 10, 15, 20) on the ONNX mnist-mix model: genie (jvp, the
  *    transformed graph), ddim, dpmpp-2m, unipc, ipndm, heun and genie (fd), against a reference solution of
  *    the same ODE from the analytic mixture in float64 (RK4, checked against half as many steps).
@@ -36,10 +36,10 @@ import { transformEps } from "../gpu-worker/jvp_cache.ts";
 import { defaultModelsDir, loadRegistry } from "../gpu-worker/models.ts";
 import { createSession, type InferenceSession, loadOrt, type OrtTensor } from "../onnx/ort.ts";
 import { encodeModel } from "../onnx/proto.ts";
-import { buildTrainableUNet, UNET_DEFAULTS } from "../onnx/unet.ts";
-import { buildUNet } from "../tests/onnx/unet_fixture.ts";
+import { buildTrainableUNet, UNET_DEFAULTS } from "../training/unet.ts";
+import { buildUNet } from "./unet_fixture.ts";
 import { rk4Reference, rmsePerSample } from "./reference.ts";
-import { median, quantileNearest } from "./stats.ts";
+import { median, quantileNearest } from "../core/stats.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
@@ -275,7 +275,7 @@ const unetCost: CostModel = {
 };
 const trainableCost: CostModel = {
   key: "unet-trainable",
-  title: "(c) the project's trainable U-Net (onnx/unet.ts), 1×28×28",
+  title: "(c) the project's trainable U-Net (training/unet.ts), 1×28×28",
   shape: [UNET_DEFAULTS.channels, UNET_DEFAULTS.size, UNET_DEFAULTS.size],
   label: 0,
   forward: await open(trainableEps),
@@ -470,13 +470,13 @@ out(
     `(gpu-worker/graphs.ts) against the same forward.`,
 );
 out(
-  `- (b) U-Net: tests/onnx/unet_fixture.ts with ${JSON.stringify(UNET_OPTIONS)} (width 16, time ` +
+  `- (b) U-Net: bench/unet_fixture.ts with ${JSON.stringify(UNET_OPTIONS)} (width 16, time ` +
     `embedding 32, GroupNorm as Reshape–InstanceNormalization–Reshape, SiLU, two residual blocks and a ` +
     `self-attention block at 14×14, strided-conv down-sampling, nearest Resize up-sampling, skip ` +
     `connection; random weights, float32), and jvpModel of it.`,
 );
 out(
-  `- (c) the U-Net the project trains (onnx/unet.ts \`buildTrainableUNet\`, defaults ` +
+  `- (c) the U-Net the project trains (training/unet.ts \`buildTrainableUNet\`, defaults ` +
     `${JSON.stringify(UNET_DEFAULTS)} with ${JSON.stringify(TRAINABLE_OPTIONS)}: ` +
     `${(trainable.count / 1e6).toFixed(2)} M parameters, its initial weights), and jvpModel of it.`,
 );

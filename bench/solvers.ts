@@ -16,7 +16,7 @@ import { runSolver } from "../core/solvers/drive.ts";
 import { getSolver, nfeFor, solverNames, stepsForNfe } from "../core/solvers/registry.ts";
 import type { DerivativeSource } from "../core/solvers/types.ts";
 import { rk4Reference, rmsePerSample } from "./reference.ts";
-import { median } from "./stats.ts";
+import { median } from "../core/stats.ts";
 
 const NFES = [3, 4, 5, 6, 8, 10, 15, 20];
 const SEED = 0;

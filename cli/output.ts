@@ -3,7 +3,7 @@ import { pack } from "msgpackr";
 import { isImageShape } from "../core/image.ts";
 import { decodeNpy, encodeNpy, NpyError } from "../core/npy.ts";
 import { UsageError } from "./args.ts";
-import { gridPng, type PngOptions } from "./png.ts";
+import { gridPng, type PngOptions } from "../core/png.ts";
 import type { ShapedData } from "./run.ts";
 
 /** Reads a `.npy` tensor given by `flag`; unreadable or malformed files are UsageErrors naming it. */

@@ -1,11 +1,11 @@
 /**
- * Images in and out of the API. Out: PNGs per sample and grids (cli/png.ts over core/image.ts).
+ * Images in and out of the API. Out: PNGs per sample and grids (core/png.ts over core/image.ts).
  * In (`POST /v1/encode`): PNG bytes back to planar model-space floats, p ↦ p / 127.5 − 1 (the inverse
  * of core/image.ts's mapping, exact on its 256 levels up to rounding).
  */
 import { decode } from "fast-png";
 import type { Issue } from "../core/api/errors.ts";
-import { gridPng, samplesToPng } from "../cli/png.ts";
+import { gridPng, samplesToPng } from "../core/png.ts";
 
 export { gridPng, samplesToPng };
 

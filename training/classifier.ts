@@ -1,6 +1,6 @@
 /**
  * `deno task train:classifier`: a small MNIST convnet trained on ONNX Runtime with onnx/grad.ts and
- * onnx/train.ts (like the U-Net), shipped in `models/mnist-classifier/` for the image-model benchmarks:
+ * training/trainer.ts (like the U-Net), shipped in `models/mnist-classifier/` for the image-model benchmarks:
  * (a) a Fréchet distance in its penultimate feature space (128-D, after ReLU), (b) the class accuracy of
  * conditional / guided samples.
  *
@@ -19,7 +19,7 @@ import type { RngStream } from "../core/rng.ts";
 import { gradModel, withLoss } from "../onnx/grad.ts";
 import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
 import { encodeModel, GraphBuilder, type ModelProto } from "../onnx/proto.ts";
-import { type Batch, Trainer, withParams } from "../onnx/train.ts";
+import { type Batch, Trainer, withParams } from "./trainer.ts";
 import {
   type Digits,
   formatSeconds,
@@ -32,7 +32,7 @@ import {
   warmupCosine,
   writeAtomic,
 } from "./common.ts";
-import { uniform } from "../onnx/init.ts";
+import { uniform } from "./init.ts";
 
 export const FEATURE_DIM = 128;
 

@@ -1,7 +1,7 @@
 /**
  * `deno task distill`: distils the GENIE derivative head of mnist-unet and ships it as
  * `models/mnist-unet/head.onnx`, the graph the worker runs in ONE call per GENIE step (x, t, class → eps,
- * deriv): the score network exposing its features, then the head (onnx/head.ts).
+ * deriv): the score network exposing its features, then the head (training/head.ts).
  *
  *     deno task distill [--steps 20000] [--batch 32] [--lr 1e-3] [--min-lr 1e-5] [--warmup 200]
  *                       [--ema 0.999] [--width 32] [--seed 1] [--threads 2] [--model models/mnist-unet]
@@ -25,12 +25,12 @@
  * records distill.json (flags, error, loss history, time).
  */
 import { rngStream } from "../core/rng.ts";
-import { median } from "../bench/stats.ts";
+import { median } from "../core/stats.ts";
 import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
-import { buildHeadModel, combinedHeadModel, HEAD_DEFAULTS, type HeadOptions } from "../onnx/head.ts";
+import { buildHeadModel, combinedHeadModel, HEAD_DEFAULTS, type HeadOptions } from "./head.ts";
 import { createSession, runSession } from "../onnx/ort.ts";
 import { encodeModel } from "../onnx/proto.ts";
-import { type Batch, type FloatArray, Trainer } from "../onnx/train.ts";
+import { type Batch, type FloatArray, Trainer } from "./trainer.ts";
 import {
   type Digits,
   formatSeconds,

@@ -2,7 +2,7 @@
  * Sample-quality metrics for the image benchmarks: Fréchet distance between two Gaussians fitted to
  * feature vectors (the FID formula, here in the shipped MNIST classifier's 128-D feature space), with a
  * symmetric Jacobi eigensolver (no dependencies). Per-sample RMSE and medians come from
- * bench/reference.ts and bench/stats.ts.
+ * bench/reference.ts and core/stats.ts.
  */
 
 /** Mean and covariance (unbiased, n − 1) of n vectors of dimension d stored row-major. */

@@ -1,5 +1,5 @@
 /**
- * The training side of mnist-unet's EDM-style preconditioning (onnx/unet.ts, `VpPrecondition`): the
+ * The training side of mnist-unet's EDM-style preconditioning (training/unet.ts, `VpPrecondition`): the
  * coefficients in float64, the training time distribution, and the batch of one step.
  *
  * On a VP-linear schedule (α² + σ² = 1) with D = σ² + σ_d² α², the served graph computes
@@ -16,8 +16,8 @@
  */
 import type { RngStream } from "../core/rng.ts";
 import type { Schedule } from "../core/schedule.ts";
-import type { VpPrecondition } from "../onnx/unet.ts";
-import type { Batch } from "../onnx/train.ts";
+import type { VpPrecondition } from "./unet.ts";
+import type { Batch } from "./trainer.ts";
 import { type Digits, NULL_CLASS, PIXELS, SIZE } from "./common.ts";
 
 /** c_in, a, b of one time (float64). */

@@ -1,5 +1,5 @@
 /**
- * `deno task train`: trains the class-conditional U-Net of onnx/unet.ts on the 10,000 MNIST digits of the
+ * `deno task train`: trains the class-conditional U-Net of training/unet.ts on the 10,000 MNIST digits of the
  * `mnist` package and exports it as the served model `models/mnist-unet`.
  *
  *     deno task train [--steps 20000] [--batch 64] [--lr 5e-4] [--min-lr 2e-5] [--warmup 500] [--ema 0.9995]
@@ -28,8 +28,8 @@
  */
 import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
 import { encodeModel, tensorDims, tensorProto, tensorValues } from "../onnx/proto.ts";
-import { type FloatArray, loadCheckpoint, Trainer, withParams } from "../onnx/train.ts";
-import { buildTrainableUNet, type UNetOptions, type VpPrecondition } from "../onnx/unet.ts";
+import { type FloatArray, loadCheckpoint, Trainer, withParams } from "./trainer.ts";
+import { buildTrainableUNet, type UNetOptions, type VpPrecondition } from "./unet.ts";
 import { exposeTensors } from "../onnx/features.ts";
 import {
   FEATURE_TENSORS,
@@ -63,7 +63,7 @@ export const MNIST_UNET: Partial<UNetOptions> = {
 export { FEATURE_TENSORS, NULL_CLASS };
 
 /**
- * Scale of the time embedding's frequencies (onnx/unet.ts embeds sin/cos(1000 t f_k), f_k ∈ (1e−4, 1]).
+ * Scale of the time embedding's frequencies (training/unet.ts embeds sin/cos(1000 t f_k), f_k ∈ (1e−4, 1]).
  * mnist-unet multiplies them by 0.05 (highest frequency 50 rad per unit t): with 1000 rad the network's
  * ε̂ wiggles in t, and dε̂/dt — part of the exact GENIE derivative — is dominated by those wiggles
  * (measured at step 800: the ∂ε/∂t part of dε/dγ was 3–5× the ∂ε/∂x part at every t).
@@ -77,7 +77,7 @@ export const PRECONDITION: VpPrecondition = { sigmaData: 0.5, betaMin: 0.1, beta
 export const TIME_SAMPLING: TimeSampling = { uniform: 0.5, pMean: -1.2, pStd: 1.2 };
 
 /**
- * The mnist-unet graph: onnx/unet.ts with the time-embedding frequencies scaled by `timeScale`; the
+ * The mnist-unet graph: training/unet.ts with the time-embedding frequencies scaled by `timeScale`; the
  * network F alone (what is trained) or, with `served`, wrapped in the preconditioning (what is exported).
  */
 export function buildMnistUNet({ timeScale = TIME_FREQ_SCALE, served = false } = {}) {

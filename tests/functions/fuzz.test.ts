@@ -9,7 +9,7 @@ import { assert, assertStrictEquals } from "../testing.ts";
 import { serveEdge } from "../../functions/serve.ts";
 import { startFakeWorker } from "./fake_worker.ts";
 import { quiet } from "./helpers.ts";
-import { uniform } from "../../onnx/init.ts";
+import { uniform } from "../../training/init.ts";
 
 const CASES = 1200;
 const SEED = 0x5eed1234;

@@ -2,7 +2,7 @@
  * Exact GENIE for a model that ships only eps.onnx: the worker derives the JVP graph at load (onnx/jvp.ts),
  * caches it in `<model>/cache/` keyed by the SHA-256 of eps.onnx, and serves `genie_derivative: "jvp"`.
  *
- * The model is a tiny U-Net-shaped ε-network (tests/onnx/unet_fixture.ts: sinusoidal time embedding, class
+ * The model is a tiny U-Net-shaped ε-network (bench/unet_fixture.ts: sinusoidal time embedding, class
  * embedding, GroupNorm, SiLU, residual blocks, attention, down/up-sampling, skip) on 1×8×8 with random
  * weights, seen by the worker at t × 3 (time.scale 3). The worker's answers are compared with an in-process
  * GENIE solve whose derivative is a central finite difference of the same eps.onnx along the solver's own
@@ -24,7 +24,7 @@ import type { EvalRequest, EvalResult } from "../../core/solvers/types.ts";
 import { loadRegistry } from "../../gpu-worker/models.ts";
 import { createSession, type InferenceSession, runSession, type TensorInit } from "../../onnx/ort.ts";
 import { encodeModel, GraphBuilder, type ModelProto, onnx, tensorFromNumbers } from "../../onnx/proto.ts";
-import { buildUNet } from "../onnx/unet_fixture.ts";
+import { buildUNet } from "../../bench/unet_fixture.ts";
 import { assert, assertEquals, assertMatch } from "../testing.ts";
 import { errorOf, floats, post, startApp } from "./helpers.ts";
 

@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertMatch, assertThrows, describe, it } from "../testing.ts";
 import { main, parseArgs, UsageError } from "../../onnx/cli.ts";
 import { decodeModel, encodeModel } from "../../onnx/proto.ts";
-import { buildUNet } from "./unet_fixture.ts";
+import { buildUNet } from "../../bench/unet_fixture.ts";
 
 describe("onnx/cli", () => {
   it("parses jvp and features commands", () => {

@@ -4,7 +4,7 @@ import { jvpModel } from "../../onnx/jvp.ts";
 import { encodeModel, valueInfoType } from "../../onnx/proto.ts";
 import { createSession, runSession, type TensorInit } from "../../onnx/ort.ts";
 import { feed } from "./jvp_check.ts";
-import { buildUNet, UNET } from "./unet_fixture.ts";
+import { buildUNet, UNET } from "../../bench/unet_fixture.ts";
 
 const { batch: B, channels: C, size: S, width, embed } = UNET;
 const inputs = (): Record<string, TensorInit> => ({

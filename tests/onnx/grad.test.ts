@@ -11,8 +11,8 @@ import { encodeModel, GraphBuilder, type ModelProto } from "../../onnx/proto.ts"
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { feed } from "./jvp_check.ts";
 import { checkGrad } from "./grad_check.ts";
-import { buildUNet, UNET } from "./unet_fixture.ts";
-import { buildTrainableUNet } from "../../onnx/unet.ts";
+import { buildUNet, UNET } from "../../bench/unet_fixture.ts";
+import { buildTrainableUNet } from "../../training/unet.ts";
 
 /** y = tanh(x·W + b) with x an input [B, 3] and W [3, 2], b [2] initializers (and one unused). */
 function affine(): ModelProto {

@@ -9,7 +9,7 @@ import {
 import { decodeModel, encodeModel, GraphBuilder } from "../../onnx/proto.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { checkJvp, type Feed, feed } from "./jvp_check.ts";
-import { buildUNet, UNET } from "./unet_fixture.ts";
+import { buildUNet, UNET } from "../../bench/unet_fixture.ts";
 
 const { batch: B, channels: C, size: S } = UNET;
 const unetFeeds = (): Record<string, Feed> => ({

@@ -4,7 +4,7 @@
  */
 import { encodeModel, GraphBuilder, type ModelProto } from "../../onnx/proto.ts";
 import { jvpModel, type JvpOptions } from "../../onnx/jvp.ts";
-import { uniform } from "../../onnx/init.ts";
+import { uniform } from "../../training/init.ts";
 import { createSession, runSession, type TensorInit } from "../../onnx/ort.ts";
 
 export type FloatType = "float32" | "float64";

@@ -8,14 +8,14 @@
  *   unit scale and zero bias (exporters' GroupNorm: its output is x̂ itself), and MatMul with tangents on
  *   both inputs and a small inner dimension (one product [dA, A]·[B; dB], e.g. attention scores), also
  *   inside a 28×28 U-Net;
- * - the U-Net the project trains (onnx/unet.ts) as a whole.
+ * - the U-Net the project trains (training/unet.ts) as a whole.
  */
 import { assert, assertEquals, describe, it } from "../testing.ts";
 import { GraphBuilder } from "../../onnx/proto.ts";
 import { jvpModel } from "../../onnx/jvp.ts";
 import { checkJvp, declare, type Feed, feed } from "./jvp_check.ts";
-import { buildUNet } from "./unet_fixture.ts";
-import { buildTrainableUNet } from "../../onnx/unet.ts";
+import { buildUNet } from "../../bench/unet_fixture.ts";
+import { buildTrainableUNet } from "../../training/unet.ts";
 
 interface Case {
   name: string;
@@ -202,7 +202,7 @@ describe("onnx/jvp on a 28×28 U-Net, whose attention takes the one-product MatM
   });
 });
 
-describe("onnx/jvp on the project's trainable U-Net (onnx/unet.ts)", () => {
+describe("onnx/jvp on the project's trainable U-Net (training/unet.ts)", () => {
   it("matches finite differences along x, and along t with a step its 1000·t time embedding allows", async () => {
     const { model } = buildTrainableUNet({ classes: 10, zeroOutput: false });
     const feeds: Record<string, Feed> = {

@@ -2,7 +2,7 @@
 import { assertEquals, assertThrows, describe, it } from "../testing.ts";
 import { parseFlags, Segments } from "../../training/common.ts";
 import { GraphBuilder } from "../../onnx/proto.ts";
-import { Layers } from "../../onnx/layers.ts";
+import { Layers } from "../../training/layers.ts";
 
 const DEFAULTS = { steps: 10, lr: 1e-3, out: "x", exportOnly: false };
 

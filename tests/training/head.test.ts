@@ -1,14 +1,14 @@
 /**
- * The GENIE derivative head (onnx/head.ts): the mixing formula in the graph, shapes, the N(0, I) check of
+ * The GENIE derivative head (training/head.ts): the mixing formula in the graph, shapes, the N(0, I) check of
  * docs/method.md §8, the near-zero start (the untrained head is DDIM) and the served graph's wiring.
  */
 import { assert, assertClose, assertEquals, describe, it, maxAbsDiff } from "../testing.ts";
-import { addHead, buildHeadModel, combinedHeadModel } from "../../onnx/head.ts";
+import { addHead, buildHeadModel, combinedHeadModel } from "../../training/head.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel, GraphBuilder } from "../../onnx/proto.ts";
 import { rngStream } from "../../core/rng.ts";
 import { vpLinearSchedule } from "../../core/schedule.ts";
-import { buildTrainableUNet } from "../../onnx/unet.ts";
+import { buildTrainableUNet } from "../../training/unet.ts";
 
 /**
  * The head's mixing (docs/method.md §5), written here from the equation:

@@ -1,5 +1,5 @@
 /**
- * mnist-unet's EDM-style preconditioning (training/precondition.ts, onnx/unet.ts): the coefficients and
+ * mnist-unet's EDM-style preconditioning (training/precondition.ts, training/unet.ts): the coefficients and
  * the target against their closed forms, the served graph against the trained network F wrapped by hand,
  * and the training-time draw.
  */
@@ -13,7 +13,7 @@ import {
 } from "../../training/precondition.ts";
 import { vpLinearSchedule } from "../../core/schedule.ts";
 import { rngStream } from "../../core/rng.ts";
-import { buildTrainableUNet, type VpPrecondition } from "../../onnx/unet.ts";
+import { buildTrainableUNet, type VpPrecondition } from "../../training/unet.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
 import { loadDigits, PIXELS } from "../../training/common.ts";

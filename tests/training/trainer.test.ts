@@ -21,11 +21,11 @@ import {
   Trainer,
   TrainError,
   withParams,
-} from "../../onnx/train.ts";
+} from "../../training/trainer.ts";
 import { encodeModel, GraphBuilder, type ModelProto } from "../../onnx/proto.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { type RngStream, rngStream } from "../../core/rng.ts";
-import { rng } from "./jvp_check.ts";
+import { rng } from "../onnx/jvp_check.ts";
 
 const B = 32;
 

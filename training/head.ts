@@ -25,7 +25,14 @@
  *   ONE run: the score network (exposing features and temb), γ(t) from the VP-linear schedule (in
  *   float64), then the head with trained weights.
  */
-import { GraphBuilder, type IModelProto, modelOpset, type ModelProto, onnx, valueInfo } from "./proto.ts";
+import {
+  GraphBuilder,
+  type IModelProto,
+  modelOpset,
+  type ModelProto,
+  onnx,
+  valueInfo,
+} from "../onnx/proto.ts";
 import { Layers, type ParamSource } from "./layers.ts";
 
 export interface HeadOptions {

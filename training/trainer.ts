@@ -25,8 +25,14 @@
  */
 import { cos } from "../core/math.ts";
 import { type RngStream, rngStream } from "../core/rng.ts";
-import type { TrainingGraph } from "./grad.ts";
-import { createSession, type InferenceSession, type Provider, runSession, type TensorInit } from "./ort.ts";
+import type { TrainingGraph } from "../onnx/grad.ts";
+import {
+  createSession,
+  type InferenceSession,
+  type Provider,
+  runSession,
+  type TensorInit,
+} from "../onnx/ort.ts";
 import {
   DataType,
   encodeModel,
@@ -35,7 +41,7 @@ import {
   onnx,
   tensorDims,
   tensorProto,
-} from "./proto.ts";
+} from "../onnx/proto.ts";
 
 export type FloatArray = Float32Array | Float64Array;
 

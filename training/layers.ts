@@ -1,12 +1,12 @@
 /**
- * The layers the trainable graphs share (onnx/unet.ts, onnx/head.ts): seeded parameters, 3×3/1×1
+ * The layers the trainable graphs share (training/unet.ts, training/head.ts): seeded parameters, 3×3/1×1
  * convolutions, dense layers, SiLU and GroupNorm, appended to one {@link GraphBuilder}.
  *
  * Parameters are drawn from one seeded stream in the order the layers are built, so a graph's initial
  * weights depend only on its seed and its structure. A {@link ParamSource} can supply other values (the
  * trained ones) instead.
  */
-import { float, type GraphBuilder } from "./proto.ts";
+import { float, type GraphBuilder } from "../onnx/proto.ts";
 import { uniform } from "./init.ts";
 
 /** Supplies a parameter's values: initial (from the seed) or trained. */

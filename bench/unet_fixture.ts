@@ -5,8 +5,8 @@
  * and a skip connection. Inputs x [B, 3, 8, 8] float32, t [B] float32, class [B] int64; output eps.
  * The last decoder feature map is the named value "features"; the time embedding is "temb".
  */
-import { GraphBuilder, type ModelProto } from "../../onnx/proto.ts";
-import { rng } from "./jvp_check.ts";
+import { GraphBuilder, type ModelProto } from "../onnx/proto.ts";
+import { rng } from "../tests/onnx/jvp_check.ts";
 
 export const UNET = { batch: 2, channels: 3, size: 8, width: 16, embed: 32, classes: 4, groups: 4 };
 

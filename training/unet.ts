@@ -14,7 +14,7 @@
  * other initializer is a constant. The output conv starts at zero (unless `zeroOutput` is false), so the
  * untrained model predicts ε = 0.
  */
-import { GraphBuilder, type ModelProto } from "./proto.ts";
+import { GraphBuilder, type ModelProto } from "../onnx/proto.ts";
 import { Layers } from "./layers.ts";
 
 export interface UNetOptions {

@@ -24,11 +24,11 @@ import process from "node:process";
 import { writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { decode, encode } from "@msgpack/msgpack";
-import { createWorkerApp, type WorkerApp } from "./app.ts";
-import { InferenceThread, type WireTensor } from "./inference.ts";
-import type { GraphKind } from "./manifest.ts";
-import { defaultModelsDir, loadRegistry } from "./models.ts";
-import { median, quantileFloor as quantile } from "../bench/stats.ts";
+import { createWorkerApp, type WorkerApp } from "../gpu-worker/app.ts";
+import { InferenceThread, type WireTensor } from "../gpu-worker/inference.ts";
+import type { GraphKind } from "../gpu-worker/manifest.ts";
+import { defaultModelsDir, loadRegistry } from "../gpu-worker/models.ts";
+import { median, quantileFloor as quantile } from "../core/stats.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),

@@ -1,6 +1,6 @@
 import { assertEquals, assertStrictEquals, assertThrows, test } from "../testing.ts";
 import { decode } from "fast-png";
-import { gridPng, samplesToPng } from "../../cli/png.ts";
+import { gridPng, samplesToPng } from "../../core/png.ts";
 import { ImageError, tileGrid } from "../../core/image.ts";
 
 test("samplesToPng: one grey PNG per sample with the mapped pixels", () => {

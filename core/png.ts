@@ -4,7 +4,7 @@
  * and be upscaled by an integer factor (nearest neighbour).
  */
 import { encode } from "fast-png";
-import { batchToImages, type GridOptions, tileGrid, type Uint8Image, upscale } from "../core/image.ts";
+import { batchToImages, type GridOptions, tileGrid, type Uint8Image, upscale } from "./image.ts";
 
 /** The keyword of the tEXt chunk that holds what produced the image. */
 export const PARAMETERS_KEYWORD = "parameters";
