@@ -6,7 +6,7 @@
  * The last decoder feature map is the named value "features"; the time embedding is "temb".
  */
 import { GraphBuilder, type ModelProto } from "../onnx/proto.ts";
-import { rng } from "../tests/onnx/jvp_check.ts";
+import { uniform as rng } from "../training/init.ts";
 
 export const UNET = { batch: 2, channels: 3, size: 8, width: 16, embed: 32, classes: 4, groups: 4 };
 

@@ -11,6 +11,10 @@
  *   refused before starting it (429 queue full, 503 unavailable) goes to the next worker. A call lost
  *   after delivery (connection reset mid-call) is not repeated: it fails with 503 worker_lost and a
  *   Retry-After, and the worker is marked down until its next successful health check.
+ * - Each call opens its own connection (no keep-alive pool for calls; health checks keep theirs). A
+ *   pooled connection that dies mid-call is silently retried by the HTTP client on a new connection,
+ *   and its "connection refused" would then read as "never delivered", so a started call could run
+ *   twice. On a fresh connection, a refused connect really means the call never left.
  * - Cancellation: the caller's AbortSignal aborts the forwarded call, which closes the connection
  *   to the worker so it can stop the work.
  */
@@ -69,6 +73,13 @@ function notDelivered(e: unknown): boolean {
     .test(msg);
 }
 
+/** An HTTP client that keeps no idle connections (Deno), or undefined where the runtime has none. */
+function oneConnectionPerCall(): Deno.HttpClient | undefined {
+  const create = (globalThis as { Deno?: { createHttpClient?: typeof Deno.createHttpClient } }).Deno
+    ?.createHttpClient;
+  return create ? create({ poolMaxIdlePerHost: 0 }) : undefined;
+}
+
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -76,6 +87,8 @@ function errorText(e: unknown): string {
 export class WorkerPool {
   readonly workers: WorkerState[];
   private readonly fetchFn: typeof fetch;
+  /** The HTTP client of worker calls: one connection per call (see Failover above). */
+  private readonly callClient?: Deno.HttpClient;
   private readonly now: () => number;
   private readonly interval: number;
   private readonly timeout: number;
@@ -98,6 +111,7 @@ export class WorkerPool {
       failures: 0,
     }));
     this.fetchFn = opts.fetch ?? fetch;
+    this.callClient = opts.fetch ? undefined : oneConnectionPerCall();
     this.now = opts.now ?? Date.now;
     this.interval = opts.healthIntervalMs ?? 2000;
     this.timeout = opts.healthTimeoutMs ?? 1000;
@@ -192,6 +206,7 @@ export class WorkerPool {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     await Promise.allSettled([...this.checks.values()]);
+    this.callClient?.close();
   }
 
   /** Models served by at least one worker that is up (first description wins). */
@@ -291,7 +306,8 @@ export class WorkerPool {
           }
           : plain;
         try {
-          res = await this.fetchFn(url, { method: "POST", headers, body: body as BodyInit, signal });
+          const init = { method: "POST", headers, body: body as BodyInit, signal, client: this.callClient };
+          res = await this.fetchFn(url, init as RequestInit);
         } catch (e) {
           if (signal.aborted) throw signal.reason;
           this.markDown(w, e);

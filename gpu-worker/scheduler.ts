@@ -5,8 +5,15 @@
  * limit, runs ONE inference call, splits the outputs back and resumes each coroutine, which then
  * yields its next request. Requests at different steps therefore share a call.
  *
- * - Order: pending evaluations are served by priority (higher first), then by request arrival (FIFO).
- *   The group of the first one forms the next batch; an evaluation larger than the room left is split
+ * - Order: strict priority (higher first), then fair sharing within a priority: deficit round-robin over
+ *   requests, in milliseconds of inference time. Requests wait in a rotation; each call is led by the
+ *   first ready request in it (highest priority first), and is filled with the other requests waiting on
+ *   the same (model, graph), which ride along. Every request served by a call moves to the back of the
+ *   rotation. When requests compete — work waiting on another graph or model, or more rows than one call
+ *   holds — a call's leader earns a quantum (`quantumMs`) of credit and the call is cut to the rows that
+ *   credit buys at the measured cost per row of that graph (at least one row); riders pay from their own
+ *   credit. A small request beside a huge one therefore waits about one quantum per step, not for the
+ *   huge one to finish; a request alone fills whole batches. An evaluation larger than a call is split
  *   across calls. Strict priority can starve low priorities under sustained load.
  * - `maxWaitMs`: a batch with room left waits at most this long (from its oldest evaluation) for more
  *   samples; 0 (default) runs at once — coroutines resume synchronously when a batch returns, so the
@@ -52,6 +59,11 @@ export interface SchedulerOptions {
   maxWaitMs?: number;
   /** Requests in flight at most; more are refused with 429. Default 256. */
   maxQueue?: number;
+  /**
+   * Inference time (ms) a request earns per turn when requests compete (deficit round-robin). Smaller
+   * means shorter waits for small requests beside large ones and smaller batches for the large. Default 20.
+   */
+  quantumMs?: number;
   /** Called after every inference call (metrics). */
   onBatch?: (info: { model: string; graph: GraphKind; rows: number; ms: number; requests: number }) => void;
 }
@@ -90,6 +102,8 @@ interface Job {
   started?: number;
   stats: RunStats;
   current?: Pending;
+  /** Inference time (ms) this request may still use before it yields its turn (deficit round-robin). */
+  credit: number;
   finished: boolean;
   resolve: (r: JobResult) => void;
   reject: (e: Error) => void;
@@ -123,10 +137,15 @@ export class Scheduler {
   readonly maxBatch: number;
   readonly maxWaitMs: number;
   readonly maxQueue: number;
+  readonly quantumMs: number;
   #inference: Inference;
   #onBatch: SchedulerOptions["onBatch"];
   #jobs = new Set<Job>();
   #pending: Pending[] = [];
+  /** Requests in flight in turn order: the front is served first within a priority. */
+  #rotation: Job[] = [];
+  /** Measured inference time per row (ms), by model and graph. */
+  #msPerRow = new Map<string, number>();
   #seq = 0;
   #busy = false;
   /** A dispatch is scheduled for the end of this event-loop turn. */
@@ -150,6 +169,8 @@ export class Scheduler {
     this.maxBatch = opts.maxBatch ?? 64;
     this.maxWaitMs = opts.maxWaitMs ?? 0;
     this.maxQueue = opts.maxQueue ?? 256;
+    this.quantumMs = opts.quantumMs ?? 20;
+    if (!(this.quantumMs > 0)) throw new RangeError("quantumMs must be positive");
     this.#onBatch = opts.onBatch;
   }
 
@@ -181,12 +202,14 @@ export class Scheduler {
         priority: spec.priority ?? 0,
         submitted: performance.now(),
         stats: newRunStats(),
+        credit: 0,
         finished: false,
         resolve,
         reject,
         cleanup: () => {},
       };
       this.#jobs.add(job);
+      this.#rotation.push(job);
       const timers: (() => void)[] = [];
       if (spec.deadline !== undefined) {
         // A timer holds at most 2³¹ − 1 ms (a longer delay fires at once): far deadlines re-arm.
@@ -232,6 +255,7 @@ export class Scheduler {
     job.finished = true;
     job.cleanup();
     this.#jobs.delete(job);
+    this.#rotation.splice(this.#rotation.indexOf(job), 1);
     const at = job.current ? this.#pending.indexOf(job.current) : -1;
     if (at >= 0) this.#pending.splice(at, 1);
     job.current = undefined;
@@ -320,13 +344,15 @@ export class Scheduler {
     }
     const ready = this.#pending.filter((p) => p.sent < p.rows);
     if (ready.length === 0) return;
-    ready.sort((a, b) => b.job.priority - a.job.priority || a.job.seq - b.job.seq);
+    const turn = new Map(this.#rotation.map((job, i) => [job, i]));
+    ready.sort((a, b) => b.job.priority - a.job.priority || turn.get(a.job)! - turn.get(b.job)!);
     const head = ready[0];
     const model = head.job.spec.model;
     const group = ready.filter((p) => p.job.spec.model === model && p.graph === head.graph);
     const cap = Math.min(this.maxBatch, model.maxBatch);
     const available = group.reduce((n, p) => n + p.rows - p.sent, 0);
-    if (available < cap && this.maxWaitMs > 0) {
+    const contended = group.length < ready.length || available > cap;
+    if (!contended && available < cap && this.maxWaitMs > 0) {
       const oldest = Math.min(...group.map((p) => p.enqueued));
       const wait = oldest + this.maxWaitMs - performance.now();
       if (wait > 0) {
@@ -337,16 +363,35 @@ export class Scheduler {
         return;
       }
     }
+    // Deficit round-robin: under contention the leader's credit decides how many rows this call takes.
+    const perRow = this.#msPerRow.get(costKey(model, head.graph)) ?? 0;
+    let room = cap;
+    if (contended && perRow > 0) {
+      head.job.credit += this.quantumMs;
+      room = Math.min(cap, Math.max(1, Math.floor(head.job.credit / perRow)));
+    }
     const slices: Slice[] = [];
     let total = 0;
     for (const p of group) {
-      const count = Math.min(p.rows - p.sent, cap - total);
+      const count = Math.min(p.rows - p.sent, room - total);
       slices.push({ p, from: p.sent, count });
       p.sent += count;
       total += count;
-      if (total === cap) break;
+      if (contended) {
+        p.job.credit -= count * perRow;
+        // an idle request keeps its debts, not its savings (it is not waiting for a turn)
+        if (p.sent === p.rows) p.job.credit = Math.min(p.job.credit, 0);
+      }
+      if (total === room) break;
     }
+    this.#rotateToBack(slices.map((s) => s.p.job));
     this.#dispatch(model, head.graph, slices, total);
+  }
+
+  /** Moves the requests a call serves to the back of the rotation, in the order served. */
+  #rotateToBack(jobs: Job[]): void {
+    const served = new Set(jobs);
+    this.#rotation = [...this.#rotation.filter((j) => !served.has(j)), ...served];
   }
 
   #dispatch(model: ServedModel, graph: GraphKind, slices: Slice[], rows: number): void {
@@ -361,6 +406,7 @@ export class Scheduler {
     this.#inference.run(name, graph, feeds).then(
       ({ outputs, ms }) => {
         this.#onBatch?.({ model: name, graph, rows, ms, requests: slices.length });
+        this.#learnCost(model, graph, rows, ms);
         this.#busy = false;
         this.#scatter(slices, outputs, info.dim);
         this.#pump();
@@ -372,6 +418,13 @@ export class Scheduler {
         this.#pump();
       },
     );
+  }
+
+  /** Updates the measured cost per row of a graph (moving average over calls). */
+  #learnCost(model: ServedModel, graph: GraphKind, rows: number, ms: number): void {
+    if (!(rows > 0) || !Number.isFinite(ms) || ms < 0) return;
+    const key = costKey(model, graph), sample = ms / rows, old = this.#msPerRow.get(key);
+    this.#msPerRow.set(key, old === undefined ? sample : 0.7 * old + 0.3 * sample);
   }
 
   /** Copies each slice's rows of every output back to its request; resumes completed requests. */
@@ -413,6 +466,10 @@ export class Scheduler {
       this.#advance(job, result);
     }
   }
+}
+
+function costKey(model: ServedModel, graph: GraphKind): string {
+  return `${model.info.manifest.name}\u0000${graph}`;
 }
 
 /** Rows `from … from + count − 1` of an evaluation request. */

@@ -46,7 +46,7 @@ Deno.test("a worker killed mid-request gives 503 + Retry-After, then the edge re
     assertStrictEquals(res.status, 503);
     assertStrictEquals(res.headers.get("retry-after"), "1");
     const err = (await res.json()).error;
-    assert(["worker_lost", "no_worker"].includes(err.code), err.code);
+    assertStrictEquals(err.code, "worker_lost", "a call lost after delivery is worker_lost, not no_worker");
     // While it is down: 503 with Retry-After, and the edge keeps serving other routes.
     const down = await sample(edge.url);
     assertStrictEquals(down.status, 503);
@@ -99,6 +99,31 @@ Deno.test("a second worker takes over when the first dies", async () => {
     await a.stop("SIGKILL");
     await b.stop("SIGKILL");
     await edge.shutdown();
+  }
+});
+
+Deno.test("a call lost after delivery is not run again on another worker", async () => {
+  for (let trial = 0; trial < 3; trial++) {
+    const a = await fakeProcess(0, 800), b = await startFakeWorker({ delayMs: 800 });
+    const edge = await serveEdge({ workerUrls: [a.url, b.url], log: quiet }, { host: "127.0.0.1", port: 0 });
+    try {
+      await (await fetch(`${edge.url}/readyz`)).body?.cancel();
+      // two concurrent requests: least-loaded routing gives one to each worker
+      const pending = [sample(edge.url), sample(edge.url)];
+      await sleep(300);
+      assertStrictEquals(b.batches.length, 1, "each worker has one call");
+      await a.stop("SIGKILL");
+      const codes = await Promise.all(pending.map(async (r) => {
+        const res = await r;
+        return res.status === 200 ? (await res.body?.cancel(), "ok") : (await res.json()).error.code;
+      }));
+      assertEquals(codes.sort(), ["ok", "worker_lost"]);
+      assertStrictEquals(b.batches.length, 1, "the lost call was not repeated on the other worker");
+    } finally {
+      await a.stop("SIGKILL");
+      await b.close();
+      await edge.shutdown();
+    }
   }
 });
 

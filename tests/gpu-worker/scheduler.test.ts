@@ -1,4 +1,7 @@
-/** The scheduler's order: priorities first, FIFO within a priority, large requests split across calls. */
+/**
+ * The scheduler's order: priorities first, then a rotation (deficit round-robin) within a priority;
+ * large requests are split across calls and share the inference with small ones.
+ */
 import { setImmediate } from "node:timers";
 import type { EvalRequest, SolverRun } from "../../core/solvers/types.ts";
 import type { BatchOutputs, Inference, WireTensor } from "../../gpu-worker/inference.ts";
@@ -27,13 +30,16 @@ function* tagged(tag: number, rows: number, steps: number): SolverRun {
 class ManualInference implements Inference {
   calls: number[][] = [];
   #release: (() => void)[] = [];
-  run(_model: string, _graph: GraphKind, feeds: Record<string, WireTensor>): Promise<BatchOutputs> {
+  /** The inference time each call reports: ms per row, by model (0 when not listed). */
+  constructor(readonly msPerRow: Record<string, number> = {}) {}
+  run(model: string, _graph: GraphKind, feeds: Record<string, WireTensor>): Promise<BatchOutputs> {
     const x = new Float32Array(feeds.x.data);
     const tags: number[] = [];
     for (let i = 0; i < x.length; i += 2) tags.push(x[i]);
     this.calls.push(tags);
     return new Promise((resolve) => {
-      this.#release.push(() => resolve({ outputs: { eps: new Float32Array(x.length) }, ms: 0 }));
+      const ms = tags.length * (this.msPerRow[model] ?? 0);
+      this.#release.push(() => resolve({ outputs: { eps: new Float32Array(x.length) }, ms }));
     });
   }
   get waiting(): number {
@@ -49,7 +55,7 @@ class ManualInference implements Inference {
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
-Deno.test("priorities first, then FIFO; an evaluation larger than the batch is split", async () => {
+Deno.test("priorities first, then turns; an evaluation larger than the batch is split", async () => {
   const info = validateManifest(structuredClone(BUILTIN_MANIFESTS[0]));
   info.graphPaths = { eps: "eps.onnx" };
   const model: ServedModel = { info, inputs: { eps: ["x", "t"] }, maxBatch: 4 };
@@ -68,11 +74,11 @@ Deno.test("priorities first, then FIFO; an evaluation larger than the batch is s
   await Promise.all(all);
   assertEquals(inference.calls, [
     [1], // the first request, alone
-    [4, 1, 2, 2], // priority 5 first, then FIFO: 1's second step, then as much of 2 as fits
-    [2, 2, 2, 2], // the rest of 2 (split across two calls)
-    [3],
+    [4, 1, 2, 2], // priority 5 first, then in turn: 1's second step, then as much of 2 as fits
+    [3, 2, 2, 2], // 4, 1 and 2 were served, so 3 leads; the rest of 2 rides along
+    [2], // the last of 2 (split across three calls)
   ]);
-  assertEquals(done, [4, 1, 2, 3]);
+  assertEquals(done, [4, 1, 3, 2]);
 });
 
 Deno.test("requests arriving in one turn of the event loop share their first call", async () => {
@@ -97,4 +103,54 @@ Deno.test("requests arriving in one turn of the event loop share their first cal
   assertEquals(inference.calls.length, 4);
   inference.releaseOne();
   assertEquals((await lone).x[0], 99);
+});
+
+Deno.test("a small request beside a huge one on another model waits about one quantum per step", async () => {
+  const served = (name: string): ServedModel => {
+    const info = validateManifest({ ...structuredClone(BUILTIN_MANIFESTS[0]), name });
+    info.graphPaths = { eps: "eps.onnx" };
+    return { info, inputs: { eps: ["x", "t"] }, maxBatch: 64 };
+  };
+  const big = served("big"), small = served("small");
+  // the huge request costs 1 ms a row, the small one 0.01 ms: a 20 ms quantum buys 20 rows of the huge
+  const inference = new ManualInference({ big: 1, small: 0.01 });
+  const scheduler = new Scheduler(inference, { quantumMs: 20 });
+  const order: number[] = [];
+  const huge = scheduler.submit({ model: big, run: tagged(1, 64, 4) }).then((r) => order.push(r.x[0]));
+  await new Promise((r) => setImmediate(r)); // the first call (64 rows) is running
+  const little = scheduler.submit({ model: small, run: tagged(2, 1, 3) }).then((r) => order.push(r.x[0]));
+  while (order.length < 2) {
+    await tick();
+    inference.releaseOne();
+  }
+  await Promise.all([huge, little]);
+  const calls = inference.calls.map((c) => `${c[0]}×${c.length}`);
+  assertEquals(calls, [
+    "1×64", // alone: whole batches, and the cost per row is learnt
+    "1×20", // the small request is waiting on another model: the call is cut to the leader's quantum
+    "2×1",
+    "1×20",
+    "2×1",
+    "1×20",
+    "2×1", // the small request is done after 3 of its own calls and 3 slices of the huge one
+    "1×4", // alone again: the rest of the step
+    "1×64",
+    "1×64",
+  ]);
+  assertEquals(order, [2, 1]);
+});
+
+Deno.test("a request alone fills whole batches whatever its cost", async () => {
+  const info = validateManifest(structuredClone(BUILTIN_MANIFESTS[0]));
+  info.graphPaths = { eps: "eps.onnx" };
+  const model: ServedModel = { info, inputs: { eps: ["x", "t"] }, maxBatch: 8 };
+  const inference = new ManualInference({ [info.manifest.name]: 100 });
+  const scheduler = new Scheduler(inference, { quantumMs: 1 });
+  const done = scheduler.submit({ model, run: tagged(5, 8, 3) });
+  while (inference.calls.length < 3 || inference.waiting) {
+    await tick();
+    inference.releaseOne();
+  }
+  assertEquals((await done).x[0], 5);
+  assertEquals(inference.calls.map((c) => c.length), [8, 8, 8]);
 });
