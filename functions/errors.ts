@@ -44,3 +44,5 @@ export const noWorker = (message: string, afterS: number) =>
   new ApiError(503, "no_worker", message, undefined, retryAfter(afterS));
 export const deadlineExceeded = (ms: number) =>
   new ApiError(504, "deadline_exceeded", `the request did not finish within ${ms} ms`);
+/** The client closed the connection before the answer (499; the client never sees it). */
+export const CANCELED = new ApiError(499, "canceled", "the client closed the connection");
