@@ -4,6 +4,13 @@
  */
 import { GRID_KINDS, type GridKind } from "../core/grid.ts";
 import { MAX_PNG_SCALE } from "../core/image.ts";
+import {
+  checkSolveRequest,
+  DEFAULT_NFE,
+  type Direction,
+  PlanError,
+  type SolveRequest,
+} from "../core/plan.ts";
 import { DERIVATIVE_SOURCES, type DerivativeSource } from "../core/solvers/types.ts";
 
 /** A bad command line; `flag` names the offending flag (e.g. "--steps"). */
@@ -12,6 +19,67 @@ export class UsageError extends Error {
     super(`${flag}: ${message}`);
     this.name = "UsageError";
   }
+}
+
+/** The flag of each solve setting, by its request name (core/plan.ts names refused settings so). */
+export const FIELD_FLAGS: Readonly<Record<string, string>> = {
+  solver: "--solver",
+  steps: "--steps",
+  nfe: "--nfe",
+  grid: "--grid",
+  rho: "--rho",
+  t_min: "--t-min",
+  t_max: "--t-max",
+  genie_derivative: "--genie-derivative",
+  derivative: "--genie-derivative",
+  order: "--order",
+  variant: "--variant",
+  afs: "--afs",
+  denoise: "--denoise",
+  guidance: "--guidance",
+};
+
+/**
+ * A refusal of core/plan.ts (or another core error naming a field) as the UsageError of its flag; the
+ * request names of other settings in the message become their flags too (`t_min` → `--t-min`).
+ */
+export function usageFromField(field: string, message: string): UsageError | undefined {
+  const flag = FIELD_FLAGS[field];
+  if (flag === undefined) return undefined;
+  return new UsageError(flag, message.replace(/\b(t_min|t_max|genie_derivative)\b/g, (f) => FIELD_FLAGS[f]));
+}
+
+/** The solve settings of parsed flags by their request names (core/plan.ts). */
+export function solveRequestOf(a: {
+  solver?: string;
+  steps?: number;
+  nfe?: number;
+  grid?: string;
+  rho?: number;
+  tMin?: number;
+  tMax?: number;
+  genieDerivative?: string;
+  order?: number;
+  variant?: Variant;
+  afs?: boolean;
+  denoise?: boolean;
+  guidance?: number;
+}): SolveRequest {
+  return {
+    solver: a.solver,
+    steps: a.steps,
+    nfe: a.nfe,
+    grid: a.grid,
+    rho: a.rho,
+    t_min: a.tMin,
+    t_max: a.tMax,
+    genie_derivative: a.genieDerivative,
+    order: a.order,
+    variant: a.variant,
+    afs: a.afs,
+    denoise: a.denoise,
+    guidance: a.guidance,
+  };
 }
 
 export const OUTPUT_EXTENSIONS = [".npy", ".png", ".msgpack"] as const;
@@ -179,18 +247,22 @@ function extension(path: string): string {
   return m ? m[0].toLowerCase() : "";
 }
 
-/** Checks that do not need the model: required flags and flags that exclude each other. */
-function checkSolve(a: Record<string, unknown>): void {
+/**
+ * Checks that do not need the model: required flags, flags that exclude each other, and the solve
+ * settings' own rules (core/plan.ts `checkSolveRequest`, applied again with the model when the run is
+ * planned).
+ */
+function checkSolve(a: Record<string, unknown>, direction: Direction): void {
   if (a.model === undefined) throw new UsageError("--model", "is required (a model name or gmm:SPEC.json)");
   if (a.solver === undefined) throw new UsageError("--solver", "is required (see --help for the list)");
   if (a.steps !== undefined && a.nfe !== undefined) {
     throw new UsageError("--nfe", "cannot be combined with --steps (give one of them)");
   }
-  if (a.genieDerivative !== undefined && a.solver !== "genie") {
-    throw new UsageError("--genie-derivative", `only applies to --solver genie, not ${a.solver}`);
-  }
-  if (a.rho !== undefined && (a.grid === "uniform" || a.grid === "logsnr")) {
-    throw new UsageError("--rho", `has no effect on the ${a.grid} grid`);
+  try {
+    checkSolveRequest(solveRequestOf(a as Parameters<typeof solveRequestOf>[0]), direction);
+  } catch (e) {
+    if (e instanceof PlanError) throw usageFromField(e.field, e.detail) ?? e;
+    throw e;
   }
   if (a.guidanceScale !== undefined) {
     if (a.guidance !== undefined) {
@@ -204,9 +276,6 @@ function checkSolve(a: Record<string, unknown>): void {
   if (a.guidance !== undefined && a.class === undefined) {
     const flag = a.guidanceScale !== undefined ? "--guidance-scale" : "--guidance";
     throw new UsageError(flag, "needs --class (guidance steers towards a class)");
-  }
-  if (a.tMin !== undefined && a.tMax !== undefined && !((a.tMax as number) > (a.tMin as number))) {
-    throw new UsageError("--t-max", `must exceed --t-min (${a.tMin}), got ${a.tMax}`);
   }
   a.json = a.json === true;
   a.quiet = a.quiet === true;
@@ -224,7 +293,7 @@ export function guidanceFromScale(s: number): number {
 export function parseSampleArgs(argv: readonly string[]): SampleArgs | HelpRequest {
   const a = parseFlags(argv, SAMPLE_FLAGS);
   if ("help" in a) return a as HelpRequest;
-  checkSolve(a);
+  checkSolve(a, "sample");
   if (a.out !== undefined) {
     const ext = extension(a.out as string);
     if (!(OUTPUT_EXTENSIONS as readonly string[]).includes(ext)) {
@@ -247,7 +316,7 @@ export function parseSampleArgs(argv: readonly string[]): SampleArgs | HelpReque
 export function parseEncodeArgs(argv: readonly string[]): EncodeArgs | HelpRequest {
   const a = parseFlags(argv, ENCODE_FLAGS);
   if ("help" in a) return a as HelpRequest;
-  checkSolve(a);
+  checkSolve(a, "encode");
   if (a.steps === undefined && a.nfe === undefined) throw new UsageError("--steps", "is required (or --nfe)");
   if (a.images === undefined) throw new UsageError("--images", "is required (an IN.npy of images)");
   if (extension(a.images as string) !== ".npy") {
@@ -263,7 +332,7 @@ export function parseEncodeArgs(argv: readonly string[]): EncodeArgs | HelpReque
 
 /** Defaults applied when a flag is absent, shown in the help texts. */
 export const DEFAULTS = {
-  nfe: 10,
+  nfe: DEFAULT_NFE,
   n: 1,
   seed: 0,
 } as const;
@@ -303,9 +372,11 @@ function solveHelp(solvers: readonly SolverHelp[]): string {
                               when its model.json has "defaults", else the solver's grid, below)
   --rho R                     exponent of power grids (default 2) and of edm (default 7); the
                               quadratic grid is ρ = 2, so --rho without --grid turns a default
-                              quadratic grid into the power grid with that ρ
+                              quadratic grid into the power grid with that ρ; refused on
+                              uniform and logsnr grids
   --t-min T                   last time of the grid (default: the schedule's, 1e-3)
-  --t-max T                   first time of the grid (default: the schedule's, 1 for vp-linear)
+  --t-max T                   first time of the grid (default and at most: the schedule's, 1 for
+                              vp-linear)
   --genie-derivative SRC      GENIE's dε/dγ: head|jvp|fd|exact (default: head when the model has a
                               derivative head, else jvp; analytic gmm models answer jvp exactly
                               and also offer exact, the closed form)

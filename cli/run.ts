@@ -3,24 +3,31 @@
  * steps for the requested NFE, build the grid, draw or take the starting point, drive the solver
  * against the model and keep its accounts.
  */
-import { GridError, type GridKind, makeGrid, reversedGrid } from "../core/grid.ts";
+import { GridError, type GridKind } from "../core/grid.ts";
 import { seedsFrom } from "../core/api/samples.ts";
+import {
+  PlanError,
+  type PlanModel,
+  planSolve as planCore,
+  planTimes,
+  type SolvePlan as CorePlan,
+} from "../core/plan.ts";
 import { gaussianBatch } from "../core/rng.ts";
 import { runSolverAsync, type RunStats } from "../core/solvers/drive.ts";
-import { defaultGrid, getSolver, nfeFor, type SolverInfo, stepsForNfe } from "../core/solvers/registry.ts";
+import { getSolver, type SolverInfo } from "../core/solvers/registry.ts";
 import { costFields } from "../core/cost.ts";
-import { type DerivativeSource, SolverError } from "../core/solvers/types.ts";
+import { type DerivativeSource, type SolveInput, SolverError } from "../core/solvers/types.ts";
 import {
   type ConditioningOptions,
   GuidanceError,
   guidedSolveInput,
   withConditioning,
 } from "../core/guidance.ts";
-import { type SolveArgs, UsageError, type Variant } from "./args.ts";
+import { type SolveArgs, solveRequestOf, UsageError, usageFromField, type Variant } from "./args.ts";
 import type { ResolvedModel } from "./models.ts";
 
-/** NFE used when neither steps nor NFE is given. */
-export const DEFAULT_NFE = 10;
+/** NFE used when neither steps nor NFE is given (decided in core/plan.ts). */
+export { DEFAULT_NFE } from "../core/plan.ts";
 
 /** A tensor with its shape, row-major. */
 export interface ShapedData {
@@ -85,13 +92,14 @@ export function solveOptionsFrom(args: SolveArgs): SolveOptions {
   };
 }
 
-/** The resolved settings of one solve, as reported in summaries. */
+/** The resolved settings of one solve (core/plan.ts), as reported in summaries. */
 export interface SolvePlan {
   solver: string;
   steps: number;
   /** NFE predicted by the registry's accounting. */
   nfe: number;
   grid: GridKind;
+  /** The ρ the grid is built with, on grids that have one. */
   rho?: number;
   tMin: number;
   tMax: number;
@@ -99,9 +107,11 @@ export interface SolvePlan {
   denoise: boolean;
   derivative?: DerivativeSource;
   order?: number;
-  variant?: Variant;
+  variant?: SolveInput["variant"];
   /** Times t_0 … t_N in the direction of integration. */
   times: Float64Array;
+  /** The plan of core/plan.ts it was made from (with the predicted cost). */
+  core: CorePlan;
 }
 
 export interface SolveResult {
@@ -115,29 +125,11 @@ export interface SolveResult {
   seconds: number;
 }
 
-const FIELD_FLAGS: Record<string, string> = {
-  solver: "--solver",
-  steps: "--steps",
-  nfe: "--nfe",
-  grid: "--grid",
-  rho: "--rho",
-  t_min: "--t-min",
-  t_max: "--t-max",
-  derivative: "--genie-derivative",
-  order: "--order",
-  variant: "--variant",
-  afs: "--afs",
-  denoise: "--denoise",
-  guidance: "--guidance",
-};
-
 /** An option error of the core (which names a field) as a UsageError naming the flag; others unchanged. */
 function toUsage(e: unknown): unknown {
-  if (
-    (e instanceof GridError || e instanceof SolverError || e instanceof GuidanceError) &&
-    e.field in FIELD_FLAGS
-  ) {
-    return new UsageError(FIELD_FLAGS[e.field], e.message.slice(e.field.length + 2));
+  if (e instanceof PlanError) return usageFromField(e.field, e.detail) ?? e;
+  if (e instanceof GridError || e instanceof SolverError || e instanceof GuidanceError) {
+    return usageFromField(e.field, e.message.slice(e.field.length + 2)) ?? e;
   }
   return e;
 }
@@ -167,68 +159,50 @@ function checkBatch(flag: string, model: ResolvedModel, t: ShapedData): number {
   return t.shape[0];
 }
 
-/** Resolves the solver, its steps, NFE and grid for a model; every problem names its flag. */
+/** A resolved model as core/plan.ts sees it (no service limits on the command line). */
+export function planModelOfResolved(model: ResolvedModel): PlanModel {
+  return {
+    name: model.name,
+    derivatives: model.derivatives,
+    ...(model.defaults ? { defaults: model.defaults } : {}),
+    schedule: model.schedule,
+    ...(model.costs ? { costs: model.costs } : {}),
+  };
+}
+
+/**
+ * The solver, its steps, NFE and grid for a model, planned by core/plan.ts as the API and the worker
+ * plan them; every problem names its flag.
+ */
 export function planSolve(
   model: ResolvedModel,
   opts: SolveOptions & { afs?: boolean; denoise?: boolean },
   direction: "sample" | "encode",
 ): { info: SolverInfo; plan: SolvePlan } {
-  const info = asUsage(() => getSolver(opts.solver));
-  if (direction === "encode" && !info.encodes) {
-    throw new UsageError("--solver", `${info.name} does not support encoding`);
-  }
-  let derivative: DerivativeSource | undefined;
-  if (info.name === "genie") {
-    derivative = opts.derivative ?? (model.derivatives.includes("head") ? "head" : "jvp");
-    if (!model.derivatives.includes(derivative)) {
-      throw new UsageError(
-        "--genie-derivative",
-        `${derivative} is not available for ${model.name} (one of ${model.derivatives.join(", ")})`,
-      );
-    }
-  } else if (opts.derivative !== undefined) {
-    throw new UsageError("--genie-derivative", `only applies to --solver genie, not ${info.name}`);
-  }
-  // --order and --variant are checked by the solver itself (errors name the flag through toUsage).
-  if (opts.steps !== undefined && opts.nfe !== undefined) {
-    throw new UsageError("--nfe", "cannot be combined with --steps (give one of them)");
-  }
-  const afs = direction === "sample" && opts.afs === true;
-  const denoise = direction === "sample" && opts.denoise === true;
-  const nfeOpts = { afs, denoise, derivative };
-  const steps = opts.steps ?? asUsage(() => stepsForNfe(info.name, opts.nfe ?? DEFAULT_NFE, nfeOpts));
-  const nfe = asUsage(() => nfeFor(info.name, steps, nfeOpts));
-  // Without --grid: the model's default grid for the solver (model.json `defaults`), else the solver's.
-  // --rho alone bends a default quadratic grid into the power grid with that ρ.
-  const fallback = defaultGrid(info.name, model.defaults);
-  const kind: GridKind = opts.grid ??
-    (opts.rho !== undefined && fallback.kind === "quadratic" ? "power" : fallback.kind);
-  if (opts.rho !== undefined && (kind === "uniform" || kind === "logsnr")) {
-    const whose = fallback.source === "model"
-      ? `${model.name}'s default for ${info.name}`
-      : `${info.name}'s default`;
-    throw new UsageError("--rho", `has no effect on the ${kind} grid${opts.grid ? "" : ` (${whose})`}`);
-  }
-  // As in the worker: --grid takes --rho or that grid's own default ρ, never the default grid's.
-  const rho = opts.rho ?? (opts.grid === undefined ? fallback.rho : undefined);
-  const tMin = opts.tMin ?? model.schedule.tMin, tMax = opts.tMax ?? model.schedule.tMax;
-  const sampling = asUsage(() => makeGrid(model.schedule, { kind, steps, rho, tMin, tMax }));
+  const request = solveRequestOf({
+    ...opts,
+    genieDerivative: opts.derivative,
+    afs: direction === "sample" ? opts.afs : undefined,
+    denoise: direction === "sample" ? opts.denoise : undefined,
+  });
+  const core = asUsage(() => planCore(request, planModelOfResolved(model), direction));
   return {
-    info,
+    info: getSolver(core.solver),
     plan: {
-      solver: info.name,
-      steps,
-      nfe,
-      grid: kind,
-      rho,
-      tMin,
-      tMax,
-      afs,
-      denoise,
-      derivative,
-      order: opts.order,
-      variant: opts.variant,
-      times: direction === "sample" ? sampling : reversedGrid(sampling),
+      solver: core.solver,
+      steps: core.steps,
+      nfe: core.nfe,
+      grid: core.grid,
+      rho: core.rho,
+      tMin: core.t_min!,
+      tMax: core.t_max!,
+      afs: core.afs,
+      denoise: core.denoise,
+      derivative: core.derivative,
+      order: core.order,
+      variant: core.variant,
+      times: asUsage(() => planTimes(core, model.schedule)),
+      core,
     },
   };
 }

@@ -15,7 +15,6 @@
 import type { Issue } from "../core/api/errors.ts";
 import type { ModelInfo } from "../core/api/models.ts";
 import {
-  DEFAULT_NFE,
   DEFAULT_SOLVER,
   type EncodeRequest,
   guidanceOf,
@@ -31,8 +30,7 @@ import {
   tensorBytes,
 } from "../core/api/tensor.ts";
 import { BatchResponse, PROTOCOL_VERSION } from "../core/api/worker.ts";
-import { stepsForNfe } from "../core/solvers/registry.ts";
-import type { DerivativeSource } from "../core/solvers/types.ts";
+import { type Direction, planModelOf, planSolve, type SolvePlan, workerSolveFields } from "../core/plan.ts";
 import { ApiError, invalid } from "./errors.ts";
 import type { WorkerPool } from "./pool.ts";
 
@@ -98,44 +96,37 @@ export function latentBytes(req: SamplesRequest): { bytes?: Uint8Array; issues: 
   return { bytes, issues: [] };
 }
 
-/** The step count the edge expects (for progress before the worker answers); 0 when unknown. */
-function expectedSteps(
-  req: {
-    solver?: string;
-    steps?: number;
-    nfe?: number;
-    afs?: boolean;
-    denoise?: boolean;
-    genie_derivative?: DerivativeSource;
-  },
+/**
+ * The plan of a request already checked against `model` (core/plan.ts): the solver and the step count
+ * the edge expects (for progress before the worker answers). Undefined only if the request was not checked.
+ */
+function planOf(
+  req: SamplesRequest | EncodeRequest,
   model: ModelInfo,
-): number {
-  if (req.steps !== undefined) return req.steps;
+  direction: Direction,
+): SolvePlan | undefined {
   try {
-    const derivative = req.genie_derivative ?? (model.derivatives.includes("head") ? "head" : "jvp");
-    return stepsForNfe(req.solver ?? DEFAULT_SOLVER, req.nfe ?? DEFAULT_NFE, {
-      afs: req.afs,
-      denoise: req.denoise,
-      derivative,
-    });
+    return planSolve(
+      { ...req, guidance: "class" in req ? guidanceOf(req) : undefined },
+      planModelOf(model),
+      direction,
+    );
   } catch {
-    return 0;
+    return undefined;
   }
 }
 
-/** Settings every chunk shares, as protocol fields (undefined ones are omitted by the encoder). */
-function solveMessage(req: SamplesRequest | EncodeRequest, model: ModelInfo) {
-  return {
-    v: PROTOCOL_VERSION,
-    model: model.name,
-    solver: req.solver ?? DEFAULT_SOLVER,
-    steps: req.steps,
-    nfe: req.steps === undefined ? req.nfe ?? DEFAULT_NFE : undefined,
-    grid: req.grid,
-    rho: req.rho,
-    order: req.order,
-    variant: req.variant,
-  };
+/**
+ * The fields of a `POST /v1/batch` message (core/api/worker.ts) that every chunk of a samples request
+ * shares — the solve settings ({@link workerSolveFields}) and the conditioning — for the edge and the batch
+ * jobs alike; a message adds `v`, `id`, `model`, `seeds`, `latents?` and `deadline_ms`.
+ */
+export function batchMessageFields(req: SamplesRequest): Record<string, unknown> {
+  const fields: Record<string, unknown> = { ...workerSolveFields(req, "sample") };
+  if (req.class !== undefined) fields.class = req.class;
+  const guidance = guidanceOf(req);
+  if (guidance !== undefined) fields.guidance = guidance;
+  return fields;
 }
 
 interface Chunk {
@@ -258,14 +249,8 @@ export async function runSamples(
   const n = requestedCount(req);
   const seeds = seedsFrom(firstSeed, n);
   const sampleBytes = shapeSize(model.shape) * 4;
-  const base = {
-    ...solveMessage(req, model),
-    afs: req.afs,
-    denoise: req.denoise,
-    class: req.class,
-    guidance: guidanceOf(req),
-    genie_derivative: req.genie_derivative,
-  };
+  const plan = planOf(req, model, "sample");
+  const base = { v: PROTOCOL_VERSION, model: model.name, ...batchMessageFields(req) };
   const chunks = chunkRanges(n, model.limits.max_batch).map(({ start, count }, i) => ({
     start,
     count,
@@ -276,8 +261,8 @@ export async function runSamples(
       latents: latents?.subarray(start * sampleBytes, (start + count) * sampleBytes),
     },
   }));
-  const out = await runChunks("/v1/batch", id, chunks, model, n, expectedSteps(req, model), ctx);
-  return { ...out, seeds, solver: req.solver ?? DEFAULT_SOLVER };
+  const out = await runChunks("/v1/batch", id, chunks, model, n, plan?.steps ?? 0, ctx);
+  return { ...out, seeds, solver: plan?.solver ?? req.solver ?? DEFAULT_SOLVER };
 }
 
 /** Latents for images [n, …sample shape] given as float32 values in model space. */
@@ -290,21 +275,24 @@ export async function runEncode(
 ): Promise<RunOutcome> {
   const id = newId();
   const per = shapeSize(model.shape);
+  const plan = planOf(req, model, "encode");
   const chunks = chunkRanges(n, model.limits.max_batch).map(({ start, count }, i) => {
     const slice = images.slice(start * per, (start + count) * per);
     return {
       start,
       count,
       message: {
-        ...solveMessage(req, model),
+        v: PROTOCOL_VERSION,
+        model: model.name,
+        ...workerSolveFields(req, "encode"),
         id: `${id}.${i}`,
         images: new Uint8Array(slice.buffer, slice.byteOffset, slice.byteLength),
         shape: [count, ...model.shape],
       },
     };
   });
-  const out = await runChunks("/v1/encode", id, chunks, model, n, expectedSteps(req, model), ctx);
-  return { ...out, seeds: [], solver: req.solver ?? DEFAULT_SOLVER };
+  const out = await runChunks("/v1/encode", id, chunks, model, n, plan?.steps ?? 0, ctx);
+  return { ...out, seeds: [], solver: plan?.solver ?? req.solver ?? DEFAULT_SOLVER };
 }
 
 /** Images of an encode request (a tensor) as float32, or 422 when a value is not finite or too large. */

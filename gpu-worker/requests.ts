@@ -9,29 +9,22 @@
  *   unconditional (the null class). `guidance` w ≠ 0 runs classifier-free guidance.
  * - Encoding integrates from t_min up to t_max on the reversed grid (no AFS, no denoising); `images`
  *   are x at t_min in model space.
- * - Grid: the request's `grid` (with its `rho`, else that grid's default ρ); without one, the model's
- *   default for the solver (model.json `defaults`), else the solver's recommended grid, with the
- *   request's `rho` if given, else the default's.
+ * - Solver, order, derivative, steps and NFE, grid and ρ, t_min and t_max: planned by core/plan.ts (the
+ *   one place their defaults and rules are decided, shared with the edge and the command line) on the
+ *   model as the manifest describes it ({@link planModelOfServed}).
  * - Top-level nil values count as absent fields.
  * - Extensions: `priority` (integer −10…10, higher first).
  */
 import { issuesFromZod } from "../core/api/errors.ts";
 import { DEFAULT_LIMITS, type ModelLimits } from "../core/api/models.ts";
-import { DEFAULT_NFE } from "../core/api/samples.ts";
 import { firstOutOfRange, float32FromBytes, outOfRangeMessage } from "../core/api/tensor.ts";
 import { BatchRequest, EncodeBatchRequest } from "../core/api/worker.ts";
-import { defaultRho, type GridKind, makeGrid, reversedGrid } from "../core/grid.ts";
+import type { GridKind } from "../core/grid.ts";
 import { guidedSolveInput, withConditioning } from "../core/guidance.ts";
+import { type Direction, type PlanModel, planSolve, planTimes, type SolvePlan } from "../core/plan.ts";
 import { gaussianBatch } from "../core/rng.ts";
-import {
-  defaultGrid,
-  getSolver,
-  nfeFor,
-  type SolverInfo,
-  solverNames,
-  stepsForNfe,
-} from "../core/solvers/registry.ts";
-import type { DerivativeSource, SolveInput, SolverRun } from "../core/solvers/types.ts";
+import { getSolver, solverNames } from "../core/solvers/registry.ts";
+import type { DerivativeSource, SolveInput, SolverFn, SolverRun } from "../core/solvers/types.ts";
 import { asWorkerError, invalid, WorkerError } from "./errors.ts";
 import type { ServedModel } from "./scheduler.ts";
 
@@ -50,6 +43,8 @@ export interface PlannedJob {
   grid: GridKind;
   rho?: number;
   derivative?: DerivativeSource;
+  /** Every resolved setting of the solve (core/plan.ts). */
+  plan: SolvePlan;
   priority: number;
   /** Absolute deadline (Date.now() scale). */
   deadline?: number;
@@ -118,29 +113,6 @@ function lookupModel(name: string, models: Map<string, ServedModel>): ServedMode
   return model;
 }
 
-function lookupSolver(name: string): SolverInfo {
-  try {
-    return getSolver(name);
-  } catch {
-    throw invalid("solver", `unknown solver ${JSON.stringify(name)} (one of ${solverNames().join(", ")})`);
-  }
-}
-
-function chooseDerivative(model: ServedModel, asked: DerivativeSource | undefined): DerivativeSource {
-  const served = derivativesOf(model);
-  if (asked === undefined) return served[0];
-  if (!served.includes(asked)) {
-    const unavailable = model.info.unavailable?.[asked as "jvp" | "head"];
-    const why = asked === "exact"
-      ? "is for analytic models with a closed-form head"
-      : unavailable
-      ? `is unavailable for model ${model.info.manifest.name}: ${unavailable.reason}`
-      : `needs a ${asked} graph, which model ${model.info.manifest.name} does not have`;
-    throw invalid("genie_derivative", `${asked} ${why} (available: ${served.join(", ")})`);
-  }
-  return asked;
-}
-
 function priorityOf(body: unknown): number {
   const p = (body as { priority?: unknown }).priority;
   if (p === undefined) return 0;
@@ -150,67 +122,43 @@ function priorityOf(body: unknown): number {
   return p;
 }
 
-interface Common {
-  solver: SolverInfo;
-  steps: number;
-  grid: Float64Array;
-  kind: GridKind;
-  rho?: number;
-  derivative: DerivativeSource;
+/**
+ * The model as core/plan.ts sees it: the derivatives it serves, the manifest's `defaults` and `costs`,
+ * its schedule and limits. `GET /v1/models` describes the same (gpu-worker/app.ts), so the edge plans
+ * a request exactly as this worker will.
+ */
+export function planModelOfServed(model: ServedModel): PlanModel {
+  const m = model.info.manifest;
+  return {
+    name: m.name,
+    derivatives: derivativesOf(model),
+    ...(model.info.unavailable ? { unavailable: model.info.unavailable } : {}),
+    ...(m.defaults ? { defaults: m.defaults } : {}),
+    schedule: model.info.schedule,
+    limits: modelLimits(model),
+    solvers: solverNames(),
+    ...(m.costs ? { costs: m.costs } : {}),
+  };
 }
 
-/**
- * The grid of a request: its own `grid` (ρ: its `rho`, else the grid's default), else the model's
- * default for the solver, else the solver's (ρ: the request's `rho`, else the default's).
- */
-export function gridOf(
-  model: ServedModel,
-  solver: string,
-  req: { grid?: string; rho?: number },
-): { kind: GridKind; rho?: number } {
-  if (req.grid !== undefined) return { kind: req.grid as GridKind, rho: req.rho };
-  const d = defaultGrid(solver, model.info.manifest.defaults);
-  return { kind: d.kind, rho: req.rho ?? d.rho };
+interface Common {
+  plan: SolvePlan;
+  fn: SolverFn;
+  /** Times in the direction of integration. */
+  times: Float64Array;
 }
 
 function common(
   model: ServedModel,
-  req: {
-    solver: string;
-    steps?: number;
-    nfe?: number;
-    grid?: string;
-    rho?: number;
-    genie_derivative?: DerivativeSource;
-    afs?: boolean;
-    denoise?: boolean;
-  },
+  req: Parameters<typeof planSolve>[0],
+  direction: Direction,
 ): Common {
-  const limits = modelLimits(model);
-  const solver = lookupSolver(req.solver);
-  const derivative = chooseDerivative(model, req.genie_derivative);
-  if (req.steps !== undefined && req.nfe !== undefined) throw invalid("nfe", "give steps or nfe, not both");
-  const accounting = { afs: req.afs, denoise: req.denoise, derivative };
-  let steps: number;
   try {
-    steps = req.steps ?? stepsForNfe(solver.name, req.nfe ?? DEFAULT_NFE, accounting);
+    const plan = planSolve(req, planModelOfServed(model), direction);
+    return { plan, fn: getSolver(plan.solver).fn, times: planTimes(plan, model.info.schedule) };
   } catch (e) {
     throw asWorkerError(e);
   }
-  if (steps > limits.max_steps) throw invalid("steps", `at most ${limits.max_steps} for this model`);
-  if (nfeFor(solver.name, steps, accounting) > limits.max_nfe) {
-    throw invalid("nfe", `at most ${limits.max_nfe} for this model`);
-  }
-  const { kind, rho } = gridOf(model, solver.name, req);
-  let grid: Float64Array;
-  try {
-    grid = makeGrid(model.info.schedule, { kind, steps, rho });
-  } catch (e) {
-    throw asWorkerError(e);
-  }
-  // ρ as reported: the one used, on the grids that have one.
-  const used = defaultRho(kind) === undefined ? undefined : rho ?? defaultRho(kind);
-  return { solver, steps, grid, kind, rho: used, derivative };
 }
 
 /** Checks the conditioning fields and returns the labels (or undefined for unconditional samples). */
@@ -263,7 +211,7 @@ export function planBatch(body: unknown, models: Map<string, ServedModel>, now =
   const { info } = model, dim = info.dim, n = req.seeds.length;
   const limits = modelLimits(model);
   if (n > limits.max_n) throw invalid("seeds", `at most ${limits.max_n} samples per request for this model`);
-  const c = common(model, req);
+  const c = common(model, req, "sample");
   let x: Float64Array;
   if (req.latents !== undefined) {
     if (req.latents.byteLength !== n * dim * 4) {
@@ -283,32 +231,42 @@ export function planBatch(body: unknown, models: Map<string, ServedModel>, now =
   const cond = conditioning(model, n, req.class, req.guidance);
   let input: SolveInput = {
     schedule: info.schedule,
-    grid: c.grid,
+    grid: c.times,
     x,
     batch: n,
     dim,
-    afs: req.afs ?? false,
-    denoise: req.denoise ?? false,
-    derivative: c.derivative,
-    order: req.order,
-    variant: req.variant,
+    afs: c.plan.afs,
+    denoise: c.plan.denoise,
+    derivative: c.plan.derivative,
+    order: c.plan.order,
+    variant: c.plan.variant,
   };
   input = guidedSolveInput(input, cond.scale);
-  const run = withConditioning(c.solver.fn(input), cond);
+  const run = withConditioning(c.fn(input), cond);
   return {
     id: req.id,
     model,
     run,
     shape: [n, ...info.manifest.shape],
-    solver: c.solver.name,
-    steps: c.steps,
-    nfe: nfeFor(c.solver.name, c.steps, { afs: input.afs, denoise: input.denoise, derivative: c.derivative }),
-    grid: c.kind,
-    rho: c.rho,
-    derivative: c.derivative,
+    ...planned(c.plan),
     priority,
     deadline: req.deadline_ms !== undefined ? now + req.deadline_ms : undefined,
     stream: req.stream ?? false,
+  };
+}
+
+/** The plan's fields of a {@link PlannedJob}. */
+function planned(
+  plan: SolvePlan,
+): Pick<PlannedJob, "solver" | "steps" | "nfe" | "grid" | "rho" | "derivative" | "plan"> {
+  return {
+    solver: plan.solver,
+    steps: plan.steps,
+    nfe: plan.nfe,
+    grid: plan.grid,
+    rho: plan.rho,
+    derivative: plan.derivative,
+    plan,
   };
 }
 
@@ -334,32 +292,26 @@ export function planEncode(body: unknown, models: Map<string, ServedModel>, now 
   if (n > modelLimits(model).max_n) {
     throw invalid("images", `at most ${modelLimits(model).max_n} images per request`);
   }
-  const c = common(model, req);
-  if (!c.solver.encodes) throw invalid("solver", `${c.solver.name} does not support encoding`);
+  const c = common(model, req, "encode");
   const images = float32FromBytes(req.images);
   checkFinite("images", images);
   const cond = conditioning(model, n, undefined, undefined);
   const input: SolveInput = {
     schedule: info.schedule,
-    grid: reversedGrid(c.grid),
+    grid: c.times,
     x: Float64Array.from(images),
     batch: n,
     dim,
-    derivative: c.derivative,
-    order: req.order,
-    variant: req.variant,
+    derivative: c.plan.derivative,
+    order: c.plan.order,
+    variant: c.plan.variant,
   };
   return {
     id: req.id,
     model,
-    run: withConditioning(c.solver.fn(input), cond),
+    run: withConditioning(c.fn(input), cond),
     shape: [n, ...info.manifest.shape],
-    solver: c.solver.name,
-    steps: c.steps,
-    nfe: nfeFor(c.solver.name, c.steps, { derivative: c.derivative }),
-    grid: c.kind,
-    rho: c.rho,
-    derivative: c.derivative,
+    ...planned(c.plan),
     priority,
     deadline: req.deadline_ms !== undefined ? now + req.deadline_ms : undefined,
   };

@@ -6,8 +6,8 @@
 import { z } from "zod";
 import { GRID_KINDS } from "../grid.ts";
 import { MAX_PNG_SCALE } from "../image.ts";
-import { getSolver, nfeFor, solverNames } from "../solvers/registry.ts";
-import { DERIVATIVE_SOURCES, type DerivativeSource } from "../solvers/types.ts";
+import { DEFAULT_NFE, DEFAULT_SOLVER, type Direction, PlanError, planModelOf, planSolve } from "../plan.ts";
+import { DERIVATIVE_SOURCES } from "../solvers/types.ts";
 import type { Issue } from "./errors.ts";
 import { type ModelInfo, ModelName } from "./models.ts";
 import { shapeSize, Tensor, TensorOutput } from "./tensor.ts";
@@ -20,8 +20,8 @@ export const HARD_LIMITS = {
   deadline_ms: 3_600_000,
   images: 4096,
 } as const;
-export const DEFAULT_NFE = 10;
-export const DEFAULT_SOLVER = "genie";
+/** The defaults of a solve are decided in core/plan.ts; re-exported for the API's users. */
+export { DEFAULT_NFE, DEFAULT_SOLVER, nearestNfes } from "../plan.ts";
 export const OUTPUTS = ["png", "tensor"] as const;
 export const VARIANTS = ["bh1", "bh2"] as const;
 
@@ -40,7 +40,19 @@ const solveFields = {
       "Time grid (default: the model's default grid for the solver, else the solver's recommended " +
       "grid; GET /v1/models lists them as default_grids)",
   }),
-  rho: z.number().positive().max(1000).optional(),
+  rho: z.number().positive().max(1000).optional().meta({
+    description:
+      "Exponent of the power (default 2) and edm (default 7) grids; the quadratic grid is ρ = 2. " +
+      "Without grid it applies to the default grid (a default quadratic grid becomes power with this ρ); " +
+      "refused on the uniform and logsnr grids",
+  }),
+  t_min: z.number().positive().max(1000).optional().meta({
+    description: "Last time of the grid (default: the model's schedule's, e.g. 1e-3 for vp-linear)",
+  }),
+  t_max: z.number().positive().max(1000).optional().meta({
+    description: "First time of the grid, above t_min (default and at most: the schedule's, e.g. 1 for " +
+      "vp-linear)",
+  }),
   order: z.int().min(1).max(4).optional().meta({ description: "Order of solvers that have several" }),
   variant: z.enum(VARIANTS).optional().meta({ description: "UniPC's B(h)" }),
   deadline_ms: z.int().min(1).max(HARD_LIMITS.deadline_ms).optional().meta({
@@ -183,76 +195,27 @@ export function requestedCount(req: SamplesRequest): number {
   return req.latents ? req.latents.shape[0] : req.n ?? 1;
 }
 
-/** Checks shared by samples and encode against one model: solver, steps/NFE limits, an NFE the solver can use. */
-function checkSolve(
-  req: {
-    solver?: string;
-    steps?: number;
-    nfe?: number;
-    afs?: boolean;
-    denoise?: boolean;
-    genie_derivative?: DerivativeSource;
-  },
-  model: ModelInfo,
-): Issue[] {
-  const out: Issue[] = [];
-  const solver = req.solver ?? DEFAULT_SOLVER;
-  if (model.solvers.length > 0 && !model.solvers.includes(solver)) {
-    out.push(
-      issue(
-        ["solver"],
-        `${model.name} has no solver ${JSON.stringify(solver)} (one of ${model.solvers.join(", ")})`,
-      ),
-    );
-  }
-  if (req.steps !== undefined && req.steps > model.limits.max_steps) {
-    out.push(issue(["steps"], `at most ${model.limits.max_steps} for ${model.name}`));
-  }
-  if (req.nfe !== undefined && req.nfe > model.limits.max_nfe) {
-    out.push(issue(["nfe"], `at most ${model.limits.max_nfe} for ${model.name}`));
-  } else if (out.length === 0 && req.steps === undefined && solverNames().includes(solver)) {
-    const derivative = req.genie_derivative ?? (model.derivatives.includes("head") ? "head" : "jvp");
-    const nfe = req.nfe ?? DEFAULT_NFE;
-    const opts = { afs: req.afs, denoise: req.denoise, derivative };
-    const near = nearestNfes(solver, nfe, opts);
-    if (!near.includes(nfe)) {
-      const what = [
-        opts.afs ? "afs" : "",
-        opts.denoise ? "denoise" : "",
-        solver === "genie" ? derivative : "",
-      ]
-        .filter(Boolean).join(", ");
-      out.push({
-        ...issue(
-          ["nfe"],
-          `${solver} cannot use exactly ${nfe} evaluations${what ? ` (${what})` : ""}; the nearest it can ` +
-            `use: ${near.join(" or ")}`,
-        ),
-        valid: near,
-      });
-    }
-  }
-  return out;
-}
-
 /**
- * The NFEs a solver can use that are nearest to `nfe`: [nfe] itself when it can, else the largest below
- * and the smallest above (only the latter when none is below).
+ * The solve settings of a request against one model: the plan of core/plan.ts (the one place solve
+ * defaults and rules are decided), its refusals as issues naming each field (with `valid` NFEs where it
+ * can tell).
  */
-export function nearestNfes(
-  solver: string,
-  nfe: number,
-  opts: { afs?: boolean; denoise?: boolean; derivative?: DerivativeSource } = {},
-): number[] {
-  const per = getSolver(solver).evalsPerStep(opts.derivative ?? "head");
-  let below: number | undefined, above: number | undefined;
-  for (let steps = 1; steps <= Math.ceil(nfe / per) + 3; steps++) {
-    const v = nfeFor(solver, steps, opts);
-    if (v === nfe) return [nfe];
-    if (v >= 1 && v < nfe) below = v;
-    if (v > nfe && above === undefined) above = v;
+function checkSolve(
+  req: SamplesRequest | EncodeRequest,
+  model: ModelInfo,
+  direction: Direction,
+): Issue[] {
+  try {
+    planSolve(
+      { ...req, guidance: "class" in req ? guidanceOf(req) : undefined },
+      planModelOf(model),
+      direction,
+    );
+    return [];
+  } catch (e) {
+    if (!(e instanceof PlanError)) throw e;
+    return e.all.map((p) => ({ ...issue([p.field], p.detail), ...(p.valid ? { valid: p.valid } : {}) }));
   }
-  return [below, above].filter((v): v is number => v !== undefined);
 }
 
 /** The guidance weight w of a request: `guidance`, or `guidance_scale` − 1 (diffusers' s = 1 + w). */
@@ -273,7 +236,7 @@ export function firstSeedOf(seed: number | undefined): number {
 
 /** Everything about a schema-valid samples request that depends on the model; [] when it is fine. */
 export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Issue[] {
-  const out = checkSolve(req, model);
+  const out = checkSolve(req, model, "sample");
   const { limits } = model;
   const n = requestedCount(req);
   if (n > limits.max_n) {
@@ -305,18 +268,6 @@ export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Iss
       if (req.class === undefined) out.push(issue(["class"], `${field} needs a class`));
     }
   }
-  if (req.genie_derivative !== undefined) {
-    if ((req.solver ?? DEFAULT_SOLVER) !== "genie") {
-      out.push(issue(["genie_derivative"], "applies to the genie solver only"));
-    } else if (!model.derivatives.includes(req.genie_derivative)) {
-      const why = model.unavailable_derivatives?.[req.genie_derivative]?.reason;
-      out.push(issue(
-        ["genie_derivative"],
-        (why ? `${req.genie_derivative} is unavailable for ${model.name}: ${why}; ` : "") +
-          `${model.name} offers ${model.derivatives.join(", ") || "none"}`,
-      ));
-    }
-  }
   if (req.latents) out.push(...checkTensorForModel(req.latents, model, "latents", req.n));
   if (req.output === "png" && !isImageModel(model)) {
     out.push(issue(["output"], `${model.name} does not produce images; use "tensor"`));
@@ -326,7 +277,7 @@ export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Iss
 
 /** Everything about a schema-valid encode request that depends on the model. */
 export function checkEncodeForModel(req: EncodeRequest, model: ModelInfo): Issue[] {
-  const out = checkSolve(req, model);
+  const out = checkSolve(req, model, "encode");
   if (req.tensor) out.push(...checkTensorForModel(req.tensor, model, "tensor"));
   if (req.images && !isImageModel(model)) out.push(issue(["images"], `${model.name} does not take images`));
   const count = req.tensor ? req.tensor.shape[0] : req.images?.length ?? 0;

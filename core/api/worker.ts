@@ -40,6 +40,9 @@ const solve = {
   nfe: z.int().min(1).max(HARD_LIMITS.nfe).optional(),
   grid: z.enum(GRID_KINDS).optional(),
   rho: z.number().positive().optional(),
+  /** The grid's ends (default the model's schedule's; core/plan.ts checks them against it). */
+  t_min: z.number().positive().optional(),
+  t_max: z.number().positive().optional(),
   order: z.int().min(1).max(4).optional(),
   variant: z.enum(VARIANTS).optional(),
   /** At most HARD_LIMITS.deadline_ms (1 h), well within what a timer can hold (2³¹ − 1 ms). */

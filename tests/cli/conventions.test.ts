@@ -57,7 +57,7 @@ test("--seed -1 draws a seed and reports it; the PNG carries its parameters and 
     assertStrictEquals(
       png.text.parameters,
       `Steps: 5, Sampler: ddim, NFE: 5, Seed: ${seed}, Batch size: 5, Model: ${model}, Class: 0, ` +
-        `Guidance: 1, CFG scale: 2, Grid: quadratic`,
+        `Guidance: 1, CFG scale: 2, Grid: quadratic, Rho: 2`, // ρ as the API reports it (core/plan.ts)
     );
 
     const big = `${dir}/big.png`;

@@ -236,7 +236,7 @@ test("a model's default grid and costs apply to the CLI's runs; --grid and --rho
     assertEquals(plan({ solver: "genie", steps: 4 }), ["edm", 5]);
     assertEquals(plan({ solver: "ddim", steps: 4 }), ["power", 3]);
     assertEquals(plan({ solver: "genie", steps: 4, grid: "logsnr" }), ["logsnr", undefined]);
-    assertEquals(plan({ solver: "genie", steps: 4, grid: "edm" }), ["edm", undefined]);
+    assertEquals(plan({ solver: "genie", steps: 4, grid: "edm" }), ["edm", 7]);
     assertEquals(plan({ solver: "genie", steps: 4, rho: 4 }), ["edm", 4]);
     assertEquals(planSolve(plain, { solver: "genie", steps: 4 }, "sample").plan.grid, "quadratic");
     const result = await sampleOnce(model, { solver: "genie", steps: 4, derivative: "jvp", n: 2 });

@@ -102,7 +102,9 @@ Deno.test("checkSamplesForModel: solver, limits, classes, guidance, derivatives,
     const req = SamplesRequest.parse(body);
     return checkSamplesForModel(req, model).map((i) => i.path.join("."));
   };
-  assertEquals(paths({ model: "mnist-mix", n: 64, class: 10, guidance: 3, nfe: 400 }), []); // null class allowed
+  assertEquals(paths({ model: "mnist-mix", n: 64, class: 10, guidance: 3, nfe: 200 }), []); // null class allowed
+  // nfe 400 is within max_nfe but needs 400 GENIE steps, beyond max_steps (core/plan.ts, as the worker says).
+  assertEquals(paths({ model: "mnist-mix", nfe: 400 }), ["steps"]);
   assertEquals(paths({ model: "mnist-mix", solver: "x", n: 65, steps: 201 }), ["solver", "steps", "n"]);
   assertEquals(paths({ model: "mnist-mix", guidance: -1 }), ["guidance", "class"]);
   assertEquals(paths({ model: "mnist-mix", latents: { shape: [2, 1, 28, 28], data: "" } }), ["latents.data"]);

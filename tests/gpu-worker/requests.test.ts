@@ -93,18 +93,34 @@ Deno.test("grid precedence: request > the model's default for the solver > the m
   assertEquals(times, grid.slice(0, -1));
 });
 
-Deno.test("grid defaults: a request's ρ that does not fit the model's default grid is a 422 naming rho", () => {
+Deno.test("grid defaults: a request's ρ on a default grid without one is a 422 naming rho (core/plan.ts)", () => {
   const models = served({ defaults: { solvers: { genie: { grid: "logsnr" } } } });
   const plan = planBatch(batch({ solver: "genie", steps: 4 }), models);
   assertEquals([plan.grid, plan.rho], ["logsnr", undefined]);
-  const quad = served({ defaults: { grid: "quadratic" } });
-  try {
-    planBatch(batch({ solver: "ddim", steps: 4, rho: 3 }), quad);
-    throw new Error("expected a rejection");
-  } catch (e) {
-    const err = e as { field?: string; status?: number };
-    assertEquals([err.field, err.status], ["rho", 422]);
+  for (
+    const fields of [{ solver: "genie", steps: 4, rho: 3 }, {
+      solver: "genie",
+      steps: 4,
+      grid: "uniform",
+      rho: 3,
+    }]
+  ) {
+    try {
+      planBatch(batch(fields), models);
+      throw new Error("expected a rejection");
+    } catch (e) {
+      const err = e as { field?: string; status?: number };
+      assertEquals([err.field, err.status], ["rho", 422], JSON.stringify(fields));
+    }
   }
+  // A default quadratic grid is the power grid with ρ = 2: a ρ alone makes it the power grid with that ρ.
+  const quad = served({ defaults: { grid: "quadratic" } });
+  assertGrid(
+    planBatch(batch({ solver: "ddim", steps: 4, rho: 3 }), quad),
+    "power",
+    3,
+    "ρ on a default quadratic",
+  );
 });
 
 Deno.test({
