@@ -11,7 +11,12 @@ import {
   PlanError,
   type SolveRequest,
 } from "../core/plan.ts";
-import { DERIVATIVE_SOURCES, type DerivativeSource } from "../core/solvers/types.ts";
+import {
+  DERIVATIVE_SOURCES,
+  type DerivativeSource,
+  SOLVER_VARIANTS,
+  type SolverVariant,
+} from "../core/solvers/types.ts";
 
 /** A bad command line; `flag` names the offending flag (e.g. "--steps"). */
 export class UsageError extends Error {
@@ -83,8 +88,8 @@ export function solveRequestOf(a: {
 }
 
 export const OUTPUT_EXTENSIONS = [".npy", ".png", ".msgpack"] as const;
-export const VARIANTS = ["bh1", "bh2"] as const;
-export type Variant = typeof VARIANTS[number];
+export const VARIANTS = SOLVER_VARIANTS;
+export type Variant = SolverVariant;
 
 /** Flags shared by both commands: the model, the solver and its grid. */
 export interface SolveArgs {
@@ -343,6 +348,7 @@ export interface SolverHelp {
   summary: string;
   grid: { kind: string; rho?: number };
   orders?: { min: number; max: number; default: number };
+  variants?: { values: readonly string[]; default: string };
 }
 
 /** One line per solver: name, default grid and orders, then its summary. */
@@ -350,7 +356,9 @@ function solverTable(solvers: readonly SolverHelp[]): string {
   return solvers.map((s) => {
     const grid = `grid ${s.grid.kind}${s.grid.rho === undefined ? "" : ` ρ=${s.grid.rho}`}`;
     const order = s.orders ? `; --order ${s.orders.min}–${s.orders.max}, default ${s.orders.default}` : "";
-    const variant = s.name === "unipc" ? "; --variant bh1|bh2, default bh1" : "";
+    const variant = s.variants
+      ? `; --variant ${s.variants.values.join("|")}, default ${s.variants.default}`
+      : "";
     return `    ${s.name.padEnd(10)} ${grid}${order}${variant}\n${" ".repeat(15)}${s.summary}`;
   }).join("\n");
 }
@@ -381,7 +389,8 @@ function solveHelp(solvers: readonly SolverHelp[]): string {
                               derivative head, else jvp; analytic gmm models answer jvp exactly
                               and also offer exact, the closed form)
   --order K                   order of solvers that have several (default: the solver's, below)
-  --variant V                 UniPC's B(h): bh1|bh2 (default bh1)
+  --variant V                 the form of solvers that have several: UniPC's B(h) bh1|bh2 (default
+                              bh1); dpmpp-3m reference|quadratic-exact (default reference)
   --class C                   class label of a class-conditional model (0-based)
   --guidance W                classifier-free guidance ε̃ = (1+w) ε_c − w ε_u with weight W
                               (needs --class; default 0, no guidance)

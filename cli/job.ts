@@ -7,6 +7,8 @@
  *     deno task job wait ID [--timeout SECONDS]
  *     deno task job fetch ID --out DIR | FILE.tar | FILE.npy
  *     deno task job cancel ID
+ *     deno task job delete ID
+ *     deno task job usage [--json]
  *
  * Every command takes `--url` (GENIE_URL, default http://127.0.0.1:8000) and `--key` (GENIE_API_KEY).
  * Progress and ETA go to stderr; results and `--json` summaries to stdout. Exit status: 0 success,
@@ -14,7 +16,7 @@
  */
 import { parseArgs } from "node:util";
 import { npyHeader } from "../core/npy.ts";
-import type { JobInfo } from "../core/api/jobs.ts";
+import type { JobInfo, JobsUsage } from "../core/api/jobs.ts";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -37,6 +39,8 @@ commands:
   wait     ID [--timeout SECONDS] [--json]
   fetch    ID --out DIR | FILE.tar | FILE.npy
   cancel   ID [--json]
+  delete   ID                  (the job and its files, now)
+  usage    [--json]            this key's quotas and what it uses of them
 
 common flags: --url URL (GENIE_URL, default http://127.0.0.1:8000), --key KEY (GENIE_API_KEY),
               --quiet (no progress on stderr), --help`;
@@ -60,7 +64,7 @@ const REQUEST_FLAGS = {
   output: "string",
 } as const;
 
-const COMMANDS = ["submit", "status", "wait", "fetch", "cancel"] as const;
+const COMMANDS = ["submit", "status", "wait", "fetch", "cancel", "delete", "usage"] as const;
 type Command = typeof COMMANDS[number];
 
 /** Flags each command accepts (besides the common ones). */
@@ -70,6 +74,8 @@ const ALLOWED: Record<Command, string[]> = {
   wait: ["timeout", "json"],
   fetch: ["out"],
   cancel: ["json"],
+  delete: [],
+  usage: ["json"],
 };
 
 export interface JobArgs {
@@ -131,8 +137,8 @@ export function parseJobArgs(argv: readonly string[]): JobArgs | null {
       throw new UsageError(`--${name}: not a flag of ${cmd}`);
     }
   }
-  if (cmd === "submit") {
-    if (id !== undefined) throw new UsageError(`submit: unexpected argument ${JSON.stringify(id)}`);
+  if (cmd === "submit" || cmd === "usage") {
+    if (id !== undefined) throw new UsageError(`${cmd}: unexpected argument ${JSON.stringify(id)}`);
   } else {
     if (!id) throw new UsageError(`${cmd}: missing the job id`);
     if (!/^[0-9a-f]{16}(-\d+)?$/.test(id)) {
@@ -327,6 +333,22 @@ function report(job: Job, json: boolean): void {
   }
 }
 
+/** `job usage` in words: one line per quota, "used / limit". */
+export function usageLines(u: JobsUsage): string[] {
+  const of = (used: number, limit: number | null) => `${used} / ${limit ?? "no limit"}`;
+  const days = u.limits.retention_ms / 86_400_000;
+  return [
+    `active jobs:     ${of(u.usage.active_jobs, u.limits.max_active_jobs)}`,
+    `active samples:  ${of(u.usage.active_samples, u.limits.max_active_samples)}`,
+    `samples per job: at most ${u.limits.max_job_samples ?? "no limit"}`,
+    `stored bytes:    ${of(u.usage.stored_bytes, u.limits.max_stored_bytes)}` +
+    (u.usage.reserved_bytes > 0 ? ` (+${u.usage.reserved_bytes} reserved by active jobs)` : ""),
+    `jobs are kept:   ${
+      Number.isInteger(days) ? `${days} days` : `${u.limits.retention_ms} ms`
+    } after they end`,
+  ];
+}
+
 // ------------------------------------------------------------------ commands
 
 async function buildRequest(args: JobArgs): Promise<Record<string, unknown>> {
@@ -367,6 +389,7 @@ async function fetchResults(client: Client, args: JobArgs, id: string): Promise<
     return;
   }
   const job = await client.json<Job>("GET", `/v1/jobs/${id}`);
+  if (job.files_deleted) throw new Failure(`job ${id} is ${job.status}: its files were deleted`);
   type Item = {
     chunk: number;
     status: string;
@@ -484,6 +507,17 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case "fetch": {
         await fetchResults(client, args, args.id!);
+        return 0;
+      }
+      case "delete": {
+        await (await client.call("DELETE", `/v1/jobs/${args.id}`)).body?.cancel();
+        console.log(`${args.id}: deleted`);
+        return 0;
+      }
+      case "usage": {
+        const u = await client.json<JobsUsage>("GET", "/v1/jobs");
+        if (args.json) console.log(JSON.stringify(u));
+        else console.log(usageLines(u).join("\n"));
         return 0;
       }
     }

@@ -24,6 +24,8 @@ export const ERROR_CODES = [
   "deadline_exceeded",
   "canceled",
   "jobs_unavailable",
+  "quota_exceeded",
+  "job_expired",
   "internal",
 ] as const;
 export type ErrorCode = typeof ERROR_CODES[number];

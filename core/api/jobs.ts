@@ -90,6 +90,13 @@ export const JobInfo = z.object({
   last_run: z.string().optional().meta({ description: "Id of the latest run (recurring jobs)" }),
   parent: z.string().optional().meta({ description: "The recurring job this run belongs to" }),
   run: z.int().optional(),
+  expires_at: z.string().optional().meta({
+    description: "When the job expires (finished, failed and canceled jobs): its files and results are " +
+      "deleted and its id answers 410 job_expired",
+  }),
+  files_deleted: z.boolean().optional().meta({
+    description: "The job's result files were deleted (canceling a job deletes them)",
+  }),
   results: z.string().meta({ description: "URL of the first page of results" }),
   archive: z.string().meta({ description: "URL of the whole job as one tar archive" }),
 }).meta({ id: "Job" });
@@ -130,3 +137,32 @@ export const JobResultsPage = z.object({
   }),
 }).meta({ id: "JobResultsPage" });
 export type JobResultsPage = z.infer<typeof JobResultsPage>;
+
+/** A per-key limit; null when there is none. */
+const Limit = z.int().nullable();
+
+export const JobsUsage = z.object({
+  limits: z.object({
+    max_active_jobs: Limit.meta({
+      description: "Jobs queued or running at once (a recurring job until canceled)",
+    }),
+    max_job_samples: Limit.meta({
+      description: "Samples in one job, count × n (of each run when recurring)",
+    }),
+    max_active_samples: Limit.meta({ description: "Samples of the key's active jobs together" }),
+    max_stored_bytes: Limit.meta({ description: "Bytes of result files the key may keep stored" }),
+    retention_ms: z.int().meta({
+      description: "How long a finished, failed or canceled job is kept before it expires",
+    }),
+  }),
+  usage: z.object({
+    active_jobs: z.int(),
+    active_samples: z.int(),
+    stored_bytes: z.int().meta({ description: "Bytes of result files stored now" }),
+    reserved_bytes: z.int().meta({
+      description: "Expected bytes of .npy files that the key's active jobs have yet to write",
+    }),
+  }),
+  active: z.array(z.string()).meta({ description: "Ids of the key's active jobs" }),
+}).meta({ id: "JobsUsage" });
+export type JobsUsage = z.infer<typeof JobsUsage>;

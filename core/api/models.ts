@@ -5,10 +5,20 @@
  */
 import { z } from "zod";
 import { GRID_KINDS } from "../grid.ts";
+import { normalSolverName, resolveSolverName, solverAliases } from "../solvers/registry.ts";
 import { DERIVATIVE_SOURCES } from "../solvers/types.ts";
 
 /** The solver names of docs/contracts.md §1, the fallback when a worker does not list its solvers. */
-export const CONTRACT_SOLVERS = ["ddim", "genie", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "ipndm"] as const;
+export const CONTRACT_SOLVERS = [
+  "ddim",
+  "genie",
+  "heun",
+  "dpmpp-2m",
+  "dpmpp-3m",
+  "unipc",
+  "ipndm",
+  "ipndm-v",
+] as const;
 
 export const ModelName = z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._:@/-]*$/, {
   message: "Model names are letters, digits and . _ : @ / -",
@@ -55,6 +65,10 @@ const UnavailableDerivatives = z.record(
   description: "Derivative sources the model cannot offer, with why (e.g. jvp: an operator the JVP " +
     "transform cannot differentiate, named in operators)",
 });
+const SolverAliases = z.record(z.string(), z.string()).meta({
+  description: "Other names a request's solver may have (alias → the name in solvers); names also match " +
+    'ignoring case, spaces, "_", "-" and parentheses, with "++" read as "pp" (e.g. "DPM++ 2M", "dpmpp_2m")',
+});
 const EstimatedCosts = z.array(z.string()).meta({
   description: "Graphs in costs without a measured ratio, priced with the fallback (head 1, jvp 3)",
 });
@@ -65,6 +79,7 @@ export const ModelInfo = z.object({
   classes: ModelClasses.optional(),
   schedule: z.record(z.string(), z.unknown()),
   solvers: z.array(z.string()),
+  solver_aliases: SolverAliases.optional(),
   derivatives: z.array(z.string()).meta({
     description: 'GENIE derivative sources: "head", "jvp", "fd", "exact"',
   }),
@@ -95,6 +110,7 @@ const LenientModel = z.looseObject({
   classes: z.union([z.int().min(1), ModelClasses, z.null()]).optional(),
   schedule: z.record(z.string(), z.unknown()).optional(),
   solvers: z.array(z.string()).optional(),
+  solver_aliases: SolverAliases.optional().catch(undefined),
   derivatives: z.array(z.string()).optional(),
   limits: z.looseObject({
     max_batch: z.int().min(1).optional(),
@@ -115,13 +131,14 @@ const LenientModel = z.looseObject({
 
 /**
  * A worker's description of one model as a {@link ModelInfo}, or null when it lacks a usable name or
- * shape or its `status` is not "ok" (a folder the worker could not load). `classes` may be a count or
+ * shape or its `status` is not "ready" (or "ok", older workers' word): a folder the worker is loading
+ * or could not load. `classes` may be a count or
  * `{count, null_class}`; missing limits take the defaults (with `max_n` at least `max_batch`).
  */
 export function normalizeModelInfo(raw: unknown, defaults: ModelLimits = DEFAULT_LIMITS): ModelInfo | null {
-  // a worker lists the folders it could not load with a status other than "ok": not a model to use
+  // a worker lists the folders it is loading or could not load with another status: not models to use
   const status = raw && typeof raw === "object" ? (raw as { status?: unknown }).status : undefined;
-  if (status !== undefined && status !== "ok") return null;
+  if (status !== undefined && status !== "ready" && status !== "ok") return null;
   const r = LenientModel.safeParse(raw);
   if (!r.success) return null;
   const m = r.data;
@@ -146,6 +163,11 @@ export function normalizeModelInfo(raw: unknown, defaults: ModelLimits = DEFAULT
     ),
     limits,
   };
+  // The worker's aliases, else this registry's for the solvers it lists (an alias of a solver the
+  // model does not list is left out).
+  const aliases = Object.entries(m.solver_aliases ?? solverAliases(info.solvers))
+    .filter(([, canonical]) => info.solvers.includes(canonical));
+  if (aliases.length > 0) info.solver_aliases = Object.fromEntries(aliases);
   if (classes) info.classes = classes;
   if (m.unavailable_derivatives !== undefined) info.unavailable_derivatives = m.unavailable_derivatives;
   if (m.default_grids !== undefined) info.default_grids = m.default_grids;
@@ -155,6 +177,23 @@ export function normalizeModelInfo(raw: unknown, defaults: ModelLimits = DEFAULT
   if (m.version !== undefined) info.version = String(m.version);
   if (m.description !== undefined) info.description = m.description;
   return info;
+}
+
+/**
+ * The name in `model.solvers` that a request's `solver` means: the name itself, one of the model's
+ * `solver_aliases`, or an alias core/solvers/registry.ts knows, compared as normalSolverName does; or
+ * undefined when the model has no such solver.
+ */
+export function modelSolverName(model: ModelInfo, name: string): string | undefined {
+  if (model.solvers.includes(name)) return name;
+  const key = normalSolverName(name);
+  const own = model.solvers.find((s) => normalSolverName(s) === key);
+  if (own !== undefined) return own;
+  for (const [alias, canonical] of Object.entries(model.solver_aliases ?? {})) {
+    if (normalSolverName(alias) === key && model.solvers.includes(canonical)) return canonical;
+  }
+  const canonical = resolveSolverName(name);
+  return canonical !== undefined && model.solvers.includes(canonical) ? canonical : undefined;
 }
 
 /** A worker's model list — an array, or `{models: [...]}` — normalized, unusable entries dropped. */

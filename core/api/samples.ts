@@ -7,7 +7,7 @@ import { z } from "zod";
 import { GRID_KINDS } from "../grid.ts";
 import { MAX_PNG_SCALE } from "../image.ts";
 import { DEFAULT_NFE, DEFAULT_SOLVER, type Direction, PlanError, planModelOf, planSolve } from "../plan.ts";
-import { DERIVATIVE_SOURCES } from "../solvers/types.ts";
+import { DERIVATIVE_SOURCES, SOLVER_VARIANTS } from "../solvers/types.ts";
 import type { Issue } from "./errors.ts";
 import { type ModelInfo, ModelName } from "./models.ts";
 import { shapeSize, Tensor, TensorOutput } from "./tensor.ts";
@@ -23,7 +23,7 @@ export const HARD_LIMITS = {
 /** The defaults of a solve are decided in core/plan.ts; re-exported for the API's users. */
 export { DEFAULT_NFE, DEFAULT_SOLVER, nearestNfes } from "../plan.ts";
 export const OUTPUTS = ["png", "tensor"] as const;
-export const VARIANTS = ["bh1", "bh2"] as const;
+export const VARIANTS = SOLVER_VARIANTS;
 
 /** Solver settings shared by sampling and encoding. */
 const solveFields = {
@@ -54,7 +54,10 @@ const solveFields = {
       "vp-linear)",
   }),
   order: z.int().min(1).max(4).optional().meta({ description: "Order of solvers that have several" }),
-  variant: z.enum(VARIANTS).optional().meta({ description: "UniPC's B(h)" }),
+  variant: z.enum(VARIANTS).optional().meta({
+    description: "the form of solvers that have several: UniPC's B(h) (bh1, bh2); dpmpp-3m's update " +
+      "(reference, quadratic-exact)",
+  }),
   deadline_ms: z.int().min(1).max(HARD_LIMITS.deadline_ms).optional().meta({
     description: "Give up (504) after this many milliseconds",
   }),

@@ -1,26 +1,71 @@
 /**
- * iPNDM (improved PNDM, Zhang & Chen 2022): Adams–Bashforth on dx̄/dγ = ε with the history of ε, orders
- * 1–4 (default 4), one evaluation per step:
+ * iPNDM (improved PNDM, Zhang & Chen 2022) and its variable-step form ipndm-v: Adams–Bashforth on
+ * dx̄/dγ = ε with the history of ε, orders 1–4 (default 4), one evaluation per step.
+ *
+ * `ipndm` is the published method, with fixed coefficients (as diff-sampler's `ipndm` writes it):
+ *
+ *     x̄_{n+1} = x̄_n + h_n Σ_j c_j ε_{n−j},   h_n = γ_{n+1} − γ_n,
+ *     c = (1) | (3/2, −1/2) | (23/12, −16/12, 5/12) | (55/24, −59/24, 37/24, −9/24)
+ *
+ * at order min(order, n + 1) on step n (warm-up from the first step) and, as published, at full order
+ * to the end: `lowerOrderFinal` defaults to false here. The coefficients are Adams–Bashforth's for
+ * equal steps; sampling grids are not equally spaced in γ, so on them the step is not of order k (the
+ * measured orders are in docs/benchmarks.md).
+ *
+ * `ipndm-v` uses the variable-step weights
  *
  *     x̄_{n+1} = x̄_n + Σ_j w_j ε_{n−j},   w_j = ∫_{γ_n}^{γ_{n+1}} L_j(γ) dγ,
  *
- * L_j the Lagrange basis through γ_n, …, γ_{n−k+1}. On an equally spaced grid the weights are iPNDM's
- * fixed ones, e.g. h (55ε_n − 59ε_{n−1} + 37ε_{n−2} − 9ε_{n−3})/24 at order 4. Sampling grids are not
- * equally spaced in γ, and there the fixed weights are only second order (the step ratios differ from
- * 1 by O(1/N)); the variable-step weights keep order k on any grid.
- *
- * Warm-up with lower orders from the first step; with fewer than 15 steps the final steps lower their
- * order too (min(order, steps left)), unless `lowerOrderFinal` is false.
+ * L_j the Lagrange basis through γ_n, …, γ_{n−k+1}: order k on any grid, and h_n c_j on an equally
+ * spaced one. With fewer than 15 steps its final steps lower their order (min(order, steps left)),
+ * unless `lowerOrderFinal` is false. (diff-sampler's `ipndm_v` has these weights at orders 1 and 2 and
+ * on equal steps; its order-3 and order-4 coefficients differ from them on unequal steps.)
  */
 import { evalEps, finish, toBar, validateInput } from "./common.ts";
 import { lowerOrderFinalOption, noVariant, orderOption, stepOrder } from "./multistep.ts";
 import type { SolveInput, SolverRun, Tensor } from "./types.ts";
 
-export function* ipndm(input: SolveInput): SolverRun {
+/** iPNDM's fixed coefficients c_j of order k = index + 1, newest ε first. */
+export const IPNDM_COEFFICIENTS: readonly (readonly number[])[] = [
+  [1],
+  [3 / 2, -1 / 2],
+  [23 / 12, -16 / 12, 5 / 12],
+  [55 / 24, -59 / 24, 37 / 24, -9 / 24],
+];
+
+/** iPNDM with the fixed coefficients (see the module comment). */
+export function ipndm(input: SolveInput): SolverRun {
+  return adamsBashforth(
+    input,
+    "ipndm",
+    false,
+    (_gamma, _gammaT, h, k) => IPNDM_COEFFICIENTS[k - 1].map((c) => h * c),
+  );
+}
+
+/** iPNDM with the variable-step weights (see the module comment). */
+export function ipndmV(input: SolveInput): SolverRun {
+  return adamsBashforth(
+    input,
+    "ipndm-v",
+    true,
+    (gamma, gammaT, _h, k) => adamsBashforthWeights(gamma.slice(0, k), gammaT),
+  );
+}
+
+/** The weights of one step of order k from gamma[0] to gammaT, h = gammaT − gamma[0]. */
+type Weights = (gamma: number[], gammaT: number, h: number, k: number) => number[];
+
+function* adamsBashforth(
+  input: SolveInput,
+  name: string,
+  lowerOrderFinalDefault: boolean,
+  weights: Weights,
+): SolverRun {
   validateInput(input);
   const order = orderOption(input, 1, 4, 4);
-  noVariant(input, "ipndm");
-  const lowerOrderFinal = lowerOrderFinalOption(input);
+  noVariant(input, name);
+  const lowerOrderFinal = lowerOrderFinalOption(input, lowerOrderFinalDefault);
   const { schedule, grid } = input;
   const N = grid.length - 1;
   const xbar = toBar(input.x, schedule.alpha(grid[0]));
@@ -31,7 +76,8 @@ export function* ipndm(input: SolveInput): SolverRun {
     gamma.unshift(schedule.gamma(grid[n]));
     eps.length = gamma.length = Math.min(eps.length, order);
     const k = stepOrder(order, n, N, lowerOrderFinal);
-    const w = adamsBashforthWeights(gamma.slice(0, k), schedule.gamma(grid[n + 1]));
+    const gammaT = schedule.gamma(grid[n + 1]);
+    const w = weights(gamma, gammaT, gammaT - gamma[0], k);
     for (let i = 0; i < xbar.length; i++) {
       let dx = 0;
       for (let j = 0; j < k; j++) dx += w[j] * eps[j][i];

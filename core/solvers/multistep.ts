@@ -1,5 +1,5 @@
 /**
- * Pieces shared by the multistep solvers (dpmpp, unipc, ipndm): option checks, the order each step
+ * Pieces shared by the multistep solvers (dpmpp, unipc, ipndm, ipndm-v): option checks, the order each step
  * runs at, and the φ-functions of exponential integrators.
  */
 import type { SolveInput } from "./types.ts";
@@ -31,16 +31,33 @@ export function fixedOrder(input: SolveInput, name: string, order: number): void
   }
 }
 
-/** Rejects `variant` (UniPC's B(h)) for solvers that have none. */
+/** Rejects `variant` for solvers that have none (only unipc and dpmpp-3m have variants). */
 export function noVariant(input: SolveInput, name: string): void {
   if (input.variant !== undefined) {
-    throw new SolverError("variant", `only applies to unipc, not ${name}`);
+    throw new SolverError("variant", `only applies to unipc and dpmpp-3m, not ${name}`);
   }
 }
 
-/** The `lowerOrderFinal` option (default true). */
-export function lowerOrderFinalOption(input: SolveInput): boolean {
-  const v = input.lowerOrderFinal ?? true;
+/** The `variant` option, one of `values`, or `fallback` when it is not given. */
+export function variantOption<V extends string>(
+  input: SolveInput,
+  name: string,
+  values: readonly V[],
+  fallback: V,
+): V {
+  const v = input.variant ?? fallback;
+  if (!(values as readonly string[]).includes(v)) {
+    throw new SolverError(
+      "variant",
+      `${name} has the variants ${values.join(" and ")}, got ${JSON.stringify(input.variant)}`,
+    );
+  }
+  return v as V;
+}
+
+/** The `lowerOrderFinal` option (default `fallback`, true unless the solver says otherwise). */
+export function lowerOrderFinalOption(input: SolveInput, fallback = true): boolean {
+  const v = input.lowerOrderFinal ?? fallback;
   if (typeof v !== "boolean") throw new SolverError("lowerOrderFinal", "must be true or false");
   return v;
 }

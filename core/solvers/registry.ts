@@ -3,12 +3,12 @@
  * evaluations of ε a solve costs, and which step count gives a requested NFE.
  */
 import { ddim } from "./ddim.ts";
-import { dpmpp2m, dpmpp3m } from "./dpmpp.ts";
+import { dpmpp2m, dpmpp3m, DPMPP_3M_VARIANTS } from "./dpmpp.ts";
 import { genie } from "./genie.ts";
 import { heun } from "./heun.ts";
-import { ipndm } from "./ipndm.ts";
-import { unipc } from "./unipc.ts";
-import type { DerivativeSource, SolverFn } from "./types.ts";
+import { ipndm, ipndmV } from "./ipndm.ts";
+import { unipc, UNIPC_VARIANTS } from "./unipc.ts";
+import type { DerivativeSource, SolverFn, SolverVariant } from "./types.ts";
 import { SolverError } from "./types.ts";
 import type { GridKind } from "../grid.ts";
 
@@ -23,6 +23,8 @@ export interface SolverInfo {
   grid: { kind: GridKind; rho?: number };
   /** Orders this solver supports through `order`, and its default. */
   orders?: { min: number; max: number; default: number };
+  /** Variants this solver supports through `variant`, and its default. */
+  variants?: { values: readonly SolverVariant[]; default: SolverVariant };
   /** Whether it supports encoding (integration on an increasing grid). */
   encodes: boolean;
   /** One-line description for help texts. */
@@ -75,8 +77,10 @@ const SOLVERS: SolverInfo[] = [
     evalsPerStep: () => 1,
     afsSaves: () => 1,
     grid: { kind: "logsnr" },
+    variants: { values: DPMPP_3M_VARIANTS, default: "reference" },
     encodes: true,
-    summary: "DPM-Solver++(3M): third-order multistep exponential integrator in λ with data prediction",
+    summary: "DPM-Solver++(3M): multistep exponential integrator in λ with data prediction; variant " +
+      "reference (the authors' update, second order) or quadratic-exact (third order)",
   },
   {
     name: "unipc",
@@ -85,6 +89,7 @@ const SOLVERS: SolverInfo[] = [
     afsSaves: () => 1,
     grid: { kind: "logsnr" },
     orders: { min: 1, max: 3, default: 3 },
+    variants: { values: UNIPC_VARIANTS, default: "bh1" },
     encodes: true,
     summary: "UniPC: predictor UniP-p and corrector UniC (order p + 1) with data prediction, B(h) bh1 or bh2",
   },
@@ -93,13 +98,28 @@ const SOLVERS: SolverInfo[] = [
     fn: ipndm,
     evalsPerStep: () => 1,
     afsSaves: () => 1,
+    // The log-SNR grid: with these fixed coefficients, on the 2-D and 784-D mixtures of
+    // docs/benchmarks.md (AFS off or on, whichever was better) its endpoint errors were smaller than on
+    // EDM's ρ = 7 at every NFE from 4 to 20 and than on the quadratic grid at 12 of the 14 (e.g. 10 NFE:
+    // 4.6e-3 vs 9.9e-3 in 2-D, 7.9e-3 vs 2.5e-2 in 784-D).
+    grid: { kind: "logsnr" },
+    orders: { min: 1, max: 4, default: 4 },
+    encodes: true,
+    summary: "iPNDM: Adams–Bashforth on dx̄/dγ = ε with the history of ε (fixed coefficients, order 1–4)",
+  },
+  {
+    name: "ipndm-v",
+    fn: ipndmV,
+    evalsPerStep: () => 1,
+    afsSaves: () => 1,
     // The time-quadratic grid, not EDM's ρ = 7: on 2-D and 4-D analytic mixtures its endpoint errors
     // were 2–4× smaller at 8–20 NFE with AFS (e.g. 2.6e-2 vs 8.8e-2 RMS at 10 NFE) and 2–3× smaller at
     // 16–256 steps.
     grid: { kind: "quadratic" },
     orders: { min: 1, max: 4, default: 4 },
     encodes: true,
-    summary: "iPNDM: Adams–Bashforth on dx̄/dγ = ε with the history of ε (variable-step weights, order 1–4)",
+    summary: "iPNDM-v: Adams–Bashforth on dx̄/dγ = ε with the history of ε (variable-step weights, " +
+      "order 1–4)",
   },
 ];
 
@@ -107,8 +127,68 @@ export function solverNames(): string[] {
   return SOLVERS.map((s) => s.name);
 }
 
+/**
+ * Other names of the solvers, as users type them from other tools (k-diffusion and its front ends,
+ * diffusers, the papers), by canonical name. Names are matched after {@link normalSolverName}, so
+ * `dpmpp_2m`, `DPM++ 2M`, `dpm++2m` and `DPMPP-2M` all name dpmpp-2m even where not listed here; the
+ * list is what `GET /v1/models` shows as `solver_aliases`. `euler` is Euler's method in (γ, x̄) on the
+ * probability-flow ODE, which is DDIM (docs/method.md §3).
+ */
+const ALIASES: Record<string, readonly string[]> = {
+  ddim: ["euler", "k_euler"],
+  heun: ["k_heun"],
+  "dpmpp-2m": ["dpmpp_2m", "DPM++ 2M", "dpm++2m", "k_dpmpp_2m", "DPM-Solver++(2M)"],
+  "dpmpp-3m": ["dpmpp_3m", "DPM++ 3M", "dpm++3m", "DPM-Solver++(3M)"],
+  unipc: ["uni_pc", "UniPC"],
+  ipndm: ["iPNDM"],
+  "ipndm-v": ["ipndm_v", "iPNDM-v"],
+};
+
+/**
+ * The form names are compared in: lower case, without spaces, `_`, `-`, `(` and `)`, with `++` read
+ * as `pp` (so `DPM++ 2M` → `dpmpp2m`).
+ */
+export function normalSolverName(name: string): string {
+  return name.toLowerCase().replace(/\+\+/g, "pp").replace(/[\s_()-]/g, "");
+}
+
+/** Normalised name → canonical name, for every canonical name and alias; built once, checked for clashes. */
+const BY_NORMAL_NAME: Map<string, string> = (() => {
+  const out = new Map<string, string>();
+  const add = (key: string, canonical: string) => {
+    const k = normalSolverName(key), had = out.get(k);
+    if (had !== undefined && had !== canonical) {
+      throw new Error(`solver name ${JSON.stringify(key)} would name both ${had} and ${canonical}`);
+    }
+    out.set(k, canonical);
+  };
+  for (const s of SOLVERS) add(s.name, s.name);
+  for (const [canonical, aliases] of Object.entries(ALIASES)) {
+    if (!SOLVERS.some((s) => s.name === canonical)) throw new Error(`aliases of unknown solver ${canonical}`);
+    for (const a of aliases) add(a, canonical);
+  }
+  return out;
+})();
+
+/** The canonical name of a solver name or alias (see {@link normalSolverName}), or undefined. */
+export function resolveSolverName(name: string): string | undefined {
+  return typeof name === "string" ? BY_NORMAL_NAME.get(normalSolverName(name)) : undefined;
+}
+
+/** The listed aliases of the given solvers (default: all), alias → canonical name. */
+export function solverAliases(solvers: readonly string[] = solverNames()): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [canonical, aliases] of Object.entries(ALIASES)) {
+    if (!solvers.includes(canonical)) continue;
+    for (const a of aliases) out[a] = canonical;
+  }
+  return out;
+}
+
+/** The solver a name or alias names; `.name` is its canonical name. */
 export function getSolver(name: string): SolverInfo {
-  const s = SOLVERS.find((s) => s.name === name);
+  const canonical = resolveSolverName(name);
+  const s = SOLVERS.find((s) => s.name === canonical);
   if (!s) {
     throw new SolverError(
       "solver",
@@ -142,6 +222,7 @@ export function defaultGrid(
   solver: string,
   defaults?: GridDefaults,
 ): GridChoice & { source: "model" | "solver" } {
+  solver = getSolver(solver).name;
   const own = defaults?.solvers?.[solver] ??
     (defaults?.grid !== undefined ? { grid: defaults.grid, rho: defaults.rho } : undefined);
   if (own) return { kind: own.grid, ...(own.rho !== undefined ? { rho: own.rho } : {}), source: "model" };

@@ -43,6 +43,10 @@ export const DERIVATIVE_SOURCES = ["head", "jvp", "fd", "exact"] as const;
 /** Where GENIE's second-order term k ≈ dε/dγ comes from (docs/method.md §3). */
 export type DerivativeSource = typeof DERIVATIVE_SOURCES[number];
 
+/** Every `variant` any solver accepts; each solver accepts its own (`getSolver(name).variants`). */
+export const SOLVER_VARIANTS = ["bh1", "bh2", "reference", "quadratic-exact"] as const;
+export type SolverVariant = typeof SOLVER_VARIANTS[number];
+
 /** Everything a solver needs to integrate the ODE over a grid. */
 export interface SolveInput {
   schedule: Schedule;
@@ -63,11 +67,17 @@ export interface SolveInput {
    * ("exact"), so that a guidance wrapper obtains the exact guided derivative. Default false.
    */
   tangentDerivative?: boolean;
-  /** Order of solvers that have several (unipc predictor 1–3, ipndm 1–4). */
+  /** Order of solvers that have several (unipc predictor 1–3, ipndm and ipndm-v 1–4). */
   order?: number;
-  /** UniPC's B(h): "bh1" or "bh2". */
-  variant?: "bh1" | "bh2";
-  /** Lower the order of the final steps when there are fewer than 15 steps (default true). */
+  /**
+   * The form of solvers that have several (docs/contracts.md §1): UniPC's B(h), "bh1" (default) or
+   * "bh2"; DPM-Solver++(3M)'s update, "reference" (default) or "quadratic-exact".
+   */
+  variant?: SolverVariant;
+  /**
+   * Lower the order of the final steps when there are fewer than 15 steps (default true; false for
+   * ipndm, whose published form has no such rule).
+   */
   lowerOrderFinal?: boolean;
 }
 

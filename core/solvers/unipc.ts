@@ -22,9 +22,8 @@
  * order too (min(order, steps left)), unless `lowerOrderFinal` is false.
  */
 import { dataPrediction, evalEps, finish, toBar, validateInput } from "./common.ts";
-import { lowerOrderFinalOption, orderOption, phi, stepOrder } from "./multistep.ts";
+import { lowerOrderFinalOption, orderOption, phi, stepOrder, variantOption } from "./multistep.ts";
 import type { SolveInput, SolverRun, Tensor } from "./types.ts";
-import { SolverError } from "./types.ts";
 import { exp, expm1, powi } from "../math.ts";
 
 export const UNIPC_VARIANTS = ["bh1", "bh2"] as const;
@@ -39,10 +38,7 @@ interface Point {
 export function* unipc(input: SolveInput): SolverRun {
   validateInput(input);
   const order = orderOption(input, 1, 3, 3);
-  const variant = input.variant ?? "bh1";
-  if (!UNIPC_VARIANTS.includes(variant)) {
-    throw new SolverError("variant", `must be bh1 or bh2, got ${JSON.stringify(input.variant)}`);
-  }
+  const variant = variantOption(input, "unipc", UNIPC_VARIANTS, "bh1");
   const lowerOrderFinal = lowerOrderFinalOption(input);
   const { schedule, grid } = input;
   const N = grid.length - 1;

@@ -19,6 +19,16 @@
  *   a job back to back before handing over to a new message
  * - GENIE_JOBS_CRON ("* * * * *") — the Deno.cron tick spec registered at start-up (functions/jobs/cron.ts)
  * - GENIE_JOBS_FSYNC — `off` skips fsync before rename (faster; a kill -9 still never leaves half files)
+ *
+ * Quotas per API key (per client address on an open server; functions/jobs/quotas.ts), 0 for no limit:
+ * - GENIE_JOBS_MAX_ACTIVE (10) — jobs queued or running at once (a recurring job counts until canceled)
+ * - GENIE_JOBS_MAX_JOB_SAMPLES (100000) — samples in one job (count × n; of each run when recurring)
+ * - GENIE_JOBS_MAX_ACTIVE_SAMPLES (1000000) — samples of the key's active jobs together
+ * - GENIE_JOBS_MAX_STORED_BYTES (10737418240, 10 GiB) — result files the key keeps in the store
+ *
+ * Retention (functions/jobs/retention.ts):
+ * - GENIE_JOBS_RETENTION_MS (604800000, 7 days) — how long a finished, failed or canceled job is kept;
+ *   then its files and state are deleted and its id answers 410 `job_expired` for as long again
  */
 import { parseOnOff } from "../../core/api/switch.ts";
 
@@ -44,6 +54,13 @@ export interface JobsConfig {
   /** Results per page by default and at most. */
   pageSize: number;
   maxPageSize: number;
+  /** Per-key quotas (0: no limit). */
+  maxActiveJobs: number;
+  maxJobSamples: number;
+  maxActiveSamples: number;
+  maxStoredBytes: number;
+  /** How long a final job is kept (ms). */
+  retentionMs: number;
 }
 
 export const DEFAULT_JOBS_CONFIG: JobsConfig = {
@@ -64,6 +81,11 @@ export const DEFAULT_JOBS_CONFIG: JobsConfig = {
   fsync: true,
   pageSize: 100,
   maxPageSize: 1000,
+  maxActiveJobs: 10,
+  maxJobSamples: 100_000,
+  maxActiveSamples: 1_000_000,
+  maxStoredBytes: 10 * 2 ** 30,
+  retentionMs: 7 * 24 * 3600 * 1000,
 };
 
 export function makeJobsConfig(partial: Partial<JobsConfig> = {}): JobsConfig {
@@ -107,5 +129,20 @@ export function jobsConfigFromEnv(get: (name: string) => string | undefined): Jo
     chainMs: int("GENIE_JOBS_CHAIN_MS", get("GENIE_JOBS_CHAIN_MS"), d.chainMs, 0),
     cronSpec: get("GENIE_JOBS_CRON") || d.cronSpec,
     fsync: flag("GENIE_JOBS_FSYNC", get("GENIE_JOBS_FSYNC"), true),
+    maxActiveJobs: int("GENIE_JOBS_MAX_ACTIVE", get("GENIE_JOBS_MAX_ACTIVE"), d.maxActiveJobs, 0),
+    maxJobSamples: int("GENIE_JOBS_MAX_JOB_SAMPLES", get("GENIE_JOBS_MAX_JOB_SAMPLES"), d.maxJobSamples, 0),
+    maxActiveSamples: int(
+      "GENIE_JOBS_MAX_ACTIVE_SAMPLES",
+      get("GENIE_JOBS_MAX_ACTIVE_SAMPLES"),
+      d.maxActiveSamples,
+      0,
+    ),
+    maxStoredBytes: int(
+      "GENIE_JOBS_MAX_STORED_BYTES",
+      get("GENIE_JOBS_MAX_STORED_BYTES"),
+      d.maxStoredBytes,
+      0,
+    ),
+    retentionMs: int("GENIE_JOBS_RETENTION_MS", get("GENIE_JOBS_RETENTION_MS"), d.retentionMs, 1),
   });
 }

@@ -3,7 +3,8 @@
  * evaluated, so functions/main.ts calls {@link registerJobsCron} at its top level, with the tick spec
  * from configuration (GENIE_JOBS_CRON, default every minute). User schedules are not Deno.cron jobs:
  * each recurring job keeps its own spec in KV, and every tick runs the job systems' sweep, which
- * starts the runs that are due (functions/jobs/system.ts `tick`) and re-kicks stalled jobs.
+ * starts the runs that are due (functions/jobs/runner.ts `tick`), re-kicks stalled jobs and expires
+ * old ones.
  *
  * Where Deno.cron is missing (locally without --unstable-cron) nothing is registered: each job
  * system's sweeper timer checks due schedules every GENIE_JOBS_SWEEP_MS instead.

@@ -11,6 +11,14 @@
  *     ["jobs","beat",id]                number           last progress (stall detection)
  *     ["jobs","due",at,id]              string           next run of a recurring job (cron tick)
  *     ["jobs","runs",id,run]            string           runs of a recurring job
+ *     ["jobs","bytes",id]               Deno.KvU64       bytes of the job's result files in the store
+ *     ["jobs","live",principal,id]      LiveJob          a key's jobs that are queued or running
+ *     ["jobs","quota",principal]        number           bumped by each submission of the key (checked)
+ *     ["jobs","usage",principal]        Deno.KvU64       bytes of result files the key has stored
+ *     ["jobs","expire",at,id]           "job"|"gone"     when a final job (or its tombstone) expires
+ *     ["jobs","gone",id]                GoneRecord       an expired or deleted job (410 until it expires)
+ *
+ * Quotas and retention (functions/jobs/quotas.ts, functions/jobs/retention.ts) use the last six.
  */
 import type { JobStatus } from "../../core/api/jobs.ts";
 import type { SamplesRequest } from "../../core/api/samples.ts";
@@ -23,12 +31,22 @@ export const K = {
   open: (id: string, index: number): Deno.KvKey => ["jobs", "open", id, index],
   opens: (id: string): Deno.KvKey => ["jobs", "open", id],
   count: (id: string, name: CounterName): Deno.KvKey => ["jobs", "count", id, name],
+  counts: (id: string): Deno.KvKey => ["jobs", "count", id],
   active: (id: string): Deno.KvKey => ["jobs", "active", id],
   actives: (): Deno.KvKey => ["jobs", "active"],
   beat: (id: string): Deno.KvKey => ["jobs", "beat", id],
   due: (at: number, id: string): Deno.KvKey => ["jobs", "due", at, id],
   dues: (): Deno.KvKey => ["jobs", "due"],
   run: (id: string, run: number): Deno.KvKey => ["jobs", "runs", id, run],
+  runs: (id: string): Deno.KvKey => ["jobs", "runs", id],
+  bytes: (id: string): Deno.KvKey => ["jobs", "bytes", id],
+  live: (principal: string, id: string): Deno.KvKey => ["jobs", "live", principal, id],
+  lives: (principal: string): Deno.KvKey => ["jobs", "live", principal],
+  quota: (principal: string): Deno.KvKey => ["jobs", "quota", principal],
+  usage: (principal: string): Deno.KvKey => ["jobs", "usage", principal],
+  expire: (at: number, id: string): Deno.KvKey => ["jobs", "expire", at, id],
+  expires: (): Deno.KvKey => ["jobs", "expire"],
+  gone: (id: string): Deno.KvKey => ["jobs", "gone", id],
 } as const;
 
 export const COUNTERS = ["samples", "chunks", "failed_chunks", "failed_samples"] as const;
@@ -73,6 +91,29 @@ export interface JobRecord {
   // Runs of a recurring job:
   parent?: string;
   run?: number;
+  // Retention (functions/jobs/retention.ts):
+  /** When a final job expires: its files and state are deleted and its id answers 410. */
+  expires_at?: number;
+  /** The job's result files were deleted (a canceled job). */
+  files_deleted?: boolean;
+}
+
+/** A job that counts against its key's quotas while queued or running (a recurring job: until canceled). */
+export interface LiveJob {
+  /** Samples of the job (of each run, for a recurring job). */
+  total: number;
+  /** Expected size of its .npy files (of each run, for a recurring job). */
+  bytes: number;
+}
+
+/** What is left of an expired or deleted job: enough to answer 410 to its key. */
+export interface GoneRecord {
+  id: string;
+  principal: string;
+  reason: "expired" | "deleted";
+  at: number;
+  /** When this record goes too (the id then answers 404). */
+  expires_at: number;
 }
 
 export interface ChunkRecord {

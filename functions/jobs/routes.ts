@@ -3,25 +3,28 @@
  * rate limit:
  *
  *     POST /v1/jobs                      {request, count, chunk?, schedule?} → 202 {id, …}
+ *     GET  /v1/jobs                      the caller's quotas: {limits, usage, active}
  *     GET  /v1/jobs/:id                  {id, status, done, total, …}
+ *     DELETE /v1/jobs/:id                delete the job and its files now → 204
  *     GET  /v1/jobs/:id/results?cursor=&limit=   a page of per-chunk results
  *     GET  /v1/jobs/:id/files/<name>     one result file (.npy samples, .png grid, index.json)
  *     GET  /v1/jobs/:id/archive          the whole job as one tar stream
  *     POST /v1/jobs/:id/cancel           cancel (idempotent) → the job's status
  *
- * With API keys configured, a job is visible to the key that submitted it only (404 for others).
+ * With API keys configured, a job is visible to the key that submitted it only (404 for others). An
+ * expired or deleted job answers 410 `job_expired` (functions/jobs/retention.ts).
  */
 import { Hono } from "hono";
 import { issuesFromZod, summarizeIssues } from "../../core/api/errors.ts";
 import type { Issue } from "../../core/api/errors.ts";
 import { JobRequest } from "../../core/api/jobs.ts";
 import type { ModelInfo } from "../../core/api/models.ts";
-import { checkSamplesForModel, DEFAULT_NFE, DEFAULT_SOLVER } from "../../core/api/samples.ts";
-import { stepsForNfe } from "../../core/solvers/registry.ts";
+import { checkSamplesForModel } from "../../core/api/samples.ts";
 import { ApiError, badRequest, invalid, noWorker } from "../errors.ts";
 import { parseBody } from "../negotiate.ts";
 import type { WorkerPool } from "../pool.ts";
 import type { JobRecord } from "./keys.ts";
+import { describeMs } from "./retention.ts";
 import { JOB_ID, type JobSystem } from "./system.ts";
 import { type TarEntry, tarStream } from "./tar.ts";
 
@@ -42,7 +45,11 @@ export interface JobsRouteOptions {
 
 const FILE_NAME = /^(chunk-\d{6}\.(npy|png)|index\.json)$/;
 
-/** Model-dependent checks of a schema-valid job; issues name fields by their path in the job body. */
+/**
+ * Model-dependent checks of a schema-valid job; issues name fields by their path in the job body. The
+ * request's solve settings are planned as the edge plans a samples request (core/plan.ts, through
+ * checkSamplesForModel), so a job is refused at submission for what its chunks would be refused for.
+ */
 export function checkJobForModel(req: JobRequest, model: ModelInfo): Issue[] {
   const out: Issue[] = checkSamplesForModel(req.request, model).map((i) => ({
     ...i,
@@ -54,19 +61,6 @@ export function checkJobForModel(req: JobRequest, model: ModelInfo): Issue[] {
       message: `at most ${model.limits.max_n} for ${model.name}`,
       code: "invalid_value",
     });
-  }
-  const r = req.request;
-  if (out.length === 0 && r.steps === undefined) {
-    const solver = r.solver ?? DEFAULT_SOLVER;
-    const derivative = r.genie_derivative ?? (model.derivatives.includes("head") ? "head" : "jvp");
-    try {
-      stepsForNfe(solver, r.nfe ?? DEFAULT_NFE, { afs: r.afs, denoise: r.denoise, derivative });
-    } catch (e) {
-      const message = e instanceof Error ? e.message.replace(/^nfe: /, "") : String(e);
-      if (/unknown solver/.test(message)) {
-        out.push({ path: ["request", "solver"], message, code: "invalid_value" });
-      } else out.push({ path: ["request", "nfe"], message, code: "invalid_value" });
-    }
   }
   return out;
 }
@@ -90,7 +84,24 @@ export function jobsRoutes(opts: JobsRouteOptions): Hono<JobsEnv> {
   async function load(id: string, principal: string): Promise<JobRecord> {
     const jobs = system();
     const job = JOB_ID.test(id) ? await jobs.job(id) : null;
-    if (!job || (!opts.open && job.principal !== principal)) {
+    const mine = (owner: string) => opts.open || owner === principal;
+    if (!job && JOB_ID.test(id)) {
+      // An expired or deleted job (functions/jobs/retention.ts): 410 to its key.
+      const gone = await jobs.gone(id);
+      if (gone && mine(gone.principal)) {
+        const when = new Date(gone.at).toISOString();
+        throw new ApiError(
+          410,
+          "job_expired",
+          gone.reason === "deleted"
+            ? `job ${id} was deleted at ${when}`
+            : `job ${id} expired at ${when}: jobs are kept for ${
+              describeMs(jobs.config.retentionMs)
+            } after they end`,
+        );
+      }
+    }
+    if (!job || !mine(job.principal)) {
       throw new ApiError(404, "not_found", `no job ${JSON.stringify(id)}`);
     }
     return job;
@@ -122,6 +133,18 @@ export function jobsRoutes(opts: JobsRouteOptions): Hono<JobsEnv> {
     const job = await jobs.submit(req, model, c.get("principal"));
     const info = await jobs.info(job);
     return c.json(info, 202, { location: `/v1/jobs/${job.id}` });
+  });
+
+  routes.get("/", async (c) => {
+    c.set("route", "/v1/jobs");
+    return c.json(await system().usage(c.get("principal")));
+  });
+
+  routes.delete("/:id", async (c) => {
+    c.set("route", "/v1/jobs/:id");
+    const job = await load(c.req.param("id"), c.get("principal"));
+    await system().delete(job.id);
+    return c.body(null, 204);
   });
 
   routes.get("/:id", async (c) => {
@@ -165,6 +188,13 @@ export function jobsRoutes(opts: JobsRouteOptions): Hono<JobsEnv> {
     const job = await load(c.req.param("id"), c.get("principal"));
     const name = c.req.param("name");
     if (!FILE_NAME.test(name)) throw new ApiError(404, "not_found", `no file ${JSON.stringify(name)}`);
+    if (job.files_deleted) {
+      throw new ApiError(
+        404,
+        "not_found",
+        `no file ${JSON.stringify(name)}: canceling the job deleted its files`,
+      );
+    }
     const bytes = await system().store.get(`${job.id}/${name}`);
     if (!bytes) throw new ApiError(404, "not_found", `no file ${JSON.stringify(name)} (yet)`);
     const type = name.endsWith(".png")

@@ -27,9 +27,11 @@ function optionSets(name: string, info: SolverInfo): Partial<SolveInput>[] {
   if (info.orders) {
     for (let k = info.orders.min; k <= info.orders.max; k++) sets.push({ order: k });
   }
-  if (name === "unipc") {
-    sets.push({ variant: "bh2" }, { variant: "bh2", order: 2 }, { lowerOrderFinal: false });
+  for (const variant of info.variants?.values ?? []) {
+    if (variant !== info.variants!.default) sets.push({ variant });
   }
+  if (name === "unipc") sets.push({ variant: "bh2", order: 2 }, { lowerOrderFinal: false });
+  if (name === "ipndm") sets.push({ lowerOrderFinal: true });
   if (name === "genie") return DERIVATIVE_SOURCES.map((derivative) => ({ derivative }));
   return sets;
 }
@@ -157,8 +159,23 @@ test("sweep: bad order, variant, derivative and inputs give a SolverError naming
     for (const order of badOrders) {
       assertStrictEquals(solverError(name, { order }).field, "order", `${name} order ${order}`);
     }
-    if (name !== "unipc") {
-      assertStrictEquals(solverError(name, { variant: "bh2" }).field, "variant", `${name} variant`);
+    // A variant of another solver, and one of no solver.
+    const foreign = info.variants?.values.includes("bh2") ? "quadratic-exact" : "bh2";
+    assertStrictEquals(solverError(name, { variant: foreign }).field, "variant", `${name} variant`);
+    const none = "bh3" as unknown as "bh1";
+    assertStrictEquals(solverError(name, { variant: none }).field, "variant", `${name} variant bh3`);
+    for (const variant of info.variants?.values ?? []) {
+      runSolver(
+        info.fn({
+          schedule,
+          grid: makeGrid(schedule, { kind: "quadratic", steps: 4 }),
+          x,
+          batch: BATCH,
+          dim: DIM,
+          variant,
+        }),
+        evaluate,
+      );
     }
     // Inputs every solver checks.
     assertStrictEquals(solverError(name, { batch: 3 }).field, "x", name);
@@ -167,11 +184,6 @@ test("sweep: bad order, variant, derivative and inputs give a SolverError naming
     assertStrictEquals(solverError(name, { afs: true }, up).field, "afs", name);
     assertStrictEquals(solverError(name, { denoise: true }, up).field, "denoise", name);
   }
-  assertStrictEquals(
-    solverError("unipc", { variant: "bh3" as unknown as "bh1" }).field,
-    "variant",
-    "unipc variant",
-  );
   assertStrictEquals(
     solverError("genie", { derivative: "autodiff" as unknown as "jvp" }).field,
     "derivative",

@@ -1,5 +1,5 @@
 /** `/v1/jobs` over an in-process app and fake worker: results, paging, archive, validation, cancel, retries, auth. */
-import { assert, assertEquals, assertMatch, assertStrictEquals } from "../testing.ts";
+import { assert, assertEquals, assertMatch, assertRejects, assertStrictEquals } from "../testing.ts";
 import { untar } from "../../functions/jobs/tar.ts";
 import { createApp } from "../../functions/app.ts";
 import { decodeNpy } from "../../core/npy.ts";
@@ -9,7 +9,6 @@ import {
   allResults,
   call,
   checkComplete,
-  chunkData,
   expectedBytes,
   getJob,
   post,
@@ -188,8 +187,8 @@ Deno.test("invalid jobs → 422 naming the field", async () => {
   });
 });
 
-Deno.test("cancel stops a running job; finished chunks stay listed; cancel is idempotent", async () => {
-  await withJobs(async ({ app, worker }) => {
+Deno.test("cancel stops a running job and deletes its files; finished chunks stay listed; idempotent", async () => {
+  await withJobs(async ({ app, worker, dir }) => {
     const job = await submitJob(app, { request: { model: "mnist-mix", seed: 50 }, count: 200, chunk: 4 });
     await waitJob(app, job.id, (j) => j.done >= 8);
     const res = await post(app, `/v1/jobs/${job.id}/cancel`, {});
@@ -201,9 +200,16 @@ Deno.test("cancel stops a running job; finished chunks stay listed; cancel is id
     const after = await getJob(app, job.id);
     assertStrictEquals(after.status, "canceled");
     assert(after.done < after.total && after.done >= 8);
+    assertStrictEquals(after.files_deleted, true);
+    assert(after.expires_at, "a canceled job expires like any other");
+    // The chunks that finished stay listed, without files: canceling deleted them.
     const items = await allResults(app, job.id);
     assertStrictEquals(items.reduce((a, i) => a + i.count, 0), after.done);
-    for (const item of items) assert(sameBytes(await chunkData(app, item), expectedBytes(item.seeds)));
+    assert(items.every((i) => i.status === "done" && i.files === undefined));
+    const file = await call(app, `/v1/jobs/${job.id}/files/chunk-000000.npy`);
+    assertStrictEquals(file.status, 404);
+    assertMatch((await errorOf(file)).message, /canceling the job deleted its files/);
+    await assertRejects(() => Deno.stat(`${dir}/results/${job.id}`), Deno.errors.NotFound);
     const again = await post(app, `/v1/jobs/${job.id}/cancel`, {});
     assertStrictEquals((await again.json()).status, "canceled");
     assertStrictEquals((await post(app, `/v1/jobs/0123456789abcdef/cancel`, {})).status, 404);

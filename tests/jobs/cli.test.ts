@@ -1,7 +1,10 @@
-/** `deno task job`: flags (exit 2 naming the flag), submit/wait/status/fetch/cancel against a served app. */
+/**
+ * `deno task job`: flags (exit 2 naming the flag), submit/wait/status/fetch/cancel/usage/delete against a
+ * served app; the usage lines.
+ */
 import { assert, assertEquals, assertMatch, assertStrictEquals } from "../testing.ts";
 import { decodeNpy } from "../../core/npy.ts";
-import { parseJobArgs, ProgressBar, UsageError } from "../../cli/job.ts";
+import { parseJobArgs, ProgressBar, UsageError, usageLines } from "../../cli/job.ts";
 import { untar } from "../../functions/jobs/tar.ts";
 import { taskArgs } from "../functions/processes.ts";
 import { expectedBytes, type JobsHarness, withJobs } from "./helpers.ts";
@@ -48,6 +51,8 @@ Deno.test("bad flags: a one-line error naming the flag (exit 2 in the process)",
     [["wait", "0123456789abcdef", "--timeout", "0"], /^--timeout/],
     [["status", "0123456789abcdef", "--out", "x"], /^--out: not a flag of status/],
     [["status", "0123456789abcdef", "--url", "ftp://x"], /^--url/],
+    [["usage", "0123456789abcdef"], /^usage: unexpected argument/],
+    [["delete"], /^delete: missing the job id/],
     [["launch"], /^command: unknown "launch"/],
     [[], /^command: missing/],
   ];
@@ -141,6 +146,16 @@ Deno.test("submit --wait, status, fetch (.npy, .tar, folder) and cancel against 
     assertStrictEquals(w.code, 1);
     assertMatch(w.stdout, /canceled/);
 
+    // usage: the key's quotas; delete: the job and its files go, its id answers 410.
+    const u = await cli(["usage", ...common, "--json"]);
+    assertStrictEquals(u.code, 0, u.stderr);
+    const usage = JSON.parse(u.stdout);
+    assertEquals([usage.usage.active_jobs, usage.limits.max_active_jobs], [0, 10]);
+    assert(usage.usage.stored_bytes > 0);
+    assertEquals((await cli(["delete", job.id, ...common])).stdout.trim(), `${job.id}: deleted`);
+    const after = await cli(["status", job.id, ...common]);
+    assertEquals([after.code, /HTTP 410 job_expired: job \w+ was deleted/.test(after.stderr)], [1, true]);
+
     // A server-side validation error: exit 1, message names the field.
     const bad = await cli([
       "submit",
@@ -168,4 +183,25 @@ Deno.test("the progress line shows counts, percentage, rate and ETA", () => {
   );
   t = 4000;
   assertMatch(bar.line(100, 100, "succeeded"), /100\/100 100% succeeded 25\.0\/s ETA 0s$/);
+});
+
+Deno.test("job usage in words: used / limit per quota, no limit where there is none", () => {
+  const lines = usageLines({
+    limits: {
+      max_active_jobs: 10,
+      max_job_samples: 100_000,
+      max_active_samples: null,
+      max_stored_bytes: 1000,
+      retention_ms: 7 * 86_400_000,
+    },
+    usage: { active_jobs: 2, active_samples: 40, stored_bytes: 600, reserved_bytes: 300 },
+    active: ["a", "b"],
+  });
+  assertEquals(lines, [
+    "active jobs:     2 / 10",
+    "active samples:  40 / no limit",
+    "samples per job: at most 100000",
+    "stored bytes:    600 / 1000 (+300 reserved by active jobs)",
+    "jobs are kept:   7 days after they end",
+  ]);
 });

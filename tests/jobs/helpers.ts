@@ -116,10 +116,11 @@ export async function waitJob(
   id: string,
   pred: (j: JobBody) => boolean = (j) => ["succeeded", "failed", "canceled"].includes(j.status),
   timeoutMs = 20_000,
+  headers: Record<string, string> = {},
 ): Promise<JobBody> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const j = await getJob(target, id);
+    const j = await getJob(target, id, headers);
     if (pred(j)) return j;
     if (Date.now() > end) throw new Error(`job ${id} not there in ${timeoutMs} ms: ${JSON.stringify(j)}`);
     await sleep(15);

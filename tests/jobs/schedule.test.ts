@@ -1,5 +1,5 @@
 /**
- * Recurring jobs with an injected clock: the due-schedule logic (functions/jobs/system.ts `tick`) is
+ * Recurring jobs with an injected clock: the due-schedule logic (functions/jobs/runner.ts `tick`) is
  * driven tick by tick, deterministically — no timers, no Deno.cron.
  */
 import { assert, assertEquals, assertStrictEquals } from "../testing.ts";
