@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertStrictEquals, assertThrows, test } from "../testing.ts";
+import { getSolver, solverNames } from "../../core/solvers/registry.ts";
 import {
   type EncodeArgs,
   encodeHelp,
@@ -191,7 +192,13 @@ test("encode: required flags and output kinds", () => {
 test("help texts document every flag and the defaults", () => {
   const solvers = [
     { name: "ddim", summary: "Euler", grid: { kind: "quadratic" } },
-    { name: "unipc", summary: "UniPC", grid: { kind: "logsnr" }, orders: { min: 1, max: 3, default: 3 } },
+    {
+      name: "unipc",
+      summary: "UniPC",
+      grid: { kind: "logsnr" },
+      orders: { min: 1, max: 3, default: 3 },
+      variants: { values: ["bh1", "bh2"], default: "bh1" },
+    },
   ];
   const s = sampleHelp(solvers), e = encodeHelp(solvers);
   for (
@@ -232,6 +239,12 @@ test("help texts document every flag and the defaults", () => {
     "unipc defaults",
   );
   assert(/ddim +grid quadratic\n/.test(e), "ddim default grid");
+  // the real registry: every solver with variants lists them
+  const real = sampleHelp(solverNames().map(getSolver));
+  assert(
+    /dpmpp-3m .*--variant reference\|quadratic-exact, default reference/.test(real),
+    "dpmpp-3m variants",
+  );
 });
 
 test("sample: --guidance-scale is diffusers' s = 1 + w and excludes --guidance", () => {
