@@ -13,7 +13,7 @@ import {
   SamplesResponse,
 } from "../core/api/samples.ts";
 import { Bytes } from "../core/api/tensor.ts";
-import { JobInfo, JobRequest, JobResultsPage } from "../core/api/jobs.ts";
+import { JobInfo, JobRequest, JobResultsPage, JobsUsage } from "../core/api/jobs.ts";
 
 const COMPONENTS = "#/components/schemas/";
 
@@ -22,7 +22,7 @@ type JsonSchema = Record<string, unknown>;
 function components(): Record<string, JsonSchema> {
   // Touch every schema so its id is registered, then convert the registry into components.
   void [ErrorBody, ModelList, SamplesRequest, SamplesResponse, EncodeRequest, EncodeResponse, ProgressEvent];
-  void [JobRequest, JobInfo, JobResultsPage];
+  void [JobRequest, JobInfo, JobResultsPage, JobsUsage];
   const out = z.toJSONSchema(z.globalRegistry, {
     io: "input",
     target: "draft-2020-12",
@@ -171,9 +171,17 @@ export function openApiDocument(): JsonSchema {
 /** The `/v1/jobs` routes (functions/jobs/routes.ts). */
 function jobPaths(json: (id: string) => Record<string, unknown>): Record<string, unknown> {
   const id = { name: "id", in: "path", required: true, schema: { type: "string" } };
-  const NOT_FOUND = { "404": errorResponse("No such job (or not this key's)") };
+  const NOT_FOUND = {
+    "404": errorResponse("No such job (or not this key's)"),
+    "410": errorResponse("job_expired: the job expired or was deleted, with its files"),
+  };
   return {
     "/v1/jobs": {
+      get: {
+        summary: "The caller's job quotas: limits, current usage and active jobs",
+        operationId: "getJobsUsage",
+        responses: { "200": { description: "Limits and usage", content: json("JobsUsage") }, ...GET_ERRORS },
+      },
       post: {
         summary: "Submit a batch job: a samples request run count times, in chunks, or on a cron schedule",
         operationId: "createJob",
@@ -190,6 +198,10 @@ function jobPaths(json: (id: string) => Record<string, unknown>): Record<string,
             headers: { Location: { schema: { type: "string" } } },
           },
           ...COMMON_ERRORS,
+          "413": errorResponse("Body too large, or quota_exceeded: the job alone is over a per-key limit"),
+          "429": errorResponse(
+            "Rate limit (with Retry-After), or quota_exceeded: over a per-key limit with the key's other jobs",
+          ),
         },
       },
     },
@@ -199,6 +211,12 @@ function jobPaths(json: (id: string) => Record<string, unknown>): Record<string,
         operationId: "getJob",
         parameters: [id],
         responses: { "200": { description: "The job", content: json("Job") }, ...NOT_FOUND, ...GET_ERRORS },
+      },
+      delete: {
+        summary: "Delete a job and its files now (a running job is canceled first)",
+        operationId: "deleteJob",
+        parameters: [id],
+        responses: { "204": { description: "Deleted" }, ...NOT_FOUND, ...GET_ERRORS },
       },
     },
     "/v1/jobs/{id}/results": {
