@@ -113,6 +113,8 @@ export interface SolveArgs {
   json: boolean;
   /** No progress bar on stderr. */
   quiet: boolean;
+  /** ONNX Runtime's compute threads (default: the cores available). */
+  threads?: number;
 }
 
 export interface SampleArgs extends SolveArgs {
@@ -168,6 +170,7 @@ const SOLVE_FLAGS: FlagSpec[] = [
   { flag: "--out", key: "out", kind: "string" },
   { flag: "--json", key: "json", kind: "bool" },
   { flag: "--quiet", key: "quiet", kind: "bool" },
+  { flag: "--threads", key: "threads", kind: "int", min: 1, max: 1024 },
 ];
 
 const SAMPLE_FLAGS: FlagSpec[] = [
@@ -399,7 +402,8 @@ function solveHelp(solvers: readonly SolverHelp[]): string {
 }
 
 const COMMON_TAIL =
-  `  --quiet                     no progress bar (it is shown on stderr only when stderr is a
+  `  --threads N                 ONNX Runtime's compute threads (default: the cores available)
+  --quiet                     no progress bar (it is shown on stderr only when stderr is a
                               terminal, without --json, once a run takes over a second)
   --json                      print one JSON summary line on stdout
                               {"solver","steps","nfe","calls","cost","seconds","n","shape",

@@ -20,7 +20,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       console.log(encodeHelp(solverNames().map(getSolver)));
       return;
     }
-    const model = await resolveModel(args.model);
+    const model = await resolveModel(args.model, { threads: args.threads });
     try {
       checkOutput(args.out, model.shape);
       const images = await readNpy(args.images, "--images");

@@ -46,7 +46,10 @@ export interface ResolveOptions {
   modelsDir?: string;
   /** Execution providers to try in order (default CUDA, then CPU). */
   providers?: Provider[];
-  /** ORT intra-op threads (default: ORT's choice). */
+  /**
+   * ORT intra-op threads (default: the cores available, {@link defaultThreads}; ORT's own default can
+   * leave cores idle).
+   */
   threads?: number;
 }
 
@@ -74,6 +77,12 @@ export async function modelNames(dir: string): Promise<string[]> {
   return [...names].sort();
 }
 
+/** The cores this process may use: the default number of ONNX Runtime compute threads. */
+export function defaultThreads(): number {
+  const n = globalThis.navigator?.hardwareConcurrency;
+  return Number.isInteger(n) && n > 0 ? n : 1;
+}
+
 /** GENIE_PROVIDERS, e.g. "cpu", "cuda,cpu" or "webgpu,wasm" (default: CUDA, then CPU). */
 function providersFromEnv(): Provider[] | undefined {
   return parseProviders("GENIE_PROVIDERS", process.env.GENIE_PROVIDERS);
@@ -94,7 +103,7 @@ async function onnxModel(name: string, opts: ResolveOptions): Promise<ResolvedMo
   const { openModel } = await import("../gpu-worker/engine.ts");
   const model = await openModel(name, dir, {
     providers: opts.providers ?? providersFromEnv(),
-    threads: opts.threads,
+    threads: opts.threads ?? defaultThreads(),
   });
   return {
     name,

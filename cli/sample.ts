@@ -21,7 +21,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       console.log(sampleHelp(solverNames().map(getSolver)));
       return;
     }
-    const model = await resolveModel(args.model);
+    const model = await resolveModel(args.model, { threads: args.threads });
     try {
       if (args.out !== undefined) checkOutput(args.out, model.shape);
       const latents = args.latents === undefined ? undefined : await readNpy(args.latents, "--latents");

@@ -225,6 +225,7 @@ test("help texts document every flag and the defaults", () => {
       "--out",
       "--scale",
       "--quiet",
+      "--threads",
       "--json",
       "--help",
     ]
@@ -279,4 +280,11 @@ test("sample: --seed -1 (random), --scale and --quiet", () => {
   rejects(() => parseSampleArgs([...base, "--out", "g.png", "--scale", "9"]), "--scale", /≤ 8/);
   rejects(() => parseSampleArgs([...base, "--out", "g.npy", "--scale", "2"]), "--scale", /PNG/);
   rejects(() => parseSampleArgs([...base, "--scale", "2"]), "--scale", /PNG/);
+});
+
+test("--threads: a positive integer, absent by default (the model resolver then uses the cores)", () => {
+  const a = parseSampleArgs([...base, "--threads", "3"]) as SampleArgs;
+  assertStrictEquals(a.threads, 3);
+  assertStrictEquals((parseSampleArgs(base) as SampleArgs).threads, undefined);
+  assertThrows(() => parseSampleArgs([...base, "--threads", "0"]), /--threads/);
 });
