@@ -7,6 +7,7 @@ import { MAX_PNG_SCALE } from "../core/image.ts";
 import {
   checkSolveRequest,
   DEFAULT_NFE,
+  DEFAULT_SOLVER,
   type Direction,
   PlanError,
   type SolveRequest,
@@ -94,7 +95,8 @@ export type Variant = SolverVariant;
 /** Flags shared by both commands: the model, the solver and its grid. */
 export interface SolveArgs {
   model: string;
-  solver: string;
+  /** The solver (default: core/plan.ts's, as in the API). */
+  solver?: string;
   steps?: number;
   nfe?: number;
   grid?: GridKind;
@@ -262,7 +264,6 @@ function extension(path: string): string {
  */
 function checkSolve(a: Record<string, unknown>, direction: Direction): void {
   if (a.model === undefined) throw new UsageError("--model", "is required (a model name or gmm:SPEC.json)");
-  if (a.solver === undefined) throw new UsageError("--solver", "is required (see --help for the list)");
   if (a.steps !== undefined && a.nfe !== undefined) {
     throw new UsageError("--nfe", "cannot be combined with --steps (give one of them)");
   }
@@ -375,7 +376,7 @@ function solveHelp(solvers: readonly SolverHelp[]): string {
                               {"weights","means","stds","schedule"?,"labels"?,"classes"?,"shape"?};
                               "shape" is an optional per-sample shape such as [C,H,W] whose
                               product is the length of a mean (default [D])
-  --solver S                  (required) one of ${solvers.map((s) => s.name).join(", ")}
+  --solver S                  one of ${solvers.map((s) => s.name).join(", ")} (default ${DEFAULT_SOLVER})
   --steps N                   N steps: the grid has N+1 points from t_max to t_min
   --nfe N                     choose the steps so that exactly N evaluations are used
                               (an error if impossible; excludes --steps)
@@ -421,7 +422,7 @@ also lower the order of their final steps; with 15 or more every later step runs
 
 /** The `deno task sample --help` text, listing the registered solvers. */
 export function sampleHelp(solvers: readonly SolverHelp[]): string {
-  return `Usage: deno task sample --model NAME|gmm:SPEC.json --solver S [--steps N | --nfe N] [options]
+  return `Usage: deno task sample --model NAME|gmm:SPEC.json [--solver S] [--steps N | --nfe N] [options]
 
 Samples from a diffusion model by solving its probability-flow ODE, in-process.
 

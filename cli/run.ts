@@ -37,7 +37,8 @@ export interface ShapedData {
 
 /** What both directions share: the solver, its step count and its grid. */
 export interface SolveOptions {
-  solver: string;
+  /** The solver (default: core/plan.ts's). */
+  solver?: string;
   steps?: number;
   /** Exact NFE to spend (excludes `steps`); default {@link DEFAULT_NFE} when neither is given. */
   nfe?: number;

@@ -114,7 +114,8 @@ test("sample: missing values", () => {
   rejects(() => parseSampleArgs([...base, "--seed", "--json"]), "--seed", /missing value/);
   rejects(() => parseSampleArgs([...base, "--out="]), "--out", /non-empty/);
   rejects(() => parseSampleArgs(["--solver", "genie"]), "--model", /required/);
-  rejects(() => parseSampleArgs(["--model", "gmm:m.json"]), "--solver", /required/);
+  // the solver is optional: core/plan.ts's default, as in the API
+  assertStrictEquals((parseSampleArgs(["--model", "gmm:m.json"]) as SampleArgs).solver, undefined);
 });
 
 test("sample: bad numbers and out-of-range values", () => {

@@ -156,7 +156,7 @@ test("sample exits 2 with a one-line error naming the bad flag", async () => {
       [[...m, "--solver", "genie", "--steps", "two"], "--steps"],
       [[...m, "--solver", "genie", "--steps", "4", "--nfe", "4"], "--nfe"],
       [[...m, "--solver", "nope"], "--solver"],
-      [[...m], "--solver"],
+      [[...m, "--solver", ""], "--solver"],
       [["--solver", "genie"], "--model"],
       [["--model", `gmm:${dir}/missing.json`, "--solver", "genie"], "--model"],
       [["--model", "no-such-model", "--solver", "genie"], "--model"],
