@@ -3,7 +3,7 @@
  * float32 pixels in [−1, 1], a tiny flag parser, progress lines and atomic file writes.
  */
 import { rngStream } from "../core/rng.ts";
-import { type LrSchedule, lrSchedule } from "./trainer.ts";
+import { type LrSchedule, lrSchedule } from "./optimizer.ts";
 
 /** Side of an MNIST digit. */
 export const SIZE = 28;

@@ -28,7 +28,8 @@
  */
 import { gradModel, meanSquaredErrorLoss } from "../onnx/grad.ts";
 import { encodeModel, tensorDims, tensorProto, tensorValues } from "../onnx/proto.ts";
-import { type FloatArray, loadCheckpoint, Trainer, withParams } from "./trainer.ts";
+import { loadCheckpoint } from "./checkpoint.ts";
+import { type FloatArray, Trainer, withParams } from "./trainer.ts";
 import { buildTrainableUNet, type UNetOptions, type VpPrecondition } from "./unet.ts";
 import { exposeTensors } from "../onnx/features.ts";
 import {

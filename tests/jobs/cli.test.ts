@@ -4,7 +4,9 @@
  */
 import { assert, assertEquals, assertMatch, assertStrictEquals } from "../testing.ts";
 import { decodeNpy } from "../../core/npy.ts";
-import { parseJobArgs, ProgressBar, UsageError, usageLines } from "../../cli/job.ts";
+import { parseJobArgs, UsageError } from "../../cli/job/args.ts";
+import { usageLines } from "../../cli/job/commands.ts";
+import { ProgressBar } from "../../cli/job/progress.ts";
 import { untar } from "../../functions/jobs/tar.ts";
 import { taskArgs } from "../functions/processes.ts";
 import { expectedBytes, type JobsHarness, withJobs } from "./helpers.ts";

@@ -14,7 +14,8 @@ import { withClasses } from "../../core/guidance.ts";
 import { classify, loadClassifier } from "../../training/classifier.ts";
 import { floats, post, startApp } from "../gpu-worker/helpers.ts";
 import { loadDigits, PIXELS, splitIndices } from "../../training/common.ts";
-import { loadCheckpoint, withParams } from "../../training/trainer.ts";
+import { loadCheckpoint } from "../../training/checkpoint.ts";
+import { withParams } from "../../training/trainer.ts";
 import { decodeModel, encodeModel, tensorValues } from "../../onnx/proto.ts";
 import { buildMnistUNet } from "../../training/train.ts";
 

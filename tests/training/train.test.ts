@@ -5,7 +5,8 @@
 import { assert, assertEquals, assertSameBits, describe, it, mean } from "../testing.ts";
 import { gradModel, meanSquaredErrorLoss } from "../../onnx/grad.ts";
 import { buildTrainableUNet } from "../../training/unet.ts";
-import { lrSchedule, Trainer } from "../../training/trainer.ts";
+import { lrSchedule } from "../../training/optimizer.ts";
+import { Trainer } from "../../training/trainer.ts";
 import { loadDigits, SIZE } from "../../training/common.ts";
 import { PRECONDITION, TIME_SAMPLING } from "../../training/train.ts";
 import { preconditionedBatch } from "../../training/precondition.ts";

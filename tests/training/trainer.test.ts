@@ -9,19 +9,9 @@ import {
   mean,
 } from "../testing.ts";
 import { gradModel, meanSquaredErrorLoss, type TrainingGraph } from "../../onnx/grad.ts";
-import {
-  Adam,
-  type Batch,
-  clipFactor,
-  globalNorm,
-  loadCheckpoint,
-  lrSchedule,
-  type Progress,
-  saveCheckpoint,
-  Trainer,
-  TrainError,
-  withParams,
-} from "../../training/trainer.ts";
+import { loadCheckpoint, saveCheckpoint } from "../../training/checkpoint.ts";
+import { Adam, clipFactor, globalNorm, lrSchedule } from "../../training/optimizer.ts";
+import { type Batch, type Progress, Trainer, TrainError, withParams } from "../../training/trainer.ts";
 import { encodeModel, GraphBuilder, type ModelProto } from "../../onnx/proto.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { type RngStream, rngStream } from "../../core/rng.ts";
