@@ -12,10 +12,10 @@
  * the command, never edited by hand; measure on an otherwise idle machine (the load average is
  * recorded).
  */
-import { parseArgs } from "node:util";
 import process from "node:process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
+import { parseFlags } from "../core/flags.ts";
 import { gaussianBatch } from "../core/rng.ts";
 import { defaultModelsDir, loadRegistry } from "../gpu-worker/models.ts";
 import {
@@ -26,29 +26,17 @@ import {
   type TensorInit,
 } from "../onnx/ort.ts";
 
-const { values } = parseArgs({
-  args: process.argv.slice(2),
-  options: {
-    models: { type: "string", default: "mnist-unet,mnist-mix" },
-    batches: { type: "string", default: "1,8,32" },
-    providers: { type: "string", default: "cpu,wasm" },
-    reps: { type: "string", default: "15" },
-    threads: { type: "string", default: "1" },
-    out: { type: "string", default: "docs/backends-bench.md" },
-  },
-  strict: true,
-});
-const positive = (flag: string, v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: must be a positive integer, got ${v}`);
-  return n;
-};
-const models = values.models.split(",").map((m) => m.trim()).filter(Boolean);
-const batches = values.batches.split(",").map((b) => positive("--batches", b.trim()));
+const { values } = parseFlags(process.argv.slice(2), [
+  { flag: "--models", kind: "list", default: ["mnist-unet", "mnist-mix"] },
+  { flag: "--batches", kind: "list", of: "int", min: 1, default: [1, 8, 32] },
+  { flag: "--providers", kind: "string", default: "cpu,wasm" },
+  { flag: "--reps", kind: "int", min: 1, default: 15 },
+  { flag: "--threads", kind: "int", min: 1, default: 1 },
+  { flag: "--out", kind: "string", default: "docs/backends-bench.md" },
+], { help: false });
+const { models, batches, reps, threads } = values;
 const providers = parseProviders("--providers", values.providers) ?? [];
 if (providers.length === 0) throw new Error("--providers: name at least one provider");
-const reps = positive("--reps", values.reps);
-const threads = positive("--threads", values.threads);
 
 const median = (v: number[]) => {
   const s = [...v].sort((a, b) => a - b);

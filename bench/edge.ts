@@ -11,34 +11,29 @@
  *   forwarding, re-encoding);
  * - edge, JSON PNG: the default JSON answer with one base64 PNG per sample.
  *
- * Then msgpack encode+decode throughput of realistic worker responses with the edge's library
- * (@msgpack/msgpack) and the worker's (msgpackr), and base64 (the JSON path), in this process.
+ * Then msgpack encode+decode throughput of realistic worker responses with the codec of the edge and the
+ * worker (@msgpack/msgpack, core/api/msgpack.ts), msgpackr for comparison, and base64 (the JSON path), in
+ * this process.
  * Results go to docs/edge.md with the exact settings.
  */
-import { parseArgs } from "node:util";
 import { decode as mpDecode, encode as mpEncode } from "@msgpack/msgpack";
 import { Packr, Unpackr } from "msgpackr";
 import { base64ToBytes, bytesToBase64 } from "../core/api/tensor.ts";
+import { parseFlags } from "../core/flags.ts";
 import { MSGPACK, signRequest } from "../core/api/worker.ts";
 import { freePort, spawnListening, taskArgs } from "../functions/child.ts";
 import { quantileInterpolated as quantile } from "../core/stats.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    pairs: { type: "string", default: "60" },
-    warmup: { type: "string", default: "5" },
-    n: { type: "string", default: "16" },
-    nfe: { type: "string", default: "10" },
-    solver: { type: "string", default: "genie" },
-    out: { type: "string", default: "docs/edge.md" },
-  },
-});
-const PAIRS = Number(flags.pairs),
-  WARMUP = Number(flags.warmup),
-  N = Number(flags.n),
-  NFE = Number(flags.nfe);
-const SOLVER = flags.solver!;
+const { values: flags } = parseFlags(Deno.args, [
+  { flag: "--pairs", kind: "int", min: 1, default: 60 },
+  { flag: "--warmup", kind: "int", min: 0, default: 5 },
+  { flag: "--n", kind: "int", min: 1, default: 16 },
+  { flag: "--nfe", kind: "int", min: 1, default: 10 },
+  { flag: "--solver", kind: "string", default: "genie" },
+  { flag: "--out", kind: "string", default: "docs/edge.md" },
+], { help: false });
+const PAIRS = flags.pairs, WARMUP = flags.warmup, N = flags.n, NFE = flags.nfe;
+const SOLVER = flags.solver;
 const MODEL = "mnist-mix";
 const SEED = 1234;
 const SECRET = "bench-secret";
@@ -209,14 +204,14 @@ Added latency of the edge hop (edge msgpack − direct, paired by round): **p50 
 
 ## Codec throughput (MiB of tensor data per second, encode + decode, median of 7)
 
-| tensor (float32) | size | @msgpack/msgpack (edge) | msgpackr (worker) | base64 (JSON path) |
+| tensor (float32) | size | @msgpack/msgpack (edge, worker) | msgpackr (comparison) | base64 (JSON path) |
 | --- | ---: | ---: | ---: | ---: |
 ${codecRows.join("\n")}
 
 Messages are worker responses \`{v, id, shape, data: bin, nfe, steps, timings}\`; base64 is the
 edge's own codec (core/api/tensor.ts) on the same bytes.
 `;
-    await Deno.writeTextFile(flags.out!, report);
+    await Deno.writeTextFile(flags.out, report);
     console.log(report);
   } finally {
     await edge.stop();

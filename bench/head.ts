@@ -1,5 +1,8 @@
 /**
- * `deno task bench:head` → docs/head.md (+ docs/head-error.svg): the distilled GENIE head of mnist-unet.
+ * `deno task bench:head` → docs/head.md (+ docs/head-error.svg): the distilled GENIE head of mnist-unet;
+ * `--model NAME` (a model folder with a head, e.g. one `deno task distill --model NAME` made) → by default
+ * out/head-NAME.md: the same report for that model, without what needs MNIST (the digits, the classifier:
+ * Fréchet distances, class accuracy, the guidance section).
  *
  *   1. Head quality: relative error ‖k − τ‖/‖τ‖ of head.onnx's derivative against the exact JVP τ of
  *      eps.onnx along the ODE, per t bucket (held-out noise draws), with DDIM (k = 0) and the Gaussian
@@ -22,6 +25,11 @@
  * the largest batch) and `defaults.solvers` (each solver's best grid where it is not the registry's; for
  * genie, the grid measured best with its head).
  * Small sample counts keep it under ~8 minutes on 2 CPU cores; the report states them.
+ *
+ * On another model, section 1's points are x_t = α x₀ + σ ε with x₀ the model's own samples (`--data
+ * X0.npy` for others), the targets the exact JVP of its eps graph converted to ε (training/model_folder.ts),
+ * the head the one its distill.json names; section 3 compares the solvers it offers by their endpoint error
+ * against the reference, with classes i mod count for a class-conditional model.
  */
 import { gaussianNoise, rngStream } from "../core/rng.ts";
 import { type GridKind, makeGrid } from "../core/grid.ts";
@@ -31,14 +39,28 @@ import { runCost } from "../core/cost.ts";
 import { getSolver, nfeFor, stepsForNfe } from "../core/solvers/registry.ts";
 import type { DerivativeSource } from "../core/solvers/types.ts";
 import { type OpenedModel, openModel } from "../gpu-worker/engine.ts";
-import { jvpBytes } from "../onnx/jvp.ts";
+import { basename, dirname } from "node:path";
+import { decodeNpy } from "../core/npy.ts";
+import { jvpBytes, jvpModel } from "../onnx/jvp.ts";
+import { encodeModel } from "../onnx/proto.ts";
 import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
 import { classify, FEATURE_DIM, loadClassifier } from "../training/classifier.ts";
-import { loadDigits, log, parseFlags, PIXELS, SIZE, writeAtomic } from "../training/common.ts";
+import { loadDigits, log, parseTrainingFlags, PIXELS, SIZE, writeAtomic } from "../training/common.ts";
 import { frechetDistance, meanCov, sqrtPsd } from "../training/metrics.ts";
 import { rmsePerSample } from "./reference.ts";
 import { median } from "../core/stats.ts";
 import { drawNoisy, headData, loadScoreGraphs, odeTangentX, schedule } from "../training/targets.ts";
+import {
+  type DataPool,
+  drawFromPool,
+  type FolderGraphs,
+  folderHeadData,
+  type FolderModel,
+  loadFolderGraphs,
+  readModelFolder,
+  resolveModelDir,
+  samplePool,
+} from "../training/model_folder.ts";
 
 const FLAGS = {
   n: 96,
@@ -49,7 +71,10 @@ const FLAGS = {
   costRounds: 40,
   model: "models/mnist-unet",
   classifier: "models/mnist-classifier",
-  out: "docs/head.md",
+  /** Default: docs/head.md for mnist-unet, out/head-NAME.md for another model. */
+  out: "",
+  /** Another model's x₀ for section 1 (.npy, [N, …shape]); default: the model's own samples. */
+  data: "",
   seed: 0,
   denoise: true,
   record: false,
@@ -88,7 +113,7 @@ const CONFIGS: Config[] = SOLVERS.flatMap((s) => {
   return sameAsEdm ? [registry] : [registry, { ...s, label: `${s.label}, edm ρ=7`, grid: EDM7 }];
 });
 
-const f = parseFlags(Deno.args, FLAGS, {
+const f = parseTrainingFlags(Deno.args, FLAGS, {
   n: 1,
   refSteps: 2,
   threads: 1,
@@ -96,6 +121,11 @@ const f = parseFlags(Deno.args, FLAGS, {
   costRounds: 1,
   seed: 0,
 });
+f.model = resolveModelDir(f.model);
+/** mnist-unet: the digits, the classifier and the guidance section apply. */
+const MNIST = basename(f.model) === "mnist-unet";
+const MODEL_NAME = basename(f.model);
+f.out ||= MNIST ? "docs/head.md" : `out/head-${MODEL_NAME}.md`;
 // the reference is checked against itself at half the steps
 if (f.refSteps % 2 !== 0) throw new Error(`--ref-steps: expected an even number, got ${f.refSteps}`);
 const NFES = f.nfes.split(",").map((s) => {
@@ -118,7 +148,22 @@ const fmt = (v: number | undefined, digits = 3) =>
 // ------------------------------------------------------------------------------------------------
 // 1. head quality
 
-async function headQuality(): Promise<string[]> {
+/** Section 1's points and what the head and the exact derivative give there. */
+interface QualityInputs {
+  ts: number[];
+  d: Awaited<ReturnType<typeof headData>>;
+  /** head.onnx's deriv. */
+  k: Float32Array;
+  /** ∂ε̂/∂t·dt/dγ, where measured. */
+  timePart?: Float32Array;
+  dim: number;
+  gamma: (t: number) => number;
+  buckets: [number, number][];
+  per: number;
+}
+
+/** mnist-unet: noised digits. */
+async function qualityInputsMnist(): Promise<QualityInputs> {
   const digits = await loadDigits();
   const graphs = await loadScoreGraphs(`${f.model}/eps.onnx`);
   const head =
@@ -159,14 +204,90 @@ async function headQuality(): Promise<string[]> {
     dx: { type: "float32", data: new Float32Array(x.length), dims: img },
     dt: { type: "float32", data: dt, dims: [B] },
   }, ["jvp"])).jvp.data as Float32Array;
+  return { ts, d, k, timePart, dim: PIXELS, gamma: (v) => schedule.gamma(v), buckets, per };
+}
+
+/** Another model's folder and its distillation graphs (sections 1 and 2), loaded once. */
+let folder: { model: FolderModel; graphs: FolderGraphs } | undefined;
+async function folderGraphs(): Promise<{ model: FolderModel; graphs: FolderGraphs }> {
+  if (!folder) {
+    const model = readModelFolder(f.model);
+    const distilled = JSON.parse(await Deno.readTextFile(`${f.model}/distill.json`).catch(() => "{}"));
+    const named = distilled.head?.tensors as { features?: string; temb?: string } | undefined;
+    const graphs = await loadFolderGraphs(model, {
+      features: named?.features,
+      temb: named ? named.temb ?? null : undefined,
+    });
+    folder = { model, graphs };
+  }
+  return folder;
+}
+
+/** Another model: its own samples (or `--data`) noised. */
+async function qualityInputsFolder(): Promise<QualityInputs> {
+  const { model, graphs } = await folderGraphs();
+  const { tMin } = model.schedule;
+  const buckets: [number, number][] = [
+    [tMin, 0.05],
+    [0.05, 0.1],
+    [0.1, 0.2],
+    [0.2, 0.3],
+    [0.3, 0.45],
+    [0.45, 0.6],
+    [0.6, 0.8],
+    [0.8, 1],
+  ];
+  const per = Math.max(2, Math.floor(f.headEval / buckets.length));
+  const ts = buckets.flatMap(([a, b]) =>
+    Array.from({ length: per }, (_, i) => a + (b - a) * (i + 0.5) / per)
+  );
+  let pool: DataPool;
+  if (f.data) {
+    const a = decodeNpy(await Deno.readFile(f.data));
+    pool = { x: Float32Array.from(a.data), labels: new Int32Array(a.shape[0]).fill(-1), count: a.shape[0] };
+  } else {
+    log(`  sampling ${Math.max(8, per * 2)} x₀ from ${model.name} …`);
+    pool = await samplePool(graphs, { n: Math.max(8, per * 2), nfe: 20, seed: f.seed + 4242 });
+  }
+  const { x, t, cls } = drawFromPool(model, pool, ts.length, rngStream(f.seed + 424242, 9), 0.1, ts);
+  const d = await folderHeadData(graphs, x, t, cls);
+  const head =
+    (await createSession(await Deno.readFile(`${f.model}/head.onnx`), { providers: ["cpu"], threads: 1 }))
+      .session;
+  const B = ts.length;
+  const out = await runSession(head, {
+    x: { type: "float32", data: x, dims: [B, ...model.shape] },
+    t: {
+      type: "float32",
+      data: Float32Array.from(t, (v) => v * model.time.scale + model.time.offset),
+      dims: [B],
+    },
+    ...(head.inputNames.includes("class") ? { class: { type: "int64" as const, data: cls, dims: [B] } } : {}),
+  });
+  await head.release();
+  return {
+    ts,
+    d,
+    k: out.deriv.data as Float32Array,
+    dim: model.dim,
+    gamma: (v) => model.schedule.gamma(v),
+    buckets,
+    per,
+  };
+}
+
+async function headQuality(): Promise<string[]> {
+  const { ts, d, k, timePart, dim, gamma, buckets, per } = MNIST
+    ? await qualityInputsMnist()
+    : await qualityInputsFolder();
   const norm = (v: ArrayLike<number>, b: number) => {
     let s = 0;
-    for (let i = b * PIXELS; i < (b + 1) * PIXELS; i++) s += v[i] * v[i];
+    for (let i = b * dim; i < (b + 1) * dim; i++) s += v[i] * v[i];
     return Math.sqrt(s);
   };
   const rel = (pred: (i: number, b: number) => number, b: number) => {
     let num = 0, den = 0;
-    for (let i = b * PIXELS; i < (b + 1) * PIXELS; i++) {
+    for (let i = b * dim; i < (b + 1) * dim; i++) {
       num += (pred(i, b) - d.target[i]) ** 2;
       den += d.target[i] ** 2;
     }
@@ -184,10 +305,10 @@ async function headQuality(): Promise<string[]> {
     all.push(...errs);
     const gauss = idx.map((s) => rel((i, bb) => d.eps[i] / (d.gamma[bb] * (1 + d.gamma[bb] ** 2)), s));
     rows.push(
-      `| [${a}, ${b}) | ${schedule.gamma(a).toPrecision(2)}–${schedule.gamma(b).toPrecision(3)} | ${per} | ${
+      `| [${+a.toPrecision(3)}, ${b}) | ${gamma(a).toPrecision(2)}–${gamma(b).toPrecision(3)} | ${per} | ${
         fmt(median(errs))
       } | ${fmt(Math.max(...errs))} | ${fmt(median(gauss))} | 1 | ${
-        fmt(median(idx.map((s) => norm(timePart, s) / norm(d.target, s))))
+        timePart ? fmt(median(idx.map((s) => norm(timePart, s) / norm(d.target, s)))) : "—"
       } |`,
     );
   });
@@ -199,7 +320,7 @@ async function headQuality(): Promise<string[]> {
   // the head's k projected on τ: ⟨k, τ⟩/⟨τ, τ⟩ per sample (1 = right size along τ, < 1 = too small)
   headScale = median(ts.map((_, b) => {
     let kt = 0, tt = 0;
-    for (let i = b * PIXELS; i < (b + 1) * PIXELS; i++) kt += k[i] * d.target[i], tt += d.target[i] ** 2;
+    for (let i = b * dim; i < (b + 1) * dim; i++) kt += k[i] * d.target[i], tt += d.target[i] ** 2;
     return kt / tt;
   }));
   return rows;
@@ -218,10 +339,20 @@ let costRatios = { eps: 1, head: NaN, jvp: NaN };
 async function cost(): Promise<string[]> {
   const opts = { providers: ["cpu"] as const, threads: 1 };
   const epsBytes = await Deno.readFile(`${f.model}/eps.onnx`);
+  // another model: its graphs under its own names (the JVP graph as the worker derives it)
+  const M = MNIST ? undefined : (await folderGraphs()).model;
+  const jvpGraph = M
+    ? encodeModel(jvpModel(M.eps, {
+      wrt: [M.names.x, M.names.t],
+      outputs: [M.names.eps],
+      tangentInputs: { [M.names.x]: "dx", [M.names.t]: "dt" },
+      tangentOutputs: { [M.names.eps]: "jvp" },
+    }))
+    : jvpBytes(epsBytes);
   const sessions: Record<string, InferenceSession> = {
     eps: (await createSession(epsBytes, opts)).session,
     head: (await createSession(await Deno.readFile(`${f.model}/head.onnx`), opts)).session,
-    jvp: (await createSession(jvpBytes(epsBytes), opts)).session,
+    jvp: (await createSession(jvpGraph, opts)).session,
   };
   const rows = [
     "| batch | eps.onnx ms (median / min) | head.onnx ms (median / min) | JVP graph ms (median) | (eps + head) ÷ eps: median of rounds | (eps + head) ÷ eps: ratio of minima | JVP ÷ eps |",
@@ -243,7 +374,7 @@ async function cost(): Promise<string[]> {
         dims: [B],
       },
     };
-    const feeds: Record<string, Parameters<typeof runSession>[1]> = {
+    const feeds: Record<string, Parameters<typeof runSession>[1]> = M ? folderCostFeeds(M, B) : {
       eps: base,
       head: base,
       jvp: {
@@ -252,6 +383,7 @@ async function cost(): Promise<string[]> {
         dt: { type: "float32", data: new Float32Array(B).fill(0.1), dims: [B] },
       },
     };
+    if (M && !sessions.head.inputNames.includes("class")) delete feeds.head.class;
     const times: Record<string, number[]> = { eps: [], head: [], jvp: [] };
     for (let round = -2; round < f.costRounds; round++) {
       for (const name of ["eps", "head", "jvp"]) {
@@ -274,6 +406,33 @@ async function cost(): Promise<string[]> {
   return rows;
 }
 
+/** Another model's cost feeds at batch B: its names and time for eps and jvp, the standard ones for head. */
+function folderCostFeeds(M: FolderModel, B: number): Record<string, Parameters<typeof runSession>[1]> {
+  const r = rngStream(7, B), dims = [B, ...M.shape];
+  const x = Float32Array.from({ length: B * M.dim }, () => r.normal());
+  const t = Float32Array.from({ length: B }, (_, i) => (0.1 + 0.8 * i / B) * M.time.scale + M.time.offset);
+  const labels = M.classes ? Math.max(M.classes.count, (M.classes.nullClass ?? -1) + 1) : 1;
+  const cls = {
+    type: "int64" as const,
+    data: BigInt64Array.from({ length: B }, (_, i) => BigInt(i % labels)),
+    dims: [B],
+  };
+  const mapped = {
+    [M.names.x]: { type: "float32" as const, data: x, dims },
+    [M.names.t]: { type: "float32" as const, data: t, dims: [B] },
+    ...(M.takesClass ? { [M.names.class]: cls } : {}),
+  };
+  return {
+    eps: mapped,
+    head: { x: { type: "float32", data: x, dims }, t: { type: "float32", data: t, dims: [B] }, class: cls },
+    jvp: {
+      ...mapped,
+      dx: { type: "float32", data: x, dims },
+      dt: { type: "float32", data: new Float32Array(B).fill(0.1 * M.time.scale), dims: [B] },
+    },
+  };
+}
+
 // ------------------------------------------------------------------------------------------------
 // 3. solvers
 
@@ -290,7 +449,7 @@ async function sample(
   c: Config,
   steps: number,
   latents: Float64Array,
-  classes: Int32Array,
+  classes: Int32Array | undefined,
   guidance = 0,
   afs = true,
 ): Promise<Sampled> {
@@ -300,13 +459,13 @@ async function sample(
     schedule: model.schedule,
     grid,
     x: latents,
-    batch: classes.length,
-    dim: PIXELS,
+    batch: N,
+    dim: DIM,
     afs,
     denoise: f.denoise,
     derivative: c.derivative,
   }, guidance);
-  const run = withConditioning(info.fn(input), { classes, nullClass: 10, scale: guidance });
+  const run = withConditioning(info.fn(input), { classes, nullClass: NULL_CLASS, scale: guidance });
   const a = performance.now();
   const { x, stats } = await runSolverAsync(run, model.evaluate);
   return {
@@ -407,26 +566,44 @@ log("cost …");
 const costRows = await cost();
 
 log("solvers …");
-const model = await openModel("mnist-unet", f.model.replace(/\/mnist-unet\/?$/, ""), {
+const model = await openModel(MODEL_NAME, dirname(f.model), {
   providers: ["cpu"],
   threads: f.threads,
 });
 const N = f.n;
-const latents = new Float64Array(N * PIXELS);
-for (let i = 0; i < N; i++) latents.set(gaussianNoise(f.seed + i, 0, PIXELS), i * PIXELS);
-const classes = Int32Array.from({ length: N }, (_, i) => i % 10);
-const score = await scorer(classes);
+/** Numbers per sample. */
+const DIM = model.shape.reduce((a, b) => a * b, 1);
+/** mnist-unet's null class; another model's from its manifest. */
+const NULL_CLASS = MNIST ? 10 : model.classes?.nullClass;
+const latents = new Float64Array(N * DIM);
+for (let i = 0; i < N; i++) latents.set(gaussianNoise(f.seed + i, 0, DIM), i * DIM);
+// class i mod 10 (mnist-unet), i mod count (another class-conditional model), none (unconditional)
+const classes = MNIST
+  ? Int32Array.from({ length: N }, (_, i) => i % 10)
+  : model.classes
+  ? Int32Array.from({ length: N }, (_, i) => i % model.classes!.count)
+  : undefined;
+const score = MNIST ? await scorer(classes!) : undefined;
+// the solvers and derivative sources the model offers (all of them on mnist-unet)
+const ACTIVE = CONFIGS.filter((c) => !c.derivative || model.derivatives.includes(c.derivative));
+const ACTIVE_SOLVERS = SOLVERS.filter((s) => !s.derivative || model.derivatives.includes(s.derivative));
 
 const heun = CONFIGS.find((c) => c.solver === "heun")!;
 const ref = await sample(model, heun, f.refSteps, latents, classes);
 const refHalf = await sample(model, heun, f.refSteps / 2, latents, classes);
-const refCheck = median(rmsePerSample(refHalf.x, ref.x, N, PIXELS));
-const refScore = await score.fd(ref.x);
+const refCheck = median(rmsePerSample(refHalf.x, ref.x, N, DIM));
+const refScore = score ? await score.fd(ref.x) : undefined;
 const refRange = rangeReport(ref.x);
 log(
   `reference: heun ${f.refSteps} steps (NFE ${ref.nfe}), vs ${f.refSteps / 2} steps: ${
     refCheck.toExponential(2)
-  }; accuracy ${(100 * refScore.acc).toFixed(1)}%, FD ${fmt(refScore.fd)} (floor ${fmt(score.realFloor)})`,
+  }${
+    refScore && score
+      ? `; accuracy ${(100 * refScore.acc).toFixed(1)}%, FD ${fmt(refScore.fd)} (floor ${
+        fmt(score.realFloor)
+      })`
+      : ""
+  }`,
 );
 
 /** Samples outside [−1.5, 1.5] and the extreme pixel values. */
@@ -434,7 +611,7 @@ function rangeReport(x: Float64Array): { outside: number; min: number; max: numb
   let outside = 0, min = Infinity, max = -Infinity;
   for (let i = 0; i < N; i++) {
     let bad = false;
-    for (let j = i * PIXELS; j < (i + 1) * PIXELS; j++) {
+    for (let j = i * DIM; j < (i + 1) * DIM; j++) {
       const v = x[j];
       if (v < min) min = v;
       if (v > max) max = v;
@@ -472,14 +649,14 @@ async function cellAt(c: Config, nfe: number): Promise<Cell | undefined> {
   if (s.nfe !== nfe || nfeFor(c.solver, steps, opts) !== nfe) {
     throw new Error(`${c.label}: NFE ${s.nfe} ≠ ${nfe}`);
   }
-  const q = await score.fd(s.x);
+  const q = score ? await score.fd(s.x) : undefined;
   const cell: Cell = {
     nfe,
     steps,
     cost: costOf(s),
-    err: median(rmsePerSample(s.x, ref.x, N, PIXELS)),
-    fd: q.fd,
-    acc: q.acc,
+    err: median(rmsePerSample(s.x, ref.x, N, DIM)),
+    fd: q?.fd,
+    acc: q?.acc,
     seconds: s.seconds,
   };
   runCache.set(key, cell);
@@ -487,7 +664,7 @@ async function cellAt(c: Config, nfe: number): Promise<Cell | undefined> {
 }
 
 const results: { config: Config; cells: Cell[] }[] = [];
-for (const c of CONFIGS) {
+for (const c of ACTIVE) {
   const cells: Cell[] = [];
   for (const nfe of NFES) cells.push(await cellAt(c, nfe) ?? { nfe });
   results.push({ config: c, cells });
@@ -503,7 +680,7 @@ const geoErr = (r: { cells: Cell[] }, nfes: number[]) => {
   return v.length ? Math.exp(v.reduce((a, e) => a + Math.log(e), 0) / v.length) : Infinity;
 };
 /** Per solver: the grid with the lower error over NFE ≤ 10 (the best grid). */
-const bestGrid = SOLVERS.map((sv) => {
+const bestGrid = ACTIVE_SOLVERS.map((sv) => {
   const rows = results.filter((r) => r.config.solver === sv.solver && r.config.derivative === sv.derivative);
   const common = LOW.filter((n) => rows.every((r) => r.cells.find((c) => c.nfe === n)?.err !== undefined));
   const ranked = rows.map((r) => ({ r, g: geoErr(r, common) })).sort((a, b) => a.g - b.g);
@@ -527,26 +704,31 @@ for (const b of bestGrid) {
 }
 
 const configOf = (family: string) => bestGrid.find((b) => b.family === family)!.best.config;
+/** The families of the AFS-off and guidance sections the model offers. */
+const SIDE = ["genie (head)", "genie (jvp)", "ddim", "dpmpp-2m"].filter((fam) =>
+  bestGrid.some((b) => b.family === fam)
+);
 log("AFS off …");
 const AFS_OFF_NFES = [6, 10, 20];
 const afsOff: { config: Config; cells: { nfe: number; err: number }[] }[] = [];
-for (const c of ["genie (head)", "genie (jvp)", "ddim", "dpmpp-2m"].map(configOf)) {
+for (const c of SIDE.map(configOf)) {
   const cells: { nfe: number; err: number }[] = [];
   for (const nfe of AFS_OFF_NFES) {
     const steps = stepsForNfe(c.solver, nfe, { afs: false, denoise: f.denoise, derivative: c.derivative });
     const s = await sample(model, c, steps, latents, classes, 0, false);
-    cells.push({ nfe, err: median(rmsePerSample(s.x, ref.x, N, PIXELS)) });
+    cells.push({ nfe, err: median(rmsePerSample(s.x, ref.x, N, DIM)) });
   }
   afsOff.push({ config: c, cells });
 }
 
-log("guidance …");
+// guidance is judged by the classifier: mnist-unet only
+if (score) log("guidance …");
 const guided: { config: Config; w: number; fd: number; acc: number }[] = [];
-for (const c of ["genie (head)", "genie (jvp)", "ddim", "dpmpp-2m"].map(configOf)) {
+for (const c of score ? SIDE.map(configOf) : []) {
   for (const w of [0, 1, 3]) {
     const steps = stepsForNfe(c.solver, 10, { afs: true, denoise: f.denoise, derivative: c.derivative });
     const s = await sample(model, c, steps, latents, classes, w);
-    const q = await score.fd(s.x);
+    const q = await score!.fd(s.x);
     guided.push({ config: c, w, ...q });
   }
 }
@@ -561,12 +743,16 @@ const best = (nfe: number, key: "err" | "fd", rows = results) => {
   return vals.sort((a, b) => a.v - b.v)[0];
 };
 const bestRows = bestGrid.map((b) => b.best);
-const headRow = bestGrid.find((b) => b.family === "genie (head)")!.best;
+const headFamily = bestGrid.find((b) => b.family === "genie (head)");
+if (!headFamily) {
+  throw new Error(`${MODEL_NAME} has no head graph: distil one with deno task distill --model`);
+}
+const headRow = headFamily.best;
 const pass = (ok: boolean) => (ok ? "met" : "**missed**");
 /** FD counts as tied within this fraction of the best (N-sample FD varies by about that between seeds). */
 const FD_TIE = 0.05;
 
-p("# GENIE derivative head on mnist-unet");
+p(`# GENIE derivative head on ${MODEL_NAME}`);
 p();
 p(`Generated by \`deno task bench:head\` (bench/head.ts) on ${
   new Date().toISOString()
@@ -579,7 +765,7 @@ p(
 p();
 p("## Models");
 p();
-p(`- **mnist-unet** (${manifest.description ?? ""})`);
+p(`- **${MODEL_NAME}** (${manifest.description ?? ""})`);
 if (training.steps_done) {
   const fl = training.flags ?? {};
   p(
@@ -601,13 +787,26 @@ if (distill.steps_done) {
         fmt(distill.heldout_relative_error?.before_median)
       }).`,
   );
+  if (distill.head?.tensors) {
+    p(
+      `  Its inputs: the feature map \`${distill.head.tensors.features}\` and ${
+        distill.head.tensors.temb
+          ? `the time embedding \`${distill.head.tensors.temb}\``
+          : "its own embedding of γ"
+      }.`,
+    );
+  }
 }
-p(
-  `- **classifier** (models/mnist-classifier, training/classifier.ts): held-out accuracy ${
-    clsInfo.heldout_accuracy ? (100 * clsInfo.heldout_accuracy).toFixed(2) + "%" : "?"
-  } on ${clsInfo.heldout_count ?? "?"} digits. Fréchet distance (FD) below = the FID formula in its 128-D ` +
-    "penultimate feature space, against all 10,000 digits of the `mnist` package.",
-);
+if (MNIST) {
+  p(
+    `- **classifier** (models/mnist-classifier, training/classifier.ts): held-out accuracy ${
+      clsInfo.heldout_accuracy ? (100 * clsInfo.heldout_accuracy).toFixed(2) + "%" : "?"
+    } on ${
+      clsInfo.heldout_count ?? "?"
+    } digits. Fréchet distance (FD) below = the FID formula in its 128-D ` +
+      "penultimate feature space, against all 10,000 digits of the `mnist` package.",
+  );
+}
 p();
 p("## Targets");
 p();
@@ -629,21 +828,23 @@ p();
   const headCost = costRatios.head;
   p("| target | measured | |");
   p("|---|---|---|");
-  p(
-    `| reference samples read as the requested class ≥ 95% | ${
-      (100 * refScore.acc).toFixed(1)
-    }% (N = ${N}) | ${pass(refScore.acc >= 0.95)} |`,
-  );
-  p(
-    `| no reference sample outside [−1.5, 1.5] | ${refRange.outside} of ${N} (pixels ${fmt(refRange.min)} … ${
-      fmt(refRange.max)
-    }) | ${pass(refRange.outside === 0)} |`,
-  );
-  p(
-    `| FD within 1.5× the real-data floor at equal N | ${fmt(refScore.fd)} vs floor ${
-      fmt(score.realFloor)
-    }: ${(refScore.fd / score.realFloor).toFixed(2)}× | ${pass(refScore.fd <= 1.5 * score.realFloor)} |`,
-  );
+  if (refScore && score) {
+    p(
+      `| reference samples read as the requested class ≥ 95% | ${
+        (100 * refScore.acc).toFixed(1)
+      }% (N = ${N}) | ${pass(refScore.acc >= 0.95)} |`,
+    );
+    p(
+      `| no reference sample outside [−1.5, 1.5] | ${refRange.outside} of ${N} (pixels ${
+        fmt(refRange.min)
+      } … ${fmt(refRange.max)}) | ${pass(refRange.outside === 0)} |`,
+    );
+    p(
+      `| FD within 1.5× the real-data floor at equal N | ${fmt(refScore.fd)} vs floor ${
+        fmt(score.realFloor)
+      }: ${(refScore.fd / score.realFloor).toFixed(2)}× | ${pass(refScore.fd <= 1.5 * score.realFloor)} |`,
+    );
+  }
   p(
     `| head: held-out median relative error ≤ 0.25 for t < 0.6 | ${fmt(headBelow)} (t ≥ 0.6: ${
       fmt(headAbove)
@@ -662,21 +863,33 @@ p();
       } | ${pass(ok)} |`,
     );
   }
-  p(
-    `| GENIE + head has the lowest or tied (within ${100 * FD_TIE}%) FD at NFE 10 | ${
-      fmt(headFd10)
-    } vs best ${fd10?.label} ${fmt(fd10?.v)} | ${
-      pass(headFd10 !== undefined && headFd10 <= (1 + FD_TIE) * fd10.v)
-    } |`,
-  );
+  if (score) {
+    p(
+      `| GENIE + head has the lowest or tied (within ${100 * FD_TIE}%) FD at NFE 10 | ${
+        fmt(headFd10)
+      } vs best ${fd10?.label} ${fmt(fd10?.v)} | ${
+        pass(headFd10 !== undefined && headFd10 <= (1 + FD_TIE) * fd10.v)
+      } |`,
+    );
+  }
 }
 p();
 p("## 1. Head quality");
 p();
 p("Relative error ‖k − τ‖/‖τ‖ per sample, k = head.onnx's `deriv`, τ = exact dε̂/dγ along the ODE from the JVP");
-p("graph of eps.onnx (tangent v = ε̂/sqrt(1+γ²) − γx/(1+γ²), dt/dγ). x_t = α x₀ + σ ε from digits with a seed");
-p("not used in distillation, class = label (null class with probability 0.1), t spread evenly in each bucket.");
-p("The last column is the size of τ's explicit time part ∂ε̂/∂t·dt/dγ (the JVP with dx = 0) relative to τ.");
+if (MNIST) {
+  p("graph of eps.onnx (tangent v = ε̂/sqrt(1+γ²) − γx/(1+γ²), dt/dγ). x_t = α x₀ + σ ε from digits with a seed");
+  p("not used in distillation, class = label (null class with probability 0.1), t spread evenly in each bucket.");
+  p("The last column is the size of τ's explicit time part ∂ε̂/∂t·dt/dγ (the JVP with dx = 0) relative to τ.");
+} else {
+  p("graph of eps.onnx (tangent v = ε̂/sqrt(1+γ²) − γx/(1+γ²), dt/dγ; x₀ and v predictions converted to ε by the");
+  p(`product rule). x_t = α x₀ + σ ε with x₀ ${
+    f.data
+      ? `from ${f.data}`
+      : "the model's own samples (DPM-Solver++(2M), NFE 20, seeds not used in distillation)"
+  },`);
+  p("its class where it has one (null class with probability 0.1), t spread evenly in each bucket.");
+}
 p();
 quality.forEach((r) => p(r));
 p();
@@ -689,11 +902,11 @@ p("give the `cost` of a sampling run: ε calls + head calls × head ratio + JVP 
 p();
 costRows.forEach((r) => p(r));
 p();
-p("## 3. Solvers on mnist-unet");
+p(`## 3. Solvers on ${MODEL_NAME}`);
 p();
-p(`Settings: N = ${N} samples, seeds ${f.seed}…${
-  f.seed + N - 1
-} (x_T = gaussianNoise(seed, 0, 784)), class i mod 10,`);
+p(`Settings: N = ${N} samples, seeds ${f.seed}…${f.seed + N - 1} (x_T = gaussianNoise(seed, 0, ${DIM})), ${
+  MNIST ? "class i mod 10" : classes ? `class i mod ${model.classes!.count}` : "unconditional"
+},`);
 p(
   `no guidance; AFS on for every solver; ${
     f.denoise
@@ -710,11 +923,14 @@ p(
   `Reference: heun with ${f.refSteps} steps (NFE ${ref.nfe}); against ${
     f.refSteps / 2
   } steps its median RMSE is ` +
-    `${refCheck.toExponential(2)} (${refVerdict()}). Reference samples: FD ${fmt(refScore.fd)}, ` +
-    `accuracy ${(100 * refScore.acc).toFixed(1)}%. FD of ${N} real digits against all 10,000: ${
-      fmt(score.realFloor)
-    } ` +
-    `(the small-sample floor: with N = ${N} in 128-D, FD is biased upwards; compare rows, not with published FIDs).`,
+    `${refCheck.toExponential(2)} (${refVerdict()}).` +
+    (refScore && score
+      ? ` Reference samples: FD ${fmt(refScore.fd)}, ` +
+        `accuracy ${(100 * refScore.acc).toFixed(1)}%. FD of ${N} real digits against all 10,000: ${
+          fmt(score.realFloor)
+        } ` +
+        `(the small-sample floor: with N = ${N} in 128-D, FD is biased upwards; compare rows, not with published FIDs).`
+      : ""),
 );
 p();
 function refVerdict(): string {
@@ -785,8 +1001,10 @@ for (const e of equalCost) {
 }
 p();
 table("Integration error: every solver and grid; median per-sample RMSE vs the reference", "err");
-table("Fréchet distance (classifier features) vs NFE; best per column in bold", "fd");
-table("Class accuracy of the conditional samples (classifier's label = requested class)", "acc");
+if (score) {
+  table("Fréchet distance (classifier features) vs NFE; best per column in bold", "fd");
+  table("Class accuracy of the conditional samples (classifier's label = requested class)", "acc");
+}
 
 p("### Where GENIE with its head stands (integration error, best grids)");
 p();
@@ -816,24 +1034,27 @@ p(`| solver | ${AFS_OFF_NFES.map((n) => `NFE ${n}`).join(" | ")} |`);
 p(`|---|${AFS_OFF_NFES.map(() => "---").join("|")}|`);
 for (const r of afsOff) p(`| ${r.config.label} | ${r.cells.map((c) => fmt(c.err)).join(" | ")} |`);
 p();
-p("## 4. Classifier-free guidance at NFE 10");
-p();
-p("ε̃ = (1+w) ε_c − w ε_u; the head's k̃ = (1+w) k_c − w k_u (the guided derivative is linear in the two");
-p("derivatives); genie (jvp) uses the exact derivative of the guided ODE. Same latents and classes as section 3.");
-p();
-p("| solver | w | accuracy | FD |");
-p("|---|---|---|---|");
-for (const g of guided) p(`| ${g.config.label} | ${g.w} | ${(100 * g.acc).toFixed(0)}% | ${fmt(g.fd)} |`);
-p();
+if (score) {
+  p("## 4. Classifier-free guidance at NFE 10");
+  p();
+  p("ε̃ = (1+w) ε_c − w ε_u; the head's k̃ = (1+w) k_c − w k_u (the guided derivative is linear in the two");
+  p("derivatives); genie (jvp) uses the exact derivative of the guided ODE. Same latents and classes as section 3.");
+  p();
+  p("| solver | w | accuracy | FD |");
+  p("|---|---|---|---|");
+  for (const g of guided) p(`| ${g.config.label} | ${g.w} | ${(100 * g.acc).toFixed(0)}% | ${fmt(g.fd)} |`);
+  p();
+}
 
 const svg = svgPlot(
   bestRows.map((r) => ({
     label: r.config.label,
     points: r.cells.filter((c) => c.err !== undefined).map((c) => [c.nfe, c.err!] as [number, number]),
   })),
-  `mnist-unet: median RMSE vs reference (N = ${N}, AFS on, best grids)`,
+  `${MODEL_NAME}: median RMSE vs reference (N = ${N}, AFS on, best grids)`,
 );
 const svgPath = f.out.replace(/\.md$/, "-error.svg");
+await Deno.mkdir(dirname(svgPath), { recursive: true });
 await writeAtomic(svgPath, svg);
 p(`![integration error vs NFE](${svgPath.split("/").pop()})`);
 p();
@@ -846,7 +1067,7 @@ await writeAtomic(
       refCheck,
       refScore,
       refRange,
-      realFloor: score.realFloor,
+      realFloor: score?.realFloor,
       costRatios,
       head: { median: headMedian, below06: headBelow, above06: headAbove, scale: headScale },
       bestGrid: bestGrid.map((b) => ({ solver: b.family, grid: b.best.config.grid, geoErr: b.geo })),

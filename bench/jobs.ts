@@ -17,29 +17,26 @@
  * The edge's CPU time per path is read from /proc (on this 2-CPU machine it competes with the worker).
  * The report replaces the section between the bench markers in docs/jobs.md.
  */
-import { parseArgs } from "node:util";
 import { decode as mpDecode } from "@msgpack/msgpack";
+import { parseFlags } from "../core/flags.ts";
 import { freePort, spawnListening, taskArgs } from "../functions/child.ts";
 import { median } from "../core/stats.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    rounds: { type: "string", default: "15" },
-    warmup: { type: "string", default: "1" },
-    samples: { type: "string", default: "512" },
-    chunk: { type: "string", default: "auto" },
-    parallel: { type: "string", default: "2" },
-    nfe: { type: "string", default: "10" },
-    solver: { type: "string", default: "genie" },
-    out: { type: "string", default: "docs/jobs.md" },
-  },
-});
-const ROUNDS = Number(flags.rounds), WARMUP = Number(flags.warmup);
-const N = Number(flags.samples), PARALLEL = Number(flags.parallel);
+const { values: flags } = parseFlags(Deno.args, [
+  { flag: "--rounds", kind: "int", min: 1, default: 15 },
+  { flag: "--warmup", kind: "int", min: 0, default: 1 },
+  { flag: "--samples", kind: "int", min: 1, default: 512 },
+  { flag: "--chunk", kind: "string", default: "auto" },
+  { flag: "--parallel", kind: "int", min: 1, default: 2 },
+  { flag: "--nfe", kind: "int", min: 1, default: 10 },
+  { flag: "--solver", kind: "string", default: "genie" },
+  { flag: "--out", kind: "string", default: "docs/jobs.md" },
+], { help: false });
+const ROUNDS = flags.rounds, WARMUP = flags.warmup;
+const N = flags.samples, PARALLEL = flags.parallel;
 /** Samples per chunk: --chunk, or the job default (the model's max_batch) with "auto". */
 let CHUNK = flags.chunk === "auto" ? 0 : Number(flags.chunk);
-const NFE = Number(flags.nfe), SOLVER = flags.solver!;
+const NFE = flags.nfe, SOLVER = flags.solver;
 const MODEL = "mnist-mix";
 const SECRET = "bench-secret";
 const START = "<!-- bench:jobs:start -->";
@@ -229,13 +226,13 @@ ${navigator.hardwareConcurrency} logical CPUs, Deno ${Deno.version.deno}, load a
 ${END}`;
     let doc = "";
     try {
-      doc = await Deno.readTextFile(flags.out!);
+      doc = await Deno.readTextFile(flags.out);
     } catch { /* new file */ }
     const a = doc.indexOf(START), b = doc.indexOf(END);
     doc = a >= 0 && b > a
       ? doc.slice(0, a) + section + doc.slice(b + END.length)
       : doc + "\n" + section + "\n";
-    await Deno.writeTextFile(flags.out!, doc);
+    await Deno.writeTextFile(flags.out, doc);
     console.log(section);
   } finally {
     await edge.stop();

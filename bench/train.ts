@@ -24,7 +24,7 @@ import { Trainer } from "../training/trainer.ts";
 import type { TrainingGraph } from "../onnx/grad.ts";
 import { rngStream } from "../core/rng.ts";
 import { vpLinearSchedule } from "../core/schedule.ts";
-import { loadDigits, log, parseFlags, writeAtomic } from "../training/common.ts";
+import { loadDigits, log, parseTrainingFlags, writeAtomic } from "../training/common.ts";
 import { preconditionedBatch } from "../training/precondition.ts";
 import { buildMnistUNet, PRECONDITION, TIME_SAMPLING, TRAIN_DEFAULTS } from "../training/train.ts";
 
@@ -117,7 +117,7 @@ function opTable(train: OpTotal[], forward: OpTotal[]): string[] {
 }
 
 if (import.meta.main) {
-  const f = parseFlags(Deno.args, DEFAULTS, { threads: 1, steps: 1, profileBatch: 1 });
+  const f = parseTrainingFlags(Deno.args, DEFAULTS, { threads: 1, steps: 1, profileBatch: 1 });
   const batches = String(f.batches).split(",").map(Number);
   if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new Error(`--batches: ${f.batches}`);
   const load = Deno.loadavg()[0];

@@ -1,6 +1,6 @@
 /**
  * `deno task bench:worker [--soak-seconds 10] [--reps 9] [--threads 2] [--models mnist-unet,mnist-mix]
- *   [--load-model mnist-mix] [--out docs/worker.md]`
+ *   [--load-model mnist-mix] [--fair-big-model mnist-unet] [--fair-big-steps 60] [--out docs/worker.md]`
  *
  * Measures the worker in-process (the exported fetch handler, msgpack bodies, the scheduler and the
  * inference thread; no sockets) and writes a report:
@@ -12,7 +12,14 @@
  * - batching: throughput of 32 concurrent single-sample clients ÷ throughput of one 32-sample request,
  *   on each of --models;
  * - latency percentiles of single-sample requests under that load, on --load-model;
- * - RSS over a soak of concurrent clients (length set by --soak-seconds), on --load-model.
+ * - fairness: p50/p99 of small requests on --load-model while a maximal request (max_batch samples of
+ *   --fair-big-model, ddim, --fair-big-steps steps) runs, against alone, with the scheduler's quantum and
+ *   without its cut (--fair-only runs this section alone);
+ * - RSS over a soak of concurrent clients (length set by --soak-seconds), on --load-model;
+ * - the spin policy of the inference thread's sessions (GENIE_WORKER_SPIN auto, on, off side by side, each in
+ *   its own inference thread): GENIE with the JVP graph and DPM-Solver++(2M) at batch 1 on --spin-model,
+ *   against their floor, the same calls grouped by graph and made back to back (--spin-only runs this
+ *   section alone).
  *
  * Every number is a median over --reps repetitions measured side by side in one run. Requests pin the grid
  * (quadratic) so that a model's own default grid does not change what is compared; the tables report
@@ -39,6 +46,11 @@ const { values: flags } = parseArgs({
     models: { type: "string", default: "mnist-unet,mnist-mix" },
     "load-model": { type: "string", default: "mnist-mix" },
     nfe: { type: "string", default: "10" },
+    "spin-model": { type: "string", default: "mnist-unet" },
+    "spin-only": { type: "boolean", default: false },
+    "fair-only": { type: "boolean", default: false },
+    "fair-big-model": { type: "string", default: "mnist-unet" },
+    "fair-big-steps": { type: "string", default: "60" },
     out: { type: "string", default: "docs/worker.md" },
   },
 });
@@ -47,7 +59,13 @@ const REPS = Number(flags.reps);
 const THREADS = Number(flags.threads);
 const MODEL = flags["load-model"]!;
 const OVERHEAD_MODELS = flags.models!.split(",").map((m) => m.trim()).filter(Boolean);
-const ALL_MODELS = [...new Set([MODEL, ...OVERHEAD_MODELS])];
+const SPIN_MODEL = flags["spin-model"]!;
+const SPIN_ONLY = flags["spin-only"]!;
+const FAIR_BIG_MODEL = flags["fair-big-model"]!;
+const FAIR_BIG_STEPS = Number(flags["fair-big-steps"]);
+const FAIR_ALONE = 40;
+const FAIR_ONLY = flags["fair-only"]!;
+const ALL_MODELS = [...new Set([MODEL, ...OVERHEAD_MODELS, SPIN_MODEL, FAIR_BIG_MODEL])];
 const NFE = Number(flags.nfe);
 
 const fmt = (x: number, digits = 2) => x.toFixed(digits);
@@ -192,7 +210,8 @@ out(
 out();
 out(
   `Machine: ${navigator.hardwareConcurrency} logical CPUs, ${process.platform}/${process.arch}; ` +
-    `provider **${provider}**, ORT intra-op threads ${THREADS}; Deno ${
+    `provider **${provider}**, ORT intra-op threads ${THREADS}, GENIE_WORKER_SPIN auto (the sessions' ` +
+    `policy: ${thread.models.get(MODEL)!.spin}) except in "Spin policy"; Deno ${
       (globalThis as { Deno?: { version: { deno: string } } }).Deno?.version.deno ?? "?"
     }.`,
 );
@@ -213,6 +232,160 @@ out(
     `shared machine inflate and scatter these timings, so compare rows of one run only.`,
 );
 out();
+
+/**
+ * The spin policy, side by side: one inference thread per GENIE_WORKER_SPIN setting (auto, on, off), each
+ * holding every graph of SPIN_MODEL as the worker would (eps, head, the JVP graph), behind its own worker app.
+ * Per repetition and setting, in rotating order: a timed sampling run, the same run again recorded, then its
+ * calls replayed one by one in their order and grouped by graph (all eps calls back to back, then all JVP
+ * calls): the grouped replay is the run's floor, what its calls cost when no session ever follows another.
+ */
+async function spinSection(): Promise<void> {
+  const info = registry.models.get(SPIN_MODEL)!;
+  const B = 1;
+  out(`## Spin policy: alternating sessions at batch ${B}`);
+  out();
+  if (!info.graphPaths.jvp) {
+    out(`Skipped: \`${SPIN_MODEL}\` has no JVP graph (${info.unavailable?.jvp?.reason ?? "none"}).`);
+    out();
+    return;
+  }
+  type Call = { graph: GraphKind; feeds: Record<string, WireTensor> };
+  const settings = [["auto", undefined], ["on", true], ["off", false]] as const;
+  const setups: {
+    label: string;
+    policy: string;
+    thread: InferenceThread;
+    app: WorkerApp;
+    recorded?: Call[];
+  }[] = [];
+  for (const [label, spinning] of settings) {
+    const t = await InferenceThread.start([info], {
+      providers: ["cuda", "cpu"],
+      intraOpThreads: THREADS,
+      spinning,
+    });
+    const setup = { label, policy: t.models.get(SPIN_MODEL)!.spin, thread: t } as (typeof setups)[number];
+    const recordingRun = {
+      run(model: string, graph: GraphKind, feeds: Record<string, WireTensor>) {
+        setup.recorded?.push({ graph, feeds: copyFeeds(feeds) });
+        return t.run(model, graph, feeds);
+      },
+      close: () => Promise.resolve(),
+    };
+    setup.app = await createWorkerApp({
+      models: [SPIN_MODEL],
+      inference: recordingRun,
+      maxQueue: 64,
+      log: () => {},
+    });
+    setups.push(setup);
+  }
+  const pause = () => new Promise((r) => setTimeout(r, 100));
+  /** Σ of the wall times of `calls` made one by one through `t`, in the given order. */
+  const replayOn = async (t: InferenceThread, calls: Call[]) => {
+    let total = 0;
+    for (const { graph, feeds } of calls) {
+      const copy = copyFeeds(feeds);
+      const t0 = performance.now();
+      await t.run(SPIN_MODEL, graph, copy);
+      total += performance.now() - t0;
+    }
+    return total;
+  };
+  const runs = [
+    ["genie", "jvp", { genie_derivative: "jvp" }],
+    ["dpmpp-2m", "—", {}],
+  ] as const;
+  type Row = { walls: number[]; inOrder: number[]; floors: number[]; last?: Sampled };
+  const rows = new Map<string, Row>();
+  for (const [solver, , extra] of runs) {
+    for (const s of setups) await sample(B, solver, extra, s.app, SPIN_MODEL);
+  }
+  for (let r = 0; r < REPS; r++) {
+    const order = setups.map((_, i) => setups[(i + r) % setups.length]);
+    for (const [solver, , extra] of runs) {
+      for (const s of order) {
+        const row = rows.get(`${solver} ${s.label}`) ?? { walls: [], inOrder: [], floors: [] };
+        rows.set(`${solver} ${s.label}`, row);
+        const seeds = Array.from({ length: B }, () => seedBase++ % 2 ** 32);
+        await pause();
+        row.last = await sample(B, solver, extra, s.app, SPIN_MODEL, seeds);
+        row.walls.push(row.last.ms);
+        s.recorded = [];
+        await sample(B, solver, extra, s.app, SPIN_MODEL, seeds);
+        const made = s.recorded;
+        s.recorded = undefined;
+        await pause();
+        row.inOrder.push(await replayOn(s.thread, made));
+        const graphs = [...new Set(made.map((c) => c.graph))];
+        await pause();
+        row.floors.push(await replayOn(s.thread, graphs.flatMap((g) => made.filter((c) => c.graph === g))));
+      }
+    }
+  }
+  out(
+    `Settings: \`${SPIN_MODEL}\`, batch ${B}, NFE ${NFE}, grid quadratic, unconditional; GENIE with the JVP ` +
+      "graph (one eps and one JVP call per step, alternating) and DPM-Solver++(2M) (eps calls only). Each " +
+      "setting of `GENIE_WORKER_SPIN` has its own inference thread holding every graph of the model " +
+      `(${
+        Object.keys(info.graphPaths).filter((g) => g !== "features").join(", ")
+      }), as the worker loads it, ` +
+      "and its own worker app; the settings take turns in rotating order with 100 ms pauses between " +
+      `measurements, ${REPS} repetitions, medians. **policy** is what each session got (onnx/ort.ts ` +
+      "`SpinPolicy`: on spins also between calls, run only while a call runs, off never). **in order** replays " +
+      "the run's own calls one by one in their order; **floor** replays the same calls grouped by graph (all " +
+      "eps calls back to back, then all JVP calls), so that no session ever follows another: what the calls " +
+      "cost without alternation.",
+  );
+  out();
+  out(
+    "| solver | derivative | calls | setting | policy | sampling ms | in order ms | floor ms | sampling ÷ floor | sampling ÷ auto's |",
+  );
+  out("| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |");
+  const summary: string[] = [];
+  for (const [solver, derivative] of runs) {
+    const auto = median(rows.get(`${solver} auto`)!.walls);
+    const parts: string[] = [];
+    for (const s of setups) {
+      const row = rows.get(`${solver} ${s.label}`)!;
+      const wall = median(row.walls), floor = median(row.floors);
+      const ratio = median(row.walls.map((w, i) => w / row.floors[i]));
+      out(
+        `| ${solver} | ${derivative} | ${row.last!.calls} | ${s.label} | ${s.policy} | ${fmt(wall, 1)} | ${
+          fmt(median(row.inOrder), 1)
+        } | ${fmt(floor, 1)} | ${fmt(ratio)} | ${fmt(wall / auto)} |`,
+      );
+      parts.push(`${s.label} ${fmt(wall, 1)} ms (${fmt(ratio)}× its floor)`);
+    }
+    summary.push(`${solver}${derivative === "jvp" ? " (jvp)" : ""}: ${parts.join(", ")}`);
+  }
+  out();
+  out(`At batch ${B}: ${summary.join("; ")}.`);
+  out();
+  out(
+    "Each session has its own intra-op thread pool (onnxruntime-node creates no shared one). Spinning " +
+      "between calls pays where one session runs every call; where calls alternate between sessions, the " +
+      "threads of the one that just ran keep spinning through the next one's call and take its cores. " +
+      "Auto (gpu-worker/inference.ts `spinPolicy`) spins between calls only when the thread holds a single " +
+      "session, and otherwise spins only while a call runs.",
+  );
+  out();
+  for (const s of setups) {
+    await s.app.shutdown();
+    await s.thread.close();
+  }
+}
+
+if (SPIN_ONLY || FAIR_ONLY) {
+  if (SPIN_ONLY) await spinSection();
+  if (FAIR_ONLY) await fairnessSection();
+  await app.shutdown();
+  await thread.close();
+  writeFileSync(flags.out!, lines.join("\n") + "\n");
+  console.log(lines.join("\n"));
+  process.exit(0);
+}
 
 // 1. Overhead.
 out("## Overhead: sampling wall time ÷ (calls × forward time at the same batch)");
@@ -360,7 +533,63 @@ out();
   await instant.shutdown();
 }
 
+// 1c. The spin policy.
+await spinSection();
+
 // 2. Batching: 32 concurrent single-sample clients vs one 32-sample request, on each model.
+/**
+ * Small requests (1 sample of --load-model, genie NFE --nfe) alone, then in a closed loop while one maximal
+ * request runs (max_batch samples of --fair-big-model, ddim, --fair-big-steps steps): their p50/p99 against
+ * alone, and what the maximal request pays. Side by side: the default quantum, and an unbounded one
+ * (the rotation alone: each call of the big request takes a whole batch).
+ */
+async function fairnessSection(): Promise<void> {
+  const big = FAIR_BIG_MODEL, bigN = registry.models.get(big)!.manifest.limits.max_batch;
+  out("## Fairness: small requests beside a maximal one");
+  out();
+  out(
+    `Settings: small = 1-sample ${MODEL} genie NFE ${NFE}, one closed-loop client; maximal = ${bigN}-sample ` +
+      `${big} ddim ${FAIR_BIG_STEPS} steps (its max_batch). "alone" = the small requests with nothing else ` +
+      `running (${FAIR_ALONE} requests). Quantum: the scheduler's per-turn inference time (` +
+      '`--quantum-ms`, gpu-worker/README.md "Scheduling"); ∞ = no cut, the rotation alone.',
+  );
+  out();
+  out(
+    "| quantum | small alone p50 ms | p99 ms | small beside maximal p50 ms | p99 ms | p50 ÷ alone | " +
+      "small requests served | maximal request s | maximal alone s |",
+  );
+  out("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  const bigSteps = { nfe: FAIR_BIG_STEPS };
+  for (const quantum of [20, 1e9]) {
+    const fairApp = await createWorkerApp({
+      models: ALL_MODELS,
+      inference,
+      maxQueue: 1024,
+      quantumMs: quantum,
+      log: () => {},
+    });
+    await sample(1, "genie", {}, fairApp);
+    await sample(bigN, "ddim", { nfe: 2 }, fairApp, big);
+    const alone: number[] = [];
+    for (let i = 0; i < FAIR_ALONE; i++) alone.push((await sample(1, "genie", {}, fairApp)).ms);
+    const bigAlone = (await sample(bigN, "ddim", bigSteps, fairApp, big)).ms;
+    const beside: number[] = [];
+    let done = false;
+    const bigRun = sample(bigN, "ddim", bigSteps, fairApp, big).then((r) => (done = true, r));
+    await new Promise((r) => setTimeout(r, 50));
+    while (!done) beside.push((await sample(1, "genie", {}, fairApp)).ms);
+    const bigMs = (await bigRun).ms;
+    await fairApp.shutdown();
+    const p50 = quantile(beside, 0.5), a50 = quantile(alone, 0.5);
+    out(
+      `| ${quantum >= 1e9 ? "∞" : `${quantum} ms`} | ${fmt(a50, 1)} | ${fmt(quantile(alone, 0.99), 1)} | ` +
+        `${fmt(p50, 1)} | ${fmt(quantile(beside, 0.99), 1)} | ${fmt(p50 / a50, 1)} | ${beside.length} | ` +
+        `${fmt(bigMs / 1000, 2)} | ${fmt(bigAlone / 1000, 2)} |`,
+    );
+  }
+  out();
+}
+
 const C = 32;
 out(`## Batching: ${C} concurrent single-sample clients vs one ${C}-sample request`);
 out();
@@ -456,6 +685,9 @@ out(
     } |`,
 );
 out();
+
+// 3b. Fairness: small requests beside a maximal one, with the scheduler's quantum and without its cut.
+await fairnessSection();
 
 // 4. Memory over a soak.
 out("## Memory over a soak");

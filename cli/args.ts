@@ -1,7 +1,9 @@
 /**
- * Strict flag parsing for `deno task sample` and `deno task encode` (docs/contracts.md §1). Every problem
- * is a {@link UsageError} whose one-line message starts with the flag it is about.
+ * Strict flag parsing for `deno task sample` and `deno task encode` (docs/contracts.md §1): their flag
+ * tables, read by core/flags.ts, and the checks between flags. Every problem is a {@link UsageError} whose
+ * one-line message starts with the flag it is about.
  */
+import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { GRID_KINDS, type GridKind } from "../core/grid.ts";
 import { MAX_PNG_SCALE } from "../core/image.ts";
 import {
@@ -19,13 +21,7 @@ import {
   type SolverVariant,
 } from "../core/solvers/types.ts";
 
-/** A bad command line; `flag` names the offending flag (e.g. "--steps"). */
-export class UsageError extends Error {
-  constructor(readonly flag: string, message: string) {
-    super(`${flag}: ${message}`);
-    this.name = "UsageError";
-  }
-}
+export { UsageError };
 
 /** The flag of each solve setting, by its request name (core/plan.ts names refused settings so). */
 export const FIELD_FLAGS: Readonly<Record<string, string>> = {
@@ -88,8 +84,7 @@ export function solveRequestOf(a: {
   };
 }
 
-export const OUTPUT_EXTENSIONS = [".npy", ".png", ".msgpack"] as const;
-export const VARIANTS = SOLVER_VARIANTS;
+const OUTPUT_EXTENSIONS = [".npy", ".png", ".msgpack"] as const;
 export type Variant = SolverVariant;
 
 /** Flags shared by both commands: the model, the solver and its grid. */
@@ -126,6 +121,9 @@ export interface SampleArgs extends SolveArgs {
   /** Seed of the first sample; −1 (random) is replaced by a drawn seed before the run. */
   seed: number;
   latents?: string;
+  /** img2img: the starting images (IN.npy or IN.png) and how far into the noise they go, in (0, 1]. */
+  images?: string;
+  strength?: number;
   /** Integer upscaling factor of a PNG --out (nearest neighbour; default 1). */
   scale: number;
 }
@@ -140,116 +138,51 @@ export interface HelpRequest {
   help: true;
 }
 
-type Kind = "string" | "int" | "number" | "bool";
-
-interface FlagSpec {
-  flag: string;
-  key: string;
-  kind: Kind;
-  /** Allowed values of a string flag. */
-  values?: readonly string[];
-  min?: number;
-  max?: number;
-  /** Strictly greater than `min`. */
-  positive?: boolean;
-}
-
 const SOLVE_FLAGS: FlagSpec[] = [
-  { flag: "--model", key: "model", kind: "string" },
-  { flag: "--solver", key: "solver", kind: "string" },
-  { flag: "--steps", key: "steps", kind: "int", min: 1 },
-  { flag: "--nfe", key: "nfe", kind: "int", min: 1 },
-  { flag: "--grid", key: "grid", kind: "string", values: GRID_KINDS },
-  { flag: "--rho", key: "rho", kind: "number", min: 0, positive: true },
-  { flag: "--t-min", key: "tMin", kind: "number", min: 0, positive: true },
-  { flag: "--t-max", key: "tMax", kind: "number", min: 0, positive: true },
-  { flag: "--genie-derivative", key: "genieDerivative", kind: "string", values: DERIVATIVE_SOURCES },
-  { flag: "--order", key: "order", kind: "int", min: 1 },
-  { flag: "--variant", key: "variant", kind: "string", values: VARIANTS },
-  { flag: "--class", key: "class", kind: "int", min: 0 },
-  { flag: "--guidance", key: "guidance", kind: "number" },
-  { flag: "--guidance-scale", key: "guidanceScale", kind: "number" },
-  { flag: "--out", key: "out", kind: "string" },
-  { flag: "--json", key: "json", kind: "bool" },
-  { flag: "--quiet", key: "quiet", kind: "bool" },
-  { flag: "--threads", key: "threads", kind: "int", min: 1, max: 1024 },
+  { flag: "--model", kind: "string" },
+  { flag: "--solver", kind: "string" },
+  { flag: "--steps", kind: "int", min: 1 },
+  { flag: "--nfe", kind: "int", min: 1 },
+  { flag: "--grid", kind: "string", values: GRID_KINDS },
+  { flag: "--rho", kind: "number", min: 0, positive: true },
+  { flag: "--t-min", kind: "number", min: 0, positive: true },
+  { flag: "--t-max", kind: "number", min: 0, positive: true },
+  { flag: "--genie-derivative", kind: "string", values: DERIVATIVE_SOURCES },
+  { flag: "--order", kind: "int", min: 1 },
+  { flag: "--variant", kind: "string", values: SOLVER_VARIANTS },
+  { flag: "--class", kind: "int", min: 0 },
+  { flag: "--guidance", kind: "number" },
+  { flag: "--guidance-scale", kind: "number" },
+  { flag: "--out", kind: "string" },
+  { flag: "--json", kind: "bool" },
+  { flag: "--quiet", kind: "bool" },
+  { flag: "--threads", kind: "int", min: 1, max: 1024 },
 ];
 
 const SAMPLE_FLAGS: FlagSpec[] = [
   ...SOLVE_FLAGS,
-  { flag: "--afs", key: "afs", kind: "bool" },
-  { flag: "--denoise", key: "denoise", kind: "bool" },
-  { flag: "--n", key: "n", kind: "int", min: 1, max: 1_000_000 },
-  { flag: "--seed", key: "seed", kind: "int", min: -1, max: 0xffffffff },
-  { flag: "--latents", key: "latents", kind: "string" },
-  { flag: "--scale", key: "scale", kind: "int", min: 1, max: MAX_PNG_SCALE },
+  { flag: "--afs", kind: "bool" },
+  { flag: "--denoise", kind: "bool" },
+  { flag: "--n", kind: "int", min: 1, max: 1_000_000 },
+  { flag: "--seed", kind: "int", min: -1, max: 0xffffffff },
+  { flag: "--latents", kind: "string" },
+  { flag: "--images", kind: "string" },
+  { flag: "--strength", kind: "number", min: 0, positive: true, max: 1 },
+  { flag: "--scale", kind: "int", min: 1, max: MAX_PNG_SCALE },
 ];
 
 const ENCODE_FLAGS: FlagSpec[] = [
   ...SOLVE_FLAGS,
-  { flag: "--images", key: "images", kind: "string" },
+  { flag: "--images", kind: "string" },
 ];
 
-const INT_RE = /^[+-]?\d+$/;
-const NUMBER_RE = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
-
-function parseValue(spec: FlagSpec, raw: string): string | number | boolean {
-  const { flag } = spec;
-  if (spec.kind === "bool") {
-    if (raw === "true") return true;
-    if (raw === "false") return false;
-    throw new UsageError(flag, `takes no value (or =true/=false), got ${JSON.stringify(raw)}`);
-  }
-  if (spec.kind === "string") {
-    if (raw === "") throw new UsageError(flag, "needs a non-empty value");
-    if (spec.values && !spec.values.includes(raw)) {
-      throw new UsageError(flag, `must be one of ${spec.values.join(", ")}, got ${JSON.stringify(raw)}`);
-    }
-    return raw;
-  }
-  const isInt = spec.kind === "int";
-  if (!(isInt ? INT_RE : NUMBER_RE).test(raw)) {
-    throw new UsageError(flag, `expected ${isInt ? "an integer" : "a number"}, got ${JSON.stringify(raw)}`);
-  }
-  const v = Number(raw);
-  if (!Number.isFinite(v) || (isInt && !Number.isSafeInteger(v))) {
-    throw new UsageError(flag, `number out of range: ${raw}`);
-  }
-  if (spec.min !== undefined && (spec.positive ? v <= spec.min : v < spec.min)) {
-    throw new UsageError(flag, `must be ${spec.positive ? ">" : "≥"} ${spec.min}, got ${raw}`);
-  }
-  if (spec.max !== undefined && v > spec.max) throw new UsageError(flag, `must be ≤ ${spec.max}, got ${raw}`);
-  return v;
-}
-
-/** Reads `--flag value`, `--flag=value` and bare boolean flags; rejects unknown, repeated and positional ones. */
-function parseFlags(argv: readonly string[], specs: FlagSpec[]): Record<string, unknown> | HelpRequest {
-  const out: Record<string, unknown> = {};
-  const seen = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === "--help" || arg === "-h") return { help: true };
-    if (!arg.startsWith("--")) {
-      throw new UsageError(arg, "unexpected argument (flags start with --; see --help)");
-    }
-    const eq = arg.indexOf("=");
-    const flag = eq < 0 ? arg : arg.slice(0, eq);
-    const spec = specs.find((s) => s.flag === flag);
-    if (!spec) throw new UsageError(flag, "unknown flag (see --help)");
-    if (seen.has(flag)) throw new UsageError(flag, "given more than once");
-    seen.add(flag);
-    let raw: string;
-    if (eq >= 0) raw = arg.slice(eq + 1);
-    else if (spec.kind === "bool") raw = "true";
-    else {
-      const next = argv[i + 1];
-      if (next === undefined || next.startsWith("--")) throw new UsageError(flag, "missing value");
-      raw = next;
-      i++;
-    }
-    out[spec.key] = parseValue(spec, raw);
-  }
-  return out;
+/** Reads the flags (core/flags.ts): `--help` asks for the help text instead of a run. */
+function readFlags(
+  argv: readonly string[],
+  specs: readonly FlagSpec[],
+): Record<string, unknown> | HelpRequest {
+  const { values, help } = parseFlags(argv, specs);
+  return help ? { help: true } : values as Record<string, unknown>;
 }
 
 function extension(path: string): string {
@@ -294,13 +227,21 @@ function checkSolve(a: Record<string, unknown>, direction: Direction): void {
  * diffusers' guidance scale s as this project's guidance w: s = 1 + w (s = 1 is no guidance), rounded
  * to 12 significant digits so that e.g. s = 1.1 gives w = 0.1.
  */
-export function guidanceFromScale(s: number): number {
+function guidanceFromScale(s: number): number {
   return Number((s - 1).toPrecision(12));
+}
+
+/** `--images` names a .npy tensor [n, …sample shape] or a .png image of the sample shape. */
+function checkImagesPath(path: string): void {
+  const ext = extension(path);
+  if (ext !== ".npy" && ext !== ".png") {
+    throw new UsageError("--images", `must be a .npy or .png file, got ${JSON.stringify(path)}`);
+  }
 }
 
 /** Parses the flags of `deno task sample`. */
 export function parseSampleArgs(argv: readonly string[]): SampleArgs | HelpRequest {
-  const a = parseFlags(argv, SAMPLE_FLAGS);
+  const a = readFlags(argv, SAMPLE_FLAGS);
   if ("help" in a) return a as HelpRequest;
   checkSolve(a, "sample");
   if (a.out !== undefined) {
@@ -315,6 +256,13 @@ export function parseSampleArgs(argv: readonly string[]): SampleArgs | HelpReque
   if (a.latents !== undefined && extension(a.latents as string) !== ".npy") {
     throw new UsageError("--latents", `must be a .npy file, got ${JSON.stringify(a.latents)}`);
   }
+  if (a.images !== undefined) {
+    checkImagesPath(a.images as string);
+    if (a.latents !== undefined) throw new UsageError("--images", "cannot be combined with --latents");
+    if (a.strength === undefined) {
+      throw new UsageError("--strength", "is required with --images: how far into the noise, in (0, 1]");
+    }
+  } else if (a.strength !== undefined) throw new UsageError("--strength", "needs --images (img2img)");
   if (a.scale !== undefined && (a.out === undefined || extension(a.out as string) !== ".png")) {
     throw new UsageError("--scale", "only applies to a PNG --out (OUT.png)");
   }
@@ -323,14 +271,12 @@ export function parseSampleArgs(argv: readonly string[]): SampleArgs | HelpReque
 
 /** Parses the flags of `deno task encode`. */
 export function parseEncodeArgs(argv: readonly string[]): EncodeArgs | HelpRequest {
-  const a = parseFlags(argv, ENCODE_FLAGS);
+  const a = readFlags(argv, ENCODE_FLAGS);
   if ("help" in a) return a as HelpRequest;
   checkSolve(a, "encode");
   if (a.steps === undefined && a.nfe === undefined) throw new UsageError("--steps", "is required (or --nfe)");
-  if (a.images === undefined) throw new UsageError("--images", "is required (an IN.npy of images)");
-  if (extension(a.images as string) !== ".npy") {
-    throw new UsageError("--images", `must be a .npy file, got ${JSON.stringify(a.images)}`);
-  }
+  if (a.images === undefined) throw new UsageError("--images", "is required (an IN.npy or IN.png of images)");
+  checkImagesPath(a.images as string);
   if (a.out === undefined) throw new UsageError("--out", "is required (LATENTS.npy or LATENTS.msgpack)");
   const ext = extension(a.out as string);
   if (ext !== ".npy" && ext !== ".msgpack") {
@@ -340,7 +286,7 @@ export function parseEncodeArgs(argv: readonly string[]): EncodeArgs | HelpReque
 }
 
 /** Defaults applied when a flag is absent, shown in the help texts. */
-export const DEFAULTS = {
+const DEFAULTS = {
   nfe: DEFAULT_NFE,
   n: 1,
   seed: 0,
@@ -435,6 +381,12 @@ ${solveHelp(solvers)}
                               so a seed gives the same sample whatever --n and its position;
                               -1 draws a random seed (reported in the summary and the PNG text)
   --latents IN.npy            x at t_max (VP scale), shape [n, …sample shape]; overrides --seed, --n
+  --images IN.npy|IN.png      img2img: start from these images (.npy [n, …sample shape] in model
+                              space, or one .png of the sample shape); needs --strength; overrides
+                              --seed and --n
+  --strength S                img2img: in (0, 1]; the images are encoded along the ODE from t_min to
+                              t = S · t_max, then sampled back from there with the same settings
+                              (1: sampling from their latents; small: close to the images)
   --out OUT.npy|OUT.png|OUT.msgpack
                               write the samples [n, …sample shape]: .npy (float32, C order),
                               .png (one grid of all samples; image shapes [C,H,W], C = 1 or 3),
@@ -455,14 +407,15 @@ Exit status: 0 on success, 2 on bad arguments (one line on stderr naming the fla
 
 /** The `deno task encode --help` text, listing the registered solvers. */
 export function encodeHelp(solvers: readonly SolverHelp[]): string {
-  return `Usage: deno task encode --model NAME|gmm:SPEC.json --solver S --steps N --images IN.npy --out LATENTS.npy [options]
+  return `Usage: deno task encode --model NAME|gmm:SPEC.json --solver S --steps N --images IN.npy|IN.png --out LATENTS.npy [options]
 
 Encodes data into latents by solving the probability-flow ODE forwards from t_min to t_max on the
 sampling grid reversed (no AFS, no denoising). The data are taken as x at t_min; decoding with
 \`deno task sample --latents\` and the same solver and grid returns them up to the solver's error.
 
 ${solveHelp(solvers)}
-  --images IN.npy             (required) the data, shape [n, …sample shape], in model space
+  --images IN.npy|IN.png      (required) the data: .npy [n, …sample shape] in model space, or one
+                              .png of the sample shape (pixels mapped to [−1, 1])
   --out LATENTS.npy|LATENTS.msgpack
                               (required) where to write the latents x at t_max
 ${COMMON_TAIL}

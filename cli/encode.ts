@@ -7,7 +7,7 @@
  */
 import { encodeHelp, parseEncodeArgs, withExitCode } from "./args.ts";
 import { resolveModel } from "./models.ts";
-import { checkOutput, readNpy, writeOutput } from "./output.ts";
+import { checkOutput, readImages, writeOutput } from "./output.ts";
 import { encodeOnce, solveOptionsFrom, summary } from "./run.ts";
 import { getSolver, solverNames } from "../core/solvers/registry.ts";
 import { commandProgress } from "./progress.ts";
@@ -23,7 +23,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const model = await resolveModel(args.model, { threads: args.threads });
     try {
       checkOutput(args.out, model.shape);
-      const images = await readNpy(args.images, "--images");
+      const images = await readImages(args.images, "--images", model.shape);
       const bar = commandProgress(args);
       const result = await encodeOnce(model, {
         ...solveOptionsFrom(args),

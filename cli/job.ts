@@ -41,9 +41,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       case "submit": {
         const body: Record<string, unknown> = {
           request: await buildRequest(args),
-          count: Number(args.flags.count),
+          count: args.flags.count,
         };
-        if (args.flags.chunk !== undefined) body.chunk = Number(args.flags.chunk);
+        if (args.flags.chunk !== undefined) body.chunk = args.flags.chunk;
         if (args.flags.schedule !== undefined) body.schedule = args.flags.schedule;
         const job = await client.json<Job>("POST", "/v1/jobs", body);
         if (!args.flags.wait) {

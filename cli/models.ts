@@ -12,7 +12,7 @@ import type { CostRatios } from "../core/cost.ts";
 import { gmmEvaluator, GmmSpecError, parseGmmSpec } from "../core/gmm.ts";
 import type { Schedule } from "../core/schedule.ts";
 import type { GridDefaults } from "../core/solvers/registry.ts";
-import type { AsyncEvaluator, Evaluator } from "../core/solvers/drive.ts";
+import type { AsyncEvaluator, CallGraph, Evaluator } from "../core/solvers/drive.ts";
 import type { DerivativeSource } from "../core/solvers/types.ts";
 import { parseProviders, type Provider } from "../onnx/ort.ts";
 import { UsageError } from "./args.ts";
@@ -38,6 +38,11 @@ export interface ResolvedModel {
   close?: () => void | Promise<void>;
   /** The execution provider of an ONNX model (e.g. "cpu" or "cuda"). */
   provider?: string;
+  /**
+   * Loads the graphs a run will call and warms them up at the call sizes of `rows` rows (ONNX models;
+   * before the timed solve, so that its first calls are not cold).
+   */
+  prepare?: (graphs: readonly CallGraph[], rows: number) => Promise<void>;
 }
 
 /** How named (ONNX) models are opened; the defaults suit the command line. */
@@ -64,7 +69,7 @@ export async function resolveModel(name: string, opts: ResolveOptions = {}): Pro
 }
 
 /** The names `--model` accepts in a models directory: its model folders and the built-in models. */
-export async function modelNames(dir: string): Promise<string[]> {
+async function modelNames(dir: string): Promise<string[]> {
   const { BUILTIN_MANIFESTS } = await import("../gpu-worker/models.ts");
   const names = new Set(BUILTIN_MANIFESTS.map((m) => m.name));
   try {
@@ -78,7 +83,7 @@ export async function modelNames(dir: string): Promise<string[]> {
 }
 
 /** The cores this process may use: the default number of ONNX Runtime compute threads. */
-export function defaultThreads(): number {
+function defaultThreads(): number {
   const n = globalThis.navigator?.hardwareConcurrency;
   return Number.isInteger(n) && n > 0 ? n : 1;
 }
@@ -104,6 +109,8 @@ async function onnxModel(name: string, opts: ResolveOptions): Promise<ResolvedMo
   const model = await openModel(name, dir, {
     providers: opts.providers ?? providersFromEnv(),
     threads: opts.threads ?? defaultThreads(),
+    // the thread starts in prepare(), with only the graphs the planned run calls
+    defer: true,
   });
   return {
     name,
@@ -115,7 +122,10 @@ async function onnxModel(name: string, opts: ResolveOptions): Promise<ResolvedMo
     defaults: model.defaults,
     costs: model.costs,
     close: () => model.close(),
-    provider: model.provider,
+    get provider() {
+      return model.provider;
+    },
+    prepare: (graphs, rows) => model.prepare(graphs, rows),
   };
 }
 

@@ -1,9 +1,9 @@
 /** Tensor files of the command line: .npy input, and .npy, .png or .msgpack output. */
-import { pack } from "msgpackr";
-import { isImageShape } from "../core/image.ts";
+import { packMsg } from "../core/api/msgpack.ts";
+import { ImageError, isImageShape } from "../core/image.ts";
 import { decodeNpy, encodeNpy, NpyError } from "../core/npy.ts";
 import { UsageError } from "./args.ts";
-import { gridPng, type PngOptions } from "../core/png.ts";
+import { decodePngSample, gridPng, gridTiles, type PngOptions } from "../core/png.ts";
 import type { ShapedData } from "./run.ts";
 
 /** Reads a `.npy` tensor given by `flag`; unreadable or malformed files are UsageErrors naming it. */
@@ -23,8 +23,47 @@ export async function readNpy(path: string, flag: string): Promise<ShapedData> {
   }
 }
 
+/**
+ * Reads images given by `flag`: a `.npy` tensor [n, …sample shape], or a `.png` in [−1, 1] (core/png.ts):
+ * one image of the sample shape [C, H, W], or a grid of them as `--out OUT.png` writes one (2-px
+ * padding, unscaled; its `Batch size` parameter says how many tiles hold samples). Unreadable files
+ * are UsageErrors naming the flag; a wrong shape is left to the caller's check.
+ */
+export async function readImages(
+  path: string,
+  flag: string,
+  sampleShape?: readonly number[],
+): Promise<ShapedData> {
+  if (!/\.png$/i.test(path)) return await readNpy(path, flag);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new UsageError(flag, `cannot read ${path}: ${e instanceof Error ? e.message : e}`);
+  }
+  try {
+    const { shape, data, parameters } = decodePngSample(bytes);
+    if (
+      sampleShape?.length === 3 && shape[0] === sampleShape[0] &&
+      (shape[1] !== sampleShape[1] || shape[2] !== sampleShape[2])
+    ) {
+      const batch = /(?:^|, )Batch size: (\d+)/.exec(parameters ?? "");
+      const grid = gridTiles(
+        { shape, data },
+        [sampleShape[1], sampleShape[2]],
+        batch ? Number(batch[1]) : undefined,
+      );
+      if (grid) return grid;
+    }
+    return { shape: [1, ...shape], data };
+  } catch (e) {
+    if (e instanceof ImageError) throw new UsageError(flag, `${path}: ${e.message}`);
+    throw e;
+  }
+}
+
 /** Float32 numbers as little-endian bytes. */
-export function float32Bytes(data: ArrayLike<number>): Uint8Array {
+function float32Bytes(data: ArrayLike<number>): Uint8Array {
   const out = new Uint8Array(4 * data.length);
   const view = new DataView(out.buffer);
   for (let i = 0; i < data.length; i++) view.setFloat32(4 * i, data[i], true);
@@ -32,8 +71,8 @@ export function float32Bytes(data: ArrayLike<number>): Uint8Array {
 }
 
 /** `{shape, dtype: "float32", data: bytes}` in plain msgpack (data is a bin field, float32 LE). */
-export function tensorMsgpack(data: ArrayLike<number>, shape: readonly number[]): Uint8Array {
-  return pack({ shape: [...shape], dtype: "float32", data: float32Bytes(data) });
+function tensorMsgpack(data: ArrayLike<number>, shape: readonly number[]): Uint8Array {
+  return packMsg({ shape: [...shape], dtype: "float32", data: float32Bytes(data) });
 }
 
 function extension(path: string): string {
@@ -61,7 +100,7 @@ export function checkOutput(path: string, sampleShape: readonly number[]): void 
  * shapes [n, C, H, W] with C = 1 or 3; `png` sets its scale and `parameters` text) or `.msgpack`.
  * Problems name --out.
  */
-export function outputBytes(
+function outputBytes(
   path: string,
   data: ArrayLike<number>,
   shape: readonly number[],
@@ -91,7 +130,7 @@ export async function writeOutput(
 }
 
 /** The folder part of a path ("" for a bare file name). */
-export function parentDir(path: string): string {
+function parentDir(path: string): string {
   const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
   return cut <= 0 ? (cut === 0 ? "/" : "") : path.slice(0, cut);
 }

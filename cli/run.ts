@@ -13,7 +13,7 @@ import {
   type SolvePlan as CorePlan,
 } from "../core/plan.ts";
 import { gaussianBatch } from "../core/rng.ts";
-import { runSolverAsync, type RunStats } from "../core/solvers/drive.ts";
+import { type CallGraph, runSolverAsync, type RunStats } from "../core/solvers/drive.ts";
 import { getSolver, type SolverInfo } from "../core/solvers/registry.ts";
 import { costFields } from "../core/cost.ts";
 import { type DerivativeSource, type SolveInput, SolverError } from "../core/solvers/types.ts";
@@ -27,7 +27,6 @@ import { type SolveArgs, solveRequestOf, UsageError, usageFromField, type Varian
 import type { ResolvedModel } from "./models.ts";
 
 /** NFE used when neither steps nor NFE is given (decided in core/plan.ts). */
-export { DEFAULT_NFE } from "../core/plan.ts";
 
 /** A tensor with its shape, row-major. */
 export interface ShapedData {
@@ -40,7 +39,7 @@ export interface SolveOptions {
   /** The solver (default: core/plan.ts's). */
   solver?: string;
   steps?: number;
-  /** Exact NFE to spend (excludes `steps`); default {@link DEFAULT_NFE} when neither is given. */
+  /** Exact NFE to spend (excludes `steps`); default core/plan.ts's DEFAULT_NFE when neither is given. */
   nfe?: number;
   grid?: GridKind;
   rho?: number;
@@ -161,7 +160,7 @@ function checkBatch(flag: string, model: ResolvedModel, t: ShapedData): number {
 }
 
 /** A resolved model as core/plan.ts sees it (no service limits on the command line). */
-export function planModelOfResolved(model: ResolvedModel): PlanModel {
+function planModelOfResolved(model: ResolvedModel): PlanModel {
   return {
     name: model.name,
     derivatives: model.derivatives,
@@ -253,6 +252,8 @@ async function solve(
   }, cond.scale ?? 0);
   const run = asUsage(() => withConditioning(info.fn(input), cond));
   const evaluate = model.evaluator;
+  // Load and warm up what the run will call, at its batch sizes, before the clock starts.
+  await model.prepare?.(graphsCalled(plan, input), cond.scale ? 2 * batch : batch);
   const start = performance.now();
   // Solvers validate their input on the first resume; option errors there still name a flag.
   const onStep = opts.onStep;
@@ -270,11 +271,28 @@ async function solve(
 }
 
 /**
+ * The graphs a planned run calls (core/solvers/drive.ts `callGraph`): ε only, except GENIE, which asks
+ * the head for ε and its derivative together, or ε then the JVP graph; with denoising, one more ε call.
+ * A graph left out here would still be loaded on first use (gpu-worker/engine.ts), only slower.
+ */
+export function graphsCalled(
+  plan: { solver: string; derivative?: string; denoise?: boolean },
+  input: SolveInput,
+): CallGraph[] {
+  if (plan.solver !== "genie") return ["eps"];
+  const source = input.tangentDerivative ? "jvp" : plan.derivative;
+  if (source === "head") return plan.denoise ? ["head", "eps"] : ["head"];
+  if (source === "jvp") return ["eps", "jvp"];
+  if (source === "fd") return ["eps"];
+  return ["eps", "head", "jvp"];
+}
+
+/**
  * The starting points x_T of a sampling run: the given latents, or per-sample noise. Seeds are
  * per-sample, as in the API and the worker: sample i of `--seed S --n N` has seed (S + i) mod 2³²
  * and starts from gaussianNoise(S + i, 0, dim), so it does not depend on N or on i's position.
  */
-export function startingPoint(model: ResolvedModel, opts: SampleOptions): { x: Float64Array; n: number } {
+function startingPoint(model: ResolvedModel, opts: SampleOptions): { x: Float64Array; n: number } {
   const dim = model.shape.reduce((a, b) => a * b, 1);
   if (opts.latents) {
     const n = checkBatch("--latents", model, opts.latents);
@@ -298,6 +316,77 @@ export async function sampleOnce(model: ResolvedModel, opts: SampleOptions): Pro
 export async function encodeOnce(model: ResolvedModel, opts: EncodeOptions): Promise<SolveResult> {
   const n = checkBatch("--images", model, opts.images);
   return await solve(model, opts, "encode", Float64Array.from(opts.images.data), n);
+}
+
+export interface Img2ImgOptions extends SolveOptions {
+  afs?: boolean;
+  denoise?: boolean;
+  /** The starting images (x at t_min, model space), shape [n, …sample shape]. */
+  images: ShapedData;
+  /** How far into the noise they are taken, in (0, 1]: both legs meet at t = strength · t_max. */
+  strength: number;
+}
+
+/** The time where an img2img run's encoding ends and its sampling starts: strength · t_max. */
+export function img2imgTime(model: ResolvedModel, opts: { tMax?: number; strength: number }): number {
+  const tMax = opts.tMax ?? model.schedule.tMax;
+  return opts.strength === 1 ? tMax : opts.strength * tMax;
+}
+
+/**
+ * img2img, as `POST /v1/samples` with `images` and `strength` runs it (docs/contracts.md §1–§2): the
+ * images encoded from t_min to t = strength · t_max, then sampled back from t with the same settings.
+ * The result's plan is the sampling's; its stats add both legs up. A leg's t_max that cannot work is a
+ * UsageError naming --strength.
+ */
+export async function img2imgOnce(model: ResolvedModel, opts: Img2ImgOptions): Promise<SolveResult> {
+  if (!(opts.strength > 0 && opts.strength <= 1)) {
+    throw new UsageError("--strength", `must be in (0, 1], got ${opts.strength}`);
+  }
+  checkBatch("--images", model, opts.images);
+  // The request's own settings first (an error names their flag), then both legs at t.
+  planSolve(model, opts, "sample");
+  const t = img2imgTime(model, opts);
+  const leg = { ...opts, tMax: t };
+  const legPlan = (direction: "sample" | "encode") => {
+    try {
+      return planSolve(model, leg, direction).plan;
+    } catch (e) {
+      if (e instanceof UsageError && (e.flag === "--t-max" || e.flag === "--t-min")) {
+        throw new UsageError(
+          "--strength",
+          `${opts.strength} starts at t = ${t} (strength · t_max): ${e.message}`,
+        );
+      }
+      throw e;
+    }
+  };
+  const encodeSteps = legPlan("encode").steps, total = encodeSteps + legPlan("sample").steps;
+  const onStep = opts.onStep;
+  const encoded = await encodeOnce(model, {
+    ...leg,
+    onStep: onStep && ((step) => onStep(step, total)),
+  });
+  const sampled = await sampleOnce(model, {
+    ...leg,
+    latents: { shape: encoded.shape, data: encoded.data },
+    onStep: onStep && ((step) => onStep(encodeSteps + step, total)),
+  });
+  const a = encoded.stats, b = sampled.stats;
+  const graphCalls = { ...a.graphCalls };
+  for (const [g, k] of Object.entries(b.graphCalls) as [keyof typeof graphCalls, number][]) {
+    graphCalls[g] = (graphCalls[g] ?? 0) + k;
+  }
+  return {
+    ...sampled,
+    stats: {
+      nfe: a.nfe + b.nfe,
+      derivEvals: a.derivEvals + b.derivEvals,
+      calls: a.calls + b.calls,
+      graphCalls,
+    },
+    seconds: encoded.seconds + sampled.seconds,
+  };
 }
 
 /**

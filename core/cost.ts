@@ -24,7 +24,7 @@ export type CostRatios = Partial<Record<CallGraph, number>>;
 export const FALLBACK_COSTS: Readonly<Record<CallGraph, number>> = { eps: 1, head: 1, jvp: 3 };
 
 /** A graph's cost ratio: the recorded one, else the fallback (then `estimated`; eps is the unit). */
-export function costRatio(graph: CallGraph, costs?: CostRatios): { ratio: number; estimated: boolean } {
+function costRatio(graph: CallGraph, costs?: CostRatios): { ratio: number; estimated: boolean } {
   const recorded = costs?.[graph];
   if (recorded !== undefined) return { ratio: recorded, estimated: false };
   return { ratio: FALLBACK_COSTS[graph], estimated: graph !== "eps" };

@@ -160,6 +160,8 @@ export interface ImageParameters {
   genieDerivative?: string;
   afs?: boolean;
   denoise?: boolean;
+  /** img2img: how far into the noise the input images were taken (A1111's "Denoising strength"). */
+  strength?: number;
   /** The PNG upscaling factor, when not 1. */
   scale?: number;
 }
@@ -182,7 +184,7 @@ function latin1(text: string): string {
 export function pngParameters(p: ImageParameters): string {
   const parts: [string, string | number][] = [["Steps", p.steps], ["Sampler", p.solver], ["NFE", p.nfe]];
   if (p.seed !== undefined) parts.push(["Seed", p.seed]);
-  else parts.push(["Latents", "given"]);
+  else if (p.strength === undefined) parts.push(["Latents", "given"]);
   if (p.n !== undefined && p.n > 1) parts.push(["Batch size", p.n]);
   parts.push(["Model", p.model]);
   if (p.class !== undefined) parts.push(["Class", p.class]);
@@ -194,6 +196,7 @@ export function pngParameters(p: ImageParameters): string {
   if (p.genieDerivative !== undefined) parts.push(["GENIE derivative", p.genieDerivative]);
   if (p.afs) parts.push(["AFS", "on"]);
   if (p.denoise) parts.push(["Denoise", "on"]);
+  if (p.strength !== undefined) parts.push(["Denoising strength", p.strength]);
   if (p.scale !== undefined && p.scale !== 1) parts.push(["Upscale", p.scale]);
   return latin1(parts.map(([k, v]) => `${k}: ${String(v).replace(/[,\n]/g, " ")}`).join(", "));
 }

@@ -97,7 +97,7 @@ export class Histogram implements Family {
   }
 }
 
-export class Registry {
+export class MetricsRegistry {
   private readonly families = new Map<string, Family>();
   add<F extends Family>(name: string, family: F): F {
     this.families.set(name, family);

@@ -28,7 +28,7 @@ const PREAMBLE_V1 = 10; // magic (6) + version (2) + uint16 header length (2)
 const ALIGN = 64;
 
 /** The number of elements of an array of this shape (1 for a scalar shape `[]`). */
-export function shapeSize(shape: readonly number[]): number {
+function shapeSize(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;
   return n;

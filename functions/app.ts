@@ -6,7 +6,7 @@
  * the route sub-apps of functions/routes/ and functions/jobs/routes.ts.
  */
 import { Hono } from "hono";
-import type { Registry } from "../core/metrics.ts";
+import type { MetricsRegistry } from "../core/metrics.ts";
 import { configFromEnv, type EdgeConfig, makeConfig } from "./config.ts";
 import type { Env } from "./env.ts";
 import { jobsRoutes } from "./jobs/routes.ts";
@@ -25,7 +25,7 @@ import { samplesRoutes } from "./routes/samples.ts";
 export type EdgeApp = Hono<Env> & {
   readonly config: EdgeConfig;
   readonly pool: WorkerPool;
-  readonly metrics: Registry;
+  readonly metrics: MetricsRegistry;
   /** Whether the server runs without API keys. */
   readonly open: boolean;
   /** Batch jobs (`/v1/jobs`) when enabled in the configuration; start with `jobs.start()`. */

@@ -3,30 +3,13 @@
  * with every stored digest in constant time (no early exit, every key visited), so neither timing nor
  * memory reveals a key.
  */
+import { constantTimeEqual, fromHex, toHex } from "../core/hex.ts";
 
 const HEX64 = /^[0-9a-f]{64}$/i;
 
 export async function sha256(data: string | Uint8Array): Promise<Uint8Array> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as BufferSource));
-}
-
-export function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function fromHex(hex: string): Uint8Array {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
-
-/** Equality of two byte strings in time that depends only on their lengths (public: digests are 32 bytes). */
-export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
-  return diff === 0;
 }
 
 /** The configured keys as digests. */
@@ -39,7 +22,7 @@ export class KeyStore {
       const m = /^sha256:(.*)$/i.exec(k);
       if (m) {
         if (!HEX64.test(m[1])) throw new Error("GENIE_API_KEYS: a sha256: entry needs 64 hex digits");
-        return fromHex(m[1].toLowerCase());
+        return fromHex(m[1]);
       }
       return await sha256(k);
     }));

@@ -54,7 +54,7 @@ export interface EdgeConfig {
   jobs?: JobsConfig;
 }
 
-export const DEFAULT_CONFIG: EdgeConfig = {
+const DEFAULT_CONFIG: EdgeConfig = {
   workerUrls: [],
   apiKeys: [],
   rateLimit: { perMinute: 600, burst: 60 },
@@ -79,7 +79,7 @@ export function makeConfig(partial: Partial<EdgeConfig> = {}): EdgeConfig {
 }
 
 /** A comma- or whitespace-separated list, empty entries dropped. */
-export function splitList(value: string | undefined): string[] {
+function splitList(value: string | undefined): string[] {
   return (value ?? "").split(/[\s,]+/).map((s) => s.trim()).filter((s) => s.length > 0);
 }
 

@@ -38,7 +38,7 @@ export function retryAfter(seconds: number): Record<string, string> {
 }
 
 export const badRequest = (message: string) => new ApiError(400, "bad_request", message);
-export const invalid = (message: string, details: Issue[]) =>
+export const invalidRequest = (message: string, details: Issue[]) =>
   new ApiError(422, "invalid_request", message, details);
 export const noWorker = (message: string, afterS: number) =>
   new ApiError(503, "no_worker", message, undefined, retryAfter(afterS));

@@ -5,7 +5,7 @@
 import type { ModelInfo } from "../core/api/models.ts";
 import { HARD_LIMITS } from "../core/api/samples.ts";
 import type { EdgeConfig } from "./config.ts";
-import { ApiError, CANCELED, deadlineExceeded, invalid, noWorker } from "./errors.ts";
+import { ApiError, CANCELED, deadlineExceeded, invalidRequest, noWorker } from "./errors.ts";
 import type { WorkerPool } from "./pool.ts";
 import type { RunContext } from "./sampling.ts";
 
@@ -23,7 +23,7 @@ export async function resolveModel(pool: WorkerPool, name: string): Promise<Mode
   const model = models.find((m) => m.name === name);
   if (!model) {
     const message = `unknown model ${JSON.stringify(name)} (one of ${models.map((m) => m.name).join(", ")})`;
-    throw invalid(message, [{ path: ["model"], message, code: "invalid_value" }]);
+    throw invalidRequest(message, [{ path: ["model"], message, code: "invalid_value" }]);
   }
   return model;
 }

@@ -5,14 +5,14 @@
  */
 import { decode } from "fast-png";
 import type { Issue } from "../core/api/errors.ts";
-import { gridPng, samplesToPng } from "../core/png.ts";
+import { gridPng, planarFromPixels, samplesToPng } from "../core/png.ts";
 
 export { gridPng, samplesToPng };
 
 const PNG_SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
 
 /** Width and height from a PNG's IHDR chunk, read before decoding anything (no decompression bombs). */
-export function pngSize(bytes: Uint8Array): { width: number; height: number } | null {
+function pngSize(bytes: Uint8Array): { width: number; height: number } | null {
   if (bytes.byteLength < 24 || PNG_SIGNATURE.some((b, i) => bytes[i] !== b)) return null;
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (String.fromCharCode(...bytes.subarray(12, 16)) !== "IHDR") return null;
@@ -221,12 +221,7 @@ export async function pngsToTensor(
       });
       continue;
     }
-    const max = img.depth === 16 ? 65535 : 255;
-    const src = img.data as ArrayLike<number>;
-    const base = i * c * plane;
-    for (let p = 0; p < plane; p++) {
-      for (let ch = 0; ch < c; ch++) data[base + ch * plane + p] = (src[p * img.channels + ch] / max) * 2 - 1;
-    }
+    planarFromPixels({ ...img, data: img.data as ArrayLike<number> }, data, i * c * plane);
   }
   return { data, issues };
 }

@@ -1,10 +1,10 @@
 /** The edge's Prometheus metrics (`GET /metrics`, `genie_edge_*`), registered in the order they are rendered. */
-import { Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry } from "../core/metrics.ts";
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, MetricsRegistry } from "../core/metrics.ts";
 import type { WorkerPool } from "./pool.ts";
 
 export interface EdgeMetrics {
   /** Every metric of the edge; batch jobs add theirs (functions/jobs/). */
-  registry: Registry;
+  registry: MetricsRegistry;
   /** `genie_edge_requests_total{method, route, status}`. */
   requests: Counter;
   /** `genie_edge_request_duration_seconds{route}`. */
@@ -24,7 +24,7 @@ export interface EdgeMetricsOptions {
 }
 
 export function edgeMetrics({ pool, open, inflight }: EdgeMetricsOptions): EdgeMetrics {
-  const registry = new Registry();
+  const registry = new MetricsRegistry();
   const requests = registry.add(
     "genie_edge_requests_total",
     new Counter("HTTP requests by route and status"),

@@ -1,7 +1,7 @@
 /** Content negotiation for `Accept`, and request bodies read with a size limit. */
 import { DEFAULT_BODY_TIMEOUT_MS, readRequestBody } from "../core/api/body.ts";
 import { ApiError } from "./errors.ts";
-import { isMsgpackType, unpackMsg } from "./msgpack.ts";
+import { isMsgpackType, unpackMsg } from "../core/api/msgpack.ts";
 
 export type OutputFormat = "json" | "msgpack" | "png" | "sse";
 
@@ -55,7 +55,7 @@ export function negotiate(
  * Reads a request body, answering 413 past `limit` bytes (by Content-Length or while streaming) and
  * 408 when it has not arrived within `timeoutMs` (GENIE_EDGE_BODY_TIMEOUT_MS; the body is cancelled).
  */
-export async function readBody(
+async function readBody(
   req: Request,
   limit: number,
   timeoutMs = DEFAULT_BODY_TIMEOUT_MS,

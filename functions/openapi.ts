@@ -12,7 +12,7 @@ import {
   SamplesRequest,
   SamplesResponse,
 } from "../core/api/samples.ts";
-import { Bytes } from "../core/api/tensor.ts";
+import { Bytes, bytesToBase64 } from "../core/api/tensor.ts";
 import { JobInfo, JobRequest, JobResultsPage, JobsUsage } from "../core/api/jobs.ts";
 
 const COMPONENTS = "#/components/schemas/";
@@ -72,12 +72,37 @@ const COMMON_ERRORS = {
   "504": errorResponse("Deadline exceeded"),
 };
 
+/**
+ * The request examples of the reference page's "Try it" boxes (functions/static/docs.js), each valid as
+ * shipped against the default model (tests/functions/docs_examples.test.ts sends every one): bodies as
+ * `example` of their JSON content, path parameters as `example` of the parameter. `{id}` of the job
+ * routes has none: the page fills it with the id of the job its POST /v1/jobs example created.
+ */
+export const EXAMPLES = {
+  createSamples: { model: "mnist-mix", n: 4, solver: "genie", nfe: 10, seed: 0 },
+  /** One mid-grey 28×28 image (784 float32 zeros) as a tensor. */
+  encodeImages: {
+    model: "mnist-mix",
+    solver: "ddim",
+    steps: 10,
+    tensor: { shape: [1, 1, 28, 28], dtype: "float32", data: bytesToBase64(new Uint8Array(784 * 4)) },
+  },
+  createJob: { request: { model: "mnist-mix", n: 4, nfe: 10, seed: 0 }, count: 2 },
+  /** A file every job has once its first chunk is done. */
+  fileName: "chunk-000000.npy",
+} as const;
+
 let cached: JsonSchema | undefined;
 
 export function openApiDocument(): JsonSchema {
   if (cached) return cached;
-  const json = (id: string) => ({ "application/json": { schema: ref(id) } });
-  const both = (id: string) => ({ ...json(id), "application/msgpack": { schema: ref(id) } });
+  const json = (id: string, example?: unknown) => ({
+    "application/json": { schema: ref(id), ...(example !== undefined ? { example } : {}) },
+  });
+  const both = (id: string, example?: unknown) => ({
+    ...json(id, example),
+    "application/msgpack": { schema: ref(id) },
+  });
   cached = {
     openapi: "3.1.0",
     info: {
@@ -103,7 +128,7 @@ export function openApiDocument(): JsonSchema {
           description: "Accept selects the output: application/json (base64 PNGs, or a tensor with " +
             '"output":"tensor"), application/msgpack (raw bytes), image/png (one grid of all samples), ' +
             "text/event-stream (progress events, then completed or failed; closing the connection cancels).",
-          requestBody: { required: true, content: both("SamplesRequest") },
+          requestBody: { required: true, content: both("SamplesRequest", EXAMPLES.createSamples) },
           responses: {
             "200": {
               description: "Samples",
@@ -126,7 +151,7 @@ export function openApiDocument(): JsonSchema {
         post: {
           summary: "Encode images into latents (the ODE run forward)",
           operationId: "encodeImages",
-          requestBody: { required: true, content: both("EncodeRequest") },
+          requestBody: { required: true, content: both("EncodeRequest", EXAMPLES.encodeImages) },
           responses: { "200": { description: "Latents", content: both("EncodeResponse") }, ...COMMON_ERRORS },
         },
       },
@@ -169,8 +194,14 @@ export function openApiDocument(): JsonSchema {
 }
 
 /** The `/v1/jobs` routes (functions/jobs/routes.ts). */
-function jobPaths(json: (id: string) => Record<string, unknown>): Record<string, unknown> {
-  const id = { name: "id", in: "path", required: true, schema: { type: "string" } };
+function jobPaths(json: (id: string, example?: unknown) => Record<string, unknown>): Record<string, unknown> {
+  const id = {
+    name: "id",
+    in: "path",
+    required: true,
+    schema: { type: "string" },
+    description: "A job's id, as POST /v1/jobs answers it",
+  };
   const NOT_FOUND = {
     "404": errorResponse("No such job (or not this key's)"),
     "410": errorResponse("job_expired: the job expired or was deleted, with its files"),
@@ -189,7 +220,10 @@ function jobPaths(json: (id: string) => Record<string, unknown>): Record<string,
           "random); results are bit-identical however the job is chunked, interrupted or retried.",
         requestBody: {
           required: true,
-          content: { ...json("JobRequest"), "application/msgpack": { schema: ref("JobRequest") } },
+          content: {
+            ...json("JobRequest", EXAMPLES.createJob),
+            "application/msgpack": { schema: ref("JobRequest") },
+          },
         },
         responses: {
           "202": {
@@ -244,7 +278,13 @@ function jobPaths(json: (id: string) => Record<string, unknown>): Record<string,
       get: {
         summary: "One result file: chunk-NNNNNN.npy, chunk-NNNNNN.png (image models) or index.json",
         operationId: "getJobFile",
-        parameters: [id, { name: "name", in: "path", required: true, schema: { type: "string" } }],
+        parameters: [id, {
+          name: "name",
+          in: "path",
+          required: true,
+          schema: { type: "string" },
+          example: EXAMPLES.fileName,
+        }],
         responses: {
           "200": {
             description: "The file",

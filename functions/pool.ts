@@ -24,6 +24,7 @@ import type { ModelInfo } from "../core/api/models.ts";
 import {
   MSGPACK,
   MSGPACK_STREAM,
+  type Preview,
   ProgressFrame,
   readFrames,
   signedPath,
@@ -31,7 +32,7 @@ import {
   WorkerError,
 } from "../core/api/worker.ts";
 import { ApiError, retryAfter } from "./errors.ts";
-import { isMsgpackType, packMsg, unpackMsg } from "./msgpack.ts";
+import { isMsgpackType, packMsg, unpackMsg } from "../core/api/msgpack.ts";
 
 export interface WorkerState {
   index: number;
@@ -260,7 +261,7 @@ export class WorkerPool {
     message: Record<string, unknown>,
     signal: AbortSignal,
     weight = 1,
-    onProgress?: (p: { step: number; steps: number }) => void,
+    onProgress?: (p: StreamProgress) => void,
   ): Promise<CallResult> {
     const body = packMsg(message);
     const plain: Record<string, string> = {
@@ -410,11 +411,19 @@ function isStreamType(contentType: string | null): boolean {
   return (contentType ?? "").split(";")[0].trim().toLowerCase() === MSGPACK_STREAM;
 }
 
+/** A progress frame of a streamed answer (core/api/worker.ts ProgressFrame). */
+export interface StreamProgress {
+  step: number;
+  steps: number;
+  /** x̂₀ of the call's first sample, when the message asked for previews. */
+  preview?: Preview;
+}
+
 /** Reads a streamed answer: progress frames go to `onProgress`; returns the final frame, decoded. */
 async function readStream(
   res: Response,
   max: number,
-  onProgress: (p: { step: number; steps: number }) => void,
+  onProgress: (p: StreamProgress) => void,
 ): Promise<unknown> {
   if (!res.body) throw new Error("empty stream");
   let ended = false, last: unknown;
@@ -422,8 +431,10 @@ async function readStream(
     if (ended) throw new Error("a frame after the final one");
     const value = decodeBody(f, MSGPACK);
     const p = ProgressFrame.safeParse(value);
-    if (p.success) onProgress({ step: p.data.progress.step, steps: p.data.progress.steps });
-    else {
+    if (p.success) {
+      const { step, steps, preview } = p.data.progress;
+      onProgress({ step, steps, ...(preview ? { preview } : {}) });
+    } else {
       ended = true;
       last = value;
     }

@@ -5,11 +5,12 @@
 import type { Context } from "hono";
 import { guidanceOf, type SamplesRequest } from "../core/api/samples.ts";
 import { bytesToBase64, float32FromBytes } from "../core/api/tensor.ts";
-import { type ImageParameters, pngParameters } from "../core/image.ts";
+import { type ImageParameters, isImageShape, pngParameters, toUint8Image } from "../core/image.ts";
+import { encodePng } from "../core/png.ts";
 import { gridPng, samplesToPng } from "./images.ts";
-import { packMsg } from "./msgpack.ts";
+import { packMsg } from "../core/api/msgpack.ts";
 import type { OutputFormat } from "./negotiate.ts";
-import type { RunOutcome } from "./sampling.ts";
+import type { Progress, RunOutcome } from "./sampling.ts";
 
 export function tensorOut(o: RunOutcome, binary: boolean) {
   return { shape: o.shape, dtype: "float32" as const, data: binary ? o.data : bytesToBase64(o.data) };
@@ -29,7 +30,7 @@ export function priceOf(o: RunOutcome): Record<string, unknown> {
 /** What a samples request adds to its PNGs: the upscaling and the settings for their `parameters` text. */
 export interface PngInfo {
   scale: number;
-  settings: Pick<ImageParameters, "class" | "guidance" | "genieDerivative" | "afs" | "denoise">;
+  settings: Pick<ImageParameters, "class" | "guidance" | "genieDerivative" | "afs" | "denoise" | "strength">;
   latents: boolean;
 }
 
@@ -42,8 +43,9 @@ export function pngInfo(req: SamplesRequest): PngInfo {
       genieDerivative: req.genie_derivative,
       afs: req.afs,
       denoise: req.denoise,
+      strength: req.strength,
     },
-    latents: req.latents !== undefined,
+    latents: req.latents !== undefined || req.images !== undefined,
   };
 }
 
@@ -90,6 +92,26 @@ export function samplesBody(
   }
   body.timings = o.timings;
   return body;
+}
+
+/**
+ * The data of an SSE `progress` event (core/api/samples.ts ProgressEvent): the progress as it is, with
+ * its preview (x̂₀ of the first sample) as a PNG data URL for images [C, H, W] (C = 1 or 3) or as the
+ * sample's values otherwise, and the step it comes from; a preview that does not match its shape is
+ * dropped.
+ */
+export function progressEvent(p: Progress): Record<string, unknown> {
+  const { preview, ...rest } = p;
+  const out: Record<string, unknown> = rest;
+  if (!preview) return out;
+  const values = preview.data.byteLength % 4 === 0 ? float32FromBytes(preview.data) : undefined;
+  const size = preview.shape.reduce((a, b) => a * b, 1);
+  if (!values || values.length !== size) return out;
+  out.preview = isImageShape(preview.shape)
+    ? "data:image/png;base64," + bytesToBase64(encodePng(toUint8Image(values, preview.shape)))
+    : Array.from(values);
+  out.preview_step = preview.step;
+  return out;
 }
 
 export function msgpackResponse(body: unknown): Response {

@@ -4,13 +4,17 @@
  * checking and joining the results, with progress per solver step and per finished chunk.
  *
  * Progress (`onProgress`, the SSE `progress` events): `queued` (`step` 0) when the chunks are sent;
- * then, for sampling, the chunks are sent with `stream: true` (core/api/worker.ts MSGPACK_STREAM) and
- * one `running` event comes per solver step, `step` = 0, 1, …, steps − 1 in order: the step that
- * every chunk of the request has started (the slowest chunk's), so each step is reported once however
- * many chunks there are. Each finished chunk adds an event with `done` samples of `n`: streamed, its
- * `step` is the request's current step (so `step` never goes back), and the last one (phase `done`)
- * has `step` = `steps`. A worker that answers a batch plainly (no stream) sends no steps: then the
- * finished chunks' events carry `step` = `steps`, as before. Encoding reports chunks only.
+ * then the chunks are sent with `stream: true` (core/api/worker.ts MSGPACK_STREAM) and `running`
+ * events follow the workers' progress frames. `step` = 0, 1, …, steps − 1 in order is the step that
+ * every chunk of the request has started (the slowest chunk's), so each step value is reported once
+ * however many chunks there are; `steps_done` of `steps_total` (steps × chunks) counts the solver
+ * steps finished over all chunks, so it moves as soon as any chunk does (events at most every
+ * steps_total / 256 steps) and reaches the total only in the last event. Each finished chunk adds an
+ * event with `done` samples of `n`: streamed, its `step` is the request's current step (so `step`
+ * never goes back), and the last one (phase `done`) has `step` = `steps`. A worker that answers
+ * plainly (no stream) sends no steps: then the finished chunks' events carry `step` = `steps` and
+ * `steps_done` grows by whole chunks. With `preview`, the chunk of the first sample also sends x̂₀
+ * previews (core/preview.ts), passed on with the next event.
  */
 import type { Issue } from "../core/api/errors.ts";
 import type { ModelInfo } from "../core/api/models.ts";
@@ -18,6 +22,7 @@ import {
   DEFAULT_SOLVER,
   type EncodeRequest,
   guidanceOf,
+  type Img2ImgLegs,
   requestedCount,
   type SamplesRequest,
   seedsFrom,
@@ -29,9 +34,17 @@ import {
   shapeSize,
   tensorBytes,
 } from "../core/api/tensor.ts";
-import { BatchResponse, PROTOCOL_VERSION } from "../core/api/worker.ts";
-import { type Direction, planModelOf, planSolve, type SolvePlan, workerSolveFields } from "../core/plan.ts";
-import { ApiError, invalid } from "./errors.ts";
+import { BatchResponse, type Preview, PROTOCOL_VERSION } from "../core/api/worker.ts";
+import {
+  type Direction,
+  planModelOf,
+  planSolve,
+  type SolvePlan,
+  type SolveRequest,
+  workerSolveFields,
+} from "../core/plan.ts";
+import { randomHex } from "../core/hex.ts";
+import { ApiError, invalidRequest } from "./errors.ts";
 import type { WorkerPool } from "./pool.ts";
 
 export interface Progress {
@@ -40,6 +53,15 @@ export interface Progress {
   done: number;
   n: number;
   phase: "queued" | "running" | "done";
+  /**
+   * Solver steps finished, summed over every worker call (chunk) of the request, and their total
+   * (steps × chunks): they move with the first step of any chunk and reach the total only with the
+   * last event (phase `done`).
+   */
+  steps_done: number;
+  steps_total: number;
+  /** x̂₀ of the request's first sample, as the worker sent it (requests with `preview`). */
+  preview?: Preview;
 }
 
 export interface RunContext {
@@ -50,6 +72,8 @@ export interface RunContext {
   deadlineAt: number;
   now: () => number;
   onProgress?: (p: Progress) => void;
+  /** With `onProgress`: ask the worker call of the first sample for previews of x̂₀ (core/preview.ts). */
+  preview?: boolean;
 }
 
 export interface RunOutcome {
@@ -77,10 +101,8 @@ export interface RunOutcome {
 }
 
 /** A request id: 16 random hex digits. */
-export function newId(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
+function newId(): string {
+  return randomHex(8);
 }
 
 /** The latents of a request as bytes, or issues (wrong size handled by the model check; NaN, ∞ or |x| > 10⁴ here). */
@@ -101,13 +123,13 @@ export function latentBytes(req: SamplesRequest): { bytes?: Uint8Array; issues: 
  * the edge expects (for progress before the worker answers). Undefined only if the request was not checked.
  */
 function planOf(
-  req: SamplesRequest | EncodeRequest,
+  req: SolveRequest & { guidance_scale?: number },
   model: ModelInfo,
   direction: Direction,
 ): SolvePlan | undefined {
   try {
     return planSolve(
-      { ...req, guidance: "class" in req ? guidanceOf(req) : undefined },
+      { ...req, guidance: guidanceOf(req) },
       planModelOf(model),
       direction,
     );
@@ -122,7 +144,14 @@ function planOf(
  * jobs alike; a message adds `v`, `id`, `model`, `seeds`, `latents?` and `deadline_ms`.
  */
 export function batchMessageFields(req: SamplesRequest): Record<string, unknown> {
-  const fields: Record<string, unknown> = { ...workerSolveFields(req, "sample") };
+  return { ...workerSolveFields(req, "sample"), ...conditioningFields(req) };
+}
+
+/** `class` and `guidance` (w, from `guidance` or `guidance_scale`) of a worker message, where given. */
+function conditioningFields(
+  req: { class?: number; guidance?: number; guidance_scale?: number },
+): Record<string, unknown> {
+  const fields: Record<string, unknown> = {};
   if (req.class !== undefined) fields.class = req.class;
   const guidance = guidanceOf(req);
   if (guidance !== undefined) fields.guidance = guidance;
@@ -155,19 +184,39 @@ async function runChunks(
   let done = 0, steps = expected, nfe = 0, queue = 0, compute = 0;
   // Every chunk runs the same solve, so the per-trajectory counts agree; the grid too.
   const price: Pick<RunOutcome, "calls" | "cost" | "costEstimated" | "grid" | "rho"> = {};
-  ctx.onProgress?.({ step: 0, steps, done: 0, n, phase: "queued" });
+  // Request-wide step counts: the steps each chunk has finished (a streamed frame of step s means s
+  // steps are done; a finished chunk has done them all), summed; events come at most every `stride`
+  // steps of the sum (a request of many chunks and steps does not flood its client).
+  const stepsTotal = expected * chunks.length;
+  const finished = chunks.map(() => 0);
+  const stride = Math.max(1, Math.floor(stepsTotal / 256));
+  let sentSteps = 0, preview: Preview | undefined;
+  const stepsDone = () => finished.reduce((a, b) => a + b, 0);
+  const report = (p: Pick<Progress, "step" | "steps" | "done" | "n" | "phase">) => {
+    sentSteps = stepsDone();
+    const out: Progress = { ...p, steps_done: sentSteps, steps_total: stepsTotal };
+    if (preview) out.preview = preview;
+    preview = undefined;
+    ctx.onProgress?.(out);
+  };
+  report({ step: 0, steps, done: 0, n, phase: "queued" });
   // Per-step progress: the step each chunk has started (−1 before its first frame, `steps` once done).
-  const stream = ctx.onProgress !== undefined && path === "/v1/batch";
+  const stream = ctx.onProgress !== undefined;
   const reached = chunks.map(() => -1);
   let reported = -1;
-  const stepped = (i: number, step: number, of: number) => {
+  const stepped = (i: number, step: number, of: number, shown?: Preview) => {
     // A worker's counts are bounded by the steps this request expects (a faulty worker cannot flood).
     of = Math.min(of, expected);
     if (!(Number.isInteger(step) && step >= 0)) return;
     reached[i] = Math.max(reached[i], Math.min(step, of - 1));
+    finished[i] = Math.max(finished[i], reached[i]);
+    if (shown) preview = shown;
     const all = Math.min(...reached);
     while (reported < Math.min(all, of - 1) && done < n) {
-      ctx.onProgress?.({ step: ++reported, steps: of, done, n, phase: "running" });
+      report({ step: ++reported, steps: of, done, n, phase: "running" });
+    }
+    if (done < n && (stepsDone() >= sentSteps + stride || preview)) {
+      report({ step: Math.max(0, reported), steps: of, done, n, phase: "running" });
     }
   };
   try {
@@ -177,7 +226,9 @@ async function runChunks(
         deadline_ms: Math.max(1, Math.round(ctx.deadlineAt - ctx.now())),
         ...(stream ? { stream: true } : {}),
       };
-      const onStep = stream ? (p: { step: number; steps: number }) => stepped(i, p.step, p.steps) : undefined;
+      const onStep = stream
+        ? (p: { step: number; steps: number; preview?: Preview }) => stepped(i, p.step, p.steps, p.preview)
+        : undefined;
       const { body, worker } = await ctx.pool.call(
         path,
         model.name,
@@ -207,10 +258,11 @@ async function runChunks(
       queue = Math.max(queue, res.timings.queue_ms);
       compute = Math.max(compute, res.timings.compute_ms);
       reached[i] = Infinity;
+      finished[i] = expected;
       done += chunk.count;
       // Streamed, the step stays the request's (it never goes back); else the finished samples'.
       const step = stream && done < n ? Math.max(0, reported) : steps;
-      ctx.onProgress?.({ step, steps, done, n, phase: done === n ? "done" : "running" });
+      report({ step, steps, done, n, phase: done === n ? "done" : "running" });
     }));
   } catch (e) {
     inner.abort(e);
@@ -259,6 +311,8 @@ export async function runSamples(
       id: `${id}.${i}`,
       seeds: seeds.slice(start, start + count),
       latents: latents?.subarray(start * sampleBytes, (start + count) * sampleBytes),
+      // The first sample's x̂₀ as it forms (the chunk that holds it).
+      ...(i === 0 && ctx.preview && ctx.onProgress ? { preview: true } : {}),
     },
   }));
   const out = await runChunks("/v1/batch", id, chunks, model, n, plan?.steps ?? 0, ctx);
@@ -267,7 +321,7 @@ export async function runSamples(
 
 /** Latents for images [n, …sample shape] given as float32 values in model space. */
 export async function runEncode(
-  req: EncodeRequest,
+  req: Omit<EncodeRequest, "images" | "tensor">,
   model: ModelInfo,
   images: Float32Array,
   n: number,
@@ -285,6 +339,7 @@ export async function runEncode(
         v: PROTOCOL_VERSION,
         model: model.name,
         ...workerSolveFields(req, "encode"),
+        ...conditioningFields(req),
         id: `${id}.${i}`,
         images: new Uint8Array(slice.buffer, slice.byteOffset, slice.byteLength),
         shape: [count, ...model.shape],
@@ -295,13 +350,72 @@ export async function runEncode(
   return { ...out, seeds: [], solver: plan?.solver ?? req.solver ?? DEFAULT_SOLVER };
 }
 
+/**
+ * img2img (core/api/samples.ts `img2imgLegs`): the images [n, …sample shape] encoded from t_min to
+ * t = strength · t_max, then sampled back from t with the same solver settings, as two runs of worker
+ * calls. Progress covers both: `steps_total` is both legs' steps, the encoding's events keep `done` at
+ * 0 and phase `running`. `nfe`, `calls` and `cost` add both legs up (per sample trajectory), `steps`
+ * is the sampling's; the timings add up too.
+ */
+export async function runImg2Img(
+  req: SamplesRequest,
+  model: ModelInfo,
+  legs: Img2ImgLegs,
+  firstSeed: number,
+  images: Float32Array,
+  ctx: RunContext,
+): Promise<RunOutcome> {
+  const t0 = ctx.now();
+  const n = requestedCount(req);
+  const chunks = Math.ceil(n / model.limits.max_batch);
+  const encodeSteps = (planOf(legs.encode, model, "encode")?.steps ?? 0) * chunks;
+  const total = encodeSteps + (planOf(legs.sample, model, "sample")?.steps ?? 0) * chunks;
+  const on = ctx.onProgress;
+  const encoded = await runEncode(legs.encode, model, images, n, {
+    ...ctx,
+    preview: false,
+    onProgress: on &&
+      ((p) => on({ ...p, done: 0, phase: p.phase === "queued" ? "queued" : "running", steps_total: total })),
+  });
+  const sampled = await runSamples(legs.sample, model, firstSeed, encoded.data, {
+    ...ctx,
+    onProgress: on && ((p) =>
+      on({
+        ...p,
+        phase: p.phase === "queued" ? "running" : p.phase,
+        steps_done: encodeSteps + p.steps_done,
+        steps_total: total,
+      })),
+  });
+  const both = <T extends number>(a: T | undefined, b: T | undefined) =>
+    a === undefined || b === undefined ? undefined : a + b;
+  const calls = both(encoded.calls, sampled.calls), cost = both(encoded.cost, sampled.cost);
+  return {
+    ...sampled,
+    nfe: encoded.nfe + sampled.nfe,
+    ...(calls !== undefined ? { calls } : { calls: undefined }),
+    ...(cost !== undefined ? { cost: Number(cost.toFixed(6)) } : { cost: undefined }),
+    ...(encoded.costEstimated || sampled.costEstimated ? { costEstimated: true } : {}),
+    timings: {
+      queue_ms: encoded.timings.queue_ms + sampled.timings.queue_ms,
+      compute_ms: encoded.timings.compute_ms + sampled.timings.compute_ms,
+      total_ms: ctx.now() - t0,
+    },
+  };
+}
+
 /** Images of an encode request (a tensor) as float32, or 422 when a value is not finite or too large. */
 export function encodeTensor(req: EncodeRequest): Float32Array {
-  const values = float32FromBytes(tensorBytes(req.tensor!.data));
+  return tensorValues(req.tensor!, "tensor");
+}
+
+/** A request's tensor `field` as float32, or 422 naming `field.data` when a value is not finite or too large. */
+export function tensorValues(t: { data: string | Uint8Array }, field: string): Float32Array {
+  const values = float32FromBytes(tensorBytes(t.data));
   const bad = firstOutOfRange(values);
   if (bad) {
-    throw invalid(`tensor.data: ${outOfRangeMessage(bad)}`, [{
-      path: ["tensor", "data"],
+    throw invalidRequest(`${field}.data: ${outOfRangeMessage(bad)}`, [{
+      path: [field, "data"],
       message: outOfRangeMessage(bad),
       code: "invalid_value",
     }]);

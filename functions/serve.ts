@@ -1,31 +1,26 @@
 /** Serving the edge app on a socket: shared by functions/main.ts and functions/start.ts. */
-import { parseArgs } from "node:util";
-import { ListenError, type ResilientServer, serveResilient } from "../core/api/serve.ts";
+import { parseFlags, parseFlagValue } from "../core/flags.ts";
+import { type ResilientServer, serveResilient } from "../core/api/serve.ts";
 import { createApp, type EdgeApp } from "./app.ts";
 import type { EdgeConfig } from "./config.ts";
-
-export { ListenError };
 
 export interface ServeOptions {
   host: string;
   port: number;
 }
 
-/** `--host H --port P` (with PORT from the environment as the port's default). */
+const PORT = { flag: "--port", kind: "int", min: 0, max: 65535 } as const;
+const FLAGS = [{ flag: "--host", kind: "string" }, PORT] as const;
+
+/** `--host H --port P` (with PORT from the environment as the port's default), read by core/flags.ts. */
 export function parseServeArgs(argv: string[], defaults: ServeOptions): ServeOptions {
-  const { values } = parseArgs({
-    args: argv,
-    options: { host: { type: "string" }, port: { type: "string" } },
-    strict: true,
-    allowPositionals: false,
-  });
+  const { values } = parseFlags(argv, FLAGS, { help: false });
   let envPort: string | undefined;
   try {
     envPort = Deno.env.get("PORT");
   } catch { /* no env access */ }
-  const portText = values.port ?? envPort ?? String(defaults.port);
-  const port = Number(portText);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port: not a port: ${portText}`);
+  const port = values.port ??
+    (envPort ? parseFlagValue({ ...PORT, flag: "PORT" }, envPort) as number : defaults.port);
   return { host: values.host ?? defaults.host, port };
 }
 
@@ -39,7 +34,7 @@ export interface RunningEdge {
 
 /**
  * Serves a new app for `config` on host:port (port 0 picks a free one). A port that cannot be bound
- * throws a {@link ListenError} (after closing the app). Running out of file handles does not stop the
+ * throws a ListenError of core/api/serve.ts (after closing the app). Running out of file handles does not stop the
  * server: it listens again (core/api/serve.ts).
  */
 export async function serveEdge(config: Partial<EdgeConfig>, opts: ServeOptions): Promise<RunningEdge> {

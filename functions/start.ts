@@ -3,14 +3,21 @@
  * together in one command.
  *
  * Unless GENIE_WORKER_URLS names external workers, a worker is started as a child process
- * (`deno task worker --host 127.0.0.1 --port <free port>`, or the deno arguments in
+ * (`deno task -q worker --host 127.0.0.1 --port <free port>`, or the deno arguments in
  * GENIE_WORKER_COMMAND) with a shared GENIE_WORKER_SECRET (a random one when none is set). The edge
  * is served once the worker prints `listening on …`; `listening on http://HOST:PORT` is printed once
- * the edge is up and the worker's models are ready. The worker's output goes to stderr, prefixed.
+ * the edge is up and the worker's models are ready.
+ *
+ * The output is quiet: one line per model with its execution provider (`mnist-mix: cpu`, from the
+ * worker's load report), warnings and errors, and the `listening on` line. The worker's other lines
+ * go to stderr prefixed with `[worker]`, except what it says while starting normally
+ * ({@link quietWorkerLine}). GENIE_START_VERBOSE=1 shows everything: the worker's lines as they are and
+ * what this command does (`[start] worker at …`).
  * SIGINT/SIGTERM stop the edge, then the worker (SIGTERM, SIGKILL after 10 s). If the worker dies,
  * the edge stops too and the command exits with status 1. An edge port that cannot be bound (in use) is
  * one line naming it, the worker is stopped and the status is 1.
  */
+import { randomHex } from "../core/hex.ts";
 import { configFromEnv } from "./config.ts";
 import { freePort, textLines } from "./child.ts";
 import { startJobs } from "./jobs/cron.ts";
@@ -19,14 +26,43 @@ import { authNotice, onSignals, parseServeArgs, serveEdge } from "./serve.ts";
 const WORKER_START_TIMEOUT_MS = 180_000;
 const READY_TIMEOUT_MS = 60_000;
 
+const verbose = (() => {
+  try {
+    return Deno.env.get("GENIE_START_VERBOSE") === "1";
+  } catch {
+    return false;
+  }
+})();
+
+/** A problem: always shown. */
 function log(message: string): void {
   console.error(`[start] ${message}`);
 }
 
+/** What the command does: shown with GENIE_START_VERBOSE=1. */
+function info(message: string): void {
+  if (verbose) log(message);
+}
+
+/**
+ * A line of the worker's output as `deno task start` shows it: a model's load report
+ * (`model NAME: PROVIDER[; P unavailable (…)]…; loaded in …`, gpu-worker/app.ts) as `NAME: PROVIDER`
+ * (with the providers that were unavailable); nothing for what a normal start says (`listening on …`,
+ * a JVP graph derived or found unavailable for a model, gpu-worker/models.ts); any other line as it is.
+ */
+export function quietWorkerLine(line: string): string | undefined {
+  const model = /^model (\S+): ([^;\s]+)(.*)$/.exec(line);
+  if (model) {
+    const missing = [...model[3].matchAll(/;\s*(\S+) unavailable \(/g)].map((m) => m[1]);
+    return `${model[1]}: ${model[2]}${missing.length ? ` (${missing.join(", ")} unavailable)` : ""}`;
+  }
+  if (/^listening on /.test(line)) return undefined;
+  if (/^\S+: jvp (graph derived from eps|unavailable) \(/.test(line)) return undefined;
+  return `[worker] ${line}`;
+}
+
 function randomSecret(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
+  return randomHex(32);
 }
 
 interface WorkerChild {
@@ -42,7 +78,8 @@ async function forwardLines(
 ): Promise<void> {
   const enc = new TextEncoder();
   for await (const line of textLines(stream)) {
-    await Deno.stderr.write(enc.encode(`[worker] ${line}\n`));
+    const shown = verbose ? `[worker] ${line}` : quietWorkerLine(line);
+    if (shown !== undefined) await Deno.stderr.write(enc.encode(`${shown}\n`));
     const m = /listening on (http:\/\/\S+)/.exec(line);
     if (m && onListen) onListen(m[1]);
   }
@@ -52,9 +89,9 @@ async function startWorker(secret: string): Promise<WorkerChild> {
   const host = "127.0.0.1";
   const port = freePort(host);
   const custom = Deno.env.get("GENIE_WORKER_COMMAND");
-  const args = custom ? custom.split(/\s+/).filter(Boolean) : ["task", "worker"];
+  const args = custom ? custom.split(/\s+/).filter(Boolean) : ["task", "-q", "worker"];
   args.push("--host", host, "--port", String(port));
-  log(`starting the worker: deno ${args.join(" ")}`);
+  info(`starting the worker: deno ${args.join(" ")}`);
   const child = new Deno.Command(Deno.execPath(), {
     args,
     env: { GENIE_WORKER_SECRET: secret, GENIE_WORKER_HOST: host, GENIE_WORKER_PORT: String(port) },
@@ -131,10 +168,16 @@ async function main(): Promise<number> {
       return 1;
     }
     config.workerUrls = [worker.url];
-    log(`worker at ${worker.url}`);
+    info(`worker at ${worker.url}`);
   } else {
-    log(`external workers: ${config.workerUrls.join(", ")}`);
+    info(`external workers: ${config.workerUrls.join(", ")}`);
   }
+  // Until it is ready, the pool's notes of workers coming up are part of a normal start.
+  let starting = true;
+  const poolLog = config.log ?? ((m: string) => console.error(m));
+  config.log = (m: string) => {
+    if (verbose || !starting || !/^worker \d+ \(.*\) is up: /.test(m)) poolLog(m);
+  };
   let edge: Awaited<ReturnType<typeof serveEdge>>;
   try {
     edge = await serveEdge(config, opts);
@@ -149,7 +192,8 @@ async function main(): Promise<number> {
   const stop = async (why: string, code: number) => {
     if (stopping) return;
     stopping = true;
-    log(`${why}: stopping`);
+    if (code !== 0) log(`${why}: stopping`);
+    else info(`${why}: stopping`);
     await edge.shutdown();
     if (worker) await stopWorker(worker);
     done.resolve(code);
@@ -169,8 +213,11 @@ async function main(): Promise<number> {
     await new Promise((r) => setTimeout(r, 200));
   }
   if (!stopping) {
-    console.error(authNotice(edge.app));
-    console.error(await startJobs(edge.app.jobs));
+    starting = false;
+    // Warnings (an open server, batch jobs unavailable) always; the rest with GENIE_START_VERBOSE=1.
+    for (const notice of [authNotice(edge.app), await startJobs(edge.app.jobs)]) {
+      if (verbose || notice.startsWith("warning:")) console.error(notice);
+    }
     console.log(`listening on ${edge.url}`);
   }
   return await done.promise;

@@ -1,7 +1,7 @@
 /** Validation of request bodies and queries with the zod schemas of core/api/, as 422 `invalid_request`. */
 import type { z } from "zod";
 import { issuesFromZod, summarizeIssues } from "../core/api/errors.ts";
-import { invalid } from "./errors.ts";
+import { invalidRequest } from "./errors.ts";
 
 /**
  * A parser for `schema`: the parsed value, or a 422 whose message summarizes the issues and whose
@@ -12,6 +12,6 @@ export function parseWith<S extends z.ZodType>(schema: S): (value: unknown) => z
     const parsed = schema.safeParse(value);
     if (parsed.success) return parsed.data;
     const details = issuesFromZod(parsed.error);
-    throw invalid(summarizeIssues(details), details);
+    throw invalidRequest(summarizeIssues(details), details);
   };
 }

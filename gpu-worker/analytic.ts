@@ -44,7 +44,7 @@ const MNIST_SIZE = 28;
  * The first `perClass` digits of each class from the `mnist` package as float32 pixels in [−1, 1]
  * (2p − 1 rounded to float32, so the graph's float32 weights and the float64 reference agree exactly).
  */
-export async function mnistDigits(perClass: number): Promise<{ means: Float32Array; labels: Int32Array }> {
+async function mnistDigits(perClass: number): Promise<{ means: Float32Array; labels: Int32Array }> {
   if (!Number.isInteger(perClass) || perClass < 1 || perClass > 800) {
     throw new GmmSpecError("analytic.per_class", "must be an integer in [1, 800]");
   }

@@ -9,35 +9,43 @@
  * A crashed inference thread is restarted (supervisor.ts); /healthz says "restarting" meanwhile.
  *
  * Routes: `POST /v1/batch`, `POST /v1/encode` (msgpack), `GET /v1/models` (JSON, or msgpack when
- * asked), `GET /healthz`, `GET /metrics` (Prometheus text). With a secret, every route except
+ * asked), `GET /healthz`, `GET /metrics` (Prometheus text), `POST /v1/admin/reload` (JSON; see
+ * {@link WorkerApp.reload}). With a secret, every route except
  * /healthz and /metrics needs a request signature (protocol.ts): `x-genie-signature: sha256=<hex>`, the
  * HMAC of method, path, `x-genie-timestamp`, `x-genie-nonce` and body; a timestamp outside the window
  * (default ±60 s) or a signature already accepted is refused with 401.
  * Errors are msgpack `{v:1, id, error:{code, message, field?}}` with the matching status.
  */
 import { DEFAULT_BODY_TIMEOUT_MS } from "../core/api/body.ts";
+import { float32ToBytes } from "../core/api/tensor.ts";
 import { costFields } from "../core/cost.ts";
-import { solverNames } from "../core/solvers/registry.ts";
+import { solverAliases, solverNames } from "../core/solvers/registry.ts";
 import type { Provider } from "../onnx/ort.ts";
 import { asWorkerError, WorkerError } from "./errors.ts";
 import type { Inference, LoadedModelReport } from "./inference.ts";
 import { type GraphKind, samplingDefaults } from "./manifest.ts";
 import { WorkerMetrics } from "./metrics.ts";
-import { defaultModelsDir, loadRegistry, type Registry } from "./models.ts";
+import { join } from "node:path";
+import {
+  defaultModelsDir,
+  folderFingerprint,
+  loadModelFolder,
+  loadRegistry,
+  modelFolders,
+  type ModelRegistry,
+} from "./models.ts";
 import {
   acceptsMsgpackBody,
   decodeMessage,
   DEFAULT_SIGNATURE_WINDOW_S,
   encodeMessage,
-  MSGPACK,
   readBody,
   SignatureVerifier,
-  tensorBytes,
 } from "./protocol.ts";
-import { derivativesOf, idOf, modelLimits, planBatch, planEncode, type PlannedJob } from "./requests.ts";
-import { type JobResult, Scheduler, type ServedModel } from "./scheduler.ts";
+import { derivativesOf, idOf, modelLimits, planBatch, planEncode, type PlannedSolve } from "./requests.ts";
+import { Scheduler, type ServedModel, type SolveResult } from "./scheduler.ts";
 import { type RestartPolicy, SupervisedInference } from "./supervisor.ts";
-import { frame, MSGPACK_STREAM } from "../core/api/worker.ts";
+import { frame, MSGPACK, MSGPACK_STREAM } from "../core/api/worker.ts";
 
 export interface WorkerConfig {
   /** The models directory (default GENIE_MODELS_DIR or `models/`). */
@@ -64,6 +72,8 @@ export interface WorkerConfig {
   maxWaitMs?: number;
   /** Requests in flight at most before 429 (default 256). */
   maxQueue?: number;
+  /** Inference time a request earns per turn when requests compete (ms; scheduler.ts). Default 20. */
+  quantumMs?: number;
   /** Retry-After seconds on 429/503 (default 1). */
   retryAfterS?: number;
   /** Execution providers to try in order (default cuda, then cpu). */
@@ -95,9 +105,29 @@ export interface WorkerApp {
   readonly scheduler: Scheduler;
   readonly models: Map<string, ServedModel>;
   readonly metrics: WorkerMetrics;
-  readonly registry: Registry;
+  readonly registry: ModelRegistry;
   /** The execution provider each model runs on. */
   readonly providers: Record<string, string>;
+  /**
+   * Picks up new, changed and removed model folders without a restart (SIGHUP and `POST
+   * /v1/admin/reload`): only folders whose fingerprint changed (models.ts `folderFingerprint`) load again;
+   * a changed model's new version serves new requests while the requests in flight finish on the old
+   * one, whose sessions are released after its last request; a new version that fails leaves the old one
+   * serving (its listing says `reload_error`); a removed folder's model takes no new requests. Reloads
+   * run one at a time.
+   */
+  reload(): Promise<ReloadReport>;
+}
+
+/** What a reload did, by model (folder) name. */
+export interface ReloadReport {
+  added: string[];
+  changed: string[];
+  removed: string[];
+  unchanged: string[];
+  /** Folders that failed to load; `serving` says when the model's previous version still serves. */
+  failed: { name: string; error: string; serving?: "previous version" }[];
+  ms: number;
 }
 
 const env = (name: string): string | undefined => {
@@ -182,7 +212,12 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       url: config.threadUrl,
       log,
       onRestart: (reports: Map<string, LoadedModelReport>) => {
-        for (const [name, report] of reports) {
+        for (const [key, report] of reports) {
+          // a version loaded by a reload has its own name in the thread (ServedModel.key); one being
+          // retired after a reload is not listed
+          const name = [...models.values()].find((m) => (m.key ?? m.info.manifest.name) === key)?.info
+            .manifest.name;
+          if (name === undefined) continue;
           if (providers[name] !== report.provider) {
             log(`model ${name}: ${report.provider} after the restart (was ${providers[name]})`);
             providers[name] = report.provider;
@@ -233,9 +268,14 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
     maxBatch: cap,
     maxWaitMs: config.maxWaitMs,
     maxQueue: config.maxQueue,
+    quantumMs: config.quantumMs,
     onBatch: (b) => metrics.batch(b.model, b.graph, b.rows, b.ms),
   });
   let closed: Promise<void> | undefined;
+  /** Folders a reload is loading now (a changed model's old version serves meanwhile). */
+  const loading = new Set<string>();
+  /** Why a changed model's new version failed to load (its previous version serves). */
+  const reloadErrors = new Map<string, string>();
 
   const describe = () => [
     ...[...models.values()].map((m) => {
@@ -249,6 +289,8 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
         schedule: man.schedule,
         time: man.time,
         solvers: solverNames(),
+        // other names requests may give a solver, e.g. {"DPM++ 2M": "dpmpp-2m", euler: "ddim"}
+        solver_aliases: solverAliases(),
         derivatives: derivativesOf(m),
         // e.g. {jvp: {reason: "cannot differentiate operator(s) Elu: …", operators: ["Elu"]}}
         ...(m.info.unavailable ? { unavailable_derivatives: m.info.unavailable } : {}),
@@ -261,12 +303,142 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
         provider: providers[man.name],
         ...(man.analytic ? { analytic: true, head: "exact" } : {}),
         ...(man.description ? { description: man.description } : {}),
-        status: "ok",
+        status: "ready",
+        // a reload is loading its new version, or failed to (this version still serves)
+        ...(loading.has(man.name) ? { reload: "loading" } : {}),
+        ...(reloadErrors.has(man.name) ? { reload_error: reloadErrors.get(man.name) } : {}),
       };
     }),
-    // folders that could not be loaded: named, with why (clients skip entries whose status is not ok)
-    ...registry.errors.map((e) => ({ name: e.folder, status: "unavailable", error: e.message })),
+    // new folders a reload is loading
+    ...[...loading].filter((n) => !models.has(n)).map((name) => ({ name, status: "loading" })),
+    // folders that could not be loaded: named, with why (clients skip entries whose status is not ready)
+    ...registry.errors.filter((e) => !loading.has(e.folder)).map((e) => ({
+      name: e.folder,
+      status: "failed",
+      error: e.message,
+    })),
   ];
+
+  /** Releases a model version's sessions once no request uses it any more. */
+  const retire = (m: ServedModel) => {
+    const key = m.key ?? m.info.manifest.name;
+    void scheduler.whenIdle(m).then(() => inference.unload?.([key])).then(
+      () =>
+        log(`model ${m.info.manifest.name}: released ${key === m.info.manifest.name ? "its" : key} sessions`),
+      (e) => log(`model ${m.info.manifest.name}: releasing ${key}: ${e instanceof Error ? e.message : e}`),
+    );
+  };
+  let generation = 0;
+
+  async function reloadNow(): Promise<ReloadReport> {
+    if (scheduler.draining || closed) throw new WorkerError("unavailable", "the worker is shutting down");
+    const t0 = performance.now();
+    const report: ReloadReport = { added: [], changed: [], removed: [], unchanged: [], failed: [], ms: 0 };
+    let folders: string[];
+    try {
+      folders = modelFolders(modelsDir, config.models);
+    } catch (e) {
+      throw new WorkerError("internal", `cannot read ${modelsDir}: ${e instanceof Error ? e.message : e}`);
+    }
+    for (const [name, m] of [...models]) {
+      if (folders.includes(name)) continue;
+      models.delete(name);
+      registry.models.delete(name);
+      registry.fingerprints.delete(name);
+      reloadErrors.delete(name);
+      delete providers[name];
+      retire(m);
+      report.removed.push(name);
+    }
+    for (const e of [...registry.errors]) {
+      if (folders.includes(e.folder)) continue;
+      registry.errors.splice(registry.errors.indexOf(e), 1);
+      registry.fingerprints.delete(e.folder);
+      report.removed.push(e.folder);
+    }
+    for (const folder of folders) {
+      const path = join(modelsDir, folder);
+      if (registry.fingerprints.get(folder) === folderFingerprint(path)) {
+        report.unchanged.push(folder);
+        continue;
+      }
+      const served = models.get(folder);
+      loading.add(folder);
+      try {
+        const info = await loadModelFolder(path, { build: config.build, log });
+        const name = info.manifest.name; // the folder's name (manifest.ts checks it)
+        // its own name in the thread: a new version runs beside the old one until the old one's last
+        // request ends, and a folder removed and added again does not meet its old sessions
+        const key = `${name}#${++generation}`;
+        let modelInputs: Partial<Record<GraphKind, string[]>>, provider: string;
+        if (inference.load) {
+          const keyed = { ...info, manifest: { ...info.manifest, name: key } };
+          const r = await inference.load([keyed]);
+          const rep = r.models.get(key);
+          if (!rep) throw new Error(r.failed.get(key) ?? "the inference thread did not load it");
+          modelInputs = rep.inputs as Partial<Record<GraphKind, string[]>>;
+          provider = rep.provider;
+          log(
+            `model ${name}: ${provider}; loaded in ${rep.loadMs.toFixed(0)} ms, warm-up ${
+              rep.warmupMs.toFixed(0)
+            } ms`,
+          );
+        } else if (config.inference) {
+          const cls = info.manifest.classes ? ["class"] : [];
+          modelInputs = { eps: ["x", "t", ...cls], head: ["x", "t", ...cls], jvp: ["x", "t", ...cls] };
+          provider = "test";
+        } else throw new Error("the inference backend cannot load models while running");
+        const next: ServedModel = {
+          info,
+          inputs: modelInputs,
+          maxBatch: Math.min(cap, info.manifest.limits.max_batch),
+          ...(key !== name ? { key } : {}),
+        };
+        models.set(name, next);
+        registry.models.set(name, info);
+        providers[name] = provider;
+        reloadErrors.delete(name);
+        const failedBefore = registry.errors.findIndex((e) => e.folder === folder);
+        if (failedBefore >= 0) registry.errors.splice(failedBefore, 1);
+        if (served) {
+          retire(served);
+          report.changed.push(name);
+        } else report.added.push(name);
+      } catch (e) {
+        const error = e instanceof Error ? e.message : String(e);
+        if (served) {
+          reloadErrors.set(folder, error);
+          report.failed.push({ name: folder, error, serving: "previous version" });
+          log(`model ${folder}: its new version failed to load (the previous one serves): ${error}`);
+        } else {
+          const at = registry.errors.findIndex((x) => x.folder === folder);
+          if (at >= 0) registry.errors.splice(at, 1);
+          registry.errors.push({ folder, message: error });
+          report.failed.push({ name: folder, error });
+          log(`skipping model folder ${folder}: ${error}`);
+        }
+      } finally {
+        loading.delete(folder);
+        // as loaded (building an analytic model writes into its folder); a failed one is retried once it changes
+        registry.fingerprints.set(folder, folderFingerprint(path));
+      }
+    }
+    report.ms = Math.round(performance.now() - t0);
+    log(
+      `reload: ${
+        (["added", "changed", "removed"] as const).map((k) => `${k} ${report[k].join(", ") || "-"}`).join(
+          "; ",
+        )
+      }; ${report.failed.length} failed; ${report.unchanged.length} unchanged (${report.ms} ms)`,
+    );
+    return report;
+  }
+  let reloads: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<ReloadReport> => {
+    const next = reloads.then(reloadNow);
+    reloads = next.catch(() => {});
+    return next;
+  };
 
   /** Streamed responses → the HTTP status their last frame carries, once the stream has ended. */
   const streamEnds = new WeakMap<Response, Promise<number>>();
@@ -281,7 +453,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       if (verifier) await verifier.verify(req, body);
       const msg = decodeMessage(body);
       id = idOf(msg);
-      const plan: PlannedJob = kind === "batch" ? planBatch(msg, models) : planEncode(msg, models);
+      const plan: PlannedSolve = kind === "batch" ? planBatch(msg, models) : planEncode(msg, models);
       if (plan.stream) return await solveStreaming(plan, req.signal);
       const result = await scheduler.submit({
         model: plan.model,
@@ -303,7 +475,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
    * keep their HTTP status. A step without evaluations (AFS) still gets its frame; the final
    * denoising evaluation (step === steps) gets none. Closing the connection cancels the request.
    */
-  async function solveStreaming(plan: PlannedJob, clientSignal: AbortSignal): Promise<Response> {
+  async function solveStreaming(plan: PlannedSolve, clientSignal: AbortSignal): Promise<Response> {
     const local = new AbortController();
     const finalStatus = Promise.withResolvers<number>();
     let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
@@ -321,7 +493,13 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
     };
     let last = -1;
     const progressTo = (step: number, steps: number) => {
-      while (last < Math.min(step, steps - 1)) send({ v: 1, id: plan.id, progress: { step: ++last, steps } });
+      while (last < Math.min(step, steps - 1)) {
+        // The latest preview (`preview: true`, core/preview.ts) rides on the next frame.
+        const p = plan.previews?.latest;
+        if (p && plan.previews) plan.previews.latest = undefined;
+        const preview = p && { step: p.step, shape: p.shape, data: float32ToBytes(p.data) };
+        send({ v: 1, id: plan.id, progress: { step: ++last, steps, ...(preview ? { preview } : {}) } });
+      }
     };
     const started = Promise.withResolvers<void>();
     const result = scheduler.submit({
@@ -383,8 +561,8 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
     return response;
   }
 
-  /** The success message of a finished job; a result with NaN or ±∞ (in float32) is an error instead. */
-  function resultMessage(plan: PlannedJob, result: JobResult): Record<string, unknown> {
+  /** The success message of a finished solve; a result with NaN or ±∞ (in float32) is an error instead. */
+  function resultMessage(plan: PlannedSolve, result: SolveResult): Record<string, unknown> {
     const data = Float32Array.from(result.x);
     const bad = data.findIndex((v) => !Number.isFinite(v));
     if (bad >= 0) {
@@ -399,7 +577,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       v: 1,
       id: plan.id,
       shape: plan.shape,
-      data: tensorBytes(data),
+      data: float32ToBytes(data),
       // nfe, calls, cost, cost_estimated, graph_calls: per sample trajectory, priced with model.json `costs`.
       ...costFields(result.stats, plan.model.info.manifest.costs),
       steps: plan.steps,
@@ -494,6 +672,13 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
       case "/v1/encode":
         only("POST");
         return await solve(req, "encode");
+      case "/v1/admin/reload": {
+        only("POST");
+        const body = await readBody(req, maxBody, bodyTimeoutMs);
+        if (verifier) await verifier.verify(req, body);
+        const report = await reload();
+        return jsonResponse({ ...report, models: describe() });
+      }
       default:
         throw new WorkerError("not_found", `no route ${path}`);
     }
@@ -508,7 +693,8 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
     } catch (e) {
       res = errorResponse(e);
     }
-    const known = ["/healthz", "/v1/models", "/metrics", "/v1/batch", "/v1/encode"].includes(path);
+    const known = ["/healthz", "/v1/models", "/metrics", "/v1/batch", "/v1/encode", "/v1/admin/reload"]
+      .includes(path);
     const record = (status: number) =>
       metrics.request(known ? path : "other", status, (performance.now() - t0) / 1000);
     // a stream is counted when it ends, with the status of its last frame
@@ -533,6 +719,7 @@ export async function createWorkerApp(config: WorkerConfig = {}): Promise<Worker
     metrics,
     registry,
     providers,
+    reload,
   };
 }
 

@@ -6,24 +6,22 @@
  * at load (the manifest, the files, each graph's inputs and outputs against the manifest: graph_check.ts);
  * a bad one is reported `NAME: not ok (why)` and the status is 1.
  */
-import { parseArgs } from "node:util";
 import process from "node:process";
+import { parseFlags } from "../core/flags.ts";
 import { readManifest } from "./manifest.ts";
 import { buildAnalyticModel, defaultModelsDir, loadRegistry, needsBuild } from "./models.ts";
+
+const FLAGS = [{ flag: "--dir", kind: "string" }, { flag: "--force", kind: "bool" }] as const;
 
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      options: { dir: { type: "string" }, force: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-      allowPositionals: true,
-    });
+    parsed = parseFlags(argv, FLAGS, { positionals: true });
   } catch (e) {
     console.error(e instanceof Error ? e.message : e);
     return 2;
   }
-  if (parsed.values.help) {
+  if (parsed.help) {
     console.log("usage: deno task models [--dir DIR] [--force] [NAME…]");
     return 0;
   }

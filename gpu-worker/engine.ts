@@ -15,8 +15,8 @@ import type { Schedule } from "../core/schedule.ts";
 import type { GridDefaults } from "../core/solvers/registry.ts";
 import type { AsyncEvaluator } from "../core/solvers/drive.ts";
 import type { DerivativeSource, EvalRequest, EvalResult } from "../core/solvers/types.ts";
-import type { Provider } from "../onnx/ort.ts";
-import { InferenceThread } from "./inference.ts";
+import type { Provider, SpinPolicy } from "../onnx/ort.ts";
+import { InferenceThread, type LoadedModelReport } from "./inference.ts";
 import type { GraphKind, ModelManifest } from "./manifest.ts";
 import { defaultModelsDir, loadRegistry } from "./models.ts";
 import { derivativesOf } from "./requests.ts";
@@ -27,10 +27,22 @@ export interface OpenOptions {
   providers?: Provider[];
   /** ORT intra-op threads. */
   threads?: number;
+  /**
+   * Whether ORT's threads spin-wait: true always (ORT's default), false never, undefined (default) auto,
+   * chosen per session from the call pattern (`spinPolicy` in inference.ts).
+   */
+  spinning?: boolean;
   /** Samples per ORT call (default: the manifest's limits.max_batch); larger requests are split. */
   maxBatch?: number;
   /** Build the model's graphs if they are missing (default true). */
   build?: boolean;
+  /** Load only these graphs (default all); a call to another one restarts the thread with all. */
+  graphs?: GraphKind[];
+  /**
+   * Start the inference thread on the first {@link OpenedModel.prepare} or evaluation instead of now, so
+   * a caller that knows its graphs and batch sizes loads and warms only those.
+   */
+  defer?: boolean;
 }
 
 export interface OpenedModel {
@@ -40,6 +52,8 @@ export interface OpenedModel {
   schedule: Schedule;
   /** The execution provider ORT accepted. */
   provider: string;
+  /** How the sessions' intra-op threads wait for work (`spinPolicy` in inference.ts). */
+  spin: SpinPolicy;
   classes?: { count: number; nullClass?: number };
   /** GENIE derivative sources this model serves ("head" first when it has one; "exact" for analytic models). */
   derivatives: DerivativeSource[];
@@ -51,6 +65,11 @@ export interface OpenedModel {
   evaluate: AsyncEvaluator;
   /** The same function, under the CLI's name. */
   evaluator: AsyncEvaluator;
+  /**
+   * Starts the thread with `graphs` (if not started yet) and warms them up at the call sizes a run of
+   * `rows` rows makes, so that the run's first calls are not the slow first calls at a new size.
+   */
+  prepare(graphs: readonly GraphKind[], rows: number): Promise<void>;
   /** ORT time of the calls so far (ms) and their count. */
   readonly ortStats: { calls: number; ms: number };
   close(): Promise<void>;
@@ -72,22 +91,59 @@ export async function openModel(
       `no model folder ${name} in ${modelsDir}`;
     throw new Error(why);
   }
-  const thread = await InferenceThread.start([info], {
-    providers: opts.providers ?? ["cuda", "cpu"],
-    intraOpThreads: opts.threads,
-  });
-  const report = thread.models.get(name)!;
-  const model: ServedModel = {
-    info,
-    inputs: report.inputs as Partial<Record<GraphKind, string[]>>,
-    maxBatch: Math.min(opts.maxBatch ?? info.manifest.limits.max_batch, info.manifest.limits.max_batch),
-  };
+  const m = info.manifest;
+  const maxBatch = Math.min(opts.maxBatch ?? m.limits.max_batch, m.limits.max_batch);
   const ortStats = { calls: 0, ms: 0 };
   const dim = info.dim;
+
+  /** The inference thread, started with some or all of the model's graphs. */
+  interface Running {
+    thread: InferenceThread;
+    report: LoadedModelReport;
+    model: ServedModel;
+    graphs: Set<GraphKind>;
+  }
+  let running: Promise<Running> | undefined;
+  /** The thread once started (for the provider and spin policy it reports). */
+  let settled: Running | undefined;
+  const start = (graphs?: readonly GraphKind[]): Promise<Running> =>
+    running ??= (async () => {
+      const all = Object.keys(info.graphPaths) as GraphKind[];
+      const only = new Set(graphs ? all.filter((g) => graphs.includes(g)) : all);
+      const load = {
+        ...info,
+        graphPaths: Object.fromEntries(all.filter((g) => only.has(g)).map((g) => [g, info.graphPaths[g]])),
+      };
+      const thread = await InferenceThread.start([load], {
+        providers: opts.providers ?? ["cuda", "cpu"],
+        intraOpThreads: opts.threads,
+        spinning: opts.spinning,
+      });
+      const report = thread.models.get(name)!;
+      const model: ServedModel = {
+        info,
+        inputs: report.inputs as Partial<Record<GraphKind, string[]>>,
+        maxBatch,
+      };
+      return settled = { thread, report, model, graphs: only };
+    })();
+  /** Starts the thread again with every graph (a graph was needed that {@link prepare} did not load). */
+  const widen = async (): Promise<Running> => {
+    const old = await running!;
+    await old.thread.close();
+    running = undefined;
+    return await start();
+  };
+  if (!opts.defer) await start(opts.graphs);
+  const current = async (graph: GraphKind): Promise<Running> => {
+    const r = await start();
+    return r.graphs.has(graph) ? r : await widen();
+  };
 
   const evaluate = async (req: EvalRequest): Promise<EvalResult> => {
     const graph = graphFor(req);
     if (!info.graphPaths[graph]) throw new Error(`model ${name} has no ${graph} graph`);
+    const { thread, model } = await current(graph);
     const rows = req.t.length;
     const outputs: Record<string, Float32Array> = {};
     for (let from = 0; from < rows; from += model.maxBatch) {
@@ -103,20 +159,59 @@ export async function openModel(
     return toEpsResult(info, req, graph, outputs);
   };
 
-  const m = info.manifest;
-  return {
+  const prepare = async (graphs: readonly GraphKind[], rows: number): Promise<void> => {
+    const { thread, model, graphs: loaded } = await start(graphs);
+    // The call sizes a run of `rows` rows makes: whole batches and the remainder. Batch 1 was warmed at load.
+    const sizes = new Set([Math.min(rows, model.maxBatch), rows % model.maxBatch].filter((b) => b > 1));
+    for (const graph of graphs) {
+      if (!loaded.has(graph)) continue;
+      for (const b of sizes) {
+        await thread.run(
+          name,
+          graph,
+          batchFeeds(model, graph, [{ req: warmupRequest(graph, b, dim), from: 0, count: b }]),
+        );
+      }
+    }
+  };
+
+  const described = (r?: Running) => ({
     name,
     manifest: m,
     shape: m.shape,
     schedule: info.schedule,
-    provider: report.provider,
     classes: m.classes ? { count: m.classes.count, nullClass: m.classes.null_class } : undefined,
-    derivatives: derivativesOf(model),
+    derivatives: derivativesOf({ info, inputs: r?.model.inputs ?? {}, maxBatch }),
     defaults: m.defaults,
     costs: m.costs,
+  });
+  return {
+    ...described(settled),
+    get provider() {
+      return settled?.report.provider ?? "not started";
+    },
+    get spin() {
+      return settled?.report.spin ?? "on";
+    },
     evaluate,
     evaluator: evaluate,
+    prepare,
     ortStats,
-    close: () => thread.close(),
+    close: async () => {
+      if (running) await (await running).thread.close();
+    },
   };
+}
+
+/** A request of `rows` rows for `graph` with neutral inputs, to warm a batch size up. */
+function warmupRequest(graph: GraphKind, rows: number, dim: number): EvalRequest {
+  const req: EvalRequest = {
+    x: new Float64Array(rows * dim),
+    t: new Float64Array(rows).fill(0.5),
+    want: graph === "eps" ? "eps" : "eps+deriv",
+    step: 0,
+    steps: 1,
+  };
+  if (graph === "jvp") req.tangent = { x: new Float64Array(rows * dim), t: new Float64Array(rows) };
+  return req;
 }

@@ -34,7 +34,7 @@ export class WorkerError extends Error {
 }
 
 /** 422 naming a field. */
-export function invalid(field: string, message: string): WorkerError {
+export function invalidField(field: string, message: string): WorkerError {
   return new WorkerError("invalid_request", message, field);
 }
 
@@ -44,7 +44,7 @@ export function asWorkerError(e: unknown): WorkerError {
   if (e instanceof Error && typeof (e as { field?: unknown }).field === "string") {
     const field = (e as unknown as { field: string }).field;
     const prefix = `${field}: `;
-    return invalid(field, e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message);
+    return invalidField(field, e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message);
   }
   return new WorkerError("internal", e instanceof Error ? e.message : String(e));
 }

@@ -5,7 +5,7 @@
  * the outputs it reads (`eps`; `deriv` from a head graph; `jvp` from a JVP graph). The eps and JVP graphs
  * are checked under the manifest's names (`inputs`, `outputs`: e.g. `sample`, `timestep`, `out_sample`),
  * and their time input may be int64 (a discrete model's integer timestep), which is recorded in
- * `ModelInfo.timestep` so that the worker feeds the nearest integer timestep. The graph's inputs
+ * `LoadedModel.timestep` so that the worker feeds the nearest integer timestep. The graph's inputs
  * are read from the ONNX model itself (onnx/proto.ts), so a folder whose manifest disagrees with its
  * graph (e.g. `"shape": [2]` over a 1×28×28 U-Net) is reported, naming the graph, the input and the
  * mismatch, and skipped, instead of failing inside ONNX Runtime.
@@ -17,7 +17,7 @@ import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { DataType, decodeModel, type Dim, dtypeName, valueInfoType } from "../onnx/proto.ts";
 import { JVP_INPUTS } from "./graphs.ts";
-import { type GraphKind, graphNames, ManifestError, type ModelInfo } from "./manifest.ts";
+import { type GraphKind, graphNames, type LoadedModel, ManifestError } from "./manifest.ts";
 
 interface Expected {
   type: number;
@@ -30,7 +30,7 @@ const typeName = (code: number | undefined) =>
   code === undefined ? "unknown" : dtypeName(code) ?? `type ${code}`;
 
 /** What the worker feeds a graph of `kind`, by input name (the time input's type is checked apart). */
-function expectedInputs(info: ModelInfo, kind: GraphKind): Map<string, Expected> {
+function expectedInputs(info: LoadedModel, kind: GraphKind): Map<string, Expected> {
   const shape = info.manifest.shape, names = graphNames(info, kind);
   const inputs = new Map<string, Expected>([
     [names.x, { type: DataType.FLOAT, dims: shape }],
@@ -45,7 +45,7 @@ function expectedInputs(info: ModelInfo, kind: GraphKind): Map<string, Expected>
 }
 
 /** The inputs a graph of `kind` must have and the outputs the worker reads from it. */
-function required(info: ModelInfo, kind: GraphKind): { inputs: string[]; outputs: string[] } {
+function required(info: LoadedModel, kind: GraphKind): { inputs: string[]; outputs: string[] } {
   const n = graphNames(info, kind);
   switch (kind) {
     case "eps":
@@ -64,7 +64,7 @@ function required(info: ModelInfo, kind: GraphKind): { inputs: string[]; outputs
 }
 
 /** Checks one graph file; throws a {@link ManifestError} naming `graphs.<kind>` and the mismatch. */
-export function checkGraph(info: ModelInfo, kind: GraphKind, path: string): void {
+function checkGraph(info: LoadedModel, kind: GraphKind, path: string): void {
   const field = `graphs.${kind}`;
   const name = info.manifest.name;
   const fail = (message: string): never => {
@@ -135,7 +135,7 @@ export function checkGraph(info: ModelInfo, kind: GraphKind, path: string): void
  * Checks every graph the sampler feeds (eps, head, jvp) of a model, eps first (it sets
  * `info.timestep`, which the others follow); throws on the first mismatch.
  */
-export function checkModelGraphs(info: ModelInfo): void {
+export function checkModelGraphs(info: LoadedModel): void {
   const order: GraphKind[] = ["eps", "head", "jvp"];
   for (const kind of order) {
     const path = info.graphPaths[kind];

@@ -28,7 +28,7 @@ import {
 } from "node:fs";
 import { basename, dirname, join, normalize } from "node:path";
 import process from "node:process";
-import { parseArgs } from "node:util";
+import { parseFlags } from "../core/flags.ts";
 import { PREDICTION_ALIASES } from "../core/prediction.ts";
 import { BETA_SCHEDULES, discreteSchedule, type DiscreteScheduleSpec } from "../core/schedule.ts";
 import {
@@ -114,7 +114,7 @@ function readJson(path: string, field: string): Obj | undefined {
 }
 
 /** The schedule and prediction kind of a diffusers scheduler configuration, and the facts about it. */
-export function fromSchedulerConfig(
+function fromSchedulerConfig(
   config: Obj,
 ): { schedule: DiscreteScheduleSpec; prediction: string; facts: string[] } {
   const field = (key: string) => `scheduler_config.json: ${key}`;
@@ -202,7 +202,7 @@ export function fromSchedulerConfig(
 }
 
 /** The number of rows of the initializer the graph gathers `labels` from (through casts and reshapes). */
-export function classTableRows(
+function classTableRows(
   graph: IGraphProto,
   labels: string,
 ): { rows: number; table: string } | undefined {
@@ -469,52 +469,40 @@ export function importDiffusers(opts: ImportOptions): ImportResult {
 const USAGE = "usage: deno task import DIR --name NAME [--out DIR] [--classes N] [--null-class N] " +
   "[--shape C,H,W] [--max-batch N] [--force]";
 
+const FLAGS = [
+  { flag: "--name", kind: "string" },
+  { flag: "--out", kind: "string" },
+  { flag: "--classes", kind: "int", min: 1 },
+  { flag: "--null-class", kind: "int", min: 0 },
+  { flag: "--shape", kind: "list", of: "int", min: 1 },
+  { flag: "--max-batch", kind: "int", min: 1 },
+  { flag: "--force", kind: "bool" },
+] as const;
+
 export function main(argv: string[]): number {
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        name: { type: "string" },
-        out: { type: "string" },
-        classes: { type: "string" },
-        "null-class": { type: "string" },
-        shape: { type: "string" },
-        "max-batch": { type: "string" },
-        force: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      allowPositionals: true,
-    });
+    parsed = parseFlags(argv, FLAGS, { positionals: true });
   } catch (e) {
     console.error(`${e instanceof Error ? e.message : e}\n${USAGE}`);
     return 2;
   }
   const v = parsed.values;
-  if (v.help) {
+  if (parsed.help) {
     console.log(USAGE);
     return 0;
   }
-  const int = (flag: string, s: string | undefined, min: number): number | undefined => {
-    if (s === undefined) return undefined;
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < min) {
-      throw new ImportError(`--${flag}`, `must be an integer ≥ ${min}, got ${s}`);
-    }
-    return n;
-  };
   try {
     if (parsed.positionals.length !== 1) throw new ImportError("DIR", `give one export folder\n${USAGE}`);
     if (!v.name) throw new ImportError("--name", `is required\n${USAGE}`);
-    const shape = v.shape?.split(",").map((d) => int("shape", d.trim(), 1)!);
     const result = importDiffusers({
       source: parsed.positionals[0],
       name: v.name,
       out: v.out ?? process.env.GENIE_MODELS_DIR ?? defaultModelsDir(),
-      classes: int("classes", v.classes, 1),
-      nullClass: int("null-class", v["null-class"], 0),
-      shape,
-      maxBatch: int("max-batch", v["max-batch"], 1),
+      classes: v.classes,
+      nullClass: v.nullClass,
+      shape: v.shape,
+      maxBatch: v.maxBatch,
       force: v.force,
     });
     for (const line of result.facts) console.log(line);

@@ -2,7 +2,7 @@
  * The main thread's handle on the inference thread (inference_thread.ts): start it, load every model's
  * sessions once, run batches, close. One call at a time reaches ORT; calls queue in order.
  */
-import type { Provider } from "../onnx/ort.ts";
+import type { Provider, SpinPolicy } from "../onnx/ort.ts";
 import type { GraphKind, ModelInfo } from "./manifest.ts";
 
 /** A tensor on the wire between threads: its bytes travel by transfer. */
@@ -30,21 +30,47 @@ export interface ThreadOptions {
   providers: Provider[];
   /** ORT intra-op threads per session (ORT's default when omitted). */
   intraOpThreads?: number;
-  /** Whether ORT's intra-op threads spin-wait after each call (default true, ORT's own; see onnx/ort.ts). */
+  /**
+   * Whether ORT's intra-op threads spin-wait: true spins as ORT does by default (also between calls),
+   * false never spins, undefined (auto) chooses per session from the call pattern ({@link spinPolicy}).
+   */
   spinning?: boolean;
   /** One batch-1 call per graph after loading (default true). */
   warmup?: boolean;
 }
 
+/**
+ * The spin policy of every session of an inference thread that holds `sessions` sessions (all models,
+ * all graphs; on a reload, with the ones it already holds), under the `spinning` setting (`GENIE_WORKER_SPIN`: on, off, or auto when undefined):
+ *
+ * - on → `"on"` and off → `"off"` for every session;
+ * - auto, one session → `"on"`: the only session there is runs every call, back to back, so its threads
+ *   spinning between calls answer the next call sooner and compete with nothing;
+ * - auto, more than one session (a model with eps and jvp or head graphs, or several models) → `"run"`:
+ *   any call may follow any other (GENIE's eps and JVP calls alternate, requests of different models or
+ *   solvers interleave), and a session whose threads kept spinning after its call would take cores from
+ *   the next session's call; spinning only inside a call keeps its speed within the call.
+ *
+ * onnxruntime-node has no shared (global) thread pool to give the sessions instead (onnx/ort.ts).
+ */
+export function spinPolicy(spinning: boolean | undefined, sessions: number): SpinPolicy {
+  if (spinning === true) return "on";
+  if (spinning === false) return "off";
+  return sessions <= 1 ? "on" : "run";
+}
+
 export type ThreadRequest =
   | { type: "load"; models: ThreadLoadModel[]; options: ThreadOptions }
   | { type: "run"; id: number; model: string; graph: GraphKind; feeds: Record<string, WireTensor> }
+  | { type: "unload"; names: string[] }
   | { type: "close" };
 
 export interface LoadedModelReport {
   name: string;
   /** The execution provider that accepted the model. */
   provider: Provider;
+  /** How its sessions' intra-op threads wait for work ({@link spinPolicy}). */
+  spin: SpinPolicy;
   /** Providers tried first and why they failed. */
   skipped: Record<string, string>;
   inputs: Record<string, string[]>;
@@ -63,7 +89,14 @@ export type ThreadReply =
   }
   | { type: "result"; id: number; outputs: Record<string, WireTensor>; ms: number }
   | { type: "error"; id?: number; message: string }
+  | { type: "unloaded" }
   | { type: "closed" };
+
+/** The outcome of loading models: their reports, and why the others failed. */
+export interface LoadReport {
+  models: Map<string, LoadedModelReport>;
+  failed: Map<string, string>;
+}
 
 /** What a batch run returns: float32 outputs by name and the time spent inside ORT. */
 export interface BatchOutputs {
@@ -75,6 +108,13 @@ export interface BatchOutputs {
 export interface Inference {
   run(model: string, graph: GraphKind, feeds: Record<string, WireTensor>): Promise<BatchOutputs>;
   close(): Promise<void>;
+  /**
+   * Loads more models while running (a reload, gpu-worker/app.ts): each under its manifest name, which
+   * must be new; reports the ones loaded and the ones that failed. Backends without it cannot reload.
+   */
+  load?(models: ModelInfo[]): Promise<LoadReport>;
+  /** Releases the sessions of models loaded earlier (after their last call). */
+  unload?(names: string[]): Promise<void>;
   /** Why the backend can no longer run anything (a crashed thread), if it cannot. */
   readonly failure?: Error;
 }
@@ -131,7 +171,9 @@ export class InferenceThread implements Inference {
   #thread: ThreadHandle;
   #next = 1;
   #waiting = new Map<number, { resolve: (o: BatchOutputs) => void; reject: (e: Error) => void }>();
-  #control: { resolve: (m: ThreadReply) => void; reject: (e: Error) => void } | undefined;
+  /** Control replies awaited, in the order their requests were posted (the thread answers in order). */
+  #control: { resolve: (m: ThreadReply) => void; reject: (e: Error) => void }[] = [];
+  #options: ThreadOptions | undefined;
   #closed = false;
   #failure: Error | undefined;
   #failureListeners: ((err: Error) => void)[] = [];
@@ -168,8 +210,44 @@ export class InferenceThread implements Inference {
   }
 
   async #load(models: ModelInfo[], options: ThreadOptions): Promise<void> {
+    this.#options = options;
     await this.#expect("started");
-    const reply = await this.#send({
+    const reply = await this.#sendLoad(models, options);
+    if (reply.type === "loaded") {
+      for (const m of reply.models) this.models.set(m.name, m);
+      for (const f of reply.failed ?? []) this.failed.set(f.name, f.message);
+      // some models failing leaves the others to serve; none loading at all is a failed start
+      if (reply.models.length === 0 && this.failed.size > 0) {
+        throw new Error([...this.failed].map(([name, message]) => `${name}: ${message}`).join("; "));
+      }
+    }
+  }
+
+  /**
+   * Loads more models into the running thread (with the options it started with); calls to the other
+   * models wait meanwhile, as the thread handles one message at a time.
+   */
+  async load(models: ModelInfo[]): Promise<LoadReport> {
+    if (this.#closed) throw new Error("the inference thread is closed");
+    if (this.#failure) throw this.#failure;
+    const reply = await this.#sendLoad(models, this.#options!);
+    const report: LoadReport = { models: new Map(), failed: new Map() };
+    if (reply.type === "loaded") {
+      for (const m of reply.models) this.models.set(m.name, m), report.models.set(m.name, m);
+      for (const f of reply.failed ?? []) report.failed.set(f.name, f.message);
+    }
+    return report;
+  }
+
+  /** Releases the sessions of `names` once the calls queued before have run. */
+  async unload(names: string[]): Promise<void> {
+    if (this.#closed || this.#failure) return;
+    await this.#send({ type: "unload", names }, "unloaded");
+    for (const name of names) this.models.delete(name);
+  }
+
+  #sendLoad(models: ModelInfo[], options: ThreadOptions): Promise<ThreadReply> {
+    return this.#send({
       type: "load",
       options,
       models: models.map((m) => ({
@@ -184,23 +262,15 @@ export class InferenceThread implements Inference {
         ),
       })),
     }, "loaded");
-    if (reply.type === "loaded") {
-      for (const m of reply.models) this.models.set(m.name, m);
-      for (const f of reply.failed ?? []) this.failed.set(f.name, f.message);
-      // some models failing leaves the others to serve; none loading at all is a failed start
-      if (reply.models.length === 0 && this.failed.size > 0) {
-        throw new Error([...this.failed].map(([name, message]) => `${name}: ${message}`).join("; "));
-      }
-    }
   }
 
   /** Waits for the next control reply, which must be of type `expect`. */
   #expect(expect: ThreadReply["type"]): Promise<ThreadReply> {
     return new Promise((resolve, reject) => {
-      this.#control = {
+      this.#control.push({
         resolve: (m) => m.type === expect ? resolve(m) : reject(new Error(`inference thread sent ${m.type}`)),
         reject,
-      };
+      });
     });
   }
 
@@ -223,13 +293,9 @@ export class InferenceThread implements Inference {
       this.#waiting.delete(msg.id);
       w?.reject(new Error(msg.message));
     } else if (msg.type === "error") {
-      const c = this.#control;
-      this.#control = undefined;
-      c?.reject(new Error(msg.message));
+      this.#control.shift()?.reject(new Error(msg.message));
     } else {
-      const c = this.#control;
-      this.#control = undefined;
-      c?.resolve(msg);
+      this.#control.shift()?.resolve(msg);
     }
   }
 
@@ -256,8 +322,7 @@ export class InferenceThread implements Inference {
     }
     for (const w of this.#waiting.values()) w.reject(err);
     this.#waiting.clear();
-    this.#control?.reject(err);
-    this.#control = undefined;
+    for (const c of this.#control.splice(0)) c.reject(err);
   }
 
   /** Runs one batch; the feeds' buffers are transferred (unusable afterwards). */

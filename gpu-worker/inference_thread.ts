@@ -3,8 +3,9 @@
  * blocks its thread for the whole call, so it runs here (a Web Worker under Deno, worker_threads under
  * Node) while the network loop and the scheduler stay responsive on the main thread.
  *
- * Sessions are created once per (model, graph) at start-up and released only at close (creating and
- * releasing sessions leaks memory upstream). Each model tries the configured providers in order
+ * Sessions are created once per (model, graph) at start-up and released only at close, or when a reload
+ * retires a model's old version (creating and releasing sessions leaks memory upstream, so the worker
+ * reloads only the folders that changed; gpu-worker/app.ts). Each model tries the configured providers in order
  * (by default CUDA, then CPU; docs/backends.md) and reports the one that accepted it, then runs one
  * warm-up call per graph.
  * Tensors travel as ArrayBuffers, transferred, never copied by the message channel.
@@ -17,9 +18,16 @@ import {
   type InferenceSession,
   type Provider,
   runSession,
+  type SpinPolicy,
   type TensorInit,
 } from "../onnx/ort.ts";
-import type { ThreadLoadModel, ThreadReply, ThreadRequest, WireTensor } from "./inference.ts";
+import {
+  spinPolicy,
+  type ThreadLoadModel,
+  type ThreadReply,
+  type ThreadRequest,
+  type WireTensor,
+} from "./inference.ts";
 
 interface Port {
   post(msg: ThreadReply, transfer?: ArrayBuffer[]): void;
@@ -86,9 +94,13 @@ function warmupFeeds(
 async function load(msg: Extract<ThreadRequest, { type: "load" }>, port: Port): Promise<void> {
   const loaded: Extract<ThreadReply, { type: "loaded" }>["models"] = [];
   const failed: Extract<ThreadReply, { type: "loaded" }>["failed"] = [];
+  // Every session the thread will hold, across models (those of a reload beside the ones it holds): the
+  // spin policy follows from how many there are.
+  const count = sessions.size + msg.models.reduce((n, m) => n + Object.keys(m.graphs).length, 0);
+  const spin = spinPolicy(msg.options.spinning, count);
   for (const model of msg.models) {
     try {
-      loaded.push(await loadModel(model, msg.options));
+      loaded.push(await loadModel(model, msg.options, spin));
     } catch (e) {
       // One model that ONNX Runtime refuses (or whose warm-up call fails) is left out; the others load.
       for (const graph of Object.keys(model.graphs)) {
@@ -105,6 +117,7 @@ async function load(msg: Extract<ThreadRequest, { type: "load" }>, port: Port): 
 async function loadModel(
   model: ThreadLoadModel,
   options: Extract<ThreadRequest, { type: "load" }>["options"],
+  spin: SpinPolicy,
 ): Promise<Extract<ThreadReply, { type: "loaded" }>["models"][number]> {
   const t0 = performance.now();
   let provider: Provider | undefined;
@@ -115,7 +128,7 @@ async function loadModel(
     const created = await createSession(readFileSync(path), {
       providers,
       threads: options.intraOpThreads,
-      spinning: options.spinning,
+      spin,
     });
     // Once a provider has accepted one graph of the model, use it for the others.
     provider = created.provider;
@@ -136,6 +149,7 @@ async function loadModel(
   return {
     name: model.name,
     provider: provider!,
+    spin,
     skipped,
     inputs,
     outputs,
@@ -177,6 +191,18 @@ async function run(msg: Extract<ThreadRequest, { type: "run" }>, port: Port): Pr
   }
 }
 
+/** Releases the sessions of models loaded earlier (a reload retires an old version, gpu-worker/app.ts). */
+async function unload(names: string[], port: Port): Promise<void> {
+  for (const name of names) {
+    for (const [k, s] of sessions) {
+      if (!k.startsWith(`${name}\u0000`)) continue;
+      sessions.delete(k);
+      await s.release().catch(() => {});
+    }
+  }
+  port.post({ type: "unloaded" });
+}
+
 async function close(port: Port): Promise<void> {
   for (const s of sessions.values()) await s.release();
   sessions.clear();
@@ -191,6 +217,7 @@ port.listen((msg) => {
     try {
       if (msg.type === "load") await load(msg, port);
       else if (msg.type === "run") await run(msg, port);
+      else if (msg.type === "unload") await unload(msg.names, port);
       else if (msg.type === "close") await close(port);
     } catch (e) {
       port.post({

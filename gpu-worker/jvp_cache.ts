@@ -36,14 +36,14 @@ import process from "node:process";
 import { JvpError, jvpModel, SUPPORTED_OPERATORS } from "../onnx/jvp.ts";
 import { decodeModel, encodeModel } from "../onnx/proto.ts";
 import { JVP_INPUTS } from "./graphs.ts";
-import { type GraphNames, type ModelInfo, STANDARD_NAMES } from "./manifest.ts";
+import { type GraphNames, type LoadedModel, STANDARD_NAMES } from "./manifest.ts";
 
 /**
  * Identifies the transform a cached graph was made with: a version, bumped whenever onnx/jvp.ts or the
  * options below change what the derived graph computes, and the operators with a rule (so that a new
  * rule retries graphs cached as unavailable).
  */
-export const JVP_TRANSFORM = `1;${SUPPORTED_OPERATORS.join(",")}`;
+const JVP_TRANSFORM = `2;${SUPPORTED_OPERATORS.join(",")}`;
 
 /** Why a derivative graph cannot be made: the message, and the operators at fault (maybe none). */
 export interface Unavailable {
@@ -65,7 +65,7 @@ interface Stamp {
 }
 
 /** The cache folder of a model: `<dir>/cache`, or a folder under the temporary directory. */
-function cacheDirs(info: ModelInfo, hash: string): string[] {
+function cacheDirs(info: LoadedModel, hash: string): string[] {
   return [
     join(info.dir, "cache"),
     join(tmpdir(), "genie-jvp-cache", `${info.manifest.name}-${hash.slice(0, 16)}`),
@@ -143,7 +143,7 @@ function transformId(names: GraphNames): string {
  * built now and cached. Never throws for a graph it cannot differentiate (that is `ok: false`); I/O errors
  * reading eps.onnx are thrown.
  */
-export function deriveJvpGraph(info: ModelInfo, log: (line: string) => void = () => {}): DerivedJvp {
+export function deriveJvpGraph(info: LoadedModel, log: (line: string) => void = () => {}): DerivedJvp {
   const t0 = performance.now();
   const epsPath = info.graphPaths.eps;
   if (!epsPath) throw new Error(`${info.manifest.name}: no eps graph`);

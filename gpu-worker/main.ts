@@ -1,17 +1,18 @@
 /**
  * `deno task worker [--host 127.0.0.1] [--port 8700]` (docs/contracts.md §5): serves the worker app and
  * prints `listening on http://HOST:PORT` once the models are loaded. SIGINT/SIGTERM drain the requests
- * in flight, then exit.
+ * in flight, then exit; SIGHUP reloads the model folders (new, changed, removed; app.ts `reload`).
  *
  * Environment: GENIE_WORKER_HOST, GENIE_WORKER_PORT, GENIE_WORKER_SECRET, GENIE_MODELS_DIR, and the
- * tuning knobs GENIE_WORKER_MAX_BATCH, GENIE_WORKER_MAX_WAIT_MS, GENIE_WORKER_MAX_QUEUE,
+ * tuning knobs GENIE_WORKER_MAX_BATCH, GENIE_WORKER_MAX_WAIT_MS, GENIE_WORKER_MAX_QUEUE, GENIE_WORKER_QUANTUM_MS,
  * GENIE_SIGNATURE_WINDOW_S (seconds a signed request's timestamp may be off, default 60),
  * GENIE_WORKER_THREADS (ORT intra-op threads), GENIE_WORKER_PROVIDERS (e.g. "cpu" or "cuda,cpu"; else
  * GENIE_PROVIDERS; names: webgpu, cuda, cpu, wasm, tried in order, docs/backends.md),
  * GENIE_WORKER_BODY_TIMEOUT_MS (how long a request body may take to arrive, default 30000; 408 after),
- * GENIE_WORKER_SPIN (on/off: whether ORT's threads spin-wait after a call; on, ORT's default, answers
- * the next call sooner, off leaves idle cores to other processes). Flags of the same names
- * (--max-batch, --max-wait-ms, --max-queue, --threads, --providers, --spin, --body-timeout-ms,
+ * GENIE_WORKER_SPIN (auto, on or off, default auto: how ORT's threads wait for work; auto spins between
+ * calls only where one session serves every call and otherwise only while a call runs, on always spins
+ * as ORT does by default, off never spins; see spinPolicy in inference.ts). Flags of the same names
+ * (--max-batch, --max-wait-ms, --max-queue, --quantum-ms, --threads, --providers, --spin, --body-timeout-ms,
  * --models-dir, --models a,b)
  * override them.
  *
@@ -24,7 +25,7 @@ import { pathToFileURL } from "node:url";
 import { parseOnOff } from "../core/api/switch.ts";
 import { parseProviders } from "../onnx/ort.ts";
 import { ListenError, serveResilient } from "../core/api/serve.ts";
-import { createWorkerApp, type WorkerConfig } from "./app.ts";
+import { createWorkerApp, type WorkerApp, type WorkerConfig } from "./app.ts";
 
 export interface ServeOptions extends WorkerConfig {
   host: string;
@@ -38,6 +39,25 @@ function num(flag: string, v: string | undefined): number | undefined {
     throw new Error(`${flag}: must be a non-negative number, got ${JSON.stringify(v)}`);
   }
   return n;
+}
+
+/** A number that must be above zero when given. */
+function positive(flag: string, n: number | undefined): number | undefined {
+  if (n === 0) throw new Error(`${flag}: must be positive, got 0`);
+  return n;
+}
+
+/**
+ * `--spin` / GENIE_WORKER_SPIN: on (true), off (false) or auto (undefined, also when unset); on/off take
+ * the spellings of core/api/switch.ts.
+ */
+export function parseSpin(name: string, value: string | undefined): boolean | undefined {
+  if (value !== undefined && value.trim().toLowerCase() === "auto") return undefined;
+  try {
+    return parseOnOff(name, value);
+  } catch {
+    throw new Error(`${name}: expected auto, on or off, got ${JSON.stringify(value)}`);
+  }
 }
 
 function signatureWindow(v: string | undefined): number | undefined {
@@ -57,6 +77,7 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
       models: { type: "string" },
       "max-batch": { type: "string" },
       "max-wait-ms": { type: "string" },
+      "quantum-ms": { type: "string" },
       "max-queue": { type: "string" },
       threads: { type: "string" },
       providers: { type: "string" },
@@ -85,8 +106,15 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
     maxBatch: num("--max-batch", values["max-batch"] ?? env.GENIE_WORKER_MAX_BATCH),
     maxWaitMs: num("--max-wait-ms", values["max-wait-ms"] ?? env.GENIE_WORKER_MAX_WAIT_MS),
     maxQueue: num("--max-queue", values["max-queue"] ?? env.GENIE_WORKER_MAX_QUEUE),
+    quantumMs: positive(
+      "--quantum-ms",
+      num("--quantum-ms", values["quantum-ms"] ?? env.GENIE_WORKER_QUANTUM_MS),
+    ),
     intraOpThreads: num("--threads", values.threads ?? env.GENIE_WORKER_THREADS),
-    spinning: parseOnOff("--spin", values.spin ?? env.GENIE_WORKER_SPIN),
+    spinning: parseSpin(
+      values.spin !== undefined ? "--spin" : "GENIE_WORKER_SPIN",
+      values.spin ?? env.GENIE_WORKER_SPIN,
+    ),
     providers,
     bodyTimeoutMs: num("--body-timeout-ms", values["body-timeout-ms"] ?? env.GENIE_WORKER_BODY_TIMEOUT_MS),
   };
@@ -126,7 +154,9 @@ async function checkPort(host: string, port: number): Promise<void> {
  * bound is a {@link ListenError} (one line naming it). Under Deno, running out of file handles does
  * not end the process: the server listens again (core/api/serve.ts).
  */
-export async function serve(opts: ServeOptions): Promise<{ url: string; close(): Promise<void> }> {
+export async function serve(
+  opts: ServeOptions,
+): Promise<{ url: string; close(): Promise<void>; reload: WorkerApp["reload"] }> {
   await checkPort(opts.host, opts.port);
   const app = await createWorkerApp(opts);
   const deno = (globalThis as { Deno?: typeof Deno }).Deno;
@@ -150,6 +180,7 @@ export async function serve(opts: ServeOptions): Promise<{ url: string; close():
       get url() {
         return url;
       },
+      reload: app.reload,
       close: async () => {
         await app.shutdown();
         ac.abort();
@@ -196,6 +227,7 @@ export async function serve(opts: ServeOptions): Promise<{ url: string; close():
   const addr = server.address() as { port: number };
   return {
     url: `http://${opts.host}:${addr.port}`,
+    reload: app.reload,
     close: async () => {
       await app.shutdown();
       await new Promise((resolve) => server.close(resolve));
@@ -239,4 +271,11 @@ if (isMain()) {
   };
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
+  // the model folders again: new, changed and removed ones (the app logs what changed)
+  process.on("SIGHUP", () => {
+    if (stopping) return;
+    server.reload().catch((e) =>
+      console.error(`SIGHUP: reload failed: ${e instanceof Error ? e.message : e}`)
+    );
+  });
 }

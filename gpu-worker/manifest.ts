@@ -34,7 +34,7 @@ import { defaultRho, GRID_KINDS, type GridKind } from "../core/grid.ts";
 import { parsePredictionKind, type PredictionKind } from "../core/prediction.ts";
 import { discreteTimesteps, type Schedule, scheduleFromSpec, type ScheduleSpec } from "../core/schedule.ts";
 import { CALL_GRAPHS, type CallGraph } from "../core/solvers/drive.ts";
-import { defaultGrid, type GridDefaults, solverNames } from "../core/solvers/registry.ts";
+import { defaultGrid, type GridDefaults, resolveSolverName, solverNames } from "../core/solvers/registry.ts";
 
 export const GRAPH_KINDS = ["eps", "features", "head", "jvp"] as const;
 export type GraphKind = typeof GRAPH_KINDS[number];
@@ -77,8 +77,11 @@ export interface ModelManifest {
   costs?: CostRatios;
 }
 
-/** A validated manifest with what follows from it. */
-export interface ModelInfo {
+/**
+ * A model folder as the worker loads it: its validated manifest with what follows from it. (The API's
+ * listing entry of a model is core/api/models.ts's `ModelInfo`.)
+ */
+export interface LoadedModel {
   manifest: ModelManifest;
   /** The folder holding model.json. */
   dir: string;
@@ -103,8 +106,11 @@ export interface ModelInfo {
   timestep: "float32" | "int64";
 }
 
+/** @deprecated The old name of {@link LoadedModel} (gpu-worker/inference.ts still uses it). */
+export type ModelInfo = LoadedModel;
+
 /** The names of a graph's tensors by role: the mapped ones for eps and jvp, the standard ones otherwise. */
-export function graphNames(info: ModelInfo, kind: GraphKind): GraphNames {
+export function graphNames(info: LoadedModel, kind: GraphKind): GraphNames {
   return kind === "eps" || kind === "jvp" ? info.names : { ...STANDARD_NAMES };
 }
 
@@ -113,7 +119,7 @@ export function graphNames(info: ModelInfo, kind: GraphKind): GraphNames {
  * int64 timestep input the nearest integer, halves to even (as numpy's round, which diffusers' schedulers
  * use for their integer timesteps), clamped to [0, scale + offset] (the timestep of t = 1).
  */
-export function modelTime(info: ModelInfo, t: number): number {
+export function modelTime(info: LoadedModel, t: number): number {
   const { scale, offset = 0 } = info.manifest.time;
   const v = t * scale + offset;
   if (info.timestep !== "int64") return v;
@@ -195,10 +201,15 @@ function parseDefaults(v: unknown): GridDefaults {
     }
     const names = solverNames();
     out.solvers = {};
-    for (const [name, entry] of Object.entries(v.solvers)) {
-      const field = `defaults.solvers.${name}`;
-      if (!names.includes(name)) {
+    for (const [key, entry] of Object.entries(v.solvers)) {
+      const field = `defaults.solvers.${key}`;
+      // an alias (e.g. "dpmpp_2m") stands for its solver's canonical name
+      const name = resolveSolverName(key);
+      if (name === undefined) {
         throw new ManifestError(field, `unknown solver (one of ${names.join(", ")})`);
+      }
+      if (Object.hasOwn(out.solvers, name)) {
+        throw new ManifestError(field, `${name} is given twice`);
       }
       if (!isObject(entry)) throw new ManifestError(field, "must be {grid, rho?}");
       onlyKeys(field, entry, ["grid", "rho"]);
@@ -236,7 +247,7 @@ export function validateManifest(
   json: unknown,
   dir?: string,
   opts: { checkFiles?: boolean } = {},
-): ModelInfo {
+): LoadedModel {
   if (!isObject(json)) throw new ManifestError("manifest", "must be a JSON object");
   const m = json;
   if (typeof m.name !== "string" || !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(m.name)) {
@@ -378,7 +389,7 @@ export function validateManifest(
 }
 
 /** Reads and validates `<dir>/model.json`. */
-export function readManifest(dir: string, opts: { checkFiles?: boolean } = {}): ModelInfo {
+export function readManifest(dir: string, opts: { checkFiles?: boolean } = {}): LoadedModel {
   const path = join(dir, "model.json");
   let text: string;
   try {
@@ -399,8 +410,8 @@ export function readManifest(dir: string, opts: { checkFiles?: boolean } = {}): 
  * The grid each solver uses on a model when a request names none, with ρ made explicit where the grid
  * has one, and whether it is the model's default or the solver's own.
  */
-export function defaultGrids(
-  info: ModelInfo,
+function defaultGrids(
+  info: LoadedModel,
   solvers: string[],
 ): Record<string, { grid: GridKind; rho?: number; source: "model" | "solver" }> {
   return Object.fromEntries(solvers.map((name) => {
@@ -415,7 +426,7 @@ export function defaultGrids(
  * {@link defaultGrids}), `costs` (the ratio each graph it calls is priced with) and `estimated_costs`
  * (the graphs priced with a fallback, when there are any).
  */
-export function samplingDefaults(info: ModelInfo, solvers: string[]): Record<string, unknown> {
+export function samplingDefaults(info: LoadedModel, solvers: string[]): Record<string, unknown> {
   const m = info.manifest;
   const called: CallGraph[] = ["eps"];
   if (info.graphPaths.head ?? m.graphs.head) called.push("head");
@@ -425,37 +436,5 @@ export function samplingDefaults(info: ModelInfo, solvers: string[]): Record<str
     default_grids: defaultGrids(info, solvers),
     costs: costs.costs,
     ...(costs.estimated.length ? { estimated_costs: costs.estimated } : {}),
-  };
-}
-
-/** The public description of a model (GET /v1/models). */
-export function describeModel(
-  info: ModelInfo,
-  solvers: string[],
-  provider?: string,
-): Record<string, unknown> {
-  const m = info.manifest;
-  const derivatives: string[] = [];
-  if (info.graphPaths.head ?? m.graphs.head) derivatives.push("head");
-  if (info.graphPaths.jvp ?? m.graphs.jvp) derivatives.push("jvp");
-  derivatives.push("fd");
-  if (m.analytic && m.graphs.head) derivatives.push("exact");
-  return {
-    name: m.name,
-    version: m.version,
-    shape: m.shape,
-    prediction: m.prediction,
-    ...(m.classes ? { classes: m.classes } : {}),
-    schedule: m.schedule,
-    time: m.time,
-    solvers,
-    derivatives,
-    ...(info.unavailable ? { unavailable_derivatives: info.unavailable } : {}),
-    graphs: Object.keys(m.graphs),
-    ...(info.derived?.length ? { derived_graphs: info.derived } : {}),
-    limits: m.limits,
-    ...samplingDefaults(info, solvers),
-    ...(m.analytic ? { analytic: true, head: "exact" } : {}),
-    ...(provider ? { provider } : {}),
   };
 }

@@ -3,7 +3,7 @@
  * second, inference and request latency, inference thread restarts, memory (core/metrics.ts renders them).
  */
 import process from "node:process";
-import { Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry } from "../core/metrics.ts";
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, MetricsRegistry } from "../core/metrics.ts";
 
 /** The values render() reads from the rest of the worker at scrape time. */
 export interface QueueState {
@@ -21,7 +21,7 @@ export class WorkerMetrics {
   #recent: [number, number][] = [];
   /** The queue state of the scrape being rendered. */
   #queue: QueueState = { inFlight: 0, queuedSamples: 0, maxQueue: 0 };
-  readonly #registry = new Registry();
+  readonly #registry = new MetricsRegistry();
   readonly #evaluations: Counter;
   readonly #batchSize: Histogram;
   readonly #inferenceSeconds: Histogram;

@@ -9,9 +9,22 @@
  * A model whose manifest names an eps graph but no jvp graph (a user's own ONNX export) gets its JVP graph
  * made from eps.onnx at load (jvp_cache.ts: cached in `<folder>/cache/`, rebuilt when eps.onnx changes), so
  * it serves GENIE's exact `jvp` derivative; when the transform cannot differentiate the graph, the model
- * loads all the same and `ModelInfo.unavailable.jvp` says why, naming the operators.
+ * loads all the same and `LoadedModel.unavailable.jvp` says why, naming the operators.
+ *
+ * Each folder also gets a fingerprint ({@link folderFingerprint}) when it loads: a reload
+ * (gpu-worker/app.ts) loads again only the folders whose fingerprint changed, because creating and
+ * releasing ONNX Runtime sessions leaks memory.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -19,7 +32,7 @@ import { GMM2D_SPEC, mixtureFromSource, MNIST_DEFAULTS } from "./analytic.ts";
 import { mixtureGraph, type MixtureGraphKind } from "./graphs.ts";
 import { checkModelGraphs } from "./graph_check.ts";
 import { deriveJvpGraph } from "./jvp_cache.ts";
-import { type ModelInfo, type ModelManifest, readManifest } from "./manifest.ts";
+import { type LoadedModel, type ModelManifest, readManifest } from "./manifest.ts";
 
 /** Bumped whenever the graph builder changes what it writes. */
 const BUILDER_VERSION = 3;
@@ -75,7 +88,7 @@ function buildStamp(m: ModelManifest): string {
 }
 
 /** True when an analytic model's graphs are missing or were built from other settings. */
-export function needsBuild(info: ModelInfo): boolean {
+export function needsBuild(info: LoadedModel): boolean {
   if (!info.manifest.analytic) return false;
   const stamp = join(info.dir, "built.json");
   if (!existsSync(stamp) || readFileSync(stamp, "utf8") !== buildStamp(info.manifest)) return true;
@@ -90,7 +103,7 @@ function writeAtomic(path: string, data: Uint8Array | string): void {
 }
 
 /** Builds the ONNX graphs of an analytic model into its folder. Returns the files written. */
-export async function buildAnalyticModel(info: ModelInfo): Promise<string[]> {
+export async function buildAnalyticModel(info: LoadedModel): Promise<string[]> {
   const m = info.manifest;
   if (!m.analytic) throw new Error(`${m.name}: not an analytic model (no "analytic" in model.json)`);
   const mix = { ...(await mixtureFromSource(m.analytic)), schedule: info.schedule };
@@ -119,7 +132,7 @@ export async function buildAnalyticModel(info: ModelInfo): Promise<string[]> {
 }
 
 /** Writes the built-in manifests that `dir` lacks. Returns the names written. */
-export function writeBuiltinManifests(dir: string): string[] {
+function writeBuiltinManifests(dir: string): string[] {
   const written: string[] = [];
   for (const m of BUILTIN_MANIFESTS) {
     const folder = join(dir, m.name);
@@ -131,7 +144,7 @@ export function writeBuiltinManifests(dir: string): string[] {
   return written;
 }
 
-export interface RegistryOptions {
+export interface ModelRegistryOptions {
   /** Write the built-in manifests into the directory when missing (default true). */
   builtins?: boolean;
   /** Build missing or stale analytic graphs (default true). */
@@ -145,15 +158,85 @@ export interface RegistryOptions {
   log?: (line: string) => void;
 }
 
-export interface Registry {
+export interface ModelRegistry {
   dir: string;
-  models: Map<string, ModelInfo>;
+  models: Map<string, LoadedModel>;
   /** Folders that could not be loaded, with the reason (e.g. `graphs.eps: file not found`). */
   errors: { folder: string; message: string }[];
+  /** Each folder's {@link folderFingerprint} as it was when it was loaded (or failed to). */
+  fingerprints: Map<string, string>;
+}
+
+/**
+ * What a model folder's content is, cheaply: the SHA-256 of model.json's bytes with the name, size and
+ * modification time of every other file directly in the folder. Sub-folders (the derived JVP graph's
+ * `cache/`, a distillation's checkpoints in `distill/`), hidden files and `*.tmp` files of writes in
+ * progress are left out. An empty string when the folder has no model.json.
+ */
+export function folderFingerprint(path: string): string {
+  let manifest: Buffer;
+  try {
+    manifest = readFileSync(join(path, "model.json"));
+  } catch {
+    return "";
+  }
+  const h = createHash("sha256").update(manifest);
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(path).sort();
+  } catch {
+    // vanished meanwhile: the manifest's hash stands alone
+  }
+  for (const name of entries) {
+    if (name === "model.json" || name.startsWith(".") || name.endsWith(".tmp")) continue;
+    try {
+      const st = statSync(join(path, name));
+      if (st.isFile()) h.update(`\n${name}\u0000${st.size}\u0000${st.mtimeMs}`);
+    } catch {
+      // removed while listing
+    }
+  }
+  return h.digest("hex");
+}
+
+/** The folders of `dir` that hold a model.json (only `only`'s, when given), sorted. */
+export function modelFolders(dir: string, only?: readonly string[]): string[] {
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && existsSync(join(dir, e.name, "model.json")))
+    .map((e) => e.name)
+    .filter((name) => !only || only.includes(name))
+    .sort();
+}
+
+/**
+ * Loads one model folder as {@link loadRegistry} does: builds an analytic model's graphs where needed,
+ * validates the manifest, checks the graphs against it and derives the JVP graph; throws why it cannot.
+ */
+export async function loadModelFolder(
+  path: string,
+  opts: Pick<ModelRegistryOptions, "build" | "check" | "jvp" | "log"> = {},
+): Promise<LoadedModel> {
+  const log = opts.log ?? (() => {});
+  let info = readManifest(path, { checkFiles: false });
+  if (opts.build !== false && needsBuild(info)) {
+    const t0 = performance.now();
+    await buildAnalyticModel(info);
+    log(`built ${info.manifest.name} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  info = readManifest(path);
+  // the graphs' inputs and outputs against the manifest (names, types, ranks, shape)
+  if (opts.check !== false) checkModelGraphs(info);
+  if (opts.jvp !== false && !info.graphPaths.jvp) withDerivedJvp(info, log);
+  if (!info.graphPaths.head && !info.manifest.analytic) {
+    const reason =
+      `the model has no head graph: distil one with \`deno task distill --model ${info.manifest.name}\``;
+    info.unavailable = { ...info.unavailable, head: { reason, operators: [] } };
+  }
+  return info;
 }
 
 /** Adds the derived JVP graph to `info` (graphPaths.jvp, derived), or records why there is none. */
-export function withDerivedJvp(info: ModelInfo, log: (line: string) => void = () => {}): ModelInfo {
+export function withDerivedJvp(info: LoadedModel, log: (line: string) => void = () => {}): LoadedModel {
   const name = info.manifest.name;
   let r: ReturnType<typeof deriveJvpGraph>;
   try {
@@ -181,36 +264,25 @@ export function withDerivedJvp(info: ModelInfo, log: (line: string) => void = ()
  * it names, and each graph's inputs and outputs against the manifest (graph_check.ts). A folder that
  * fails is left out and listed in `errors` (one log line each); the others load.
  */
-export async function loadRegistry(dir: string, opts: RegistryOptions = {}): Promise<Registry> {
+export async function loadRegistry(dir: string, opts: ModelRegistryOptions = {}): Promise<ModelRegistry> {
   const log = opts.log ?? (() => {});
   mkdirSync(dir, { recursive: true });
   if (opts.builtins !== false) {
     for (const name of writeBuiltinManifests(dir)) log(`wrote ${join(dir, name, "model.json")}`);
   }
-  const registry: Registry = { dir, models: new Map(), errors: [] };
-  const folders = readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isDirectory() && existsSync(join(dir, e.name, "model.json")))
-    .map((e) => e.name)
-    .filter((name) => !opts.only || opts.only.includes(name))
-    .sort();
+  const registry: ModelRegistry = { dir, models: new Map(), errors: [], fingerprints: new Map() };
+  const folders = modelFolders(dir, opts.only);
   for (const folder of folders) {
     const path = join(dir, folder);
     try {
-      let info = readManifest(path, { checkFiles: false });
-      if (opts.build !== false && needsBuild(info)) {
-        const t0 = performance.now();
-        await buildAnalyticModel(info);
-        log(`built ${info.manifest.name} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      }
-      info = readManifest(path);
-      // the graphs' inputs and outputs against the manifest (names, types, ranks, shape)
-      if (opts.check !== false) checkModelGraphs(info);
-      if (opts.jvp !== false && !info.graphPaths.jvp) withDerivedJvp(info, log);
+      const info = await loadModelFolder(path, { ...opts, log });
       registry.models.set(info.manifest.name, info);
     } catch (e) {
       registry.errors.push({ folder, message: e instanceof Error ? e.message : String(e) });
       log(`skipping model folder ${folder}: ${e instanceof Error ? e.message : e}`);
     }
+    // after loading: what building an analytic model's graphs wrote is part of it
+    registry.fingerprints.set(folder, folderFingerprint(path));
   }
   if (opts.only) {
     for (const name of opts.only) {

@@ -1,61 +1,41 @@
 /**
- * The worker's wire format (docs/contracts.md §3): msgpack bodies (msgpackr), binary tensors as raw
- * little-endian float32 bytes in plain `bin` fields — never msgpackr's typed-array extensions, so any
- * msgpack library can read them — and HMAC-SHA256 request signatures (`x-genie-signature: sha256=<hex>`
+ * The worker's wire format (docs/contracts.md §3): msgpack bodies (core/api/msgpack.ts, the codec the edge
+ * uses too), binary tensors as raw little-endian float32 bytes in plain `bin` fields, so any msgpack
+ * library can read them — and HMAC-SHA256 request signatures (`x-genie-signature: sha256=<hex>`
  * over method, path, `x-genie-timestamp`, `x-genie-nonce` and body; see core/api/worker.ts), checked
  * against a time window and a memory of the signatures already accepted.
  */
-import { Packr, Unpackr } from "msgpackr";
 import { DEFAULT_BODY_TIMEOUT_MS, readRequestBody } from "../core/api/body.ts";
-import { float32ToBytes } from "../core/api/tensor.ts";
+import { isMsgpackType, packMsg, unpackMsg } from "../core/api/msgpack.ts";
 import {
-  MSGPACK,
   NONCE_HEADER,
-  requestMac,
   SIGNATURE_HEADER,
   signedPath,
-  signRequest,
   TIMESTAMP_HEADER,
+  verifyMac,
 } from "../core/api/worker.ts";
 import { WorkerError } from "./errors.ts";
 
-export { MSGPACK, NONCE_HEADER, SIGNATURE_HEADER, signRequest, TIMESTAMP_HEADER };
-
-// Plain msgpack both ways: maps as objects, no records, no msgpackr-only extensions on output.
-const packr = new Packr({
-  useRecords: false,
-  moreTypes: false,
-  bundleStrings: false,
-  encodeUndefinedAsNil: false,
-});
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
-
-/** Encodes a message; Float32Arrays must already be bytes (see {@link tensorBytes}). */
+/** Encodes a message (a Float32Array is written as its bytes, a `bin`). */
 export function encodeMessage(value: unknown): Uint8Array {
-  return packr.pack(value);
+  return packMsg(value);
 }
 
 /** Decodes one untrusted message; anything malformed (or trailing bytes) is a 400. */
 export function decodeMessage(bytes: Uint8Array): unknown {
   if (bytes.byteLength === 0) throw new WorkerError("bad_request", "empty body (expected a msgpack map)");
   try {
-    return unpackr.unpack(bytes);
+    return unpackMsg(bytes);
   } catch (e) {
     throw new WorkerError("bad_request", `malformed msgpack: ${e instanceof Error ? e.message : e}`);
   }
 }
 
-/** Float32 values as little-endian bytes for a `bin` field. */
-export function tensorBytes(values: Float32Array): Uint8Array {
-  return float32ToBytes(values);
-}
-
 /** True when a content type names msgpack (or is absent). */
 export function acceptsMsgpackBody(contentType: string | null): boolean {
   if (contentType === null || contentType === "") return true;
-  const t = contentType.split(";")[0].trim().toLowerCase();
-  return t === MSGPACK || t === "application/x-msgpack" || t === "application/vnd.msgpack" ||
-    t === "application/octet-stream";
+  return isMsgpackType(contentType) ||
+    contentType.split(";")[0].trim().toLowerCase() === "application/octet-stream";
 }
 
 /**
@@ -87,7 +67,7 @@ export async function readBody(
 /** Default half-width of the accepted timestamp window (s): GENIE_SIGNATURE_WINDOW_S. */
 export const DEFAULT_SIGNATURE_WINDOW_S = 60;
 /** Signatures remembered at most; past that (all still within the window), signed requests get 503. */
-export const MAX_REMEMBERED_SIGNATURES = 100_000;
+const MAX_REMEMBERED_SIGNATURES = 100_000;
 
 export interface SignatureOptions {
   /** Half-width of the accepted timestamp window in seconds (default 60). */
@@ -100,8 +80,8 @@ export interface SignatureOptions {
 
 /**
  * Checks request signatures (401 when missing or wrong): the HMAC of method, path with query,
- * timestamp, nonce and body, computed with WebCrypto and compared in constant time; a timestamp more
- * than the window away from this clock; a signature accepted before. Accepted signatures are
+ * timestamp, nonce and body (core/api/worker.ts `verifyMac`: WebCrypto, compared in constant time); a
+ * timestamp more than the window away from this clock; a signature accepted before. Accepted signatures are
  * remembered until their timestamp leaves the window — after that the timestamp check refuses them —
  * so the memory holds at most the signatures of one window (bounded by `maxRemembered`).
  */
@@ -154,12 +134,8 @@ export class SignatureVerifier {
           `signed requests are accepted within ±${this.windowMs / 1000} s`,
       );
     }
-    const given = new Uint8Array(32);
-    for (let i = 0; i < 32; i++) given[i] = parseInt(m[1].slice(2 * i, 2 * i + 2), 16);
-    const expected = await requestMac(this.secret, req.method, signedPath(req.url), timestamp, nonce, body);
-    let diff = 0;
-    for (let i = 0; i < 32; i++) diff |= expected[i] ^ given[i];
-    if (diff !== 0) {
+    const path = signedPath(req.url);
+    if (!await verifyMac(this.secret, m[1], { method: req.method, path, timestamp, nonce, body })) {
       throw new WorkerError(
         "unauthorized",
         "the signature does not match the request (method, path, timestamp, nonce and body)",

@@ -8,7 +8,9 @@
  * - Class-conditional models: `class` applies to every sample; without it the samples are
  *   unconditional (the null class). `guidance` w ≠ 0 runs classifier-free guidance.
  * - Encoding integrates from t_min up to t_max on the reversed grid (no AFS, no denoising); `images`
- *   are x at t_min in model space.
+ *   are x at t_min in model space; `class` and `guidance` condition it as they condition sampling.
+ * - Previews (`stream` with `preview: true`): x̂₀ of the first sample every few steps
+ *   (core/preview.ts), sent with the progress frames (gpu-worker/app.ts).
  * - Solver, order, derivative, steps and NFE, grid and ρ, t_min and t_max: planned by core/plan.ts (the
  *   one place their defaults and rules are decided, shared with the edge and the command line) on the
  *   model as the manifest describes it ({@link planModelOfServed}).
@@ -22,14 +24,15 @@ import { BatchRequest, EncodeBatchRequest } from "../core/api/worker.ts";
 import type { GridKind } from "../core/grid.ts";
 import { guidedSolveInput, withConditioning } from "../core/guidance.ts";
 import { type Direction, type PlanModel, planSolve, planTimes, type SolvePlan } from "../core/plan.ts";
+import { type PreviewValues, withPreview } from "../core/preview.ts";
 import { gaussianBatch } from "../core/rng.ts";
 import { getSolver, solverNames } from "../core/solvers/registry.ts";
 import type { DerivativeSource, SolveInput, SolverFn, SolverRun } from "../core/solvers/types.ts";
-import { asWorkerError, invalid, WorkerError } from "./errors.ts";
+import { asWorkerError, invalidField, WorkerError } from "./errors.ts";
 import type { ServedModel } from "./scheduler.ts";
 
 /** A validated request, ready to submit to the scheduler. */
-export interface PlannedJob {
+export interface PlannedSolve {
   id: string;
   model: ServedModel;
   run: SolverRun;
@@ -50,6 +53,11 @@ export interface PlannedJob {
   deadline?: number;
   /** Answer as a stream of progress frames then the result (`stream: true`, batch only). */
   stream?: boolean;
+  /**
+   * With `stream` and `preview: true`: the latest preview of the first sample's x̂₀ (core/preview.ts),
+   * set as the solve runs; the stream sends it with its next progress frame and clears it.
+   */
+  previews?: { latest?: PreviewValues };
 }
 
 /** The limits a model's requests must respect: the manifest's, completed with the API's defaults. */
@@ -99,7 +107,7 @@ function parse<T>(
   const first = issues[0];
   const field = first?.path.length ? first.path.join(".") : "body";
   const more = issues.length > 1 ? ` (and ${issues.length - 1} more problems)` : "";
-  throw invalid(field, `${first?.message ?? "invalid"}${more}`);
+  throw invalidField(field, `${first?.message ?? "invalid"}${more}`);
 }
 
 function lookupModel(name: string, models: Map<string, ServedModel>): ServedModel {
@@ -117,7 +125,7 @@ function priorityOf(body: unknown): number {
   const p = (body as { priority?: unknown }).priority;
   if (p === undefined) return 0;
   if (typeof p !== "number" || !Number.isInteger(p) || p < -10 || p > 10) {
-    throw invalid("priority", "must be an integer in [-10, 10]");
+    throw invalidField("priority", "must be an integer in [-10, 10]");
   }
   return p;
 }
@@ -127,7 +135,7 @@ function priorityOf(body: unknown): number {
  * its schedule and limits. `GET /v1/models` describes the same (gpu-worker/app.ts), so the edge plans
  * a request exactly as this worker will.
  */
-export function planModelOfServed(model: ServedModel): PlanModel {
+function planModelOfServed(model: ServedModel): PlanModel {
   const m = model.info.manifest;
   return {
     name: m.name,
@@ -169,53 +177,57 @@ function conditioning(
   guidance: number | undefined,
 ): { classes?: Int32Array; nullClass?: number; scale: number } {
   const m = model.info.manifest, scale = guidance ?? 0;
-  if (!Number.isFinite(scale)) throw invalid("guidance", "must be a finite number");
+  if (!Number.isFinite(scale)) throw invalidField("guidance", "must be a finite number");
   if (!m.classes) {
-    if (cls !== undefined) throw invalid("class", `model ${m.name} is not class-conditional`);
-    if (scale !== 0) throw invalid("guidance", `model ${m.name} is not class-conditional`);
+    if (cls !== undefined) throw invalidField("class", `model ${m.name} is not class-conditional`);
+    if (scale !== 0) throw invalidField("guidance", `model ${m.name} is not class-conditional`);
     return { scale: 0 };
   }
   const nullClass = m.classes.null_class;
   if (cls === undefined) {
-    if (scale !== 0) throw invalid("guidance", "classifier-free guidance needs a class");
+    if (scale !== 0) throw invalidField("guidance", "classifier-free guidance needs a class");
     if (nullClass === undefined) {
-      throw invalid("class", `model ${m.name} needs a class (it has no null class)`);
+      throw invalidField("class", `model ${m.name} needs a class (it has no null class)`);
     }
     return { scale: 0 };
   }
   if (cls >= m.classes.count && cls !== nullClass) {
-    throw invalid(
+    throw invalidField(
       "class",
       `must be in [0, ${m.classes.count - 1}]${nullClass !== undefined ? ` or ${nullClass}` : ""}`,
     );
   }
   const range = modelLimits(model).guidance;
   if (range && (scale < range.min || scale > range.max)) {
-    throw invalid("guidance", `must be in [${range.min}, ${range.max}]`);
+    throw invalidField("guidance", `must be in [${range.min}, ${range.max}]`);
   }
-  if (scale !== 0 && nullClass === undefined) throw invalid("guidance", `model ${m.name} has no null class`);
+  if (scale !== 0 && nullClass === undefined) {
+    throw invalidField("guidance", `model ${m.name} has no null class`);
+  }
   return { classes: new Int32Array(n).fill(cls), nullClass, scale };
 }
 
 /** Input values must be finite and within ±MAX_INPUT_MAGNITUDE (core/api/tensor.ts says why). */
 function checkFinite(field: string, x: Float32Array): void {
   const bad = firstOutOfRange(x);
-  if (bad) throw invalid(field, outOfRangeMessage(bad));
+  if (bad) throw invalidField(field, outOfRangeMessage(bad));
 }
 
 /** Plans `POST /v1/batch`. */
-export function planBatch(body: unknown, models: Map<string, ServedModel>, now = Date.now()): PlannedJob {
+export function planBatch(body: unknown, models: Map<string, ServedModel>, now = Date.now()): PlannedSolve {
   const req = parse(BatchRequest, body);
   const model = lookupModel(req.model, models);
   const priority = priorityOf(body);
   const { info } = model, dim = info.dim, n = req.seeds.length;
   const limits = modelLimits(model);
-  if (n > limits.max_n) throw invalid("seeds", `at most ${limits.max_n} samples per request for this model`);
+  if (n > limits.max_n) {
+    throw invalidField("seeds", `at most ${limits.max_n} samples per request for this model`);
+  }
   const c = common(model, req, "sample");
   let x: Float64Array;
   if (req.latents !== undefined) {
     if (req.latents.byteLength !== n * dim * 4) {
-      throw invalid(
+      throw invalidField(
         "latents",
         `must be ${n} × ${dim} float32 (${
           n * dim * 4
@@ -242,7 +254,17 @@ export function planBatch(body: unknown, models: Map<string, ServedModel>, now =
     variant: c.plan.variant,
   };
   input = guidedSolveInput(input, cond.scale);
-  const run = withConditioning(c.fn(input), cond);
+  // Previews wrap the solver inside the conditioning: x̂₀ from the ε̃ the solver itself receives.
+  const stream = req.stream ?? false;
+  const previews = stream && req.preview === true ? {} as { latest?: PreviewValues } : undefined;
+  const solver = previews
+    ? withPreview(c.fn(input), {
+      schedule: info.schedule,
+      shape: info.manifest.shape,
+      onPreview: (p) => previews.latest = p,
+    })
+    : c.fn(input);
+  const run = withConditioning(solver, cond);
   return {
     id: req.id,
     model,
@@ -251,14 +273,15 @@ export function planBatch(body: unknown, models: Map<string, ServedModel>, now =
     ...planned(c.plan),
     priority,
     deadline: req.deadline_ms !== undefined ? now + req.deadline_ms : undefined,
-    stream: req.stream ?? false,
+    stream,
+    ...(previews ? { previews } : {}),
   };
 }
 
-/** The plan's fields of a {@link PlannedJob}. */
+/** The plan's fields of a {@link PlannedSolve}. */
 function planned(
   plan: SolvePlan,
-): Pick<PlannedJob, "solver" | "steps" | "nfe" | "grid" | "rho" | "derivative" | "plan"> {
+): Pick<PlannedSolve, "solver" | "steps" | "nfe" | "grid" | "rho" | "derivative" | "plan"> {
   return {
     solver: plan.solver,
     steps: plan.steps,
@@ -271,13 +294,13 @@ function planned(
 }
 
 /** Plans `POST /v1/encode`: images (x at t_min) to latents at t_max. */
-export function planEncode(body: unknown, models: Map<string, ServedModel>, now = Date.now()): PlannedJob {
+export function planEncode(body: unknown, models: Map<string, ServedModel>, now = Date.now()): PlannedSolve {
   const req = parse(EncodeBatchRequest, body);
   const model = lookupModel(req.model, models);
   const priority = priorityOf(body);
   const { info } = model, dim = info.dim;
   if (req.images.byteLength === 0 || req.images.byteLength % (dim * 4) !== 0) {
-    throw invalid(
+    throw invalidField(
       "images",
       `must be n × ${dim} float32 (a multiple of ${dim * 4} bytes), got ${req.images.byteLength} bytes`,
     );
@@ -286,17 +309,18 @@ export function planEncode(body: unknown, models: Map<string, ServedModel>, now 
   if (req.shape !== undefined) {
     const want = [n, ...info.manifest.shape];
     if (req.shape.length !== want.length || req.shape.some((d, i) => d !== want[i])) {
-      throw invalid("shape", `must be [${want.join(", ")}] for these images`);
+      throw invalidField("shape", `must be [${want.join(", ")}] for these images`);
     }
   }
   if (n > modelLimits(model).max_n) {
-    throw invalid("images", `at most ${modelLimits(model).max_n} images per request`);
+    throw invalidField("images", `at most ${modelLimits(model).max_n} images per request`);
   }
   const c = common(model, req, "encode");
   const images = float32FromBytes(req.images);
   checkFinite("images", images);
-  const cond = conditioning(model, n, undefined, undefined);
-  const input: SolveInput = {
+  // `class` and `guidance` condition the ODE as in sampling, so a latent decodes back under them.
+  const cond = conditioning(model, n, req.class, req.guidance);
+  const input: SolveInput = guidedSolveInput({
     schedule: info.schedule,
     grid: c.times,
     x: Float64Array.from(images),
@@ -305,7 +329,7 @@ export function planEncode(body: unknown, models: Map<string, ServedModel>, now 
     derivative: c.plan.derivative,
     order: c.plan.order,
     variant: c.plan.variant,
-  };
+  }, cond.scale);
   return {
     id: req.id,
     model,
@@ -314,5 +338,6 @@ export function planEncode(body: unknown, models: Map<string, ServedModel>, now 
     ...planned(c.plan),
     priority,
     deadline: req.deadline_ms !== undefined ? now + req.deadline_ms : undefined,
+    stream: req.stream ?? false,
   };
 }

@@ -35,9 +35,9 @@ import { setImmediate } from "node:timers";
 import { callGraph, countRequest, newRunStats, type RunStats } from "../core/solvers/drive.ts";
 import type { EvalRequest, EvalResult, SolverRun } from "../core/solvers/types.ts";
 import { wrapPrediction } from "../core/prediction.ts";
-import { asWorkerError, invalid, WorkerError } from "./errors.ts";
+import { asWorkerError, invalidField, WorkerError } from "./errors.ts";
 import type { Inference, WireTensor } from "./inference.ts";
-import { type GraphKind, graphNames, type ModelInfo, modelTime } from "./manifest.ts";
+import { type GraphKind, graphNames, type LoadedModel, modelTime } from "./manifest.ts";
 import { JVP_INPUTS } from "./graphs.ts";
 
 /** The longest delay a timer holds (2³¹ − 1 ms, about 24.8 days). */
@@ -45,11 +45,16 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** A model as the scheduler serves it. */
 export interface ServedModel {
-  info: ModelInfo;
+  info: LoadedModel;
   /** Inputs of each graph (to know whether it takes `class`). */
   inputs: Partial<Record<GraphKind, string[]>>;
   /** Samples per inference call (the manifest's limit, capped by the scheduler's). */
   maxBatch: number;
+  /**
+   * The name its sessions have in the inference thread, when not the model's own: a version loaded by a
+   * reload (gpu-worker/app.ts) runs beside the old one until the old one's last request ends.
+   */
+  key?: string;
 }
 
 export interface SchedulerOptions {
@@ -68,7 +73,8 @@ export interface SchedulerOptions {
   onBatch?: (info: { model: string; graph: GraphKind; rows: number; ms: number; requests: number }) => void;
 }
 
-export interface JobSpec {
+/** A solve: one request's solver run, as submitted (a batch job of the edge is functions/jobs/'s). */
+export interface SolveSpec {
   model: ServedModel;
   /** The solver run (already wrapped for classes/guidance). */
   run: SolverRun;
@@ -85,7 +91,7 @@ export interface JobSpec {
   onStep?: (step: number, steps: number) => void;
 }
 
-export interface JobResult {
+export interface SolveResult {
   x: Float64Array;
   stats: RunStats;
   /** From submission to the first inference call that included the request. */
@@ -94,9 +100,9 @@ export interface JobResult {
   computeMs: number;
 }
 
-interface Job {
+interface Solve {
   seq: number;
-  spec: JobSpec;
+  spec: SolveSpec;
   priority: number;
   submitted: number;
   started?: number;
@@ -105,13 +111,13 @@ interface Job {
   /** Inference time (ms) this request may still use before it yields its turn (deficit round-robin). */
   credit: number;
   finished: boolean;
-  resolve: (r: JobResult) => void;
+  resolve: (r: SolveResult) => void;
   reject: (e: Error) => void;
   cleanup: () => void;
 }
 
 interface Pending {
-  job: Job;
+  solve: Solve;
   req: EvalRequest;
   graph: GraphKind;
   rows: number;
@@ -140,10 +146,10 @@ export class Scheduler {
   readonly quantumMs: number;
   #inference: Inference;
   #onBatch: SchedulerOptions["onBatch"];
-  #jobs = new Set<Job>();
+  #solves = new Set<Solve>();
   #pending: Pending[] = [];
   /** Requests in flight in turn order: the front is served first within a priority. */
-  #rotation: Job[] = [];
+  #rotation: Solve[] = [];
   /** Measured inference time per row (ms), by model and graph. */
   #msPerRow = new Map<string, number>();
   #seq = 0;
@@ -153,6 +159,8 @@ export class Scheduler {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #draining = false;
   #drained: (() => void)[] = [];
+  /** Waiters for a model's last request to end ({@link whenIdle}). */
+  #idle = new Map<ServedModel, (() => void)[]>();
   /** Counters for metrics. */
   readonly counters = {
     batches: 0,
@@ -176,7 +184,7 @@ export class Scheduler {
 
   /** Requests in flight. */
   get inFlight(): number {
-    return this.#jobs.size;
+    return this.#solves.size;
   }
 
   /** Samples waiting for an inference call. */
@@ -189,14 +197,14 @@ export class Scheduler {
   }
 
   /** Starts a request; resolves with the solver's result, rejects with a WorkerError. */
-  submit(spec: JobSpec): Promise<JobResult> {
+  submit(spec: SolveSpec): Promise<SolveResult> {
     if (this.#draining) return Promise.reject(new WorkerError("unavailable", "the worker is shutting down"));
-    if (this.#jobs.size >= this.maxQueue) {
+    if (this.#solves.size >= this.maxQueue) {
       this.counters.rejected++;
       return Promise.reject(new WorkerError("queue_full", `the queue is full (${this.maxQueue} requests)`));
     }
-    return new Promise<JobResult>((resolve, reject) => {
-      const job: Job = {
+    return new Promise<SolveResult>((resolve, reject) => {
+      const solve: Solve = {
         seq: this.#seq++,
         spec,
         priority: spec.priority ?? 0,
@@ -208,8 +216,8 @@ export class Scheduler {
         reject,
         cleanup: () => {},
       };
-      this.#jobs.add(job);
-      this.#rotation.push(job);
+      this.#solves.add(solve);
+      this.#rotation.push(solve);
       const timers: (() => void)[] = [];
       if (spec.deadline !== undefined) {
         // A timer holds at most 2³¹ − 1 ms (a longer delay fires at once): far deadlines re-arm.
@@ -221,7 +229,7 @@ export class Scheduler {
             () =>
               left > MAX_TIMER_MS
                 ? arm()
-                : this.#stop(job, new WorkerError("deadline_exceeded", "the request's deadline passed")),
+                : this.#stop(solve, new WorkerError("deadline_exceeded", "the request's deadline passed")),
             Math.min(Math.max(0, left), MAX_TIMER_MS),
           );
         };
@@ -229,7 +237,7 @@ export class Scheduler {
         timers.push(() => clearTimeout(id));
       }
       if (spec.signal) {
-        const onAbort = () => this.#stop(job, new WorkerError("canceled", "the request was canceled"));
+        const onAbort = () => this.#stop(solve, new WorkerError("canceled", "the request was canceled"));
         if (spec.signal.aborted) {
           onAbort();
           return;
@@ -237,90 +245,120 @@ export class Scheduler {
         spec.signal.addEventListener("abort", onAbort, { once: true });
         timers.push(() => spec.signal!.removeEventListener("abort", onAbort));
       }
-      job.cleanup = () => timers.forEach((f) => f());
-      this.#advance(job, undefined);
+      solve.cleanup = () => timers.forEach((f) => f());
+      this.#advance(solve, undefined);
       this.#pumpSoon();
+    });
+  }
+
+  /**
+   * Resolves once no request in flight uses `model` (at once if none does). Requests submitted later
+   * with it are not waited for: a reload calls it after the model stopped taking new ones.
+   */
+  whenIdle(model: ServedModel): Promise<void> {
+    if (![...this.#solves].some((j) => j.spec.model === model)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const list = this.#idle.get(model) ?? [];
+      list.push(resolve);
+      this.#idle.set(model, list);
     });
   }
 
   /** Refuses new requests; resolves when every request in flight has finished. */
   drain(): Promise<void> {
     this.#draining = true;
-    if (this.#jobs.size === 0) return Promise.resolve();
+    if (this.#solves.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.#drained.push(resolve));
   }
 
-  #finish(job: Job, outcome: { result?: Float64Array; error?: Error }): void {
-    if (job.finished) return;
-    job.finished = true;
-    job.cleanup();
-    this.#jobs.delete(job);
-    this.#rotation.splice(this.#rotation.indexOf(job), 1);
-    const at = job.current ? this.#pending.indexOf(job.current) : -1;
+  #finish(solve: Solve, outcome: { result?: Float64Array; error?: Error }): void {
+    if (solve.finished) return;
+    solve.finished = true;
+    solve.cleanup();
+    this.#solves.delete(solve);
+    this.#rotation.splice(this.#rotation.indexOf(solve), 1);
+    const at = solve.current ? this.#pending.indexOf(solve.current) : -1;
     if (at >= 0) this.#pending.splice(at, 1);
-    job.current = undefined;
+    solve.current = undefined;
     const now = performance.now();
     if (outcome.error) {
       const e = outcome.error;
       if (e instanceof WorkerError && e.code === "canceled") this.counters.canceled++;
       else if (e instanceof WorkerError && e.code === "deadline_exceeded") this.counters.expired++;
       else this.counters.failed++;
-      job.reject(e);
+      solve.reject(e);
     } else {
       this.counters.completed++;
-      const started = job.started ?? now;
-      job.resolve({
+      const started = solve.started ?? now;
+      solve.resolve({
         x: outcome.result!,
-        stats: job.stats,
-        queueMs: started - job.submitted,
+        stats: solve.stats,
+        queueMs: started - solve.submitted,
         computeMs: now - started,
       });
     }
-    if (this.#jobs.size === 0 && this.#drained.length) this.#drained.splice(0).forEach((f) => f());
+    if (this.#solves.size === 0 && this.#drained.length) this.#drained.splice(0).forEach((f) => f());
+    const model = solve.spec.model, idle = this.#idle.get(model);
+    if (idle && ![...this.#solves].some((j) => j.spec.model === model)) {
+      this.#idle.delete(model);
+      idle.forEach((f) => f());
+    }
   }
 
   /** Cancels between steps: closes the coroutine and drops its queued work. */
-  #stop(job: Job, error: WorkerError): void {
-    if (job.finished) return;
+  #stop(solve: Solve, error: WorkerError): void {
+    if (solve.finished) return;
     try {
-      job.spec.run.return(new Float64Array(0));
+      solve.spec.run.return(new Float64Array(0));
     } catch {
       // a coroutine that throws while closing is closed all the same
     }
-    this.#finish(job, { error });
+    this.#finish(solve, { error });
   }
 
   /** Resumes a coroutine with a result (or starts it) and queues its next request. */
-  #advance(job: Job, result: EvalResult | undefined): void {
+  #advance(solve: Solve, result: EvalResult | undefined): void {
     let next: IteratorResult<EvalRequest, Float64Array>;
     try {
-      next = result === undefined ? job.spec.run.next() : job.spec.run.next(result);
+      next = result === undefined ? solve.spec.run.next() : solve.spec.run.next(result);
     } catch (e) {
-      this.#finish(job, { error: asWorkerError(e) });
+      this.#finish(solve, { error: asWorkerError(e) });
       return;
     }
     if (next.done) {
-      this.#finish(job, { result: next.value });
+      this.#finish(solve, { result: next.value });
       return;
     }
     const req = next.value;
     const graph = graphFor(req);
-    const model = job.spec.model;
+    const model = solve.spec.model;
     if (!model.info.graphPaths[graph]) {
-      this.#stop(job, invalid("genie_derivative", `model ${model.info.manifest.name} has no ${graph} graph`));
+      this.#stop(
+        solve,
+        invalidField("genie_derivative", `model ${model.info.manifest.name} has no ${graph} graph`),
+      );
       return;
     }
     const rows = req.t.length;
     if (req.x.length !== rows * model.info.dim) {
-      this.#stop(job, invalid("x", `a request of ${req.x.length} numbers is not ${rows} samples`));
+      this.#stop(solve, invalidField("x", `a request of ${req.x.length} numbers is not ${rows} samples`));
       return;
     }
-    countRequest(job.stats, req);
-    const p: Pending = { job, req, graph, rows, sent: 0, done: 0, enqueued: performance.now(), outputs: {} };
-    job.current = p;
+    countRequest(solve.stats, req);
+    const p: Pending = {
+      solve,
+      req,
+      graph,
+      rows,
+      sent: 0,
+      done: 0,
+      enqueued: performance.now(),
+      outputs: {},
+    };
+    solve.current = p;
     this.#pending.push(p);
     try {
-      job.spec.onStep?.(req.step, req.steps);
+      solve.spec.onStep?.(req.step, req.steps);
     } catch {
       // progress reporting never fails the request
     }
@@ -344,11 +382,11 @@ export class Scheduler {
     }
     const ready = this.#pending.filter((p) => p.sent < p.rows);
     if (ready.length === 0) return;
-    const turn = new Map(this.#rotation.map((job, i) => [job, i]));
-    ready.sort((a, b) => b.job.priority - a.job.priority || turn.get(a.job)! - turn.get(b.job)!);
+    const turn = new Map(this.#rotation.map((solve, i) => [solve, i]));
+    ready.sort((a, b) => b.solve.priority - a.solve.priority || turn.get(a.solve)! - turn.get(b.solve)!);
     const head = ready[0];
-    const model = head.job.spec.model;
-    const group = ready.filter((p) => p.job.spec.model === model && p.graph === head.graph);
+    const model = head.solve.spec.model;
+    const group = ready.filter((p) => p.solve.spec.model === model && p.graph === head.graph);
     const cap = Math.min(this.maxBatch, model.maxBatch);
     const available = group.reduce((n, p) => n + p.rows - p.sent, 0);
     const contended = group.length < ready.length || available > cap;
@@ -367,8 +405,8 @@ export class Scheduler {
     const perRow = this.#msPerRow.get(costKey(model, head.graph)) ?? 0;
     let room = cap;
     if (contended && perRow > 0) {
-      head.job.credit += this.quantumMs;
-      room = Math.min(cap, Math.max(1, Math.floor(head.job.credit / perRow)));
+      head.solve.credit += this.quantumMs;
+      room = Math.min(cap, Math.max(1, Math.floor(head.solve.credit / perRow)));
     }
     const slices: Slice[] = [];
     let total = 0;
@@ -378,32 +416,32 @@ export class Scheduler {
       p.sent += count;
       total += count;
       if (contended) {
-        p.job.credit -= count * perRow;
+        p.solve.credit -= count * perRow;
         // an idle request keeps its debts, not its savings (it is not waiting for a turn)
-        if (p.sent === p.rows) p.job.credit = Math.min(p.job.credit, 0);
+        if (p.sent === p.rows) p.solve.credit = Math.min(p.solve.credit, 0);
       }
       if (total === room) break;
     }
-    this.#rotateToBack(slices.map((s) => s.p.job));
+    this.#rotateToBack(slices.map((s) => s.p.solve));
     this.#dispatch(model, head.graph, slices, total);
   }
 
   /** Moves the requests a call serves to the back of the rotation, in the order served. */
-  #rotateToBack(jobs: Job[]): void {
-    const served = new Set(jobs);
+  #rotateToBack(solves: Solve[]): void {
+    const served = new Set(solves);
     this.#rotation = [...this.#rotation.filter((j) => !served.has(j)), ...served];
   }
 
   #dispatch(model: ServedModel, graph: GraphKind, slices: Slice[], rows: number): void {
     const info = model.info;
     const now = performance.now();
-    for (const { p } of slices) p.job.started ??= now;
+    for (const { p } of slices) p.solve.started ??= now;
     const feeds = batchFeeds(model, graph, slices.map(({ p, from, count }) => ({ req: p.req, from, count })));
     this.#busy = true;
     this.counters.batches++;
     this.counters.samples += rows;
     const name = info.manifest.name;
-    this.#inference.run(name, graph, feeds).then(
+    this.#inference.run(model.key ?? name, graph, feeds).then(
       ({ outputs, ms }) => {
         this.#onBatch?.({ model: name, graph, rows, ms, requests: slices.length });
         this.#learnCost(model, graph, rows, ms);
@@ -414,7 +452,7 @@ export class Scheduler {
       (e) => {
         this.#busy = false;
         const err = new WorkerError("internal", `inference failed: ${e instanceof Error ? e.message : e}`);
-        for (const { p } of slices) this.#stop(p.job, err);
+        for (const { p } of slices) this.#stop(p.solve, err);
         this.#pump();
       },
     );
@@ -433,7 +471,7 @@ export class Scheduler {
     for (const { p, from, count } of slices) {
       const off = at;
       at += count;
-      if (p.job.finished || p.job.current !== p) continue;
+      if (p.solve.finished || p.solve.current !== p) continue;
       for (const [name, data] of Object.entries(outputs)) {
         if (count === p.rows) {
           // A view, not a copy: the call's output buffer is ours and each request owns its rows.
@@ -446,24 +484,24 @@ export class Scheduler {
       p.done += count;
       if (p.done < p.rows) continue;
       this.#pending.splice(this.#pending.indexOf(p), 1);
-      p.job.current = undefined;
-      const job = p.job;
-      if (job.spec.signal?.aborted) {
-        this.#stop(job, new WorkerError("canceled", "the request was canceled"));
+      p.solve.current = undefined;
+      const solve = p.solve;
+      if (solve.spec.signal?.aborted) {
+        this.#stop(solve, new WorkerError("canceled", "the request was canceled"));
         continue;
       }
-      if (job.spec.deadline !== undefined && Date.now() >= job.spec.deadline) {
-        this.#stop(job, new WorkerError("deadline_exceeded", "the request's deadline passed"));
+      if (solve.spec.deadline !== undefined && Date.now() >= solve.spec.deadline) {
+        this.#stop(solve, new WorkerError("deadline_exceeded", "the request's deadline passed"));
         continue;
       }
       let result: EvalResult;
       try {
-        result = toEpsResult(job.spec.model.info, p.req, p.graph, p.outputs);
+        result = toEpsResult(solve.spec.model.info, p.req, p.graph, p.outputs);
       } catch (e) {
-        this.#stop(job, asWorkerError(e));
+        this.#stop(solve, asWorkerError(e));
         continue;
       }
-      this.#advance(job, result);
+      this.#advance(solve, result);
     }
   }
 }
@@ -531,7 +569,7 @@ export function batchFeeds(
 
 /** A graph's raw outputs for a whole request as the solver's ε (and derivative), converting x0/v. */
 export function toEpsResult(
-  info: ModelInfo,
+  info: LoadedModel,
   req: EvalRequest,
   graph: GraphKind,
   outputs: Record<string, Float32Array>,

@@ -19,10 +19,11 @@ import {
   type Inference,
   InferenceThread,
   type LoadedModelReport,
+  type LoadReport,
   type ThreadOptions,
   type WireTensor,
 } from "./inference.ts";
-import type { GraphKind, ModelInfo } from "./manifest.ts";
+import type { GraphKind, LoadedModel } from "./manifest.ts";
 
 /** What the supervisor needs of a thread: {@link InferenceThread}'s calls, its crash notice and report. */
 export interface SupervisedThread extends Inference {
@@ -30,11 +31,15 @@ export interface SupervisedThread extends Inference {
   readonly models: Map<string, LoadedModelReport>;
   /** Calls `fn` once if the thread crashes (at once if it already has). */
   onFailure(fn: (err: Error) => void): void;
+  /** Loads more models into the running thread ({@link InferenceThread.load}). */
+  load?(models: LoadedModel[]): Promise<LoadReport>;
+  /** Releases models loaded earlier ({@link InferenceThread.unload}). */
+  unload?(names: string[]): Promise<void>;
 }
 
 /** Starts a thread with every model loaded (default: {@link InferenceThread.start}). */
 export type StartThread = (
-  models: ModelInfo[],
+  models: LoadedModel[],
   options: ThreadOptions,
   url?: URL,
 ) => Promise<SupervisedThread>;
@@ -81,6 +86,8 @@ export class SupervisedInference implements Inference {
   /** The backoff timer of the restart loop, so that close() can cut it short. */
   #delay: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
   readonly #start: () => Promise<SupervisedThread>;
+  /** The models a restarted thread loads: those started with, as reloads changed them. */
+  readonly #infos: LoadedModel[];
   readonly #log: (line: string) => void;
   readonly #onRestart?: (models: Map<string, LoadedModelReport>) => void;
   readonly #policy: Required<RestartPolicy>;
@@ -91,8 +98,10 @@ export class SupervisedInference implements Inference {
     thread: SupervisedThread,
     start: () => Promise<SupervisedThread>,
     opts: SupervisorOptions,
+    infos: LoadedModel[],
   ) {
     this.#start = start;
+    this.#infos = infos;
     this.#log = opts.log ?? (() => {});
     this.#onRestart = opts.onRestart;
     this.#policy = {
@@ -109,13 +118,18 @@ export class SupervisedInference implements Inference {
 
   /** Starts the first thread (its failure to start is thrown, not retried). */
   static async start(
-    models: ModelInfo[],
+    models: LoadedModel[],
     options: ThreadOptions,
     opts: SupervisorOptions = {},
   ): Promise<SupervisedInference> {
     const startThread: StartThread = opts.startThread ?? ((m, o, u) => InferenceThread.start(m, o, u));
-    const start = () => startThread(models, options, opts.url);
-    return new SupervisedInference(await start(), start, opts);
+    const infos = [...models];
+    const start = () => startThread(infos, options, opts.url);
+    const first = await start();
+    // the ones the first thread refused are not retried by restarts
+    const failed = (first as { failed?: Map<string, string> }).failed;
+    if (failed?.size) infos.splice(0, infos.length, ...infos.filter((m) => !failed.has(m.manifest.name)));
+    return new SupervisedInference(first, start, opts, infos);
   }
 
   /** Per model: provider, input/output names, load and warm-up times (of the latest thread). */
@@ -156,6 +170,29 @@ export class SupervisedInference implements Inference {
       }
       return await thread.run(model, graph, feeds);
     }
+  }
+
+  /**
+   * Loads more models into the live thread (waiting for a restart in progress); the ones that load are
+   * loaded again by later restarts.
+   */
+  async load(models: LoadedModel[]): Promise<LoadReport> {
+    if (this.#closed) throw new Error(CLOSED);
+    if (this.#failure) throw this.#failure;
+    const thread = this.#thread ?? await this.#next();
+    if (!thread.load) throw new Error("this inference thread cannot load models while running");
+    const report = await thread.load(models);
+    for (const m of models) if (report.models.has(m.manifest.name)) this.#infos.push(m);
+    return report;
+  }
+
+  /** Releases models loaded earlier; restarts no longer load them. */
+  async unload(names: string[]): Promise<void> {
+    const keep = this.#infos.filter((m) => !names.includes(m.manifest.name));
+    this.#infos.splice(0, this.#infos.length, ...keep);
+    const thread = this.#thread;
+    if (this.#closed || this.#failure || !thread?.unload) return;
+    await thread.unload(names);
   }
 
   /** Stops the thread; a restart in progress is abandoned (its thread closed) and waiting calls reject. */

@@ -8,11 +8,12 @@
  * the model with the named intermediate tensors as extra outputs. Exit status 2 on bad arguments (one line
  * naming the flag), 1 when the model cannot be transformed.
  */
+import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
 import { exposeTensors, FeatureError, tensorNames } from "./features.ts";
 import { JvpError, jvpModel } from "./jvp.ts";
 import { decodeModel, encodeModel, type ModelProto } from "./proto.ts";
 
-export class UsageError extends Error {}
+export { UsageError };
 
 export interface Parsed {
   command: "jvp" | "features";
@@ -25,46 +26,34 @@ export interface Parsed {
 const USAGE = "usage: cli.ts jvp --model IN.onnx --out OUT.onnx [--wrt x,t]\n" +
   "       cli.ts features --model IN.onnx --tensor NAME… --out OUT.onnx";
 
+const MODEL: FlagSpec = { flag: "--model", kind: "string" };
+const OUT: FlagSpec = { flag: "--out", kind: "string" };
+/** Each command's flags; `--tensor a b` and `--tensor a,b` both name two tensors. */
+const FLAGS: Record<Parsed["command"], readonly FlagSpec[]> = {
+  jvp: [MODEL, OUT, { flag: "--wrt", kind: "list" }],
+  features: [MODEL, OUT, { flag: "--tensor", kind: "list", repeat: true, greedy: true }],
+};
+
 /** Parses the command line; throws UsageError with a one-line message naming the bad flag. */
 export function parseArgs(args: readonly string[]): Parsed {
   const [command, ...rest] = args;
   if (command !== "jvp" && command !== "features") {
-    throw new UsageError(`unknown command '${command ?? ""}' (expected jvp or features)`);
+    throw new UsageError("command", `unknown command '${command ?? ""}' (expected jvp or features)`);
   }
-  const allowed = command === "jvp" ? ["--model", "--out", "--wrt"] : ["--model", "--out", "--tensor"];
-  const values: Record<string, string[]> = {};
-  let flag: string | undefined;
-  for (const arg of rest) {
-    if (arg.startsWith("--")) {
-      const [name, inline] = arg.includes("=")
-        ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
-        : [arg, undefined];
-      if (!allowed.includes(name)) throw new UsageError(`unknown flag ${name} for ${command}`);
-      if (name !== "--tensor" && values[name]) throw new UsageError(`${name} given twice`);
-      values[name] ??= [];
-      flag = name;
-      if (inline !== undefined) values[name].push(inline);
-    } else {
-      if (!flag) throw new UsageError(`unexpected argument '${arg}'`);
-      if (flag !== "--tensor" && values[flag].length) throw new UsageError(`${flag} takes one value`);
-      values[flag].push(arg);
-    }
-  }
-  const one = (name: string): string => {
-    const v = values[name];
-    if (!v) throw new UsageError(`${name} is required`);
-    if (v.length !== 1 || !v[0]) throw new UsageError(`${name} needs a value`);
-    return v[0];
+  const v = parseFlags(rest, FLAGS[command], { help: false }).values as {
+    model?: string;
+    out?: string;
+    wrt?: string[];
+    tensor?: string[];
   };
-  const parsed: Parsed = { command, model: one("--model"), out: one("--out"), tensors: [] };
+  if (v.model === undefined) throw new UsageError("--model", "is required");
+  if (v.out === undefined) throw new UsageError("--out", "is required");
+  const parsed: Parsed = { command, model: v.model, out: v.out, tensors: [] };
   if (command === "features") {
-    parsed.tensors = (values["--tensor"] ?? []).flatMap((v) => v.split(",")).filter((v) => v);
-    if (!parsed.tensors.length) throw new UsageError("--tensor is required (at least one tensor name)");
+    if (!v.tensor) throw new UsageError("--tensor", "is required (at least one tensor name)");
+    parsed.tensors = v.tensor;
   }
-  if (values["--wrt"]) {
-    parsed.wrt = one("--wrt").split(",").filter((v) => v);
-    if (!parsed.wrt.length) throw new UsageError("--wrt needs input names");
-  }
+  if (v.wrt) parsed.wrt = v.wrt;
   return parsed;
 }
 

@@ -979,7 +979,7 @@ function reductionAxes(c: Ctx): number[] | null {
 }
 
 /** The vector-Jacobian rules, one per operator. */
-export const RULES: Readonly<Record<string, Rule>> = {
+const RULES: Readonly<Record<string, Rule>> = {
   // ----- data movement: the inverse movement of the cotangent
   Identity: unary((c) => c.dy),
   Dropout: (c) => {

@@ -32,7 +32,7 @@ export interface Inferred {
 const SMALL = 64;
 
 /** Broadcasts two dimensions under the assumption the model is valid. */
-export function broadcastDim(a: SDim, b: SDim): SDim {
+function broadcastDim(a: SDim, b: SDim): SDim {
   if (a === 1) return b;
   if (b === 1) return a;
   if (a === b) return a;

@@ -16,6 +16,17 @@
  * The rules live in one table, `RULES`, one small function per operator that reads like its derivative
  * (`Sigmoid: dy = dx · y · (1 − y)`). Helpers on `Ctx` are null-aware: a null tangent is zero, so
  * `c.mul(null, b)` is null and `c.add(a, null)` is `a`.
+ *
+ * A few rules recognise, at the node that ends it, a pattern whose tangent in one piece takes fewer
+ * full-size passes and nodes than the rules of its operators one at a time (the tangents those emitted are
+ * then left unused and dropped): SiLU x·σ(x); x·x; the standardisation exporters write out (GroupNorm,
+ * LayerNorm, RMSNorm: ReduceMean … Sqrt, Div); a per-channel scale after a group normalisation, folded into
+ * its divisor; softmax weights times values, without the softmax's own tangent; and a MatMul with tangents
+ * on both inputs and a small inner dimension. Each reuses the primal values the graph computes anyway
+ * (x̂, the standard deviation, σ, the softmax). Standard ONNX operators only, so the derived graph runs
+ * wherever its primal graph does. (Stacking primal and tangent along the batch axis through one Conv is
+ * not done: with ONNX Runtime's CPU convolutions the concatenation and split cost more than the second
+ * call.)
  */
 import {
   attribute,
@@ -151,6 +162,12 @@ class Transformer extends GraphRewriter {
   readonly poison = new Map<string, Poison[]>();
   /** The original node that computes each value (for rules that recognise a pattern, e.g. x·σ(x)). */
   readonly producer = new Map<string, NodeProto>();
+  /**
+   * Tangents of normalisations over the last axis of a [N, G, L] value that are `inner / sd` with sd of
+   * shape [N, G, 1] (standardization, unit InstanceNormalization): a per-channel scale that follows can
+   * fold into the divisor ({@link scaledNormalization}).
+   */
+  readonly quotients = new Map<string, { inner: string; sd: string }>();
 
   constructor(model: IModelProto, readonly opset: number) {
     const g = model.graph!;
@@ -312,14 +329,27 @@ class Ctx {
     return this.tr.info.shape.get(v) ?? null;
   }
 
-  /** True when `v` is an initializer (of at most 4096 values) whose every value is `value`. */
+  /**
+   * True when `v` is an initializer or the output of a Constant node (of at most 4096 values) whose every
+   * value is `value`.
+   */
   constantAll(v: string | undefined, value: number): boolean {
-    const t = v ? this.tr.constants.get(v) : undefined;
-    if (!t || tensorDims(t).reduce((a, b) => a * b, 1) > 4096) return false;
+    const values = v ? this.constantValues(v) : undefined;
+    return !!values && values.every((x) => x === value);
+  }
+
+  /** The values of a constant `v` (initializer or Constant node) of at most 4096 values, else undefined. */
+  constantValues(v: string): number[] | undefined {
+    const node = this.tr.producer.get(v);
+    const fromNode = node?.opType === "Constant" && (!node.domain || node.domain === "ai.onnx")
+      ? (node.attribute ?? []).find((a) => a.name === "value")?.t ?? undefined
+      : undefined;
+    const t = this.tr.constants.get(v) ?? fromNode;
+    if (!t || tensorDims(t).reduce((a, b) => a * b, 1) > 4096) return undefined;
     try {
-      return tensorValues(t).every((x) => x === value);
+      return tensorValues(t);
     } catch {
-      return false;
+      return undefined;
     }
   }
 
@@ -459,23 +489,24 @@ class Ctx {
   }
 
   /**
-   * x̂ = (X − mean)/sqrt(var + ε) over `axis` (keepdims), and 1/sqrt(var + ε); `xhat` when the caller
+   * x̂ = (X − mean)/sqrt(var + ε) over `axis` (keepdims), and sqrt(var + ε); `xhat` when the caller
    * already has x̂ (then only the statistics are computed). Two passes (centre, then mean of squares), as
-   * accurate as the normalisation itself.
+   * accurate as the normalisation itself. (ReduceSumSquare of the centred values would save the second
+   * pass, but ONNX Runtime's CPU kernel for it is slower than Mul and ReduceMean together.)
    */
-  standardize(X: string, axis: number, eps: number, xhat?: string): { xhat: string; rstd: string } {
+  standardize(X: string, axis: number, eps: number, xhat?: string): { xhat: string; sd: string } {
     const mean = (v: string) => this.reduce("ReduceMean", v, [axis]);
     const xc = this.emit("Sub", [X, mean(X)]);
-    const variance = mean(this.emit("Mul", [xc, xc]));
-    const rstd = this.f("Reciprocal", this.f("Sqrt", this.emit("Add", [variance, this.k(eps)])));
-    return { xhat: xhat ?? this.emit("Mul", [xc, rstd]), rstd };
+    const sd = this.f("Sqrt", this.emit("Add", [mean(this.emit("Mul", [xc, xc])), this.k(eps)]));
+    return { xhat: xhat ?? this.emit("Div", [xc, sd]), sd };
   }
 
   /**
    * The tangent of a normalisation x̂ = (X − mean)/sqrt(var + ε) over `axis` (keepdims), given its input X
-   * and tangent D: dx̂ = (D − mean(D) − x̂·mean(D·x̂)) / sqrt(var + ε). With `scale` (broadcastable against
-   * the statistics, e.g. per group) it returns scale·dx̂, folding the scale into the per-group factor;
-   * with `xhat` it uses that x̂ instead of recomputing it. Returns the tangent and x̂.
+   * and tangent D: with dxc = D − mean(D), dx̂ = (dxc − x̂·mean(x̂·dxc)) / sqrt(var + ε), five full-size
+   * passes. With `scale` (broadcastable against the statistics, e.g. per group) it returns scale·dx̂,
+   * folding the scale into the per-group divisor; with `xhat` it uses that x̂ instead of recomputing it.
+   * Returns the tangent and x̂.
    */
   normalized(
     X: string,
@@ -483,17 +514,15 @@ class Ctx {
     axis: number,
     eps: number,
     o: { scale?: string; xhat?: string } = {},
-  ): { dxhat: string; xhat: string } {
+  ): { dxhat: string; xhat: string; inner: string; sd: string } {
     const mean = (v: string) => this.reduce("ReduceMean", v, [axis]);
-    const { xhat, rstd } = this.standardize(X, axis, eps, o.xhat);
-    const a = o.scale ? this.emit("Mul", [rstd, o.scale]) : rstd;
-    const m1 = mean(D), m2 = mean(this.emit("Mul", [D, xhat]));
-    // a·(D − m1 − x̂·m2) = a·D − x̂·(a·m2) − a·m1: per-group factors, three full-size passes
-    const dxhat = this.emit("Sub", [
-      this.emit("Sub", [this.emit("Mul", [D, a]), this.emit("Mul", [xhat, this.emit("Mul", [a, m2])])]),
-      this.emit("Mul", [a, m1]),
-    ]);
-    return { dxhat, xhat };
+    const { xhat, sd } = this.standardize(X, axis, eps, o.xhat);
+    const dxc = this.emit("Sub", [D, mean(D)]);
+    const inner = this.emit("Sub", [dxc, this.emit("Mul", [xhat, mean(this.emit("Mul", [xhat, dxc]))])]);
+    const dxhat = o.scale
+      ? this.emit("Mul", [inner, this.emit("Div", [o.scale, sd])])
+      : this.emit("Div", [inner, sd]);
+    return { dxhat, xhat, inner, sd };
   }
 }
 
@@ -609,10 +638,12 @@ export const RULES: Readonly<Record<string, Rule>> = {
   Sum: (c) => c.fit(c.sum(c.dx), c.withTangent),
 
   // ----- products: one term per input (product rule)
-  Mul: (c) => silu(c) ?? c.add(c.mul(c.dx[0], c.x[1]), c.mul(c.x[0], c.dx[1])),
+  Mul: (c) =>
+    silu(c) ?? square(c) ?? scaledNormalization(c) ??
+      c.add(c.mul(c.dx[0], c.x[1]), c.mul(c.x[0], c.dx[1])),
   // y = a/b: dy = (da − y·db)/b
-  Div: (c) => c.div(c.sub(c.dx[0], c.mul(c.y[0], c.dx[1])), c.x[1]),
-  MatMul: (c) => matmulBoth(c) ?? c.add(c.with(0), c.with(1)),
+  Div: (c) => standardization(c) ?? c.div(c.sub(c.dx[0], c.mul(c.y[0], c.dx[1])), c.x[1]),
+  MatMul: (c) => softmaxProduct(c) ?? matmulBoth(c) ?? c.add(c.with(0), c.with(1)),
   Einsum: (c) => c.sum(c.x.map((_, i) => c.with(i))),
   // Y = α·A·B + β·C
   Gemm: (c) =>
@@ -692,10 +723,11 @@ export const RULES: Readonly<Record<string, Rule>> = {
     const toGroups = (v: string) => (flat ? v : c.reshape(v, [0, 0, -1]));
     // exporters' GroupNorm runs InstanceNormalization with unit scale and zero bias: its output is x̂
     const unit = c.constantAll(scale, 1) && c.constantAll(bias, 0);
-    const { dxhat } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, c.attr("epsilon", 1e-5), {
+    const { dxhat, inner, sd } = c.normalized(toGroups(x), toGroups(c.dx[0]!), 2, c.attr("epsilon", 1e-5), {
       scale: unit ? undefined : c.unsqueeze(scale, [1]),
       xhat: unit ? toGroups(c.y[0]) : undefined,
     });
+    if (flat && unit) c.tr.quotients.set(dxhat, { inner, sd });
     return flat ? dxhat : c.reshape(dxhat, c.shapeOf(x));
   },
   GroupNormalization: (c) => {
@@ -810,6 +842,157 @@ function silu(c: Ctx): Tangent | undefined {
     }
   }
   return undefined;
+}
+
+/** y = x·x: dy = 2·x·dx, two passes instead of the product rule's three. Undefined for other products. */
+function square(c: Ctx): Tangent | undefined {
+  if (c.x[0] !== c.x[1] || !c.dx[0]) return undefined;
+  return c.mul(c.k(2), c.mul(c.x[0], c.dx[0]));
+}
+
+/** The single-input ReduceMean `node` applied to `v` instead (same axes, keepdims and axes input). */
+function sameReduction(c: Ctx, node: NodeProto, v: string): string {
+  const out = c.tr.fresh("jvp/reducemean");
+  c.tr.append("ReduceMean", [v, ...node.input.slice(1)], [out], node.attribute ?? []);
+  return out;
+}
+
+/**
+ * The standardisation that exporters and training/layers.ts write out (GroupNorm, LayerNorm, RMSNorm),
+ * ending at this Div:
+ *
+ *     v = ReduceMean(xc·xc) (or Pow(xc, 2)), keepdims;  s = Sqrt(v + ε);  x̂ = xc / s
+ *
+ * (xc is usually X − ReduceMean(X), but need not be). Its tangent in one piece from the tangent dxc and the
+ * primal x̂ and s, with the mean over v's axes: dx̂ = (dxc − x̂·mean(x̂·dxc)) / s — exact, since
+ * ds = mean(xc·dxc)/s. Four full-size passes and five nodes, where the rules of Mul, ReduceMean, Sqrt and
+ * Div one at a time take six passes and eight nodes. Undefined for any other quotient.
+ */
+function standardization(c: Ctx): Tangent | undefined {
+  const [xc, s] = c.x, dxc = c.dx[0];
+  if (!dxc) return undefined;
+  const p = (v: string | undefined, op: string) => {
+    const n = v ? c.tr.producer.get(v) : undefined;
+    return n && n.opType === op && (!n.domain || n.domain === "ai.onnx") ? n : undefined;
+  };
+  const add = p(p(s, "Sqrt")?.input[0], "Add");
+  if (!add) return undefined;
+  // v + ε with ε free of tangents (a constant)
+  const [t0, t1] = add.input.map((v) => c.tr.tangent.has(v));
+  const mean = p(t0 && !t1 ? add.input[0] : t1 && !t0 ? add.input[1] : undefined, "ReduceMean");
+  if (!mean || (getAttribute(mean, "keepdims") ?? 1) !== 1) return undefined;
+  const mul = p(mean.input[0], "Mul"), pow = p(mean.input[0], "Pow");
+  const squares = mul
+    ? mul.input[0] === xc && mul.input[1] === xc
+    : !!pow && pow.input[0] === xc && c.constantAll(pow.input[1], 2);
+  if (!squares) return undefined;
+  // the quotient must have xc's shape (s broadcasts into it), as keepdims gives
+  if (!sameShape(c.shape(c.y[0]), c.shape(xc)) && c.shape(xc) !== null) return undefined;
+  const xhat = c.y[0];
+  const m2 = sameReduction(c, mean, c.emit("Mul", [xhat, dxc]));
+  const inner = c.emit("Sub", [dxc, c.emit("Mul", [xhat, m2])]);
+  const dxhat = c.emit("Div", [inner, s]);
+  const shape = c.shape(xc), axes = reducedAxes(c, mean);
+  if (shape?.length === 3 && axes?.length === 1 && (axes[0] === 2 || axes[0] === -1)) {
+    c.tr.quotients.set(dxhat, { inner, sd: s });
+  }
+  return dxhat;
+}
+
+/** The axes a ReduceMean node reduces (attribute, or a constant axes input), or undefined when not known. */
+function reducedAxes(c: Ctx, node: NodeProto): number[] | undefined {
+  const attr = getAttribute(node, "axes") as number[] | undefined;
+  if (attr) return attr.map(Number);
+  return node.input[1] ? c.constantValues(node.input[1]) : undefined;
+}
+
+/** Elements per sample below which {@link scaledNormalization} leaves the scale as its own pass. */
+const FOLD_MIN_ELEMENTS = 4096;
+
+/**
+ * A per-channel scale after a group normalisation, y = Reshape(x̂, [N, C, …]) · γ with γ constant of shape
+ * [C, 1, …] and x̂ normalised over the last axis of [N, G, L] (L = C/G · …), as exporters and
+ * training/layers.ts write GroupNorm. The normalisation's tangent is inner/sd per (n, g); γ folds into that
+ * divisor as one [N, G, C/G, 1] factor γ/sd, so the tangent takes one full-size pass (inner · γ/sd, in an
+ * [N, G, C/G, …] view) instead of two (÷ sd, then · γ), for two more small nodes (reshapes of sd and
+ * inner); feature maps of fewer than FOLD_MIN_ELEMENTS values per sample keep the two passes, where a
+ * node costs about as much as a pass. Undefined for any other product.
+ */
+function scaledNormalization(c: Ctx): Tangent | undefined {
+  for (const [i, j] of [[0, 1], [1, 0]]) {
+    if (!c.dx[i] || c.dx[j]) continue;
+    const reshape = c.tr.producer.get(c.x[i]);
+    if (reshape?.opType !== "Reshape" || (reshape.domain && reshape.domain !== "ai.onnx")) continue;
+    const q = c.tr.quotients.get(c.tr.tangent.get(reshape.input[0]) ?? "");
+    const gamma = c.tr.constants.get(c.x[j]);
+    const out = c.shape(c.y[0]), grouped = c.shape(reshape.input[0]);
+    if (!q || !gamma || !out || !grouped || out.length < 3 || !sameShape(out, c.shape(c.x[i]))) continue;
+    const [C, G] = [out[1], grouped[1]];
+    // the same batch dimension (known, or the same symbol) and whole groups of channels
+    if (typeof C !== "number" || typeof G !== "number" || C % G !== 0) continue;
+    if (out[0] === null || out[0] !== grouped[0]) continue;
+    // the fold saves a full-size pass for two more (tiny) nodes: not worth it on small feature maps
+    const perSample = out.slice(1).reduce<number>((a, d) => a * (typeof d === "number" ? d : Infinity), 1);
+    if (perSample < FOLD_MIN_ELEMENTS) continue;
+    // γ of shape [C, 1, …] (rank − 1) or [1, C, 1, …] (rank)
+    const dims = tensorDims(gamma);
+    const lead = dims.length === out.length ? dims[0] : 1,
+      rest = dims.length === out.length ? dims.slice(1) : dims;
+    if (lead !== 1 || rest.length !== out.length - 1 || rest[0] !== C || rest.slice(1).some((d) => d !== 1)) {
+      continue;
+    }
+    // γ in the grouped view: a Reshape of the initializer, which ONNX Runtime folds at load
+    const factor = c.emit("Div", [c.reshape(c.x[j], [1, G, C / G, 1]), c.reshape(q.sd, [0, G, 1, 1])]);
+    const scaled = c.emit("Mul", [c.reshape(q.inner, [0, G, C / G, -1]), factor]);
+    return c.reshape(scaled, reshape.input[1]);
+  }
+  return undefined;
+}
+
+/**
+ * Attention's product of softmax weights with values: y = A·V with A = Softmax(S) over the last axis (as
+ * exporters write attention), or y = V·Aᵀ with the transpose of the last two axes (as training/unet.ts
+ * does). With P = A ⊙ dS and r = Σ_last P (per query), the tangent of A is P − A·r, and its product with
+ * V is P·V − r·y: the tangent never forms dA, saving two full passes over the attention matrix (the
+ * subtraction and the product with A) for one over y. dS is the tangent of the softmax's input; the
+ * softmax's own tangent is then left unused. Undefined for any other product.
+ */
+function softmaxProduct(c: Ctx): Tangent | undefined {
+  if (c.opset < 13) return undefined;
+  const plainNode = (v: string | undefined, op: string) => {
+    const n = v ? c.tr.producer.get(v) : undefined;
+    return n && n.opType === op && (!n.domain || n.domain === "ai.onnx") ? n : undefined;
+  };
+  const softmax = (v: string) => {
+    const n = plainNode(v, "Softmax");
+    const rank = c.shape(v)?.length;
+    const axis = getAttribute(n ?? {}, "axis") as number | undefined ?? -1;
+    return n && (axis === -1 || (rank !== undefined && axis === rank - 1)) ? n : undefined;
+  };
+  const swapsLastTwo = (n: NodeProto) => {
+    const perm = getAttribute(n, "perm") as number[] | undefined;
+    const r = perm?.length ?? 0;
+    return !!perm && r >= 2 &&
+      perm.every((p, k) => Number(p) === (k < r - 2 ? k : k === r - 2 ? r - 1 : r - 2));
+  };
+  const [a, b] = c.x, y = c.y[0];
+  const transpose = plainNode(b, "Transpose");
+  const left = softmax(a);
+  const right = !left && transpose && swapsLastTwo(transpose) ? softmax(transpose.input[0]) : undefined;
+  const sm = left ?? right;
+  const dS = sm ? c.tr.tangent.get(sm.input[0]) : undefined;
+  if (!sm || !dS) return undefined;
+  const A = sm.output[0];
+  const P = c.emit("Mul", [A, dS]);
+  const r = c.reduce("ReduceSum", P, [-1]);
+  if (left) {
+    const term = c.emit("Sub", [c.emit("MatMul", [P, b]), c.emit("Mul", [r, y])]);
+    return c.add(term, c.dx[1] ? c.emit("MatMul", [a, c.dx[1]]) : null);
+  }
+  const perm = getAttribute(transpose!, "perm") as number[];
+  const swap = (v: string) => c.emit("Transpose", [v], { perm: perm.map(Number) });
+  const term = c.emit("Sub", [c.emit("MatMul", [a, swap(P)]), c.emit("Mul", [y, swap(r)])]);
+  return c.add(term, c.dx[0] ? c.emit("MatMul", [c.dx[0], b]) : null);
 }
 
 /**

@@ -108,6 +108,31 @@ function requestWebGpuAdapter(): Promise<unknown> {
 /** The runtime module that created each session: its tensors are the ones the session accepts. */
 const sessionRuntime = new WeakMap<InferenceSession, OrtModule>();
 
+/**
+ * How a session's intra-op threads wait for work. Each session has its own thread pool (onnxruntime-node
+ * creates its environment without global thread pools, so sessions cannot share one).
+ *
+ * - `"on"`: ORT's default. The threads spin-wait between the parallel sections of a call and keep
+ *   spinning for a while after the call returns, so the next call of the same session starts on awake
+ *   threads. Right for a session called back to back by itself; wrong where another session runs next,
+ *   whose threads then compete with these spinning ones for the cores.
+ * - `"run"`: spin while a call runs and stop as soon as it returns (`session.force_spinning_stop`); the
+ *   next call wakes the threads once. Keeps the speed of spinning inside a call without taking cores
+ *   from whatever runs between calls (another session's call, the worker's main thread).
+ * - `"off"`: never spin (`session.intra_op.allow_spinning` 0): the threads sleep whenever they run out
+ *   of work, and every parallel section wakes them again.
+ */
+export type SpinPolicy = "on" | "run" | "off";
+
+/** The session config entries (`extra`, nested by dots as onnxruntime-node reads them) of a spin policy. */
+export function spinConfig(spin: SpinPolicy | undefined): Record<string, unknown> {
+  if (spin === "off") {
+    return { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } };
+  }
+  if (spin === "run") return { session: { force_spinning_stop: "1" } };
+  return {};
+}
+
 export interface SessionOptions {
   /** Providers to try in order; default `["cuda", "cpu"]`. */
   providers?: readonly Provider[];
@@ -116,11 +141,10 @@ export interface SessionOptions {
   /** Graph optimisation level; default "all". */
   optimization?: "disabled" | "basic" | "extended" | "all";
   /**
-   * Whether ORT's intra-op threads spin-wait after each parallel section (ORT's default, true). Off, they
-   * sleep at once and leave the cores to the process's other threads (the worker's main thread, which
-   * prepares the next batch while ORT is idle).
+   * How ORT's intra-op threads wait for work ({@link SpinPolicy}; default `"on"`, ORT's own): spinning
+   * between calls too, only while a call runs, or never.
    */
-  spinning?: boolean;
+  spin?: SpinPolicy;
   /**
    * Record ORT's per-node profile; `session.endProfiling()` writes it to `<profile>_<date>.json`
    * (a path prefix). Read it with {@link readProfile}.
@@ -155,7 +179,7 @@ export async function createSession(
         graphOptimizationLevel: options.optimization ?? "all",
         ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
         logSeverityLevel: 3,
-        ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: "0" } } } } : {}),
+        ...(options.spin && options.spin !== "on" ? { extra: spinConfig(options.spin) } : {}),
         ...(options.profile ? { enableProfiling: true, profileFilePrefix: options.profile } : {}),
       });
       return { session, provider, skipped };
@@ -167,7 +191,7 @@ export async function createSession(
   throw new Error(`no execution provider could load the model (${why})`);
 }
 
-/** An onnxruntime-web session (`spinning` and `profile` are native options and do not apply). */
+/** An onnxruntime-web session (`spin` and `profile` are native options and do not apply). */
 async function createWebSession(
   bytes: Uint8Array,
   provider: "wasm" | "webgpu",

@@ -25,7 +25,7 @@ const dimsOf = (s: Shapes | undefined, i: number): number[] | undefined =>
   s && s[i] ? Object.values(s[i])[0] : undefined;
 
 /** FLOPs of one node run from its op type and recorded input/output shapes (0 when not a matrix op). */
-export function kernelFlops(op: string, inputs: Shapes | undefined, outputs: Shapes | undefined): number {
+function kernelFlops(op: string, inputs: Shapes | undefined, outputs: Shapes | undefined): number {
   const [a, w, out] = [dimsOf(inputs, 0), dimsOf(inputs, 1), dimsOf(outputs, 0)];
   if (!a || !w || !out) return 0;
   if (op === "Conv" || op === "FusedConv" || op === "NhwcFusedConv") {
@@ -41,7 +41,7 @@ export function kernelFlops(op: string, inputs: Shapes | undefined, outputs: Sha
 }
 
 /** The kernel runs of a profile JSON (ORT's trace-event format). */
-export function kernelRuns(events: unknown[]): KernelRun[] {
+function kernelRuns(events: unknown[]): KernelRun[] {
   const runs: KernelRun[] = [];
   for (
     const e of events as {

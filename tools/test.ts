@@ -81,7 +81,7 @@ const unescapeXml = (s: string) =>
  * followed by one testcase per step named "parent > step"; only leaves are counted, and a parent
  * counts as a failure only when it failed for a reason other than its steps.
  */
-export function countJunit(xml: string): { passed: number; failed: number; skipped: number } {
+function countJunit(xml: string): { passed: number; failed: number; skipped: number } {
   const cases = [...xml.matchAll(/<testcase\b([^>]*?)(?:\/>|>([\s\S]*?)<\/testcase>)/g)].map((m) => ({
     name: unescapeXml(/\bname="([^"]*)"/.exec(m[1])?.[1] ?? ""),
     body: m[2] ?? "",
@@ -101,7 +101,7 @@ export function countJunit(xml: string): { passed: number; failed: number; skipp
 }
 
 /** Counts the summary of a `node --test` TAP report (`# pass N`, `# fail N`, …). */
-export function countTap(tap: string): { passed: number; failed: number; skipped: number } | undefined {
+function countTap(tap: string): { passed: number; failed: number; skipped: number } | undefined {
   const get = (key: string) => {
     const m = new RegExp(`^# ${key} (\\d+)\\s*$`, "m").exec(tap);
     return m ? Number(m[1]) : undefined;

@@ -25,7 +25,7 @@ import {
   formatSeconds,
   loadDigits,
   log,
-  parseFlags,
+  parseTrainingFlags,
   PIXELS,
   SIZE,
   splitIndices,
@@ -37,7 +37,7 @@ import { uniform } from "./init.ts";
 export const FEATURE_DIM = 128;
 
 /** The classifier graph: x [B, 1, 28, 28] → logits [B, 10], features [B, 128]. */
-export function buildClassifier(seed = 3): { model: ModelProto; params: string[]; count: number } {
+function buildClassifier(seed = 3): { model: ModelProto; params: string[]; count: number } {
   const g = new GraphBuilder("mnist-classifier", { opset: 17 });
   const random = uniform(seed);
   const params: string[] = [];
@@ -82,7 +82,7 @@ export function buildClassifier(seed = 3): { model: ModelProto; params: string[]
 }
 
 /** Cross-entropy training graph (inputs x, onehot [B, 10]). */
-export function classifierTrainingGraph(seed = 3) {
+function classifierTrainingGraph(seed = 3) {
   const net = buildClassifier(seed);
   const withCe = withLoss(net.model, (g) => {
     const onehot = g.input("onehot", "float32", ["B", 10]);
@@ -96,7 +96,7 @@ export function classifierTrainingGraph(seed = 3) {
 }
 
 /** A training batch: digits from `pool`, with a random shift of up to ±2 pixels. */
-export function classifierBatch(digits: Digits, pool: Int32Array, batch: number) {
+function classifierBatch(digits: Digits, pool: Int32Array, batch: number) {
   return (_step: number, r: RngStream): Batch => {
     const x = new Float32Array(batch * PIXELS).fill(-1), onehot = new Float32Array(batch * 10);
     for (let b = 0; b < batch; b++) {
@@ -153,7 +153,7 @@ export async function loadClassifier(
     .session;
 }
 
-export const CLASSIFIER_DEFAULTS = {
+const CLASSIFIER_DEFAULTS = {
   steps: 1500,
   batch: 64,
   lr: 1e-3,
@@ -166,7 +166,7 @@ export const CLASSIFIER_DEFAULTS = {
 };
 
 if (import.meta.main) {
-  const f = parseFlags(Deno.args, CLASSIFIER_DEFAULTS, {
+  const f = parseTrainingFlags(Deno.args, CLASSIFIER_DEFAULTS, {
     steps: 1,
     batch: 1,
     seed: 0,

@@ -1,7 +1,8 @@
 /**
  * Shared pieces of the MNIST training programs: the 10,000 labelled digits of the `mnist` package as
- * float32 pixels in [−1, 1], a tiny flag parser, progress lines and atomic file writes.
+ * float32 pixels in [−1, 1], their flags, progress lines and atomic file writes.
  */
+import { type FlagSpec, parseFlags } from "../core/flags.ts";
 import { rngStream } from "../core/rng.ts";
 import { type LrSchedule, lrSchedule } from "./optimizer.ts";
 
@@ -63,45 +64,25 @@ export function splitIndices(count: number, seed: number, every = 10): [Int32Arr
 }
 
 /**
- * Parses `--name value` flags into the keys of `defaults` (numbers stay numbers; `--flag` alone = true).
- * `integers` names the numeric flags that count something, with their smallest allowed value: anything
- * else (a fraction, a smaller number) is refused naming the flag.
+ * Parses the flags of a training program into the keys of `defaults` (core/flags.ts): `--kebab-name value`
+ * or `--kebab-name=value` for the key `kebabName`, typed like its default; a boolean flag alone is true,
+ * and may be followed by `true` or `false`. `integers` names the numeric flags that count something, with
+ * their smallest allowed value: anything else (a fraction, a smaller number) is refused naming the flag.
  */
-export function parseFlags<T extends Record<string, number | string | boolean>>(
+export function parseTrainingFlags<T extends Record<string, number | string | boolean>>(
   argv: readonly string[],
   defaults: T,
   integers: Partial<Record<keyof T & string, number>> = {},
 ): T {
-  const out: Record<string, number | string | boolean> = { ...defaults };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    if (!flag.startsWith("--")) throw new Error(`unexpected argument ${flag}`);
-    const key = flag.slice(2).replace(/-([a-z])/g, (_, c) => c.toUpperCase());
-    if (!(key in defaults)) {
-      throw new Error(`unknown flag ${flag} (known: ${Object.keys(defaults).join(", ")})`);
-    }
-    const kind = typeof defaults[key];
-    if (kind === "boolean") {
-      const next = argv[i + 1];
-      if (next === "true" || next === "false") {
-        out[key] = next === "true";
-        i++;
-      } else out[key] = true;
-      continue;
-    }
-    const value = argv[++i];
-    if (value === undefined) throw new Error(`${flag} needs a value`);
-    if (kind === "number") {
-      const n = Number(value);
-      if (!Number.isFinite(n)) throw new Error(`${flag}: not a number: ${value}`);
-      const min = (integers as Record<string, number | undefined>)[key];
-      if (min !== undefined && !(Number.isSafeInteger(n) && n >= min)) {
-        throw new Error(`${flag}: expected an integer ≥ ${min}, got ${value}`);
-      }
-      out[key] = n;
-    } else out[key] = value;
-  }
-  return out as T;
+  const specs: FlagSpec[] = Object.entries(defaults).map(([key, value]) => {
+    const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    const min = (integers as Record<string, number | undefined>)[key];
+    if (typeof value === "boolean") return { flag, key, kind: "bool" };
+    if (typeof value === "string") return { flag, key, kind: "string" };
+    return min === undefined ? { flag, key, kind: "number" } : { flag, key, kind: "int", min };
+  });
+  const { values } = parseFlags(argv, specs, { help: false, boolWords: true });
+  return { ...defaults, ...values } as T;
 }
 
 /** "1h02m" / "3m05s" / "12s". */

@@ -23,7 +23,11 @@
  *   unmixed `k123`), the graph `deno task distill` differentiates with onnx/grad.ts.
  * - {@link combinedHeadModel}: the served `head` graph (docs/contracts.md §4): x, t, class → eps, deriv in
  *   ONE run: the score network (exposing features and temb), γ(t) from the VP-linear schedule (in
- *   float64), then the head with trained weights.
+ *   float64), then the head with trained weights. training/model_folder.ts builds the same graph for any
+ *   model folder (mapped names, other schedules and prediction types).
+ *
+ * A network without a usable time embedding gets one from γ instead (`embed: 0`, {@link gammaEmbedding}):
+ * log γ and sines and cosines of it, computed inside the head, so the FiLM layers still see the time.
  */
 import {
   GraphBuilder,
@@ -40,7 +44,7 @@ export interface HeadOptions {
   channels: number;
   /** Channels of the feature map. */
   featureChannels: number;
-  /** Width of the time(+class) embedding. */
+  /** Width of the time(+class) embedding; 0: the network has none, the head embeds γ itself. */
   embed: number;
   /** Head width: channels of the hidden layers (ORT's CPU convolutions work in blocks of 16). */
   width: number;
@@ -63,7 +67,8 @@ export interface HeadInputs {
   x: string;
   eps: string;
   features: string;
-  temb: string;
+  /** The network's time(+class) embedding [B, E]; without it the head embeds γ ({@link gammaEmbedding}). */
+  temb?: string;
   /** γ_t, float32 [B]. */
   gamma: string;
 }
@@ -79,10 +84,14 @@ export function addHead(
   source?: ParamSource,
 ): { k: string; k123: string; params: string[]; count: number } {
   const o = { ...HEAD_DEFAULTS, ...options };
-  const { channels: C, width: W, embed: E } = o;
+  const { channels: C, width: W } = o;
   const L = new Layers(g, o.seed, 1, source);
   const i64 = (v: number[]) => L.i64(v), f32 = (v: number) => L.f32(v);
-  const tembAct = L.silu(inp.temb);
+  if ((inp.temb === undefined) !== (o.embed === 0)) {
+    throw new Error(`the head's embed option (${o.embed}) and its temb input disagree`);
+  }
+  const E = inp.temb === undefined ? GAMMA_EMBED : o.embed;
+  const tembAct = inp.temb === undefined ? gammaEmbedding(g, inp.gamma) : L.silu(inp.temb);
   // h·(1 + s) + b with [s, b] = dense(SiLU(temb)) per sample, broadcast over pixels
   const film = (h: string, name: string) => {
     const sb = g.op("Unsqueeze", [L.dense(tembAct, E, 2 * W, name, 0.1), i64([2, 3])]);
@@ -111,6 +120,25 @@ export function addHead(
   return { k, k123, params: L.params, count: L.count };
 }
 
+/** Frequencies of {@link gammaEmbedding}'s sines and cosines of log γ. */
+const GAMMA_FREQUENCIES = [0.125, 0.25, 0.5, 1, 2, 4, 8, 16];
+/** Width of {@link gammaEmbedding}: log γ/5, then a sine and a cosine per frequency. */
+export const GAMMA_EMBED = 1 + 2 * GAMMA_FREQUENCIES.length;
+
+/**
+ * The head's own time embedding when the network offers none: [log γ/5, sin(f log γ), cos(f log γ)] for
+ * the frequencies f above, [B, {@link GAMMA_EMBED}]. log γ spans about −7 … 5 over the schedules in use.
+ */
+export function gammaEmbedding(g: GraphBuilder, gamma: string): string {
+  const lg = g.op("Unsqueeze", [g.op("Log", [gamma]), g.constant([1], [1], "int64")]);
+  const phase = g.op("Mul", [lg, g.constant(GAMMA_FREQUENCIES, [1, GAMMA_FREQUENCIES.length], "float32")]);
+  return g.op("Concat", [
+    g.op("Mul", [lg, g.constant(0.2, [], "float32")]),
+    g.op("Sin", [phase]),
+    g.op("Cos", [phase]),
+  ], { axis: 1 });
+}
+
 export interface HeadModel {
   model: ModelProto;
   params: string[];
@@ -118,29 +146,31 @@ export interface HeadModel {
 }
 
 /**
- * The trainable head alone: inputs x, eps [B, C, S, S], features [B, F, S, S], temb [B, E], gamma [B];
- * outputs k [B, C, S, S] (mixed) and k123 [B, 3C, S, S].
+ * The trainable head alone: inputs x, eps [B, C, H, W], features [B, F, H, W], temb [B, E] (none when
+ * `embed` is 0), gamma [B]; outputs k [B, C, H, W] (mixed) and k123 [B, 3C, H, W]. `size` is S for
+ * S × S images, or [H, W].
  */
 export function buildHeadModel(
-  size: number,
+  size: number | readonly [number, number],
   options: Partial<HeadOptions> = {},
   source?: ParamSource,
 ): HeadModel {
   const o = { ...HEAD_DEFAULTS, ...options };
+  const [h, w] = typeof size === "number" ? [size, size] : size;
   const g = new GraphBuilder("genie-head", { opset: 17 });
-  const img = ["B", o.channels, size, size];
+  const img = ["B", o.channels, h, w];
   const inputs: HeadInputs = {
     x: g.input("x", "float32", img),
     eps: g.input("eps", "float32", img),
-    features: g.input("features", "float32", ["B", o.featureChannels, size, size]),
-    temb: g.input("temb", "float32", ["B", o.embed]),
+    features: g.input("features", "float32", ["B", o.featureChannels, h, w]),
+    temb: o.embed === 0 ? undefined : g.input("temb", "float32", ["B", o.embed]),
     gamma: g.input("gamma", "float32", ["B"]),
   };
   const { k, k123, params, count } = addHead(g, inputs, o, source);
   g.node("Identity", [k], ["k"]);
   g.node("Identity", [k123], ["k123"]);
   g.output("k", "float32", img);
-  g.output("k123", "float32", ["B", 3 * o.channels, size, size]);
+  g.output("k123", "float32", ["B", 3 * o.channels, h, w]);
   return { model: g.model(), params, count };
 }
 

@@ -38,7 +38,7 @@ import {
   loadDigits,
   log,
   NULL_CLASS,
-  parseFlags,
+  parseTrainingFlags,
   readJsonIfExists,
   type Segment,
   Segments,
@@ -50,7 +50,7 @@ import { preconditionedBatch, type TimeSampling } from "./precondition.ts";
 import { vpLinearSchedule } from "../core/schedule.ts";
 
 /** The architecture of mnist-unet (class table: 10 digits + the null class 10). */
-export const MNIST_UNET: Partial<UNetOptions> = {
+const MNIST_UNET: Partial<UNetOptions> = {
   channels: 1,
   size: SIZE,
   width: 32,
@@ -61,7 +61,6 @@ export const MNIST_UNET: Partial<UNetOptions> = {
   attention: true,
   seed: 1,
 };
-export { FEATURE_TENSORS, NULL_CLASS };
 
 /**
  * Scale of the time embedding's frequencies (training/unet.ts embeds sin/cos(1000 t f_k), f_k ∈ (1e−4, 1]).
@@ -69,7 +68,7 @@ export { FEATURE_TENSORS, NULL_CLASS };
  * ε̂ wiggles in t, and dε̂/dt — part of the exact GENIE derivative — is dominated by those wiggles
  * (measured at step 800: the ∂ε/∂t part of dε/dγ was 3–5× the ∂ε/∂x part at every t).
  */
-export const TIME_FREQ_SCALE = 0.05;
+const TIME_FREQ_SCALE = 0.05;
 
 /** The preconditioning of mnist-unet (σ_d = 0.5, the VP-linear schedule it is served on). */
 export const PRECONDITION: VpPrecondition = { sigmaData: 0.5, betaMin: 0.1, betaMax: 20 };
@@ -122,7 +121,7 @@ export const TRAIN_DEFAULTS = {
 const RECIPE_FLAGS = ["steps", "batch", "lr", "minLr", "warmup", "clip", "ema", "drop", "seed"] as const;
 
 /** The mnist-unet manifest (docs/contracts.md §4). */
-export function unetManifest(extra: Record<string, unknown> = {}): Record<string, unknown> {
+function unetManifest(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     name: "mnist-unet",
     version: "1",
@@ -144,7 +143,7 @@ export function unetManifest(extra: Record<string, unknown> = {}): Record<string
 }
 
 /** Writes eps.onnx, features.onnx and model.json (keeping the graphs it already lists) into `out`. */
-export async function exportUNet(out: string, params: Record<string, FloatArray>): Promise<void> {
+async function exportUNet(out: string, params: Record<string, FloatArray>): Promise<void> {
   const unet = buildMnistUNet({ served: true });
   await Deno.mkdir(out, { recursive: true });
   const trained = withParams(unet.model, params);
@@ -166,7 +165,7 @@ export async function exportUNet(out: string, params: Record<string, FloatArray>
 }
 
 /** The recipe of these flags: what a checkpoint's `run.json` records. */
-export function recipeOf(f: typeof TRAIN_DEFAULTS): Record<string, unknown> {
+function recipeOf(f: typeof TRAIN_DEFAULTS): Record<string, unknown> {
   return Object.fromEntries(RECIPE_FLAGS.map((k) => [k, f[k]]));
 }
 
@@ -192,7 +191,7 @@ const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 if (import.meta.main) {
   let f: typeof TRAIN_DEFAULTS;
   try {
-    f = parseFlags(Deno.args, TRAIN_DEFAULTS, {
+    f = parseTrainingFlags(Deno.args, TRAIN_DEFAULTS, {
       steps: 1,
       batch: 1,
       warmup: 0,

@@ -13,7 +13,7 @@ const FINAL = ["succeeded", "failed", "canceled"];
 /** Polls job `id` until it ends (or `--timeout` passes), with a progress bar. */
 export async function waitFor(client: Client, args: JobArgs, id: string): Promise<Job> {
   const bar = new ProgressBar(args.quiet);
-  const timeoutS = args.flags.timeout === undefined ? Infinity : Number(args.flags.timeout);
+  const timeoutS = (args.flags.timeout as number | undefined) ?? Infinity;
   const deadline = performance.now() + timeoutS * 1000;
   let delay = 200;
   try {
@@ -71,22 +71,20 @@ export async function buildRequest(args: JobArgs): Promise<Record<string, unknow
     try {
       text = await Deno.readTextFile(file);
     } catch (e) {
-      throw new UsageError(`--request: cannot read ${file}: ${e instanceof Error ? e.message : e}`);
+      throw new UsageError("--request", `cannot read ${file}: ${e instanceof Error ? e.message : e}`);
     }
     try {
       request = JSON.parse(text);
     } catch {
-      throw new UsageError(`--request: ${file} is not JSON`);
+      throw new UsageError("--request", `${file} is not JSON`);
     }
     if (typeof request !== "object" || request === null || Array.isArray(request)) {
-      throw new UsageError(`--request: ${file} must hold a JSON object`);
+      throw new UsageError("--request", `${file} must hold a JSON object`);
     }
   }
-  for (const [name, kind] of Object.entries(REQUEST_FLAGS)) {
-    const v = args.flags[name];
-    if (v === undefined) continue;
-    const field = name.replace(/-/g, "_");
-    request[field] = kind === "bool" ? true : kind === "string" ? v : Number(v);
+  for (const spec of REQUEST_FLAGS) {
+    const v = args.flags[spec.key!];
+    if (v !== undefined) request[spec.key!] = v;
   }
   return request;
 }

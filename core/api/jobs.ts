@@ -51,6 +51,13 @@ export const JobRequest = z.strictObject({
       message: "jobs draw their latents from seeds; latents are not supported",
     });
   }
+  if (v.request.images !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["request", "images"],
+      message: "jobs draw their latents from seeds; img2img images are not supported",
+    });
+  }
   const total = v.count * (v.request.n ?? 1);
   if (total > JOB_LIMITS.total) {
     ctx.addIssue({

@@ -6,7 +6,15 @@
 import { z } from "zod";
 import { GRID_KINDS } from "../grid.ts";
 import { MAX_PNG_SCALE } from "../image.ts";
-import { DEFAULT_NFE, DEFAULT_SOLVER, type Direction, PlanError, planModelOf, planSolve } from "../plan.ts";
+import {
+  DEFAULT_NFE,
+  DEFAULT_SOLVER,
+  type Direction,
+  PlanError,
+  planModelOf,
+  planSolve,
+  type SolveRequest,
+} from "../plan.ts";
 import { DERIVATIVE_SOURCES, SOLVER_VARIANTS } from "../solvers/types.ts";
 import type { Issue } from "./errors.ts";
 import { type ModelInfo, ModelName } from "./models.ts";
@@ -24,6 +32,9 @@ export const HARD_LIMITS = {
 export { DEFAULT_NFE, DEFAULT_SOLVER, nearestNfes } from "../plan.ts";
 export const OUTPUTS = ["png", "tensor"] as const;
 export const VARIANTS = SOLVER_VARIANTS;
+
+/** Images given as input: PNGs (base64) or a tensor [n, …sample shape] in model space. */
+export const InputImages = z.union([z.array(z.base64()).min(1).max(HARD_LIMITS.images), Tensor]);
 
 /** Solver settings shared by sampling and encoding. */
 const solveFields = {
@@ -95,6 +106,21 @@ export const SamplesRequest = z.strictObject({
   output: z.enum(OUTPUTS).optional().meta({
     description: 'JSON/msgpack output: "png" (images, the default for image models) or "tensor"',
   }),
+  images: InputImages.optional().meta({
+    description: "img2img: the starting images, PNGs (base64, each of the model's sample shape) or a " +
+      "tensor [n, …sample shape] in model space (values in [−1, 1]); needs strength. They are encoded " +
+      "along the ODE from t_min to t = strength · t_max, then sampled back from there with the same " +
+      "solver settings",
+  }),
+  strength: z.number().gt(0).max(1).optional().meta({
+    description: "img2img: how far into the noise the images are taken, in (0, 1]: the encoding ends " +
+      "and the sampling starts at t = strength · t_max (1: all the way, as sampling from the images' " +
+      "latents); needs images",
+  }),
+  preview: z.boolean().optional().meta({
+    description: "With Accept: text/event-stream, progress events carry a preview of the model's " +
+      "current prediction x̂₀ of the first sample every max(1, ⌊steps/8⌋) steps (also ?preview=1)",
+  }),
 }).superRefine((v, ctx) => {
   notBoth(v, ctx);
   if (v.guidance !== undefined && v.guidance_scale !== undefined) {
@@ -104,11 +130,32 @@ export const SamplesRequest = z.strictObject({
       message: "give guidance (w) or guidance_scale (s = 1 + w), not both",
     });
   }
+  if (v.strength !== undefined && v.images === undefined) {
+    ctx.addIssue({ code: "custom", path: ["strength"], message: "needs images (img2img)" });
+  }
+  if (v.images !== undefined && v.strength === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["strength"],
+      message: "is required with images: how far to take them into the noise, in (0, 1] (e.g. 0.6)",
+    });
+  }
+  if (v.images !== undefined && v.latents !== undefined) {
+    ctx.addIssue({ code: "custom", path: ["images"], message: "give images or latents, not both" });
+  }
 }).meta({ id: "SamplesRequest" });
 export type SamplesRequest = z.infer<typeof SamplesRequest>;
 
 export const EncodeRequest = z.strictObject({
   ...solveFields,
+  class: z.int().min(0).optional().meta({
+    description: "Class label: encode along the class-conditional ODE (as samples of that class are drawn)",
+  }),
+  guidance: z.number().optional().meta({
+    description: "Classifier-free guidance weight w of the ODE (needs class; 0, the default, is off)",
+  }),
+  guidance_scale: z.number().optional().meta({ description: "diffusers' s = 1 + w; excludes guidance" }),
+  genie_derivative: z.enum(DERIVATIVE_SOURCES).optional(),
   images: z.array(z.base64()).min(1).max(HARD_LIMITS.images).optional().meta({
     description: "PNG images (base64), each of the model's sample shape",
   }),
@@ -117,6 +164,13 @@ export const EncodeRequest = z.strictObject({
   }),
 }).superRefine((v, ctx) => {
   notBoth(v, ctx);
+  if (v.guidance !== undefined && v.guidance_scale !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["guidance_scale"],
+      message: "give guidance (w) or guidance_scale (s = 1 + w), not both",
+    });
+  }
   if ((v.images === undefined) === (v.tensor === undefined)) {
     ctx.addIssue({ code: "custom", path: ["images"], message: "give exactly one of images or tensor" });
   }
@@ -177,9 +231,12 @@ export const EncodeResponse = z.object({
 }).meta({ id: "EncodeResponse" });
 
 /**
- * SSE `progress` event data: `queued` (step 0), one `running` event per solver step (step 0 … steps − 1,
- * in order; functions/sampling.ts), an event per finished chunk (`done` grows), the last with phase
- * `done` and step = steps. From a worker that does not stream steps, only the chunk events come.
+ * SSE `progress` event data: `queued` (step 0), `running` events as the solver steps advance (`step`
+ * 0 … steps − 1 in order, each value once: the step every chunk has started; functions/sampling.ts),
+ * an event per finished chunk (`done` grows), the last with phase `done` and step = steps.
+ * `steps_done`/`steps_total` count solver steps over every worker call of the request (img2img: its
+ * encoding and its sampling): they grow from the first step and equal only in the last event. From a
+ * worker that does not stream steps, only the chunk events come.
  */
 export const ProgressEvent = z.object({
   step: z.int(),
@@ -187,15 +244,70 @@ export const ProgressEvent = z.object({
   done: z.int().meta({ description: "Samples finished" }),
   n: z.int(),
   phase: z.enum(["queued", "running", "done"]),
+  steps_done: z.int().meta({
+    description: "Solver steps finished, summed over every worker call (chunk) of the request",
+  }),
+  steps_total: z.int().meta({ description: "steps_done at the end: steps × chunks (img2img: both legs)" }),
+  preview: z.union([z.string(), z.array(z.number())]).optional().meta({
+    description: "With preview: x̂₀ of the first sample, the model's current prediction of the clean " +
+      "sample: a PNG data URL (data:image/png;base64,…; image models, at most 64 px a side) or the " +
+      "sample's values (other models)",
+  }),
+  preview_step: z.int().optional().meta({ description: "The solver step the preview comes from" }),
 }).meta({ id: "ProgressEvent" });
 
 function issue(path: (string | number)[], message: string): Issue {
   return { path, message, code: "invalid_value" };
 }
 
-/** The sample count a request asks for: latents' first dimension, else n, else 1. */
+/** The sample count a request asks for: latents' (or images') first dimension, else n, else 1. */
 export function requestedCount(req: SamplesRequest): number {
-  return req.latents ? req.latents.shape[0] : req.n ?? 1;
+  if (req.latents) return req.latents.shape[0];
+  if (req.images) return Array.isArray(req.images) ? req.images.length : req.images.shape[0];
+  return req.n ?? 1;
+}
+
+/** The two legs of an img2img request (`images` with `strength`): encode to t, then sample from t. */
+export interface Img2ImgLegs {
+  /** t = strength · t_max, where the encoding ends and the sampling starts. */
+  t: number;
+  /** The encoding's request (its images are the request's). */
+  encode: Omit<EncodeRequest, "images" | "tensor">;
+  /** The sampling's request, without images (the edge adds the encoding's latents). */
+  sample: SamplesRequest;
+}
+
+/**
+ * The legs of an img2img request on `model`: both with the request's solver settings, the encoding
+ * from t_min to t = strength · t_max (t_max: the request's, else the schedule's), the sampling from t
+ * back to t_min. A string says why there are none (the schedule is unknown here).
+ */
+export function img2imgLegs(req: SamplesRequest, model: ModelInfo): Img2ImgLegs | string {
+  const tMax = req.t_max ?? planModelOf(model).schedule?.tMax;
+  if (tMax === undefined) return `${model.name}'s schedule is unknown here; give t_max`;
+  const t = (req.strength ?? 1) === 1 ? tMax : (req.strength ?? 1) * tMax;
+  const { images: _, strength: __, latents: ___, preview: ____, n: _____, ...rest } = req;
+  const sample: SamplesRequest = { ...rest, n: requestedCount(req), t_max: t };
+  const encode: Img2ImgLegs["encode"] = {
+    model: req.model,
+    solver: req.solver,
+    steps: req.steps,
+    nfe: req.nfe,
+    grid: req.grid,
+    rho: req.rho,
+    t_min: req.t_min,
+    t_max: t,
+    order: req.order,
+    variant: req.variant,
+    genie_derivative: req.genie_derivative,
+    class: req.class,
+    guidance: guidanceOf(req),
+    deadline_ms: req.deadline_ms,
+  };
+  for (const k of Object.keys(encode) as (keyof typeof encode)[]) {
+    if (encode[k] === undefined) delete encode[k];
+  }
+  return { t, encode, sample };
 }
 
 /**
@@ -204,13 +316,13 @@ export function requestedCount(req: SamplesRequest): number {
  * can tell).
  */
 function checkSolve(
-  req: SamplesRequest | EncodeRequest,
+  req: SolveRequest & { guidance_scale?: number },
   model: ModelInfo,
   direction: Direction,
 ): Issue[] {
   try {
     planSolve(
-      { ...req, guidance: "class" in req ? guidanceOf(req) : undefined },
+      { ...req, guidance: guidanceOf(req) },
       planModelOf(model),
       direction,
     );
@@ -237,14 +349,43 @@ export function firstSeedOf(seed: number | undefined): number {
   return seed === undefined || seed === -1 ? randomSeed() : seed;
 }
 
-/** Everything about a schema-valid samples request that depends on the model; [] when it is fine. */
-export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Issue[] {
-  const out = checkSolve(req, model, "sample");
+/**
+ * The solve settings of an img2img request: the request's own (as plain sampling) and both legs' plans,
+ * each refusal once, named by the request's fields (a leg's t_max is strength · t_max: its refusal is
+ * about `strength`).
+ */
+function checkImg2Img(req: SamplesRequest, model: ModelInfo): Issue[] {
+  const { images: _, strength: __, ...plain } = req;
+  const out = checkSolve(plain, model, "sample");
+  if (out.length > 0) return out;
+  const legs = img2imgLegs(req, model);
+  if (typeof legs === "string") return [issue(["strength"], legs)];
+  const seen = new Set<string>();
+  const add = (i: Issue) => {
+    if (i.path[0] === "t_max" || i.path[0] === "t_min") {
+      i = issue(
+        ["strength"],
+        `strength ${req.strength} starts at t = ${legs.t} (strength · t_max): ${i.message}`,
+      );
+    }
+    const key = `${i.path.join(".")}\u0000${i.message}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      out.push(i);
+    }
+  };
+  checkSolve(legs.sample, model, "sample").forEach(add);
+  checkSolve(legs.encode, model, "encode").forEach(add);
+  return out;
+}
+
+/** `class` and `guidance` (or `guidance_scale`) of a request against the model. */
+function checkConditioning(
+  req: { class?: number; guidance?: number; guidance_scale?: number },
+  model: ModelInfo,
+): Issue[] {
+  const out: Issue[] = [];
   const { limits } = model;
-  const n = requestedCount(req);
-  if (n > limits.max_n) {
-    out.push(issue([req.latents ? "latents" : "n"], `at most ${limits.max_n} samples for ${model.name}`));
-  }
   if (req.class !== undefined) {
     if (!model.classes) out.push(issue(["class"], `${model.name} is not class-conditional`));
     else if (req.class >= model.classes.count && req.class !== model.classes.null_class) {
@@ -271,7 +412,30 @@ export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Iss
       if (req.class === undefined) out.push(issue(["class"], `${field} needs a class`));
     }
   }
+  return out;
+}
+
+/** Everything about a schema-valid samples request that depends on the model; [] when it is fine. */
+export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Issue[] {
+  const out = req.images ? checkImg2Img(req, model) : checkSolve(req, model, "sample");
+  const { limits } = model;
+  const n = requestedCount(req);
+  if (n > limits.max_n) {
+    const field = req.latents ? "latents" : req.images ? "images" : "n";
+    out.push(issue([field], `at most ${limits.max_n} samples for ${model.name}`));
+  }
+  out.push(...checkConditioning(req, model));
   if (req.latents) out.push(...checkTensorForModel(req.latents, model, "latents", req.n));
+  if (req.images) {
+    if (Array.isArray(req.images)) {
+      if (!isImageModel(model)) {
+        out.push(issue(["images"], `${model.name} does not take PNG images; give a tensor`));
+      }
+      if (req.n !== undefined && req.n !== req.images.length) {
+        out.push(issue(["n"], `is ${req.n} but images hold ${req.images.length}`));
+      }
+    } else out.push(...checkTensorForModel(req.images, model, "images", req.n));
+  }
   if (req.output === "png" && !isImageModel(model)) {
     out.push(issue(["output"], `${model.name} does not produce images; use "tensor"`));
   }
@@ -281,6 +445,7 @@ export function checkSamplesForModel(req: SamplesRequest, model: ModelInfo): Iss
 /** Everything about a schema-valid encode request that depends on the model. */
 export function checkEncodeForModel(req: EncodeRequest, model: ModelInfo): Issue[] {
   const out = checkSolve(req, model, "encode");
+  out.push(...checkConditioning(req, model));
   if (req.tensor) out.push(...checkTensorForModel(req.tensor, model, "tensor"));
   if (req.images && !isImageModel(model)) out.push(issue(["images"], `${model.name} does not take images`));
   const count = req.tensor ? req.tensor.shape[0] : req.images?.length ?? 0;

@@ -9,6 +9,10 @@ import { DERIVATIVE_SOURCES } from "../solvers/types.ts";
 import { ModelName } from "./models.ts";
 import { HARD_LIMITS, VARIANTS } from "./samples.ts";
 import { Bytes } from "./tensor.ts";
+import { constantTimeEqual, fromHex, randomHex, toHex } from "../hex.ts";
+import { PREVIEW_MAX_SIDE, previewEvery } from "../preview.ts";
+
+export { PREVIEW_MAX_SIDE, previewEvery };
 
 export const PROTOCOL_VERSION = 1;
 /**
@@ -24,7 +28,8 @@ export const MSGPACK = "application/msgpack";
 /**
  * Content type of a streamed `POST /v1/batch` answer (request field `stream: true`): a sequence of
  * frames, each a 4-byte big-endian length then one msgpack map of that many bytes. Progress frames
- * `{v:1, id, progress:{step, steps}}` come first (one per solver step, `step` 0-based, in order), then
+ * `{v:1, id, progress:{step, steps, preview?}}` come first (one per solver step, `step` 0-based, in
+ * order; `preview` with the request's `preview: true`, see {@link ProgressFrame}), then
  * one final frame: the normal response object, or the normal error object with its HTTP status added
  * as `status` (the HTTP status of a streamed answer is 200; errors found before streaming starts keep
  * their normal status and body).
@@ -61,6 +66,11 @@ export const BatchRequest = z.object({
   genie_derivative: z.enum(DERIVATIVE_SOURCES).optional(),
   /** Answer as a {@link MSGPACK_STREAM} with per-step progress frames. */
   stream: z.boolean().optional(),
+  /**
+   * With `stream`: progress frames carry, every {@link previewEvery} steps, a {@link Preview} of the
+   * model's current prediction x̂₀ of the first sample (core/preview.ts).
+   */
+  preview: z.boolean().optional(),
 });
 export type BatchRequest = z.infer<typeof BatchRequest>;
 
@@ -69,6 +79,12 @@ export const EncodeBatchRequest = z.object({
   ...solve,
   images: Bytes,
   shape: z.array(z.int().min(1)).min(1).optional(),
+  /** Conditioning of the ODE, as on `POST /v1/batch` (encoding with a class runs its conditional ODE). */
+  class: z.int().min(0).optional(),
+  guidance: z.number().optional(),
+  genie_derivative: z.enum(DERIVATIVE_SOURCES).optional(),
+  /** Answer as a {@link MSGPACK_STREAM} with per-step progress frames, as `POST /v1/batch` does. */
+  stream: z.boolean().optional(),
 });
 export type EncodeBatchRequest = z.infer<typeof EncodeBatchRequest>;
 
@@ -105,11 +121,27 @@ export const WorkerError = z.looseObject({
 });
 export type WorkerError = z.infer<typeof WorkerError>;
 
-/** A progress frame of a streamed answer. */
+/**
+ * A small picture of the model's current prediction x̂₀ = (x − σ ε̂)/α of one sample (core/preview.ts):
+ * `shape` is the sample's shape, or for images [C, H', W'] with H', W' ≤ {@link PREVIEW_MAX_SIDE}
+ * (box-averaged), and `data` its float32 values (little-endian, C order) in model space. `step` is the
+ * solver step whose evaluation it comes from.
+ */
+export const Preview = z.looseObject({
+  step: z.int().min(0),
+  shape: z.array(z.int().min(1)).min(1).max(4),
+  data: Bytes,
+});
+export type Preview = z.infer<typeof Preview>;
+
+/**
+ * A progress frame of a streamed answer: `step` is the solver step the request has started. `preview`
+ * (optional; only when the request asked for it) is the latest x̂₀ of its first sample.
+ */
 export const ProgressFrame = z.looseObject({
   v: z.literal(PROTOCOL_VERSION),
   id: z.string().optional(),
-  progress: z.looseObject({ step: z.int().min(0), steps: z.int().min(0) }),
+  progress: z.looseObject({ step: z.int().min(0), steps: z.int().min(0), preview: Preview.optional() }),
 });
 export type ProgressFrame = z.infer<typeof ProgressFrame>;
 
@@ -174,7 +206,7 @@ export async function* readFrames(
 const keys = new Map<string, Promise<CryptoKey>>();
 
 /** The HMAC-SHA-256 key of a secret (imported once per secret). */
-export function hmacKey(secret: string): Promise<CryptoKey> {
+function hmacKey(secret: string): Promise<CryptoKey> {
   let key = keys.get(secret);
   if (!key) {
     key = crypto.subtle.importKey(
@@ -205,7 +237,7 @@ export function signedPayload(
 }
 
 /** The raw HMAC-SHA-256 of a request's {@link signedPayload}. */
-export async function requestMac(
+async function requestMac(
   secret: string,
   method: string,
   path: string,
@@ -217,11 +249,17 @@ export async function requestMac(
   return new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), payload as BufferSource));
 }
 
-/** A fresh random nonce: 16 random bytes as hex. */
-export function newNonce(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
+/**
+ * Whether `signatureHex` (64 hex digits, either case) is the {@link requestMac} of the request, compared
+ * in constant time: the check the worker applies to {@link signRequest}'s signatures.
+ */
+export async function verifyMac(
+  secret: string,
+  signatureHex: string,
+  req: { method: string; path: string; timestamp: string; nonce: string; body: Uint8Array },
+): Promise<boolean> {
+  const expected = await requestMac(secret, req.method, req.path, req.timestamp, req.nonce, req.body);
+  return constantTimeEqual(expected, fromHex(signatureHex));
 }
 
 /**
@@ -234,12 +272,12 @@ export async function signRequest(
   req: { method: string; path: string; body?: Uint8Array; timestamp?: number; nonce?: string },
 ): Promise<Record<string, string>> {
   const timestamp = String(req.timestamp ?? Date.now());
-  const nonce = req.nonce ?? newNonce();
+  const nonce = req.nonce ?? randomHex(16);
   const mac = await requestMac(secret, req.method, req.path, timestamp, nonce, req.body ?? new Uint8Array(0));
   return {
     [TIMESTAMP_HEADER]: timestamp,
     [NONCE_HEADER]: nonce,
-    [SIGNATURE_HEADER]: "sha256=" + Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join(""),
+    [SIGNATURE_HEADER]: "sha256=" + toHex(mac),
   };
 }
 

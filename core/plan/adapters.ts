@@ -68,11 +68,11 @@ export function workerSolveFields(
     t_max: req.t_max,
     order: req.order,
     variant: req.variant,
+    genie_derivative: req.genie_derivative,
   };
   if (direction === "sample") {
     fields.afs = req.afs;
     fields.denoise = req.denoise;
-    fields.genie_derivative = req.genie_derivative;
   }
   for (const [k, v] of Object.entries(fields)) if (v === undefined) delete fields[k];
   return fields;

@@ -11,7 +11,7 @@ export function toBar(x: ArrayLike<number>, alpha: number): Float64Array {
 }
 
 /** x = α_t x̄ as a new float64 array (for a request or a result: see arrays.ts). */
-export function fromBar(xbar: Float64Array, alpha: number): Float64Array {
+function fromBar(xbar: Float64Array, alpha: number): Float64Array {
   const out = float64Array(xbar.length);
   for (let i = 0; i < xbar.length; i++) out[i] = alpha * xbar[i];
   return out;
@@ -76,9 +76,4 @@ export function validateInput(input: SolveInput): void {
   const sampling = grid[grid.length - 1] < grid[0];
   if (!sampling && input.afs) throw new SolverError("afs", "the analytical first step is for sampling only");
   if (!sampling && input.denoise) throw new SolverError("denoise", "final denoising is for sampling only");
-}
-
-/** True when the first step uses the analytical first step ε(x_T) := x_T. */
-export function usesAfs(input: SolveInput): boolean {
-  return input.afs === true;
 }

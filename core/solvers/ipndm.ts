@@ -26,7 +26,7 @@ import { lowerOrderFinalOption, noVariant, orderOption, stepOrder } from "./mult
 import type { SolveInput, SolverRun, Tensor } from "./types.ts";
 
 /** iPNDM's fixed coefficients c_j of order k = index + 1, newest ε first. */
-export const IPNDM_COEFFICIENTS: readonly (readonly number[])[] = [
+const IPNDM_COEFFICIENTS: readonly (readonly number[])[] = [
   [1],
   [3 / 2, -1 / 2],
   [23 / 12, -16 / 12, 5 / 12],

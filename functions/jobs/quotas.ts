@@ -23,7 +23,7 @@ import type { JobsContext } from "./context.ts";
 import { type JobRecord, K, type LiveJob } from "./keys.ts";
 
 /** A KvU64 counter as a number; a counter driven below zero (it wraps around) reads as 0. */
-export function u64(v: Deno.KvU64 | null | undefined): number {
+function u64(v: Deno.KvU64 | null | undefined): number {
   const n = v?.value ?? 0n;
   return n >= 1n << 63n ? 0 : Number(n);
 }

@@ -20,7 +20,7 @@ import type { Issue } from "../../core/api/errors.ts";
 import { JobRequest } from "../../core/api/jobs.ts";
 import type { ModelInfo } from "../../core/api/models.ts";
 import { checkSamplesForModel } from "../../core/api/samples.ts";
-import { ApiError, badRequest, invalid, noWorker } from "../errors.ts";
+import { ApiError, badRequest, invalidRequest, noWorker } from "../errors.ts";
 import { parseBody } from "../negotiate.ts";
 import type { WorkerPool } from "../pool.ts";
 import type { JobRecord } from "./keys.ts";
@@ -50,7 +50,7 @@ const FILE_NAME = /^(chunk-\d{6}\.(npy|png)|index\.json)$/;
  * request's solve settings are planned as the edge plans a samples request (core/plan.ts, through
  * checkSamplesForModel), so a job is refused at submission for what its chunks would be refused for.
  */
-export function checkJobForModel(req: JobRequest, model: ModelInfo): Issue[] {
+function checkJobForModel(req: JobRequest, model: ModelInfo): Issue[] {
   const out: Issue[] = checkSamplesForModel(req.request, model).map((i) => ({
     ...i,
     path: ["request", ...i.path],
@@ -114,7 +114,7 @@ export function jobsRoutes(opts: JobsRouteOptions): Hono<JobsEnv> {
     const parsed = JobRequest.safeParse(raw);
     if (!parsed.success) {
       const details = issuesFromZod(parsed.error);
-      throw invalid(summarizeIssues(details), details);
+      throw invalidRequest(summarizeIssues(details), details);
     }
     const req = parsed.data;
     const models = await opts.pool.models();
@@ -126,10 +126,10 @@ export function jobsRoutes(opts: JobsRouteOptions): Hono<JobsEnv> {
       const message = `unknown model ${JSON.stringify(req.request.model)} (one of ${
         models.map((m) => m.name).join(", ")
       })`;
-      throw invalid(message, [{ path: ["request", "model"], message, code: "invalid_value" }]);
+      throw invalidRequest(message, [{ path: ["request", "model"], message, code: "invalid_value" }]);
     }
     const issues = checkJobForModel(req, model);
-    if (issues.length > 0) throw invalid(summarizeIssues(issues), issues);
+    if (issues.length > 0) throw invalidRequest(summarizeIssues(issues), issues);
     const job = await jobs.submit(req, model, c.get("principal"));
     const info = await jobs.info(job);
     return c.json(info, 202, { location: `/v1/jobs/${job.id}` });

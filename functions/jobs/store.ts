@@ -8,6 +8,7 @@
  * loss with fsync on) never leaves a half-written file. Writing the same key twice with the same
  * bytes is harmless, which is what makes re-running a chunk idempotent.
  */
+import { randomHex } from "../../core/hex.ts";
 
 export interface StoredObject {
   key: string;
@@ -53,9 +54,7 @@ export class FsResultStore implements ResultStore {
     const target = this.path(key);
     const dir = target.slice(0, target.lastIndexOf("/"));
     await Deno.mkdir(dir, { recursive: true });
-    const rand = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0"))
-      .join("");
-    const temp = `${target}.tmp-${rand}`;
+    const temp = `${target}.tmp-${randomHex(6)}`;
     const file = await Deno.open(temp, { write: true, create: true, truncate: true });
     try {
       let off = 0;

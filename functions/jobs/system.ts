@@ -20,7 +20,8 @@ import { nextCronTime, parseCron } from "../../core/api/cron.ts";
 import type { JobInfo, JobRequest, JobResult, JobsUsage } from "../../core/api/jobs.ts";
 import type { ModelInfo } from "../../core/api/models.ts";
 import { DEFAULT_SOLVER, firstSeedOf, isImageModel } from "../../core/api/samples.ts";
-import { Counter, type Registry } from "../../core/metrics.ts";
+import { randomHex } from "../../core/hex.ts";
+import { Counter, type MetricsRegistry } from "../../core/metrics.ts";
 import { ApiError } from "../errors.ts";
 import type { WorkerPool } from "../pool.ts";
 import type { JobsConfig } from "./config.ts";
@@ -35,10 +36,6 @@ import { deleteFiles, endJobOps, expireDue, expireJob, goneRecord } from "./rete
 import { type PumpOutcome, Runner } from "./runner.ts";
 import { FsResultStore, type ResultStore } from "./store.ts";
 
-export { isFinal, StorageError } from "./context.ts";
-export type { Counts } from "./results.ts";
-export type { PumpOutcome } from "./runner.ts";
-
 export interface JobsDeps {
   pool: WorkerPool;
   config: JobsConfig;
@@ -50,7 +47,7 @@ export interface JobsDeps {
   store?: ResultStore;
   /** Name of this process in leases (default: random). */
   owner?: string;
-  metrics?: Registry;
+  metrics?: MetricsRegistry;
   /** Per-chunk worker deadline when the request has no deadline_ms (ms). */
   deadlineMs?: number;
 }
@@ -381,10 +378,8 @@ export class JobSystem {
 }
 
 /** A job id: 16 random hex digits. */
-export function newJobId(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
+function newJobId(): string {
+  return randomHex(8);
 }
 
 /** Job ids as the API accepts them: a job, or run N of a recurring job (`<id>-N`). */

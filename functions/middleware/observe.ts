@@ -20,7 +20,7 @@ const LABELS: Record<string, string> = {
  * registered (`/v1/jobs/:id`), or `other` where no route of the request's method answered — not found,
  * a 405, a preflight, or a refusal by middleware on every path (authentication, rate limit).
  */
-export function routeLabel(c: Context): string {
+function routeLabel(c: Context): string {
   const route = matchedRoutes(c)[c.req.routeIndex];
   if (!route || route.method === METHOD_NAME_ALL) return "other";
   return LABELS[route.path] ?? route.path;

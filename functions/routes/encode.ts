@@ -7,7 +7,7 @@ import { checkEncodeForModel, EncodeRequest } from "../../core/api/samples.ts";
 import { summarizeIssues } from "../../core/api/errors.ts";
 import { base64ToBytes } from "../../core/api/tensor.ts";
 import type { Env } from "../env.ts";
-import { invalid } from "../errors.ts";
+import { invalidRequest } from "../errors.ts";
 import { deadlineOf, type ForwardOptions, resolveModel, usePost, withDeadline } from "../forward.ts";
 import { pngsToTensor } from "../images.ts";
 import { accepts } from "../middleware/accepts.ts";
@@ -36,14 +36,14 @@ export function encodeRoutes(opts: EncodeRouteOptions): Hono<Env> {
       const req = parseRequest(await parseBody(c.req.raw, config.maxBodyBytes, config.bodyTimeoutMs));
       const model = await resolveModel(pool, req.model);
       const issues = checkEncodeForModel(req, model);
-      if (issues.length > 0) throw invalid(summarizeIssues(issues), issues);
+      if (issues.length > 0) throw invalidRequest(summarizeIssues(issues), issues);
       let images: Float32Array, n: number;
       if (req.tensor) {
         images = encodeTensor(req);
         n = req.tensor.shape[0];
       } else {
         const decoded = await pngsToTensor(req.images!.map((b) => base64ToBytes(b)), model.shape);
-        if (decoded.issues.length > 0) throw invalid(summarizeIssues(decoded.issues), decoded.issues);
+        if (decoded.issues.length > 0) throw invalidRequest(summarizeIssues(decoded.issues), decoded.issues);
         images = decoded.data;
         n = req.images!.length;
       }

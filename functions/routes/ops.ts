@@ -8,7 +8,7 @@
  *     GET /               the playground; GET /static/:file their assets (functions/static/)
  */
 import { Hono } from "hono";
-import type { Registry } from "../../core/metrics.ts";
+import type { MetricsRegistry } from "../../core/metrics.ts";
 import type { Env } from "../env.ts";
 import { retryAfter } from "../errors.ts";
 import type { JobSystem } from "../jobs/system.ts";
@@ -18,7 +18,7 @@ import { serveStatic } from "../static.ts";
 
 export interface OpsRouteOptions {
   pool: WorkerPool;
-  metrics: Registry;
+  metrics: MetricsRegistry;
   /** Batch jobs, when enabled: `/readyz` waits for them. */
   jobs?: JobSystem;
   /** No API keys configured: `/healthz` warns. */

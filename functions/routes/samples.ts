@@ -1,27 +1,39 @@
 /**
  * `POST /v1/samples` (docs/contracts.md §2), mounted by functions/app.ts behind its authentication and
  * rate limit: validate against the request's model, forward through the worker pool (functions/sampling.ts)
- * under the request's deadline, and answer as JSON, msgpack, one PNG grid or server-sent events.
+ * under the request's deadline — img2img (`images` with `strength`) as an encoding then a sampling — and
+ * answer as JSON, msgpack, one PNG grid or server-sent events (with x̂₀ previews when asked).
  */
 import { Hono } from "hono";
 import type { Counter } from "../../core/metrics.ts";
 import {
   checkSamplesForModel,
   firstSeedOf,
+  type Img2ImgLegs,
+  img2imgLegs,
   isImageModel,
   requestedCount,
   SamplesRequest,
 } from "../../core/api/samples.ts";
+import { base64ToBytes } from "../../core/api/tensor.ts";
 import { summarizeIssues } from "../../core/api/errors.ts";
 import { gridSize, MAX_GRID_PIXELS } from "../../core/image.ts";
 import type { Env } from "../env.ts";
-import { ApiError, invalid } from "../errors.ts";
+import { ApiError, invalidRequest } from "../errors.ts";
 import { deadlineOf, type ForwardOptions, resolveModel, usePost, withDeadline } from "../forward.ts";
 import { accepts } from "../middleware/accepts.ts";
 import { type Admission, admit } from "../middleware/limits.ts";
 import { parseBody } from "../negotiate.ts";
-import { pngInfo, renderSamples, samplesBody } from "../render.ts";
-import { latentBytes, type Progress, type RunOutcome, runSamples } from "../sampling.ts";
+import { pngsToTensor } from "../images.ts";
+import { pngInfo, progressEvent, renderSamples, samplesBody } from "../render.ts";
+import {
+  latentBytes,
+  type Progress,
+  runImg2Img,
+  type RunOutcome,
+  runSamples,
+  tensorValues,
+} from "../sampling.ts";
 import { sseResponse } from "../sse.ts";
 import { parseWith } from "../validate.ts";
 
@@ -50,7 +62,7 @@ export function samplesRoutes(opts: SamplesRouteOptions): Hono<Env> {
       const req = parseRequest(await parseBody(c.req.raw, config.maxBodyBytes, config.bodyTimeoutMs));
       const model = await resolveModel(pool, req.model);
       const issues = checkSamplesForModel(req, model);
-      if (issues.length > 0) throw invalid(summarizeIssues(issues), issues);
+      if (issues.length > 0) throw invalidRequest(summarizeIssues(issues), issues);
       if (format === "png" && !isImageModel(model)) {
         throw new ApiError(
           406,
@@ -64,22 +76,46 @@ export function samplesRoutes(opts: SamplesRouteOptions): Hono<Env> {
         if (g.width * g.height * req.scale ** 2 > MAX_GRID_PIXELS) {
           const message =
             `a ${g.width}×${g.height} grid upscaled ${req.scale}× exceeds ${MAX_GRID_PIXELS} pixels`;
-          throw invalid(`scale: ${message}`, [{ path: ["scale"], message, code: "too_big" }]);
+          throw invalidRequest(`scale: ${message}`, [{ path: ["scale"], message, code: "too_big" }]);
         }
       }
       const lat = latentBytes(req);
-      if (lat.issues.length > 0) throw invalid(summarizeIssues(lat.issues), lat.issues);
+      if (lat.issues.length > 0) throw invalidRequest(summarizeIssues(lat.issues), lat.issues);
+      // img2img: the input images as float32 in model space, and the two legs of the run.
+      let img2img: { images: Float32Array; legs: Img2ImgLegs } | undefined;
+      if (req.images) {
+        const legs = img2imgLegs(req, model);
+        if (typeof legs === "string") {
+          throw invalidRequest(`strength: ${legs}`, [{
+            path: ["strength"],
+            message: legs,
+            code: "invalid_value",
+          }]);
+        }
+        let images: Float32Array;
+        if (Array.isArray(req.images)) {
+          const decoded = await pngsToTensor(req.images.map((b) => base64ToBytes(b)), model.shape);
+          if (decoded.issues.length > 0) {
+            throw invalidRequest(summarizeIssues(decoded.issues), decoded.issues);
+          }
+          images = decoded.data;
+        } else images = tensorValues(req.images, "images");
+        img2img = { images, legs };
+      }
+      // Previews of x̂₀ (SSE only): `preview: true` in the body, or ?preview=1.
+      const query = new URL(c.req.url).searchParams.get("preview");
+      const preview = req.preview === true || query === "1" || query === "true";
       const output = req.output ?? (isImageModel(model) ? "png" : "tensor");
       // seed absent or −1: a random seed; the response echoes every sample's seed.
       const firstSeed = firstSeedOf(req.seed);
       const deadlineMs = deadlineOf(config, req.deadline_ms);
       const run = (onProgress?: (p: Progress) => void, signal = c.req.raw.signal) =>
-        withDeadline(
-          now,
-          signal,
-          deadlineMs,
-          (ctx) => runSamples(req, model, firstSeed, lat.bytes, { ...ctx, pool, onProgress }),
-        );
+        withDeadline(now, signal, deadlineMs, (ctx) => {
+          const context = { ...ctx, pool, onProgress, preview };
+          return img2img
+            ? runImg2Img(req, model, img2img.legs, firstSeed, img2img.images, context)
+            : runSamples(req, model, firstSeed, lat.bytes, context);
+        });
       const count = (o: RunOutcome) =>
         opts.samples.inc({ model: o.model.name, solver: o.solver }, o.seeds.length);
       if (format === "sse") {
@@ -87,7 +123,7 @@ export function samplesRoutes(opts: SamplesRouteOptions): Hono<Env> {
         const release = c.get("slot").keep();
         return sseResponse(c.req.raw.signal, async (emit, signal) => {
           try {
-            const outcome = await run((p) => emit("progress", p), signal);
+            const outcome = await run((p) => emit("progress", progressEvent(p)), signal);
             count(outcome);
             emit("completed", samplesBody(outcome, output, false, pngInfo(req)));
           } finally {

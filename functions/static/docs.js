@@ -85,30 +85,52 @@ function fieldTable(schema) {
   );
 }
 
-const EXAMPLES = {
-  createSamples: { model: "mnist-mix", n: 4, solver: "genie", nfe: 10, seed: 0, output: "tensor" },
-  encodeImages: {
-    model: "mnist-mix",
-    solver: "ddim",
-    steps: 10,
-    tensor: { shape: [1, 1, 28, 28], data: "" },
-  },
-};
+/** The id of the last job a "Try it" box created (POST /v1/jobs); fills the `{id}` of the job routes. */
+let lastJobId = "";
+const idInputs = [];
 
+/** The JSON example of an operation's request body (functions/openapi.ts), or null without a body. */
+function exampleBody(op) {
+  const json = op.requestBody?.content?.["application/json"];
+  if (!json) return null;
+  return JSON.stringify(json.example ?? {}, null, 2);
+}
+
+/**
+ * A "Try it" box: the example body, an input per path parameter (its example, or for a job's `{id}` the
+ * job the POST /v1/jobs example created), and the answer. A path with an empty parameter is not sent.
+ */
 function tryIt(method, path, op) {
   const out = el("pre", { class: "hidden" });
   const key = el("input", { type: "password", placeholder: "API key (optional)" });
-  const body = method === "post"
-    ? el("textarea", {}, JSON.stringify(EXAMPLES[op.operationId] ?? {}, null, 2))
-    : null;
+  const example = exampleBody(op);
+  const body = example === null ? null : el("textarea", {}, example);
+  const params = (op.parameters ?? []).filter((p) => p.in === "path").map((p) => {
+    const input = el("input", {
+      type: "text",
+      name: p.name,
+      placeholder: p.name === "id" ? "id: create a job with POST /v1/jobs first" : p.name,
+    });
+    input.value = p.example ?? (p.name === "id" ? lastJobId : "");
+    if (p.name === "id") idInputs.push(input);
+    return { name: p.name, input };
+  });
   const send = async () => {
     out.classList.remove("hidden");
+    const missing = params.filter((p) => !p.input.value.trim());
+    if (missing.length > 0) {
+      out.textContent = `fill in ${missing.map((p) => `{${p.name}}`).join(", ")} first` +
+        (missing.some((p) => p.name === "id") ? " (the id of a job: send the POST /v1/jobs example)" : "");
+      return;
+    }
+    let url = path;
+    for (const p of params) url = url.replace(`{${p.name}}`, encodeURIComponent(p.input.value.trim()));
     out.textContent = "…";
     const headers = { accept: "application/json" };
     if (key.value) headers.authorization = "Bearer " + key.value;
     if (body) headers["content-type"] = "application/json";
     try {
-      const res = await fetch(path, {
+      const res = await fetch(url, {
         method: method.toUpperCase(),
         headers,
         body: body ? body.value : undefined,
@@ -116,7 +138,12 @@ function tryIt(method, path, op) {
       const text = await res.text();
       let shown = text;
       try {
-        shown = JSON.stringify(JSON.parse(text), null, 2);
+        const parsed = JSON.parse(text);
+        shown = JSON.stringify(parsed, null, 2);
+        if (res.ok && method === "post" && path === "/v1/jobs" && typeof parsed.id === "string") {
+          lastJobId = parsed.id;
+          for (const input of idInputs) input.value = lastJobId;
+        }
       } catch {
         // plain text
       }
@@ -130,6 +157,7 @@ function tryIt(method, path, op) {
     {},
     el("summary", {}, "Try it"),
     body,
+    ...params.map((p) => el("label", { class: "row" }, `{${p.name}} `, p.input)),
     el("div", { class: "row" }, key, el("button", { type: "button", onclick: send }, "Send")),
     out,
   );

@@ -88,6 +88,7 @@ function currentModel() {
 function onModel() {
   const m = currentModel();
   if (!m) return;
+  clearInitImage();
   $("model").title = m.description || "";
   fill($("solver"), m.solvers, m.solvers.includes("genie") ? "genie" : m.solvers[0]);
   onSolver();
@@ -123,15 +124,25 @@ function onSolver() {
     : "solver default";
 }
 
-/** The request body from the form, for `solver`. */
-function requestBody(solver) {
+/** The starting image of img2img: a tensor [1, C, H, W] in [−1, 1] for the current model, or null. */
+let initImage = null;
+
+/**
+ * The request body from the form, for `solver`: `seed` −1 with "random seed" (or `seed` when given, so
+ * that a comparison runs every solver at one seed); img2img's image and strength when an image is loaded.
+ */
+function requestBody(solver, seed) {
   const body = {
     model: $("model").value,
     solver,
     nfe: Number($("nfe").value),
-    seed: Number($("seed").value),
-    n: Number($("n").value),
+    seed: seed ?? ($("random-seed").checked ? -1 : Number($("seed").value)),
   };
+  if (initImage) {
+    body.images = initImage;
+    body.strength = Number($("strength").value);
+  } else body.n = Number($("n").value);
+  if ($("output").value === "tensor") body.output = "tensor";
   if ($("grid").value) body.grid = $("grid").value;
   if ($("class").value !== "" && !$("class").disabled) {
     body.class = Number($("class").value);
@@ -141,17 +152,131 @@ function requestBody(solver) {
   return body;
 }
 
+/** Base64 of bytes. */
+function toBase64(bytes) {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+}
+
+function fromBase64(text) {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+/** Sample `i` of planar float32 images [n, C, H, W] in [−1, 1] drawn into a canvas context at (x, y). */
+function drawSample(ctx, values, shape, i, x, y) {
+  const [, c, h, w] = shape;
+  const image = ctx.createImageData(w, h);
+  const base = i * c * h * w;
+  for (let p = 0; p < h * w; p++) {
+    for (let k = 0; k < 3; k++) {
+      const v = values[base + (c === 3 ? k : 0) * h * w + p];
+      image.data[4 * p + k] = Math.max(0, Math.min(255, Math.round((v + 1) * 127.5)));
+    }
+    image.data[4 * p + 3] = 255;
+  }
+  ctx.putImageData(image, x, y);
+}
+
+/** The images of a result as image URLs: its PNGs, or its tensor drawn (image shapes [n, C, H, W]). */
+function imageUrls(result) {
+  if (result.images) return result.images.map((im) => "data:image/png;base64," + im.png);
+  const { shape, data } = result.tensor;
+  const values = new Float32Array(fromBase64(data).buffer);
+  const canvas = document.createElement("canvas");
+  [canvas.width, canvas.height] = [shape[3], shape[2]];
+  const ctx = canvas.getContext("2d");
+  return result.seeds.map((_, i) => {
+    drawSample(ctx, values, shape, i, 0, 0);
+    return canvas.toDataURL("image/png");
+  });
+}
+
 function figures(result, container) {
-  container.replaceChildren(...result.images.map((im) => {
+  const urls = imageUrls(result);
+  const img2img = result.strength !== undefined;
+  container.replaceChildren(...urls.map((url, i) => {
+    const seed = result.seeds[i];
     const fig = document.createElement("figure");
     const img = document.createElement("img");
-    img.alt = `seed ${im.seed}`;
-    img.src = "data:image/png;base64," + im.png;
+    img.alt = img2img ? `image ${i}` : `seed ${seed}`;
+    img.src = url;
     const cap = document.createElement("figcaption");
-    cap.textContent = String(im.seed);
+    cap.textContent = img2img ? `strength ${result.strength}` : String(seed);
     fig.append(img, cap);
     return fig;
   }));
+}
+
+/** Object URLs of the current downloads, released when replaced. */
+let downloadUrls = [];
+
+function clearDownloads() {
+  for (const u of downloadUrls) URL.revokeObjectURL(u);
+  downloadUrls = [];
+  $("downloads").classList.add("hidden");
+  $("download-npy").classList.add("hidden");
+  for (const id of ["download-png", "download-npy"]) {
+    $(id).removeAttribute("href");
+    delete $(id).dataset.bytes;
+  }
+  $("seed-used").textContent = "";
+}
+
+function offer(id, blob, label) {
+  const url = URL.createObjectURL(blob);
+  downloadUrls.push(url);
+  const a = $(id);
+  a.href = url;
+  a.dataset.bytes = String(blob.size);
+  a.title = `${label}, ${blob.size} bytes`;
+  a.classList.remove("hidden");
+}
+
+/** A .npy file (format 1.0, little-endian float32, C order) of a tensor of `shape`. */
+function npyBlob(shape, bytes) {
+  const dims = shape.length === 1 ? `${shape[0]},` : shape.join(", ");
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${dims}), }`;
+  const total = 10 + header.length + 1;
+  header += " ".repeat((64 - (total % 64)) % 64) + "\n";
+  const head = new Uint8Array(10 + header.length);
+  head.set([0x93, 78, 85, 77, 80, 89, 1, 0]);
+  new DataView(head.buffer).setUint16(8, header.length, true);
+  head.set(Array.from(header, (ch) => ch.charCodeAt(0)), 10);
+  return new Blob([head, bytes], { type: "application/octet-stream" });
+}
+
+/**
+ * The result's downloads: the samples as one PNG grid (tiled as the server tiles them: near-square,
+ * 2-px black padding) and, for a tensor output, the tensor as .npy; and the seed that was used.
+ */
+async function showDownloads(result) {
+  clearDownloads();
+  const imgs = [...$("samples").querySelectorAll("img")];
+  await Promise.all(imgs.map((im) => im.decode().catch(() => {})));
+  if (imgs.length > 0) {
+    const [w, h] = [imgs[0].naturalWidth, imgs[0].naturalHeight];
+    const cols = Math.ceil(Math.sqrt(imgs.length)), rows = Math.ceil(imgs.length / cols);
+    const canvas = document.createElement("canvas");
+    [canvas.width, canvas.height] = [cols * (w + 2) + 2, rows * (h + 2) + 2];
+    const ctx = canvas.getContext("2d");
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    imgs.forEach((im, i) => ctx.drawImage(im, 2 + (i % cols) * (w + 2), 2 + Math.floor(i / cols) * (h + 2)));
+    const png = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    if (png) offer("download-png", png, `${canvas.width}×${canvas.height} PNG`);
+  }
+  if (result.tensor) {
+    offer("download-npy", npyBlob(result.tensor.shape, fromBase64(result.tensor.data)), ".npy");
+  }
+  $("seed-used").textContent = result.strength !== undefined
+    ? ""
+    : result.seeds.length > 1
+    ? `seeds ${result.seeds[0]}…${result.seeds.at(-1)}`
+    : `seed ${result.seeds[0]}`;
+  $("downloads").classList.remove("hidden");
 }
 
 /**
@@ -174,12 +299,16 @@ function stats(r) {
   return parts.join(" · ");
 }
 
-/** POST /v1/samples as a server-sent event stream: progress events, then completed or failed. */
-async function sampleWithProgress(body, onProgress) {
+/**
+ * POST /v1/samples as a server-sent event stream: progress events (with previews of x̂₀), then completed
+ * or failed. Aborting `signal` closes the stream, which cancels the work on the server.
+ */
+async function sampleWithProgress(body, onProgress, signal) {
   const res = await fetch("/v1/samples", {
     method: "POST",
     headers: headers({ accept: "text/event-stream" }),
-    body: JSON.stringify(body),
+    body: JSON.stringify({ ...body, preview: true }),
+    signal,
   });
   if (!res.ok) {
     let err = null;
@@ -215,31 +344,106 @@ async function sampleWithProgress(body, onProgress) {
   throw new Error("the stream ended without a result");
 }
 
+/** The run in progress (its AbortController), for Cancel. */
+let running = null;
+
+/** "12/40 steps · 30% · ETA 3.1 s" from a progress event and the run's start time. */
+function progressText(p, started) {
+  const total = p.steps_total ?? p.n, done = p.steps_done ?? p.done;
+  const pct = total > 0 ? Math.floor((100 * done) / total) : 0;
+  const elapsed = (performance.now() - started) / 1000;
+  const eta = done >= total
+    ? "done"
+    : done > 0
+    ? `ETA ${((elapsed / done) * (total - done)).toFixed(1)} s`
+    : "ETA ?";
+  return `${p.phase === "queued" ? "queued · " : ""}${done}/${total} ${
+    p.steps_total !== undefined ? "steps" : "samples"
+  } · ${pct}% · ${eta}`;
+}
+
+function endRun() {
+  running = null;
+  $("generate").disabled = false;
+  $("cancel").disabled = true;
+  $("progress").classList.add("hidden");
+  $("progress-text").textContent = "";
+  $("preview-box").classList.add("hidden");
+  $("preview").removeAttribute("src");
+}
+
 async function generate() {
   const button = $("generate");
   button.disabled = true;
+  $("cancel").disabled = false;
   $("error").replaceChildren();
   $("status").textContent = "sampling…";
   const bar = $("progress");
   bar.classList.remove("hidden");
   bar.value = 0;
+  const ctl = new AbortController();
+  running = ctl;
+  const started = performance.now();
+  const body = requestBody($("solver").value);
   try {
-    const result = await sampleWithProgress(requestBody($("solver").value), (p) => {
-      bar.max = p.n;
-      bar.value = p.done;
-      $("status").textContent = `${p.phase}: ${p.done}/${p.n} samples`;
-    });
+    const result = await sampleWithProgress(body, (p) => {
+      bar.max = Math.max(1, p.steps_total ?? p.n);
+      bar.value = p.steps_done ?? p.done;
+      $("progress-text").textContent = progressText(p, started);
+      $("status").textContent = p.phase === "done" ? "finishing…" : "sampling…";
+      if (typeof p.preview === "string") {
+        $("preview").src = p.preview;
+        $("preview-caption").textContent = `x̂₀ at step ${p.preview_step + 1} of ${p.steps}`;
+        $("preview-box").classList.remove("hidden");
+      }
+    }, ctl.signal);
+    if (body.strength !== undefined) result.strength = body.strength;
     figures(result, $("samples"));
     $("status").textContent = stats(result);
+    await showDownloads(result);
   } catch (e) {
     // The images of an earlier request would look like this request's result: clear them.
     $("samples").replaceChildren();
-    showError($("error"), e, generate);
-    $("status").textContent = "";
+    clearDownloads();
+    if (ctl.signal.aborted) $("status").textContent = "canceled";
+    else {
+      showError($("error"), e, generate);
+      $("status").textContent = "";
+    }
   } finally {
-    button.disabled = false;
-    bar.classList.add("hidden");
+    endRun();
   }
+}
+
+function cancel() {
+  running?.abort();
+}
+
+/** Reads an image file into the img2img tensor: scaled to the model's size, grey or RGB, in [−1, 1]. */
+async function loadInitImage(file) {
+  const m = currentModel();
+  if (!file || !m) return clearInitImage();
+  const [c, h, w] = m.shape;
+  const bitmap = await createImageBitmap(file);
+  const canvas = $("init-preview");
+  [canvas.width, canvas.height] = [w, h];
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0, w, h);
+  const px = ctx.getImageData(0, 0, w, h).data;
+  const values = new Float32Array(c * h * w);
+  for (let p = 0; p < h * w; p++) {
+    const [r, g, b] = [px[4 * p], px[4 * p + 1], px[4 * p + 2]];
+    if (c === 1) values[p] = ((0.299 * r + 0.587 * g + 0.114 * b) / 255) * 2 - 1;
+    else [r, g, b].forEach((v, k) => values[k * h * w + p] = (v / 255) * 2 - 1);
+  }
+  initImage = { shape: [1, c, h, w], data: toBase64(new Uint8Array(values.buffer)) };
+  canvas.classList.remove("hidden");
+}
+
+function clearInitImage() {
+  initImage = null;
+  $("init-image").value = "";
+  $("init-preview").classList.add("hidden");
 }
 
 async function compare() {
@@ -262,14 +466,18 @@ async function compare() {
     card.append(h, st, imgs);
     return card;
   }));
+  // One seed for every solver: a random one is drawn here when "random seed" is on.
+  const seed = $("random-seed").checked ? crypto.getRandomValues(new Uint32Array(1))[0] : undefined;
   await Promise.all(solvers.map(async (s) => {
     const card = out.querySelector(`[data-solver="${CSS.escape(s)}"]`);
     try {
+      const body = requestBody(s, seed);
       const r = await api("/v1/samples", {
         method: "POST",
         headers: headers(),
-        body: JSON.stringify(requestBody(s)),
+        body: JSON.stringify(body),
       });
+      if (body.strength !== undefined) r.strength = body.strength;
       figures(r, card.querySelector(".samples"));
       card.querySelector(".stats").textContent = stats(r);
     } catch (e) {
@@ -292,6 +500,16 @@ async function init() {
   $("model").addEventListener("change", onModel);
   $("solver").addEventListener("change", onSolver);
   $("generate").addEventListener("click", generate);
+  $("cancel").addEventListener("click", cancel);
+  $("random-seed").addEventListener("change", () => $("seed").disabled = $("random-seed").checked);
+  $("strength").addEventListener("input", () => $("strength-value").textContent = $("strength").value);
+  $("init-image").addEventListener("change", () => {
+    loadInitImage($("init-image").files[0]).catch((e) => {
+      clearInitImage();
+      $("error").textContent = "could not read the image: " + e.message;
+    });
+  });
+  $("clear-image").addEventListener("click", clearInitImage);
   $("compare").addEventListener("click", compare);
   try {
     const h = await api("/healthz");

@@ -103,7 +103,7 @@ test("sample: defaults and --flag=value syntax", () => {
 
 test("sample: unknown flags, positional arguments and repeated flags", () => {
   rejects(() => parseSampleArgs([...base, "--stepz", "3"]), "--stepz", /unknown flag/);
-  rejects(() => parseSampleArgs([...base, "--images", "x.npy"]), "--images", /unknown flag/);
+  rejects(() => parseSampleArgs([...base, "--latent", "x.npy"]), "--latent", /unknown flag/);
   rejects(() => parseSampleArgs([...base, "stray"]), "stray", /unexpected argument/);
   rejects(() => parseSampleArgs([...base, "-n", "3"]), "-n");
   rejects(() => parseSampleArgs([...base, "--n", "2", "--n", "3"]), "--n", /more than once/);
@@ -182,8 +182,13 @@ test("encode: required flags and output kinds", () => {
   rejects(() => parseEncodeArgs([...base, "--steps", "3", "--images", "x.npy"]), "--out", /required/);
   rejects(() => parseEncodeArgs([...base, "--steps", "3", "--images", "x.npy", "--out", "z.png"]), "--out");
   rejects(
-    () => parseEncodeArgs([...base, "--steps", "3", "--images", "x.png", "--out", "z.npy"]),
+    () => parseEncodeArgs([...base, "--steps", "3", "--images", "x.jpg", "--out", "z.npy"]),
     "--images",
+    /\.npy or \.png/,
+  );
+  assertStrictEquals(
+    (parseEncodeArgs([...base, "--steps", "3", "--images", "x.png", "--out", "z.npy"]) as EncodeArgs).images,
+    "x.png",
   );
   rejects(() => parseEncodeArgs([...base, "--steps", "3", "--afs", ...io]), "--afs", /unknown flag/);
   rejects(() => parseEncodeArgs([...base, "--steps", "3", "--seed", "1", ...io]), "--seed", /unknown flag/);

@@ -1,9 +1,9 @@
 import { assertEquals, test } from "../testing.ts";
-import { Counter, Gauge, Histogram, Registry } from "../../core/metrics.ts";
+import { Counter, Gauge, Histogram, MetricsRegistry } from "../../core/metrics.ts";
 
 test("metrics: values read at scrape time (gauge or counter) and declared empty histograms", () => {
   let restarts = 0;
-  const r = new Registry();
+  const r = new MetricsRegistry();
   r.add("up", Gauge.single("Up.", () => 1));
   r.add("restarts_total", Gauge.single("Restarts.", () => restarts, "counter"));
   r.add("calls_total", new Counter("Calls.")).inc({ model: "m", graph: "eps" }, 3);

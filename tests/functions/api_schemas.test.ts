@@ -18,8 +18,8 @@ import {
   signRequest,
 } from "../../core/api/mod.ts";
 import { negotiate } from "../../functions/negotiate.ts";
-import { packMsg, unpackMsg } from "../../functions/msgpack.ts";
-import { Counter, Gauge, Histogram, Registry } from "../../core/metrics.ts";
+import { packMsg, unpackMsg } from "../../core/api/msgpack.ts";
+import { Counter, Gauge, Histogram, MetricsRegistry } from "../../core/metrics.ts";
 import { configFromEnv } from "../../functions/config.ts";
 import { FAKE_MODEL } from "./fake_worker.ts";
 
@@ -182,7 +182,7 @@ Deno.test("msgpack: raw bytes round trip; bounded decoding of hostile input", ()
 });
 
 Deno.test("metrics: Prometheus text exposition", () => {
-  const r = new Registry();
+  const r = new MetricsRegistry();
   const c = r.add("x_total", new Counter("things"));
   c.inc({ a: 'q"\\\n' });
   c.inc({ a: 'q"\\\n' }, 2);

@@ -203,7 +203,15 @@ Deno.test("POST /v1/samples: SSE progress per chunk, then completed with the JSO
       e.data as { done: number; steps: number }
     );
     assertEquals(progress.map((p) => p.done), [0, ...progress.slice(1).map((p) => p.done)]);
-    assertEquals(progress.at(-1), { step: 5, steps: 5, done: 20, n: 20, phase: "done" });
+    assertEquals(progress.at(-1), {
+      step: 5,
+      steps: 5,
+      done: 20,
+      n: 20,
+      phase: "done",
+      steps_done: 15,
+      steps_total: 15,
+    });
     assertStrictEquals(progress.length, 1 + 3); // queued + 3 chunks (8 + 8 + 4)
     const last = events.at(-1)!;
     assertStrictEquals(last.event, "completed");
@@ -228,14 +236,23 @@ Deno.test("POST /v1/samples: SSE with a streaming worker: one running event per 
         );
         assertEquals(progress[0].phase, "queued");
         assert(progress.every((p) => p.steps === 5));
-        // Per-step events: step 0, 1, …, 4 once each, in order; chunk completions (done grows) keep
-        // the current step, so step never goes back.
-        const perStep = progress.filter((p, i) => p.phase === "running" && p.done === progress[i - 1].done);
-        assertEquals(perStep.map((p) => p.step), [0, 1, 2, 3, 4]);
+        // Per-step events: step 0, 1, …, 4 each reached in order (every chunk has started it); chunk
+        // completions (done grows) and other chunks' steps keep the current step, so step never goes back.
+        const running = progress.filter((p) => p.phase === "running").map((p) => p.step);
+        assertEquals([...new Set(running)], [0, 1, 2, 3, 4]);
         const seen = progress.map((p) => p.step);
         assertEquals(seen, [...seen].sort((a, b) => a - b));
         if (n === 3) assertStrictEquals(progress.length, 1 + 5 + 1); // queued, 5 steps, done
-        assertEquals(progress.at(-1), { step: 5, steps: 5, done: n, n, phase: "done" });
+        const total = 5 * Math.ceil(n / 8);
+        assertEquals(progress.at(-1), {
+          step: 5,
+          steps: 5,
+          done: n,
+          n,
+          phase: "done",
+          steps_done: total,
+          steps_total: total,
+        });
         assert(worker.batches.every((b) => b.stream === true));
         assertStrictEquals((events.at(-1)!.data as { images: unknown[] }).images.length, n);
       },

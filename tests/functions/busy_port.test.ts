@@ -50,6 +50,7 @@ Deno.test("deno task start on a busy port: one line naming the port, exit ≠ 0,
       GENIE_MODELS_DIR: dir,
       GENIE_WORKER_URLS: "",
       GENIE_JOBS: "off",
+      GENIE_START_VERBOSE: "1",
     });
     assertNotEquals(r.code, 0, r.stderr);
     const lines = errorLines(r.stderr);

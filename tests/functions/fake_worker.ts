@@ -59,6 +59,12 @@ export interface FakeWorkerOptions {
   stream?: boolean;
   /** Streamed progress frames claim this step count (a faulty worker) instead of the request's. */
   claimSteps?: number;
+  /**
+   * Streamed answers send their progress frames this many milliseconds apart (after `delayMs`), so a
+   * request is seen running step by step; a client that goes away stops the stream (counted in
+   * `aborted`). Default 0: every frame at once.
+   */
+  stepMs?: number;
 }
 
 export interface FakeWorker {
@@ -192,14 +198,20 @@ export function startFakeWorker(options: FakeWorkerOptions = {}): Promise<FakeWo
       ...(msg.grid === undefined ? { rho: 2 } : {}),
       timings: { queue_ms: 1, compute_ms: options.delayMs ?? 0 },
     };
-    if (!(options.stream && msg.stream === true && path === "/v1/batch")) return reply(200, result);
+    if (!(options.stream && msg.stream === true)) return reply(200, result);
+    // With `preview: true`, every frame after the first carries a preview of the previous step: the
+    // first sample's final values scaled by how far the run is (a stand-in for x̂₀).
+    const previewOf = (step: number) => {
+      const x0 = values.slice(0, per).map((v) => v * (step + 1) / steps);
+      return { step, shape: model.shape, data: new Uint8Array(x0.buffer) };
+    };
     const progress = Array.from(
       { length: steps },
       (_, step) => ({
         v: 1,
         id: msg.id,
         progress: options.claimSteps === undefined
-          ? { step, steps }
+          ? { step, steps, ...(msg.preview === true && step > 0 ? { preview: previewOf(step - 1) } : {}) }
           : { step: options.claimSteps - steps + step, steps: options.claimSteps },
       }),
     );
@@ -210,11 +222,32 @@ export function startFakeWorker(options: FakeWorkerOptions = {}): Promise<FakeWo
       out.set(body, 4);
       return out;
     });
+    const stepMs = options.stepMs ?? 0;
+    if (stepMs > 0) state.active++;
+    const gone = new AbortController();
+    const onGone = () => gone.abort();
+    req.signal.addEventListener("abort", onGone, { once: true });
     return new Response(
       new ReadableStream({
-        start(c) {
-          for (const f of frames) c.enqueue(f);
-          c.close();
+        async start(c) {
+          try {
+            for (const [i, f] of frames.entries()) {
+              if (stepMs > 0 && i > 0 && !(await sleep(stepMs, gone.signal))) {
+                state.aborted++;
+                return;
+              }
+              c.enqueue(f);
+            }
+            c.close();
+          } catch {
+            // the client went away
+          } finally {
+            req.signal.removeEventListener("abort", onGone);
+            if (stepMs > 0) state.active--;
+          }
+        },
+        cancel() {
+          gone.abort();
         },
       }),
       { status: 200, headers: { "content-type": "application/x-msgpack-stream" } },
@@ -255,6 +288,7 @@ if (import.meta.main) {
     delayMs: Number(arg("--delay-ms") ?? 0),
     secret: arg("--secret"),
     stream: Deno.args.includes("--stream"),
+    stepMs: Number(arg("--step-ms") ?? 0),
   });
   console.log(`listening on ${w.url}`);
 }

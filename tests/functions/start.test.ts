@@ -1,8 +1,10 @@
 /**
  * `deno task start`: worker and edge in one command, `listening on` once both are ready, and
- * SIGTERM/SIGINT stopping both (the worker's port is closed afterwards).
+ * SIGTERM/SIGINT stopping both (the worker's port is closed afterwards). Its output is quiet: one line
+ * per model with its provider, warnings and the `listening on` line (GENIE_START_VERBOSE=1 says more).
  */
-import { assert, assertMatch, assertStrictEquals } from "../testing.ts";
+import { assert, assertEquals, assertMatch, assertStrictEquals } from "../testing.ts";
+import { quietWorkerLine } from "../../functions/start.ts";
 import { startFakeWorker } from "./fake_worker.ts";
 import { exists, spawnListening } from "./processes.ts";
 
@@ -34,12 +36,13 @@ Deno.test({
   ignore: !(await exists("gpu-worker/main.ts")),
   fn: async () => {
     const p = await spawnListening(["task", "start", "--port", "0"], {
-      env: { GENIE_WORKER_PROVIDERS: "cpu", GENIE_WORKER_URLS: "" },
+      env: { GENIE_WORKER_PROVIDERS: "cpu", GENIE_WORKER_URLS: "", GENIE_START_VERBOSE: "1" },
       timeoutMs: 180_000,
     });
     try {
       await checkServing(p.url);
       assertMatch(p.output(), /server is open/);
+      assertMatch(p.output(), /\[worker\] model mnist-mix: cpu/);
       const workerUrl = /\[start\] worker at (http:\/\/\S+)/.exec(p.output())![1];
       assert(!(await refused(workerUrl)));
       const status = await p.stop("SIGTERM");
@@ -58,6 +61,7 @@ Deno.test("deno task start with a custom worker command and API keys; SIGINT sto
       GENIE_WORKER_COMMAND: "run -A tests/functions/fake_worker.ts",
       GENIE_API_KEYS: "start-key",
       GENIE_WORKER_URLS: "",
+      GENIE_START_VERBOSE: "1",
     },
   });
   try {
@@ -77,7 +81,7 @@ Deno.test("deno task start with a custom worker command and API keys; SIGINT sto
 Deno.test("deno task start with GENIE_WORKER_URLS uses the external workers", async () => {
   const worker = await startFakeWorker();
   const p = await spawnListening(["task", "start", "--port", "0"], {
-    env: { GENIE_WORKER_URLS: worker.url },
+    env: { GENIE_WORKER_URLS: worker.url, GENIE_START_VERBOSE: "1" },
   });
   try {
     await checkServing(p.url);
@@ -89,4 +93,43 @@ Deno.test("deno task start with GENIE_WORKER_URLS uses the external workers", as
     await p.stop("SIGKILL");
     await worker.close();
   }
+});
+
+Deno.test("deno task start is quiet: warnings and the listening line, nothing else", async () => {
+  const p = await spawnListening(["task", "-q", "start", "--port", "0"], {
+    env: { GENIE_WORKER_COMMAND: "run -A tests/functions/fake_worker.ts", GENIE_WORKER_URLS: "" },
+  });
+  try {
+    await checkServing(p.url);
+    const lines = p.output().split("\n").map((l) => l.trim()).filter(Boolean);
+    assertEquals(lines, [
+      "warning: no API keys configured (GENIE_API_KEYS): the server is open to anyone",
+      `listening on ${p.url}`,
+    ]);
+    assertStrictEquals((await p.stop("SIGTERM")).code, 0);
+  } finally {
+    await p.stop("SIGKILL");
+  }
+});
+
+Deno.test("deno task start shows the worker's load report as one line per model", () => {
+  assertEquals(
+    quietWorkerLine(
+      "model mnist-mix: cpu; cuda unavailable (OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to " +
+        "load shared library); loaded in 104 ms, warm-up 12 ms",
+    ),
+    "mnist-mix: cpu (cuda unavailable)",
+  );
+  assertEquals(quietWorkerLine("model gmm2d: cuda; loaded in 88 ms, warm-up 21 ms"), "gmm2d: cuda");
+  assertEquals(quietWorkerLine("listening on http://127.0.0.1:1234"), undefined);
+  assertEquals(
+    quietWorkerLine(
+      "mnist-unet: jvp graph derived from eps (from the cache in 6 ms): models/x/cache/jvp.onnx",
+    ),
+    undefined,
+  );
+  assertEquals(
+    quietWorkerLine("skipping model folder bad: oops"),
+    "[worker] skipping model folder bad: oops",
+  );
 });

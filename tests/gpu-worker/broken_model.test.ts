@@ -2,7 +2,7 @@
  * A model folder whose manifest disagrees with its graph (here `"shape": [1, 28, 28]` over the 2-D
  * gmm2d graphs) used to end the worker at start-up (`Invalid rank for input: x …`). It is now checked
  * at load against the graph's inputs and outputs: skipped with one log line naming the folder and the
- * mismatch, listed by `/v1/models` with `status: "unavailable"` and its error, while the other models
+ * mismatch, listed by `/v1/models` with `status: "failed"` and its error, while the other models
  * serve; `deno task models` reports it as not ok.
  */
 import { decode, encode } from "@msgpack/msgpack";
@@ -54,9 +54,9 @@ Deno.test({
         const res = await app.request("/v1/models");
         const list = await res.json() as Record<string, unknown>[];
         const bad = list.find((m) => m.name === "broken")!;
-        assertStrictEquals(bad.status, "unavailable");
+        assertStrictEquals(bad.status, "failed");
         assertMatch(String(bad.error), /input "x" has rank 2/);
-        assertStrictEquals(list.find((m) => m.name === "gmm2d")!.status, "ok");
+        assertStrictEquals(list.find((m) => m.name === "gmm2d")!.status, "ready");
         assertEquals(normalizeModelList(list).map((m) => m.name), ["gmm2d"]);
         // the good model samples
         const r = await app.request("/v1/batch", {

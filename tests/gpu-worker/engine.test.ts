@@ -50,3 +50,39 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "openModel with defer: prepare loads only the graphs a run calls; another graph still works",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const lazy = await openModel("gmm2d", defaultModelsDir(), {
+      providers: ["cpu"],
+      threads: 1,
+      defer: true,
+    });
+    const eager = await openModel("gmm2d", defaultModelsDir(), { providers: ["cpu"], threads: 1 });
+    try {
+      assertEquals(lazy.provider, "not started");
+      await lazy.prepare(["eps"], 5);
+      assertEquals(lazy.provider, "cpu");
+      const input = {
+        schedule: lazy.schedule,
+        grid: makeGrid(lazy.schedule, { kind: "quadratic", steps: 6 }),
+        x: gaussianBatch([7, 8, 9, 10, 11], 2),
+        batch: 5,
+        dim: 2,
+      };
+      // a run on the prepared graph, then one that needs a graph prepare() did not load
+      for (const solver of ["ddim", "genie"]) {
+        const run = (m: typeof lazy) =>
+          runSolverAsync(getSolver(solver).fn({ ...input, derivative: "head" }), m.evaluate);
+        const [a, b] = [await run(lazy), await run(eager)];
+        assertEquals(Array.from(a.x), Array.from(b.x), `${solver}: bit-identical to the eager engine`);
+      }
+    } finally {
+      await lazy.close();
+      await eager.close();
+    }
+  },
+});

@@ -238,7 +238,10 @@ Deno.test({
           });
           assertEquals(r.status, 422, JSON.stringify(r.body));
           assertEquals(errorOf(r).field, "genie_derivative");
-          assertMatch(errorOf(r).message, new RegExp(`jvp is unavailable for model ${model}: .*`));
+          assertMatch(
+            errorOf(r).message,
+            new RegExp(`jvp is unavailable for ${model}: .*\\(available: fd\\)`),
+          );
           assertMatch(errorOf(r).message, re);
         }
       });
@@ -376,7 +379,7 @@ Deno.test("the edge keeps unavailable_derivatives and its 422 on genie_derivativ
   assertEquals(issues.map((i) => i.path.join(".")), ["genie_derivative"]);
   assertMatch(
     issues[0].message,
-    new RegExp(`jvp is unavailable for no-jvp: cannot differentiate.*offers fd`),
+    new RegExp(`jvp is unavailable for no-jvp: cannot differentiate.*\\(available: fd\\)`),
   );
   // a malformed entry is dropped, not the model
   assertEquals(

@@ -23,7 +23,7 @@ import type { EvalRequest, EvalResult } from "../../core/solvers/types.ts";
 import { mixtureFromSource } from "../../gpu-worker/analytic.ts";
 import { JVP_INPUTS } from "../../gpu-worker/graphs.ts";
 import { transformEps } from "../../gpu-worker/jvp_cache.ts";
-import type { ModelInfo } from "../../gpu-worker/manifest.ts";
+import type { LoadedModel } from "../../gpu-worker/manifest.ts";
 import { defaultModelsDir, loadRegistry } from "../../gpu-worker/models.ts";
 import { createSession, type InferenceSession, runSession, type TensorInit } from "../../onnx/ort.ts";
 import { readFileSync } from "node:fs";
@@ -61,7 +61,7 @@ function assertClosePerSample(
 }
 
 interface Setup {
-  info: ModelInfo;
+  info: LoadedModel;
   jvp: InferenceSession;
   eps: InferenceSession;
   exact: ReturnType<typeof gmmEvaluator>;
@@ -88,7 +88,7 @@ async function setup(name: string): Promise<Setup> {
 
 /** Feeds of the transformed graph for float64 rows (rounded to float32; classes as int64). */
 function feeds(
-  info: ModelInfo,
+  info: LoadedModel,
   x: Float64Array,
   t: Float64Array,
   classes: Int32Array,

@@ -16,10 +16,19 @@ test("serveOptions: flags override the environment, tuning knobs are parsed", ()
   // the same on/off words as the edge's settings, in any case
   assertEquals(serveOptions([], { GENIE_WORKER_SPIN: " Yes " }).spinning, true);
   assertEquals(serveOptions(["--spin", "OFF"], {}).spinning, false);
+  // auto (the default) leaves the choice to the inference thread: undefined
+  assertEquals(serveOptions(["--spin", "auto"], { GENIE_WORKER_SPIN: "on" }).spinning, undefined);
+  assertEquals(serveOptions([], { GENIE_WORKER_SPIN: " AUTO " }).spinning, undefined);
+  // the fair-scheduling quantum
+  assertEquals(serveOptions(["--quantum-ms", "5"], { GENIE_WORKER_QUANTUM_MS: "50" }).quantumMs, 5);
+  assertEquals(serveOptions([], { GENIE_WORKER_QUANTUM_MS: "50" }).quantumMs, 50);
+  assertEquals(serveOptions([], {}).quantumMs, undefined);
+  assertThrows(() => serveOptions(["--quantum-ms", "0"], {}), /--quantum-ms: must be positive/);
 });
 
 test("serveOptions: a bad value names its flag", () => {
   assertThrows(() => serveOptions(["--spin", "sometimes"], {}), Error, "--spin");
+  assertThrows(() => serveOptions([], { GENIE_WORKER_SPIN: "fast" }), Error, "GENIE_WORKER_SPIN");
   assertThrows(() => serveOptions([], { GENIE_WORKER_THREADS: "-1" }), Error, "--threads");
   assertThrows(() => serveOptions(["--port", "70000"], {}), Error, "--port");
   assertThrows(() => serveOptions([], { GENIE_SIGNATURE_WINDOW_S: "0" }), Error, "GENIE_SIGNATURE_WINDOW_S");

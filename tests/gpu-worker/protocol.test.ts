@@ -11,7 +11,8 @@ import { gaussianBatch } from "../../core/rng.ts";
 import { runSolver } from "../../core/solvers/drive.ts";
 import { getSolver, stepsForNfe } from "../../core/solvers/registry.ts";
 import { mixtureFromSource } from "../../gpu-worker/analytic.ts";
-import { SignatureVerifier, signRequest } from "../../gpu-worker/protocol.ts";
+import { SignatureVerifier } from "../../gpu-worker/protocol.ts";
+import { signRequest } from "../../core/api/worker.ts";
 import { assert, assertEquals, assertMatch, maxAbsDiff } from "../testing.ts";
 import { bytesOf, errorOf, floats, MSGPACK, post, type Reply, startApp } from "./helpers.ts";
 

@@ -15,7 +15,7 @@ import { runSolver } from "../../core/solvers/drive.ts";
 import type { EvalRequest } from "../../core/solvers/types.ts";
 import { validateManifest } from "../../gpu-worker/manifest.ts";
 import { BUILTIN_MANIFESTS } from "../../gpu-worker/models.ts";
-import { planBatch, planEncode, type PlannedJob } from "../../gpu-worker/requests.ts";
+import { planBatch, planEncode, type PlannedSolve } from "../../gpu-worker/requests.ts";
 import type { ServedModel } from "../../gpu-worker/scheduler.ts";
 import { assert, assertEquals, maxAbsDiff } from "../testing.ts";
 import { bytesOf, floats, post, startApp } from "./helpers.ts";
@@ -29,7 +29,7 @@ function served(extra: Record<string, unknown> = {}): Map<string, ServedModel> {
 }
 
 /** The distinct times a planned run evaluates at, in order (zeros stand in for the model). */
-function evaluatedTimes(plan: PlannedJob): number[] {
+function evaluatedTimes(plan: PlannedSolve): number[] {
   const times: number[] = [];
   runSolver(plan.run, (req: EvalRequest) => {
     if (times.at(-1) !== req.t[0]) times.push(req.t[0]);
@@ -39,7 +39,7 @@ function evaluatedTimes(plan: PlannedJob): number[] {
 }
 
 /** Asserts the plan's grid and that its solver evaluates at exactly that grid's times. */
-function assertGrid(plan: PlannedJob, kind: GridKind, rho: number | undefined, what: string): void {
+function assertGrid(plan: PlannedSolve, kind: GridKind, rho: number | undefined, what: string): void {
   assertEquals([plan.grid, plan.rho], [kind, rho], what);
   const schedule = plan.model.info.schedule;
   const grid = Array.from(makeGrid(schedule, { kind, steps: plan.steps, rho }));

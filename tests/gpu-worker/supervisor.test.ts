@@ -5,7 +5,7 @@
  * fixture thread (fixtures/crashing_thread.ts) throws an uncaught error on a batch of 13 rows.
  */
 import { InferenceThread, type ThreadOptions, type WireTensor } from "../../gpu-worker/inference.ts";
-import type { ModelInfo } from "../../gpu-worker/manifest.ts";
+import type { LoadedModel } from "../../gpu-worker/manifest.ts";
 import { defaultModelsDir, loadRegistry } from "../../gpu-worker/models.ts";
 import { type StartThread, SupervisedInference, type SupervisedThread } from "../../gpu-worker/supervisor.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../testing.ts";
@@ -16,9 +16,9 @@ const FIXTURE = new URL("./fixtures/crashing_thread.ts", import.meta.url);
 const CRASH_ROWS = 13;
 const OPTIONS: ThreadOptions = { providers: ["cpu"], intraOpThreads: 1, warmup: false };
 
-let gmm2d: Promise<ModelInfo[]> | undefined;
+let gmm2d: Promise<LoadedModel[]> | undefined;
 /** The gmm2d model (built if needed). */
-function models(): Promise<ModelInfo[]> {
+function models(): Promise<LoadedModel[]> {
   gmm2d ??= loadRegistry(defaultModelsDir(), { only: ["gmm2d"] }).then((r) => [...r.models.values()]);
   return gmm2d;
 }
@@ -269,7 +269,7 @@ Deno.test("worker app: /healthz says restarting, then ok; /metrics counts the re
 
 Deno.test("a thread that fails to load its models is not left running", async () => {
   const [info] = await models();
-  const broken: ModelInfo = { ...info, graphPaths: { ...info.graphPaths, eps: "/nonexistent/eps.onnx" } };
+  const broken: LoadedModel = { ...info, graphPaths: { ...info.graphPaths, eps: "/nonexistent/eps.onnx" } };
   const channel = new BroadcastChannel("genie-test-heartbeat");
   let beats = 0;
   channel.onmessage = () => beats++;

@@ -41,7 +41,7 @@ Deno.test("bad flags: a one-line error naming the flag (exit 2 in the process)",
   const cases: [string[], RegExp][] = [
     [["submit", "--model", "m"], /^--count: required/],
     [["submit", "--model", "m", "--count", "x"], /^--count: expected an integer/],
-    [["submit", "--model", "m", "--count", "0"], /^--count: expected an integer ≥ 1/],
+    [["submit", "--model", "m", "--count", "0"], /^--count: must be ≥ 1/],
     [["submit", "--count", "3"], /^--model: required/],
     [["submit", "--model", "m", "--count", "3", "--chunk", "-1"], /^--chunk/],
     [["submit", "--model", "m", "--count", "3", "--steps", "4", "--nfe", "5"], /^--nfe/],

@@ -13,7 +13,7 @@ const ROOT = new URL("../../", import.meta.url);
 /** The folders a module in each layer may import from (its own folder is always allowed). */
 export const LAYERS: Record<string, readonly string[]> = {
   core: [],
-  onnx: [],
+  onnx: ["core"],
   training: ["core", "onnx"],
   "gpu-worker": ["core", "onnx"],
   functions: ["core"],
@@ -24,12 +24,13 @@ export const LAYERS: Record<string, readonly string[]> = {
 
 /** Packages (bare specifiers and `node:` modules) each layer may use; `*` allows any. */
 export const PACKAGES: Record<string, readonly string[]> = {
-  core: ["zod", "fast-png"],
+  // msgpack: one library, in one module (core/api/msgpack.ts) that the edge, the worker and the CLI use
+  core: ["zod", "fast-png", "@msgpack/msgpack"],
   onnx: ["onnx-proto", "onnxruntime-node", "onnxruntime-web", "onnxruntime-web/*"],
   training: ["mnist", "node:*"],
-  "gpu-worker": ["msgpackr", "yaml", "mnist", "node:*"],
-  functions: ["hono", "hono/*", "msgpackr", "@msgpack/msgpack", "zod", "fast-png", "node:*"],
-  cli: ["msgpackr", "node:*"],
+  "gpu-worker": ["yaml", "mnist", "node:*"],
+  functions: ["hono", "hono/*", "zod", "fast-png", "node:*"],
+  cli: ["node:*"],
   bench: ["*"],
   tools: ["*"],
 };

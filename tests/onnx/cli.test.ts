@@ -28,12 +28,12 @@ describe("onnx/cli", () => {
 
   it("names the bad flag in a one-line error", () => {
     const bad: [string[], RegExp][] = [
-      [["jvp", "--out", "b"], /--model is required/],
-      [["jvp", "--model", "a"], /--out is required/],
-      [["jvp", "--model"], /--model needs a value/],
-      [["jvp", "--model", "a", "--out", "b", "--tensor", "h"], /unknown flag --tensor/],
-      [["features", "--model", "a", "--out", "b"], /--tensor is required/],
-      [["features", "--model", "a", "b", "--out", "c", "--tensor", "h"], /--model takes one value/],
+      [["jvp", "--out", "b"], /--model: is required/],
+      [["jvp", "--model", "a"], /--out: is required/],
+      [["jvp", "--model"], /--model: missing value/],
+      [["jvp", "--model", "a", "--out", "b", "--tensor", "h"], /--tensor: unknown flag/],
+      [["features", "--model", "a", "--out", "b"], /--tensor: is required/],
+      [["features", "--model", "a", "b", "--out", "c", "--tensor", "h"], /b: unexpected argument/],
       [["grad", "--model", "a"], /unknown command 'grad'/],
     ];
     for (const [args, message] of bad) {
@@ -100,7 +100,7 @@ describe("onnx/cli", () => {
     }).output();
     assertEquals(out.code, 2);
     const firstLine = new TextDecoder().decode(out.stderr).split("\n").find((l) => l.startsWith("error:"));
-    assertMatch(firstLine ?? "", /^error: --model needs a value$/);
+    assertMatch(firstLine ?? "", /^error: --model: missing value$/);
     assertEquals(new TextDecoder().decode(out.stderr).trim().split("\n").length, 1);
   });
 });

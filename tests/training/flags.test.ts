@@ -1,32 +1,42 @@
 /** The training programs' flags: typed values, and counts that must be integers refused otherwise. */
 import { assertEquals, assertThrows, describe, it } from "../testing.ts";
-import { parseFlags, Segments } from "../../training/common.ts";
+import { parseTrainingFlags, Segments } from "../../training/common.ts";
 import { GraphBuilder } from "../../onnx/proto.ts";
 import { Layers } from "../../training/layers.ts";
 
 const DEFAULTS = { steps: 10, lr: 1e-3, out: "x", exportOnly: false };
 
-describe("parseFlags", () => {
+describe("parseTrainingFlags", () => {
   it("reads numbers, strings and booleans into the defaults' keys", () => {
-    assertEquals(parseFlags(["--steps", "20", "--lr", "0.5", "--out", "y", "--export-only"], DEFAULTS), {
-      steps: 20,
-      lr: 0.5,
-      out: "y",
+    assertEquals(
+      parseTrainingFlags(["--steps", "20", "--lr", "0.5", "--out", "y", "--export-only"], DEFAULTS),
+      {
+        steps: 20,
+        lr: 0.5,
+        out: "y",
+        exportOnly: true,
+      },
+    );
+    const words = parseTrainingFlags(["--export-only", "false", "--steps=3"], {
+      ...DEFAULTS,
       exportOnly: true,
     });
+    assertEquals([words.exportOnly, words.steps], [false, 3]);
   });
 
   it("refuses a count that is fractional or below its minimum, naming the flag", () => {
-    for (const bad of ["1.5", "0", "-3"]) {
+    for (
+      const [bad, message] of [["1.5", "expected an integer"], ["0", "must be ≥ 1"], ["-3", "must be ≥ 1"]]
+    ) {
       assertThrows(
-        () => parseFlags(["--steps", bad], DEFAULTS, { steps: 1 }),
+        () => parseTrainingFlags(["--steps", bad], DEFAULTS, { steps: 1 }),
         Error,
-        "--steps: expected an integer ≥ 1",
+        `--steps: ${message}`,
       );
     }
-    assertEquals(parseFlags(["--lr", "0.25"], DEFAULTS, { steps: 1 }).lr, 0.25);
-    assertThrows(() => parseFlags(["--steps", "ten"], DEFAULTS), Error, "--steps: not a number");
-    assertThrows(() => parseFlags(["--step", "1"], DEFAULTS), Error, "unknown flag --step");
+    assertEquals(parseTrainingFlags(["--lr", "0.25"], DEFAULTS, { steps: 1 }).lr, 0.25);
+    assertThrows(() => parseTrainingFlags(["--steps", "ten"], DEFAULTS), Error, "--steps: expected a number");
+    assertThrows(() => parseTrainingFlags(["--step", "1"], DEFAULTS), Error, "--step: unknown flag");
   });
 });
 
