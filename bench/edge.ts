@@ -1,5 +1,5 @@
 /**
- * `deno task bench:edge [--pairs 60] [--warmup 5] [--n 16] [--nfe 10] [--out docs/edge.md]`
+ * `deno task bench:edge [--pairs 60] [--warmup 5] [--n 16] [--n-large 125] [--nfe 10] [--out docs/edge.md]`
  *
  * The cost of the edge hop (docs/benchmarking.md §2 "Edge hop"): a real worker (`deno task worker`) and the
  * edge (`functions/main.ts`) run as separate processes on loopback; this process is the client. For a
@@ -28,11 +28,14 @@ const { values: flags } = parseFlags(Deno.args, [
   { flag: "--pairs", kind: "int", min: 1, default: 60 },
   { flag: "--warmup", kind: "int", min: 0, default: 5 },
   { flag: "--n", kind: "int", min: 1, default: 16 },
+  { flag: "--n-large", kind: "int", min: 1, default: 125 },
   { flag: "--nfe", kind: "int", min: 1, default: 10 },
   { flag: "--solver", kind: "string", default: "genie" },
   { flag: "--out", kind: "string", default: "docs/edge.md" },
 ], { help: false });
-const PAIRS = flags.pairs, WARMUP = flags.warmup, N = flags.n, NFE = flags.nfe;
+const PAIRS = flags.pairs, WARMUP = flags.warmup, N = flags.n, NFE = flags.nfe, N_LARGE = flags.nLarge;
+/** The worker's samples per call for the model (its max_batch): larger requests go as several calls. */
+const CHUNK = 64;
 const SOLVER = flags.solver;
 const MODEL = "mnist-mix";
 const SEED = 1234;
@@ -64,26 +67,33 @@ async function main() {
   );
   try {
     const provider = (await (await fetch(`${worker.url}/healthz`)).json()).providers?.[MODEL] ?? "?";
-    const seeds = Array.from({ length: N }, (_, i) => SEED + i);
     let k = 0;
-    const direct = async () => {
-      const body = mpEncode({ v: 1, id: `bench-${k++}`, model: MODEL, solver: SOLVER, nfe: NFE, seeds });
-      const res = await fetch(`${worker.url}/v1/batch`, {
-        method: "POST",
-        headers: {
-          "content-type": MSGPACK,
-          accept: MSGPACK,
-          ...await signRequest(SECRET, { method: "POST", path: "/v1/batch", body }),
-        },
-        body,
-      });
-      const bytes = new Uint8Array(await res.arrayBuffer());
-      if (!res.ok) throw new Error(`worker ${res.status}`);
-      const msg = mpDecode(bytes) as { data: Uint8Array };
-      if (msg.data.byteLength !== N * 784 * 4) throw new Error("short worker answer");
-      return bytes.byteLength;
+    /** The direct worker calls of an n-sample request: chunks of CHUNK seeds, concurrently, as the edge sends them. */
+    const direct = (n: number) => async () => {
+      const calls = [];
+      for (let from = 0; from < n; from += CHUNK) {
+        const seeds = Array.from({ length: Math.min(CHUNK, n - from) }, (_, i) => SEED + from + i);
+        calls.push((async () => {
+          const body = mpEncode({ v: 1, id: `bench-${k++}`, model: MODEL, solver: SOLVER, nfe: NFE, seeds });
+          const res = await fetch(`${worker.url}/v1/batch`, {
+            method: "POST",
+            headers: {
+              "content-type": MSGPACK,
+              accept: MSGPACK,
+              ...await signRequest(SECRET, { method: "POST", path: "/v1/batch", body }),
+            },
+            body,
+          });
+          const bytes = new Uint8Array(await res.arrayBuffer());
+          if (!res.ok) throw new Error(`worker ${res.status}`);
+          const msg = mpDecode(bytes) as { data: Uint8Array };
+          if (msg.data.byteLength !== seeds.length * 784 * 4) throw new Error("short worker answer");
+          return bytes.byteLength;
+        })());
+      }
+      return (await Promise.all(calls)).reduce((a, b) => a + b, 0);
     };
-    const viaEdge = (accept: string, output?: string) => async () => {
+    const viaEdge = (n: number, accept: string, output?: string) => async () => {
       const res = await fetch(`${edge.url}/v1/samples`, {
         method: "POST",
         headers: { "content-type": "application/json", accept },
@@ -91,7 +101,7 @@ async function main() {
           model: MODEL,
           solver: SOLVER,
           nfe: NFE,
-          n: N,
+          n,
           seed: SEED,
           ...(output ? { output } : {}),
         }),
@@ -102,25 +112,34 @@ async function main() {
       else JSON.parse(new TextDecoder().decode(bytes));
       return bytes.byteLength;
     };
-    const paths = { direct, edgeMsgpack: viaEdge(MSGPACK, "tensor"), edgeJson: viaEdge("application/json") };
-    type Key = keyof typeof paths;
-    const keys = Object.keys(paths) as Key[];
-    for (let i = 0; i < WARMUP; i++) for (const key of keys) await paths[key]();
-    const times: Record<Key, number[]> = { direct: [], edgeMsgpack: [], edgeJson: [] };
-    const sizes: Record<Key, number> = { direct: 0, edgeMsgpack: 0, edgeJson: 0 };
-    const added: number[] = [];
-    for (let i = 0; i < PAIRS; i++) {
-      const order = [...keys].sort(() => Math.random() - 0.5);
-      const got: Partial<Record<Key, number>> = {};
-      for (const key of order) {
-        const r = await timed(paths[key]);
-        times[key].push(r.ms);
-        sizes[key] = r.bytes;
-        got[key] = r.ms;
+    type Key = "direct" | "edgeMsgpack" | "edgeJson";
+    /** Interleaved rounds of the paths at n samples: times, response sizes and the paired edge − direct. */
+    const measure = async (n: number, keys: Key[]) => {
+      const paths: Record<Key, () => Promise<number>> = {
+        direct: direct(n),
+        edgeMsgpack: viaEdge(n, MSGPACK, "tensor"),
+        edgeJson: viaEdge(n, "application/json"),
+      };
+      for (let i = 0; i < WARMUP; i++) for (const key of keys) await paths[key]();
+      const times: Record<Key, number[]> = { direct: [], edgeMsgpack: [], edgeJson: [] };
+      const sizes: Record<Key, number> = { direct: 0, edgeMsgpack: 0, edgeJson: 0 };
+      const added: number[] = [];
+      for (let i = 0; i < PAIRS; i++) {
+        const order = [...keys].sort(() => Math.random() - 0.5);
+        const got: Partial<Record<Key, number>> = {};
+        for (const key of order) {
+          const r = await timed(paths[key]);
+          times[key].push(r.ms);
+          sizes[key] = r.bytes;
+          got[key] = r.ms;
+        }
+        added.push(got.edgeMsgpack! - got.direct!);
+        if ((i + 1) % 10 === 0) console.error(`  n=${n}: ${i + 1}/${PAIRS} rounds`);
       }
-      added.push(got.edgeMsgpack! - got.direct!);
-      if ((i + 1) % 10 === 0) console.error(`  ${i + 1}/${PAIRS} pairs`);
-    }
+      return { times, sizes, added };
+    };
+    const { times, sizes, added } = await measure(N, ["direct", "edgeMsgpack", "edgeJson"]);
+    const large = await measure(N_LARGE, ["direct", "edgeMsgpack"]);
 
     // msgpack and base64 throughput on realistic worker answers.
     const packr = new Packr({ useRecords: false, moreTypes: false });
@@ -201,6 +220,28 @@ Added latency of the edge hop (edge msgpack − direct, paired by round): **p50 
     } ms, p95 ${f(quantile(added, 0.95))} ms** (ratio of medians ${
       f(quantile(times.edgeMsgpack, 0.5) / quantile(times.direct, 0.5), 3)
     }).
+
+## A large output: n = ${N_LARGE} (${f((N_LARGE * 784 * 4) / 2 ** 10, 0)} KiB of float32, ${
+      Math.ceil(N_LARGE / CHUNK)
+    } worker calls)
+
+The same model and settings at n = ${N_LARGE}: the edge splits the request into calls of at most ${CHUNK}
+samples (the model's max_batch), sent concurrently; the direct path makes the same calls itself. The
+worker's msgpack \`bin\` bytes are joined and passed through to the msgpack answer without decoding the
+floats. ${PAIRS} rounds.
+
+| path | p50 | p95 | response |
+| --- | ---: | ---: | ---: |
+| direct: the worker calls (msgpack) | ${f(quantile(large.times.direct, 0.5))} | ${
+      f(quantile(large.times.direct, 0.95))
+    } | ${f(large.sizes.direct / 1024, 1)} KiB |
+| edge: \`POST /v1/samples\`, Accept msgpack, output tensor | ${
+      f(quantile(large.times.edgeMsgpack, 0.5))
+    } | ${f(quantile(large.times.edgeMsgpack, 0.95))} | ${f(large.sizes.edgeMsgpack / 1024, 1)} KiB |
+
+Added latency of the edge hop for the large output (paired by round): **p50 ${
+      f(quantile(large.added, 0.5))
+    } ms, p95 ${f(quantile(large.added, 0.95))} ms** (target: p50 ≤ 5 ms).
 
 ## Codec throughput (MiB of tensor data per second, encode + decode, median of 7)
 
