@@ -25,12 +25,12 @@
  * one, and compare rows of one run only. With the defaults it takes about 15–20 minutes on 2 CPU cores,
  * mostly at batch 32; `--batches 1 --reps 1 --width 16` is a quick check that everything runs.
  */
-import { parseArgs } from "node:util";
 import process from "node:process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
+import { parseFlags, UsageError } from "../core/flags.ts";
 import { type GridKind, makeGrid } from "../core/grid.ts";
 import { decodeNpy, encodeNpy } from "../core/npy.ts";
 import { gaussianBatch } from "../core/rng.ts";
@@ -41,39 +41,30 @@ import { freePort, spawnListening, taskArgs, textLines } from "../functions/chil
 import { importDiffusers } from "../gpu-worker/import.ts";
 import { loadRegistry } from "../gpu-worker/models.ts";
 
-const { values: flags } = parseArgs({
-  args: process.argv.slice(2),
-  options: {
-    setup: { type: "boolean", default: false },
-    reps: { type: "string", default: "5" },
-    batches: { type: "string", default: "1,8,32" },
-    nfe: { type: "string", default: "10" },
-    width: { type: "string", default: "64" },
-    threads: { type: "string", default: String(navigator.hardwareConcurrency || 1) },
-    providers: { type: "string", default: "cpu" },
-    python: { type: "string" },
-    jvp: { type: "string", default: "auto" },
-    out: { type: "string", default: "docs/peer.md" },
-    keep: { type: "boolean", default: false },
-  },
-});
-const REPS = Number(flags.reps);
-const BATCHES = flags.batches!.split(",").map(Number);
-const NFE = Number(flags.nfe);
-const WIDTH = Number(flags.width);
-const THREADS = Number(flags.threads);
-const PROVIDERS = flags.providers!;
+const { values: flags } = parseFlags(process.argv.slice(2), [
+  { flag: "--setup", kind: "bool", default: false },
+  { flag: "--reps", kind: "int", min: 1, default: 5 },
+  { flag: "--batches", kind: "list", of: "int", min: 1, default: [1, 8, 32] },
+  { flag: "--nfe", kind: "int", min: 1, default: 10 },
+  { flag: "--width", kind: "int", min: 1, default: 64 },
+  { flag: "--threads", kind: "int", min: 1, default: navigator.hardwareConcurrency || 1 },
+  { flag: "--providers", kind: "string", default: "cpu" },
+  { flag: "--python", kind: "string" },
+  { flag: "--jvp", kind: "string", default: "auto" },
+  { flag: "--out", kind: "string", default: "docs/peer.md" },
+  { flag: "--keep", kind: "bool", default: false },
+], { help: false });
+const REPS = flags.reps;
+const BATCHES = flags.batches;
+const NFE = flags.nfe;
+const WIDTH = flags.width;
+const THREADS = flags.threads;
+const PROVIDERS = flags.providers;
 const MODEL = "peer-unet";
 const ROOT = new URL("../", import.meta.url).pathname;
 const started = new Date().toISOString();
 const log = (s: string) => console.error(`[bench:peer] ${s}`);
-for (
-  const [name, v] of [["--reps", REPS], ["--nfe", NFE], ["--width", WIDTH], ["--threads", THREADS]] as const
-) {
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: must be a positive integer`);
-}
-if (BATCHES.some((b) => !Number.isInteger(b) || b < 1)) throw new Error("--batches: positive integers");
-if (WIDTH % 2 !== 0) throw new Error("--width: must be even");
+if (WIDTH % 2 !== 0) throw new UsageError("--width", `must be even, got ${WIDTH}`);
 
 // ---------------------------------------------------------------------------------------------
 // PyTorch: present, or installed by --setup
@@ -160,7 +151,7 @@ class Peer {
         "--threads",
         String(THREADS),
         "--jvp",
-        flags.jvp!,
+        flags.jvp,
       ],
       cwd: ROOT,
       stdin: "piped",
@@ -511,6 +502,6 @@ for (const s of SOLVES) {
 out();
 if (flags.keep) log(`kept ${tmp}`);
 else rmSync(tmp, { recursive: true, force: true });
-mkdirSync(dirname(flags.out!), { recursive: true });
-writeFileSync(flags.out!, lines.join("\n") + "\n");
+mkdirSync(dirname(flags.out), { recursive: true });
+writeFileSync(flags.out, lines.join("\n") + "\n");
 console.log(lines.join("\n"));

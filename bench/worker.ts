@@ -26,7 +26,6 @@
  * each run's NFE (ε evaluations), calls (graph calls of every kind) and cost (forward-pass equivalents
  * with the model's cost ratios) as the worker replies them.
  */
-import { parseArgs } from "node:util";
 import process from "node:process";
 import { writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -35,38 +34,36 @@ import { createWorkerApp, type WorkerApp } from "../gpu-worker/app.ts";
 import { InferenceThread, type WireTensor } from "../gpu-worker/inference.ts";
 import type { GraphKind } from "../gpu-worker/manifest.ts";
 import { defaultModelsDir, loadRegistry } from "../gpu-worker/models.ts";
+import { parseFlags } from "../core/flags.ts";
 import { median, quantileFloor as quantile } from "../core/stats.ts";
 
-const { values: flags } = parseArgs({
-  args: process.argv.slice(2),
-  options: {
-    "soak-seconds": { type: "string", default: "10" },
-    reps: { type: "string", default: "9" },
-    threads: { type: "string", default: "2" },
-    models: { type: "string", default: "mnist-unet,mnist-mix" },
-    "load-model": { type: "string", default: "mnist-mix" },
-    nfe: { type: "string", default: "10" },
-    "spin-model": { type: "string", default: "mnist-unet" },
-    "spin-only": { type: "boolean", default: false },
-    "fair-only": { type: "boolean", default: false },
-    "fair-big-model": { type: "string", default: "mnist-unet" },
-    "fair-big-steps": { type: "string", default: "60" },
-    out: { type: "string", default: "docs/worker.md" },
-  },
-});
-const SOAK_S = Number(flags["soak-seconds"]);
-const REPS = Number(flags.reps);
-const THREADS = Number(flags.threads);
-const MODEL = flags["load-model"]!;
-const OVERHEAD_MODELS = flags.models!.split(",").map((m) => m.trim()).filter(Boolean);
-const SPIN_MODEL = flags["spin-model"]!;
-const SPIN_ONLY = flags["spin-only"]!;
-const FAIR_BIG_MODEL = flags["fair-big-model"]!;
-const FAIR_BIG_STEPS = Number(flags["fair-big-steps"]);
+const { values: flags } = parseFlags(process.argv.slice(2), [
+  { flag: "--soak-seconds", kind: "number", min: 0, positive: true, default: 10 },
+  { flag: "--reps", kind: "int", min: 1, default: 9 },
+  { flag: "--threads", kind: "int", min: 0, default: 2 },
+  { flag: "--models", kind: "list", default: ["mnist-unet", "mnist-mix"] },
+  { flag: "--load-model", kind: "string", default: "mnist-mix" },
+  { flag: "--nfe", kind: "int", min: 1, default: 10 },
+  { flag: "--spin-model", kind: "string", default: "mnist-unet" },
+  { flag: "--spin-only", kind: "bool", default: false },
+  { flag: "--fair-only", kind: "bool", default: false },
+  { flag: "--fair-big-model", kind: "string", default: "mnist-unet" },
+  { flag: "--fair-big-steps", kind: "int", min: 1, default: 60 },
+  { flag: "--out", kind: "string", default: "docs/worker.md" },
+], { help: false });
+const SOAK_S = flags.soakSeconds;
+const REPS = flags.reps;
+const THREADS = flags.threads;
+const MODEL = flags.loadModel;
+const OVERHEAD_MODELS = flags.models;
+const SPIN_MODEL = flags.spinModel;
+const SPIN_ONLY = flags.spinOnly;
+const FAIR_BIG_MODEL = flags.fairBigModel;
+const FAIR_BIG_STEPS = flags.fairBigSteps;
 const FAIR_ALONE = 40;
-const FAIR_ONLY = flags["fair-only"]!;
+const FAIR_ONLY = flags.fairOnly;
 const ALL_MODELS = [...new Set([MODEL, ...OVERHEAD_MODELS, SPIN_MODEL, FAIR_BIG_MODEL])];
-const NFE = Number(flags.nfe);
+const NFE = flags.nfe;
 
 const fmt = (x: number, digits = 2) => x.toFixed(digits);
 const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
@@ -382,7 +379,7 @@ if (SPIN_ONLY || FAIR_ONLY) {
   if (FAIR_ONLY) await fairnessSection();
   await app.shutdown();
   await thread.close();
-  writeFileSync(flags.out!, lines.join("\n") + "\n");
+  writeFileSync(flags.out, lines.join("\n") + "\n");
   console.log(lines.join("\n"));
   process.exit(0);
 }
@@ -748,5 +745,5 @@ if (SOAK_S < 600) {
 
 await app.shutdown();
 await thread.close();
-writeFileSync(flags.out!, lines.join("\n") + "\n");
+writeFileSync(flags.out, lines.join("\n") + "\n");
 console.log(lines.join("\n"));

@@ -61,7 +61,6 @@ import {
 export {
   DEFAULT_NFE,
   DEFAULT_SOLVER,
-  DERIVATIVE_PREFERENCE,
   type Direction,
   type PlanCost,
   PlanError,

@@ -62,7 +62,7 @@ const MASKED = -1e300;
  * Row lengths of transcendental ops are multiples of this: 8 float64 numbers fill the widest SIMD
  * packet (AVX-512), so no element of any batch falls into a kernel's scalar remainder.
  */
-export const LANES = 8;
+const LANES = 8;
 
 /** Builds one graph of the mixture and returns the encoded model. */
 export function mixtureGraph(mix: GaussianMixture, opts: MixtureGraphOptions): Uint8Array {

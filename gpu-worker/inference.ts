@@ -3,7 +3,7 @@
  * sessions once, run batches, close. One call at a time reaches ORT; calls queue in order.
  */
 import type { Provider, SpinPolicy } from "../onnx/ort.ts";
-import type { GraphKind, ModelInfo } from "./manifest.ts";
+import type { GraphKind, LoadedModel } from "./manifest.ts";
 
 /** A tensor on the wire between threads: its bytes travel by transfer. */
 export interface WireTensor {
@@ -112,7 +112,7 @@ export interface Inference {
    * Loads more models while running (a reload, gpu-worker/app.ts): each under its manifest name, which
    * must be new; reports the ones loaded and the ones that failed. Backends without it cannot reload.
    */
-  load?(models: ModelInfo[]): Promise<LoadReport>;
+  load?(models: LoadedModel[]): Promise<LoadReport>;
   /** Releases the sessions of models loaded earlier (after their last call). */
   unload?(names: string[]): Promise<void>;
   /** Why the backend can no longer run anything (a crashed thread), if it cannot. */
@@ -157,7 +157,7 @@ async function spawn(url: URL): Promise<ThreadHandle> {
  * The location of the thread's module: inference_thread.ts beside this file, or inference_thread.mjs
  * beside a bundle (under Node.js); GENIE_INFERENCE_THREAD overrides it (a path or URL).
  */
-export function threadModuleUrl(): URL {
+function threadModuleUrl(): URL {
   const proc =
     (globalThis as { process?: { env?: Record<string, string | undefined>; cwd(): string } }).process;
   const override = proc?.env?.GENIE_INFERENCE_THREAD;
@@ -193,7 +193,7 @@ export class InferenceThread implements Inference {
    * to load or warm up is left out and listed in {@link failed}; when none loads, start() rejects.
    */
   static async start(
-    models: ModelInfo[],
+    models: LoadedModel[],
     options: ThreadOptions,
     url = threadModuleUrl(),
   ): Promise<InferenceThread> {
@@ -209,7 +209,7 @@ export class InferenceThread implements Inference {
     return thread;
   }
 
-  async #load(models: ModelInfo[], options: ThreadOptions): Promise<void> {
+  async #load(models: LoadedModel[], options: ThreadOptions): Promise<void> {
     this.#options = options;
     await this.#expect("started");
     const reply = await this.#sendLoad(models, options);
@@ -227,7 +227,7 @@ export class InferenceThread implements Inference {
    * Loads more models into the running thread (with the options it started with); calls to the other
    * models wait meanwhile, as the thread handles one message at a time.
    */
-  async load(models: ModelInfo[]): Promise<LoadReport> {
+  async load(models: LoadedModel[]): Promise<LoadReport> {
     if (this.#closed) throw new Error("the inference thread is closed");
     if (this.#failure) throw this.#failure;
     const reply = await this.#sendLoad(models, this.#options!);
@@ -246,7 +246,7 @@ export class InferenceThread implements Inference {
     for (const name of names) this.models.delete(name);
   }
 
-  #sendLoad(models: ModelInfo[], options: ThreadOptions): Promise<ThreadReply> {
+  #sendLoad(models: LoadedModel[], options: ThreadOptions): Promise<ThreadReply> {
     return this.#send({
       type: "load",
       options,

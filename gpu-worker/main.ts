@@ -18,10 +18,10 @@
  *
  * Under Node.js the same file serves through node:http (see docs/worker.md).
  */
-import { parseArgs } from "node:util";
 import process from "node:process";
 import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
+import { type FlagSpec, parseFlags, parseFlagValue, UsageError } from "../core/flags.ts";
 import { parseOnOff } from "../core/api/switch.ts";
 import { parseProviders } from "../onnx/ort.ts";
 import { ListenError, serveResilient } from "../core/api/serve.ts";
@@ -32,91 +32,94 @@ export interface ServeOptions extends WorkerConfig {
   port: number;
 }
 
-function num(flag: string, v: string | undefined): number | undefined {
-  if (v === undefined || v === "") return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) {
-    throw new Error(`${flag}: must be a non-negative number, got ${JSON.stringify(v)}`);
-  }
-  return n;
-}
+const PORT = { flag: "--port", kind: "int", min: 0, max: 65535 } as const;
+const MAX_BATCH = { flag: "--max-batch", kind: "number", min: 0 } as const;
+const MAX_WAIT_MS = { flag: "--max-wait-ms", kind: "number", min: 0 } as const;
+const MAX_QUEUE = { flag: "--max-queue", kind: "number", min: 0 } as const;
+const QUANTUM_MS = { flag: "--quantum-ms", kind: "number", min: 0 } as const;
+const THREADS = { flag: "--threads", kind: "number", min: 0 } as const;
+const BODY_TIMEOUT_MS = { flag: "--body-timeout-ms", kind: "number", min: 0 } as const;
+const SIGNATURE_WINDOW_S = {
+  flag: "GENIE_SIGNATURE_WINDOW_S",
+  kind: "number",
+  min: 0,
+  positive: true,
+} as const;
 
-/** A number that must be above zero when given. */
-function positive(flag: string, n: number | undefined): number | undefined {
-  if (n === 0) throw new Error(`${flag}: must be positive, got 0`);
-  return n;
+/** The worker's flags, read by core/flags.ts (each but --models also has its environment variable). */
+const FLAGS = [
+  { flag: "--host", kind: "string" },
+  PORT,
+  { flag: "--models-dir", kind: "string" },
+  { flag: "--models", kind: "list" },
+  MAX_BATCH,
+  MAX_WAIT_MS,
+  QUANTUM_MS,
+  MAX_QUEUE,
+  THREADS,
+  { flag: "--providers", kind: "string" },
+  { flag: "--spin", kind: "string" },
+  BODY_TIMEOUT_MS,
+] as const;
+
+/**
+ * A number setting: the flag's value when given, else the environment variable's (blank: unset), checked
+ * by the flag's spec; a bad value names the flag either way.
+ */
+function numberSetting(
+  given: number | undefined,
+  spec: FlagSpec,
+  raw: string | undefined,
+): number | undefined {
+  if (given !== undefined) return given;
+  const value = raw?.trim();
+  return value ? parseFlagValue(spec, value) as number : undefined;
 }
 
 /**
  * `--spin` / GENIE_WORKER_SPIN: on (true), off (false) or auto (undefined, also when unset); on/off take
  * the spellings of core/api/switch.ts.
  */
-export function parseSpin(name: string, value: string | undefined): boolean | undefined {
+function parseSpin(name: string, value: string | undefined): boolean | undefined {
   if (value !== undefined && value.trim().toLowerCase() === "auto") return undefined;
   try {
     return parseOnOff(name, value);
   } catch {
-    throw new Error(`${name}: expected auto, on or off, got ${JSON.stringify(value)}`);
+    throw new UsageError(name, `expected auto, on or off, got ${JSON.stringify(value)}`);
   }
 }
 
-function signatureWindow(v: string | undefined): number | undefined {
-  const n = num("GENIE_SIGNATURE_WINDOW_S", v);
-  if (n === 0) throw new Error("GENIE_SIGNATURE_WINDOW_S: must be a positive number of seconds, got 0");
-  return n;
-}
-
-/** Options from flags and environment (flags win). Throws naming the bad flag. */
+/** Options from flags and environment (flags win). Throws a UsageError naming the bad flag. */
 export function serveOptions(argv: string[], env: Record<string, string | undefined>): ServeOptions {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      host: { type: "string" },
-      port: { type: "string" },
-      "models-dir": { type: "string" },
-      models: { type: "string" },
-      "max-batch": { type: "string" },
-      "max-wait-ms": { type: "string" },
-      "quantum-ms": { type: "string" },
-      "max-queue": { type: "string" },
-      threads: { type: "string" },
-      providers: { type: "string" },
-      spin: { type: "string" },
-      "body-timeout-ms": { type: "string" },
-    },
-    strict: true,
-  });
-  const port = num("--port", values.port ?? env.GENIE_WORKER_PORT) ?? 8700;
-  if (!Number.isInteger(port) || port > 65535) throw new Error(`--port: must be an integer port number`);
+  const { values } = parseFlags(argv, FLAGS, { help: false });
   const providers = values.providers !== undefined
     ? parseProviders("--providers", values.providers)
     : env.GENIE_WORKER_PROVIDERS
     ? parseProviders("GENIE_WORKER_PROVIDERS", env.GENIE_WORKER_PROVIDERS)
     : parseProviders("GENIE_PROVIDERS", env.GENIE_PROVIDERS);
-  if (values.providers !== undefined && !providers) {
-    throw new Error(`--providers: name at least one provider`);
+  if (values.providers !== undefined && !providers?.length) {
+    throw new UsageError("--providers", "name at least one provider");
   }
+  const quantumMs = numberSetting(values.quantumMs, QUANTUM_MS, env.GENIE_WORKER_QUANTUM_MS);
+  if (quantumMs === 0) throw new UsageError("--quantum-ms", "must be positive, got 0");
   return {
     host: values.host ?? env.GENIE_WORKER_HOST ?? "127.0.0.1",
-    port,
-    modelsDir: values["models-dir"] ?? env.GENIE_MODELS_DIR,
-    models: values.models?.split(",").map((m) => m.trim()).filter(Boolean),
+    port: numberSetting(values.port, PORT, env.GENIE_WORKER_PORT) ?? 8700,
+    modelsDir: values.modelsDir ?? env.GENIE_MODELS_DIR,
+    models: values.models,
     secret: env.GENIE_WORKER_SECRET || undefined,
-    signatureWindowS: signatureWindow(env.GENIE_SIGNATURE_WINDOW_S),
-    maxBatch: num("--max-batch", values["max-batch"] ?? env.GENIE_WORKER_MAX_BATCH),
-    maxWaitMs: num("--max-wait-ms", values["max-wait-ms"] ?? env.GENIE_WORKER_MAX_WAIT_MS),
-    maxQueue: num("--max-queue", values["max-queue"] ?? env.GENIE_WORKER_MAX_QUEUE),
-    quantumMs: positive(
-      "--quantum-ms",
-      num("--quantum-ms", values["quantum-ms"] ?? env.GENIE_WORKER_QUANTUM_MS),
-    ),
-    intraOpThreads: num("--threads", values.threads ?? env.GENIE_WORKER_THREADS),
+    signatureWindowS: numberSetting(undefined, SIGNATURE_WINDOW_S, env.GENIE_SIGNATURE_WINDOW_S),
+    maxBatch: numberSetting(values.maxBatch, MAX_BATCH, env.GENIE_WORKER_MAX_BATCH),
+    maxWaitMs: numberSetting(values.maxWaitMs, MAX_WAIT_MS, env.GENIE_WORKER_MAX_WAIT_MS),
+    maxQueue: numberSetting(values.maxQueue, MAX_QUEUE, env.GENIE_WORKER_MAX_QUEUE),
+    quantumMs,
+    intraOpThreads: numberSetting(values.threads, THREADS, env.GENIE_WORKER_THREADS),
     spinning: parseSpin(
       values.spin !== undefined ? "--spin" : "GENIE_WORKER_SPIN",
       values.spin ?? env.GENIE_WORKER_SPIN,
     ),
     providers,
-    bodyTimeoutMs: num("--body-timeout-ms", values["body-timeout-ms"] ?? env.GENIE_WORKER_BODY_TIMEOUT_MS),
+    bodyTimeoutMs: numberSetting(values.bodyTimeoutMs, BODY_TIMEOUT_MS, env.GENIE_WORKER_BODY_TIMEOUT_MS),
   };
 }
 
@@ -154,7 +157,7 @@ async function checkPort(host: string, port: number): Promise<void> {
  * bound is a {@link ListenError} (one line naming it). Under Deno, running out of file handles does
  * not end the process: the server listens again (core/api/serve.ts).
  */
-export async function serve(
+async function serve(
   opts: ServeOptions,
 ): Promise<{ url: string; close(): Promise<void>; reload: WorkerApp["reload"] }> {
   await checkPort(opts.host, opts.port);

@@ -106,9 +106,6 @@ export interface LoadedModel {
   timestep: "float32" | "int64";
 }
 
-/** @deprecated The old name of {@link LoadedModel} (gpu-worker/inference.ts still uses it). */
-export type ModelInfo = LoadedModel;
-
 /** The names of a graph's tensors by role: the mapped ones for eps and jvp, the standard ones otherwise. */
 export function graphNames(info: LoadedModel, kind: GraphKind): GraphNames {
   return kind === "eps" || kind === "jvp" ? info.names : { ...STANDARD_NAMES };

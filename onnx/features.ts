@@ -121,7 +121,7 @@ const ACTIVATIONS = new Set([
  * in a U-Net, the normalised and activated feature map its output convolution reads, the map the GENIE
  * head of docs/method.md §5 consumes. Undefined when no convolution feeds the output.
  */
-export function lastConvInput(model: IModelProto, output: string): string | undefined {
+function lastConvInput(model: IModelProto, output: string): string | undefined {
   const g = model.graph ?? {};
   const producer = new Map<string, { opType?: string | null; input?: string[] | null }>();
   for (const n of g.node ?? []) for (const o of n.output ?? []) producer.set(o, n);
@@ -146,7 +146,7 @@ export function lastConvInput(model: IModelProto, output: string): string | unde
  * that is an activation of another value (SiLU as x·sigmoid(x), or one of {@link ACTIVATIONS}) is replaced
  * by that value.
  */
-export function timeEmbeddingCandidates(model: IModelProto, inputs: { x: string; t: string }): string[] {
+function timeEmbeddingCandidates(model: IModelProto, inputs: { x: string; t: string }): string[] {
   const g = model.graph ?? {};
   const nodes = g.node ?? [];
   const inits = new Set((g.initializer ?? []).map((t) => t.name!));

@@ -582,7 +582,7 @@ function softmaxLike(c: Ctx, body: (y: string, d: string, sum: (v: string) => st
 }
 
 /** The derivative rules, one per operator. */
-export const RULES: Readonly<Record<string, Rule>> = {
+const RULES: Readonly<Record<string, Rule>> = {
   // ----- data movement, resampling, pooling, linear reductions: the same operation on the tangent
   Identity: (c) => c.dx[0],
   Reshape: linear,

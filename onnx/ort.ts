@@ -20,10 +20,7 @@ export type OrtTensor = Ort.Tensor;
 export type Provider = "cuda" | "cpu" | "wasm" | "webgpu";
 
 /** Every provider name, in the order they are usually preferred. */
-export const PROVIDERS: readonly Provider[] = ["webgpu", "cuda", "cpu", "wasm"];
-
-/** The providers run by onnxruntime-web rather than onnxruntime-node. */
-export const WEB_PROVIDERS: readonly Provider[] = ["wasm", "webgpu"];
+const PROVIDERS: readonly Provider[] = ["webgpu", "cuda", "cpu", "wasm"];
 
 /**
  * Parses a comma-separated provider list (`GENIE_PROVIDERS`, `--providers`): undefined when unset or
@@ -69,7 +66,7 @@ const webModules: Partial<Record<"wasm" | "webgpu", Promise<OrtModule>>> = {};
  * WebAssembly build, with fewer CPU kernels). `threads` sets the WebAssembly thread count, read once
  * when the runtime starts (onnxruntime-web's default when omitted).
  */
-export function loadOrtWeb(kind: "wasm" | "webgpu", threads?: number): Promise<OrtModule> {
+function loadOrtWeb(kind: "wasm" | "webgpu", threads?: number): Promise<OrtModule> {
   webModules[kind] ??= (kind === "webgpu" ? import("onnxruntime-web/webgpu") : import("onnxruntime-web"))
     .then((m) => {
       const ort = ((m as { default?: unknown }).default ?? m) as unknown as OrtModule;

@@ -85,7 +85,7 @@ import {
   samplePool,
 } from "./model_folder.ts";
 
-export const DISTILL_DEFAULTS = {
+const DISTILL_DEFAULTS = {
   steps: 20000,
   batch: 32,
   lr: 1e-3,
@@ -121,7 +121,7 @@ export function headFeeds(d: HeadData): Batch {
 }
 
 /** The head's training-graph feeds from distillation data of images `shape` [C, H, W] (no temb when E = 0). */
-export function headFeedsFor(d: HeadData, shape: readonly number[]): Batch {
+function headFeedsFor(d: HeadData, shape: readonly number[]): Batch {
   const img = [d.batch, ...shape];
   return {
     x: { type: "float32", data: d.x, dims: img },
@@ -152,7 +152,7 @@ export function relativeWeights(target: ArrayLike<number>, batch: number, floor 
 }
 
 /** The RMS of τ below which the loss counts absolute rather than relative error (about t = 0.65). */
-export const TAU_FLOOR = 1e-3;
+const TAU_FLOOR = 1e-3;
 
 /**
  * The head's training graph: loss = mean_b w_b Σ (k − τ)² with w from {@link relativeWeights}; `size` is
@@ -170,7 +170,7 @@ export function headTrainingGraph(
 }
 
 /** k of the head with parameter values `params` on distillation data (of images `shape`, default MNIST's). */
-export async function runHead(
+async function runHead(
   params: Readonly<Record<string, FloatArray>>,
   d: HeadData,
   options: Partial<HeadOptions> = {},
@@ -188,7 +188,7 @@ export async function runHead(
 }
 
 /** Per-sample relative error ‖k − τ‖/‖τ‖. */
-export function relativeErrors(k: ArrayLike<number>, target: ArrayLike<number>, batch: number): number[] {
+function relativeErrors(k: ArrayLike<number>, target: ArrayLike<number>, batch: number): number[] {
   const per = target.length / batch;
   return Array.from({ length: batch }, (_, b) => {
     let num = 0, den = 0;
@@ -201,7 +201,7 @@ export function relativeErrors(k: ArrayLike<number>, target: ArrayLike<number>, 
 }
 
 /** A fixed evaluation batch: stratified t over [t_min, 1], its own random stream. */
-export async function evalData(g: ScoreGraphs, digits: Digits, n: number, seed: number): Promise<HeadData> {
+async function evalData(g: ScoreGraphs, digits: Digits, n: number, seed: number): Promise<HeadData> {
   const ts = Array.from({ length: n }, (_, b) => schedule.tMin + (1 - schedule.tMin) * (b + 0.5) / n);
   const { x, t, cls } = drawNoisy(digits, n, rngStream(seed + 7919, 0xe7a1), 0.1, undefined, ts);
   return await headData(g, x, t, cls);
@@ -425,7 +425,7 @@ async function distillMnist(argv: string[]): Promise<void> {
  * The defaults of `deno task distill --model NAME` for a model other than mnist-unet: a short run
  * (2000 steps at batch 16: minutes on a small model) with a faster weight average, and the data flags.
  */
-export const FOLDER_DISTILL_DEFAULTS = {
+const FOLDER_DISTILL_DEFAULTS = {
   ...DISTILL_DEFAULTS,
   steps: 2000,
   batch: 16,

@@ -123,13 +123,13 @@ export function addHead(
 /** Frequencies of {@link gammaEmbedding}'s sines and cosines of log γ. */
 const GAMMA_FREQUENCIES = [0.125, 0.25, 0.5, 1, 2, 4, 8, 16];
 /** Width of {@link gammaEmbedding}: log γ/5, then a sine and a cosine per frequency. */
-export const GAMMA_EMBED = 1 + 2 * GAMMA_FREQUENCIES.length;
+const GAMMA_EMBED = 1 + 2 * GAMMA_FREQUENCIES.length;
 
 /**
  * The head's own time embedding when the network offers none: [log γ/5, sin(f log γ), cos(f log γ)] for
  * the frequencies f above, [B, {@link GAMMA_EMBED}]. log γ spans about −7 … 5 over the schedules in use.
  */
-export function gammaEmbedding(g: GraphBuilder, gamma: string): string {
+function gammaEmbedding(g: GraphBuilder, gamma: string): string {
   const lg = g.op("Unsqueeze", [g.op("Log", [gamma]), g.constant([1], [1], "int64")]);
   const phase = g.op("Mul", [lg, g.constant(GAMMA_FREQUENCIES, [1, GAMMA_FREQUENCIES.length], "float32")]);
   return g.op("Concat", [

@@ -84,7 +84,7 @@ export interface FolderModel {
 }
 
 /** The repository's `models/`. */
-export function defaultModelsDir(): string {
+function defaultModelsDir(): string {
   return join(dirname(dirname(fileURLToPath(import.meta.url))), "models");
 }
 
@@ -374,7 +374,7 @@ export async function folderHeadData(
 }
 
 /** An evaluator of ε (converted from x₀ or v) over the features session, `maxBatch` rows per call. */
-export function folderEvaluator(g: FolderGraphs): AsyncEvaluator {
+function folderEvaluator(g: FolderGraphs): AsyncEvaluator {
   const m = g.model;
   return async (req: EvalRequest) => {
     const rows = req.t.length, out = new Float64Array(rows * m.dim);
