@@ -1,7 +1,7 @@
 /**
  * One plan for a solve: the only place where the defaults and the validity of a request's solve settings
  * are decided — solver, order, derivative source, steps and NFE, grid and ρ, t_min and t_max, AFS and
- * denoising — for the command line (cli/run.ts), the edge (core/api/samples.ts, functions/sampling.ts,
+ * denoising — for the command line (cli/run.ts), the edge (core/api/checks.ts, functions/sampling.ts,
  * functions/jobs/routes.ts) and the worker (gpu-worker/requests.ts) alike. Each of them describes its
  * model as a {@link PlanModel} and calls {@link planSolve}; what it gets back is what runs.
  *

@@ -351,7 +351,7 @@ export async function runEncode(
 }
 
 /**
- * img2img (core/api/samples.ts `img2imgLegs`): the images [n, …sample shape] encoded from t_min to
+ * img2img (core/api/checks.ts `img2imgLegs`): the images [n, …sample shape] encoded from t_min to
  * t = strength · t_max, then sampled back from t with the same solver settings, as two runs of worker
  * calls. Progress covers both: `steps_total` is both legs' steps, the encoding's events keep `done` at
  * 0 and phase `running`. `nfe`, `calls` and `cost` add both legs up (per sample trajectory), `steps`

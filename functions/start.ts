@@ -46,7 +46,7 @@ function info(message: string): void {
 
 /**
  * A line of the worker's output as `deno task start` shows it: a model's load report
- * (`model NAME: PROVIDER[; P unavailable (…)]…; loaded in …`, gpu-worker/app.ts) as `NAME: PROVIDER`
+ * (`model NAME: PROVIDER[; P unavailable (…)]…; loaded in …`, gpu-worker/serving.ts) as `NAME: PROVIDER`
  * (with the providers that were unavailable); nothing for what a normal start says (`listening on …`,
  * a JVP graph derived or found unavailable for a model, gpu-worker/models.ts); any other line as it is.
  */

@@ -8,6 +8,8 @@ import { ApiError } from "./errors.ts";
 const TYPES: Record<string, string> = {
   "playground.html": "text/html; charset=utf-8",
   "playground.js": "text/javascript; charset=utf-8",
+  "playground_api.js": "text/javascript; charset=utf-8",
+  "playground_results.js": "text/javascript; charset=utf-8",
   "docs.html": "text/html; charset=utf-8",
   "docs.js": "text/javascript; charset=utf-8",
   "style.css": "text/css; charset=utf-8",

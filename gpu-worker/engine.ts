@@ -20,7 +20,7 @@ import { InferenceThread, type LoadedModelReport } from "./inference.ts";
 import type { GraphKind, ModelManifest } from "./manifest.ts";
 import { defaultModelsDir, loadRegistry } from "./models.ts";
 import { derivativesOf } from "./requests.ts";
-import { batchFeeds, graphFor, type ServedModel, toEpsResult } from "./scheduler.ts";
+import { batchFeeds, graphFor, type ServedModel, toEpsResult } from "./served.ts";
 
 export interface OpenOptions {
   /** Execution providers to try in order (default cuda, then cpu). */

@@ -109,7 +109,7 @@ export interface Inference {
   run(model: string, graph: GraphKind, feeds: Record<string, WireTensor>): Promise<BatchOutputs>;
   close(): Promise<void>;
   /**
-   * Loads more models while running (a reload, gpu-worker/app.ts): each under its manifest name, which
+   * Loads more models while running (a reload, gpu-worker/reload.ts): each under its manifest name, which
    * must be new; reports the ones loaded and the ones that failed. Backends without it cannot reload.
    */
   load?(models: LoadedModel[]): Promise<LoadReport>;

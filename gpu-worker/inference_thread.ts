@@ -5,7 +5,7 @@
  *
  * Sessions are created once per (model, graph) at start-up and released only at close, or when a reload
  * retires a model's old version (creating and releasing sessions leaks memory upstream, so the worker
- * reloads only the folders that changed; gpu-worker/app.ts). Each model tries the configured providers in order
+ * reloads only the folders that changed; gpu-worker/reload.ts). Each model tries the configured providers in order
  * (by default CUDA, then CPU; docs/backends.md) and reports the one that accepted it, then runs one
  * warm-up call per graph.
  * Tensors travel as ArrayBuffers, transferred, never copied by the message channel.
@@ -191,7 +191,7 @@ async function run(msg: Extract<ThreadRequest, { type: "run" }>, port: Port): Pr
   }
 }
 
-/** Releases the sessions of models loaded earlier (a reload retires an old version, gpu-worker/app.ts). */
+/** Releases the sessions of models loaded earlier (a reload retires an old version, gpu-worker/reload.ts). */
 async function unload(names: string[], port: Port): Promise<void> {
   for (const name of names) {
     for (const [k, s] of sessions) {

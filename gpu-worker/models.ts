@@ -12,7 +12,7 @@
  * loads all the same and `LoadedModel.unavailable.jvp` says why, naming the operators.
  *
  * Each folder also gets a fingerprint ({@link folderFingerprint}) when it loads: a reload
- * (gpu-worker/app.ts) loads again only the folders whose fingerprint changed, because creating and
+ * (gpu-worker/reload.ts) loads again only the folders whose fingerprint changed, because creating and
  * releasing ONNX Runtime sessions leaks memory.
  */
 import { createHash } from "node:crypto";

@@ -10,7 +10,7 @@
  * - Encoding integrates from t_min up to t_max on the reversed grid (no AFS, no denoising); `images`
  *   are x at t_min in model space; `class` and `guidance` condition it as they condition sampling.
  * - Previews (`stream` with `preview: true`): x̂₀ of the first sample every few steps
- *   (core/preview.ts), sent with the progress frames (gpu-worker/app.ts).
+ *   (core/preview.ts), sent with the progress frames (gpu-worker/stream.ts).
  * - Solver, order, derivative, steps and NFE, grid and ρ, t_min and t_max: planned by core/plan.ts (the
  *   one place their defaults and rules are decided, shared with the edge and the command line) on the
  *   model as the manifest describes it ({@link planModelOfServed}).
@@ -29,7 +29,7 @@ import { gaussianBatch } from "../core/rng.ts";
 import { getSolver, solverNames } from "../core/solvers/registry.ts";
 import type { DerivativeSource, SolveInput, SolverFn, SolverRun } from "../core/solvers/types.ts";
 import { asWorkerError, invalidField, WorkerError } from "./errors.ts";
-import type { ServedModel } from "./scheduler.ts";
+import type { ServedModel } from "./served.ts";
 
 /** A validated request, ready to submit to the scheduler. */
 export interface PlannedSolve {
@@ -132,7 +132,7 @@ function priorityOf(body: unknown): number {
 
 /**
  * The model as core/plan.ts sees it: the derivatives it serves, the manifest's `defaults` and `costs`,
- * its schedule and limits. `GET /v1/models` describes the same (gpu-worker/app.ts), so the edge plans
+ * its schedule and limits. `GET /v1/models` describes the same (gpu-worker/serving.ts), so the edge plans
  * a request exactly as this worker will.
  */
 function planModelOfServed(model: ServedModel): PlanModel {

@@ -409,13 +409,15 @@ Deno.test("GET /openapi.json is generated from the validating schemas", async ()
 Deno.test("GET /, /docs and /static assets are served locally with a strict CSP", async () => {
   const app = createApp({ log: quiet });
   for (
-    const [path, type] of [["/", "text/html"], ["/docs", "text/html"], [
-      "/static/playground.js",
-      "text/javascript",
-    ], [
-      "/static/docs.js",
-      "text/javascript",
-    ], ["/static/style.css", "text/css"]]
+    const [path, type] of [
+      ["/", "text/html"],
+      ["/docs", "text/html"],
+      ["/static/playground.js", "text/javascript"],
+      ["/static/playground_api.js", "text/javascript"],
+      ["/static/playground_results.js", "text/javascript"],
+      ["/static/docs.js", "text/javascript"],
+      ["/static/style.css", "text/css"],
+    ]
   ) {
     const res = await app.request(path);
     assertStrictEquals(res.status, 200, path);

@@ -16,7 +16,7 @@ import type { EvalRequest } from "../../core/solvers/types.ts";
 import { validateManifest } from "../../gpu-worker/manifest.ts";
 import { BUILTIN_MANIFESTS } from "../../gpu-worker/models.ts";
 import { planBatch, planEncode, type PlannedSolve } from "../../gpu-worker/requests.ts";
-import type { ServedModel } from "../../gpu-worker/scheduler.ts";
+import type { ServedModel } from "../../gpu-worker/served.ts";
 import { assert, assertEquals, maxAbsDiff } from "../testing.ts";
 import { bytesOf, floats, post, startApp } from "./helpers.ts";
 

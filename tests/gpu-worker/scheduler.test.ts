@@ -8,7 +8,8 @@ import type { BatchOutputs, Inference, WireTensor } from "../../gpu-worker/infer
 import type { GraphKind } from "../../gpu-worker/manifest.ts";
 import { BUILTIN_MANIFESTS } from "../../gpu-worker/models.ts";
 import { validateManifest } from "../../gpu-worker/manifest.ts";
-import { Scheduler, type ServedModel } from "../../gpu-worker/scheduler.ts";
+import { Scheduler } from "../../gpu-worker/scheduler.ts";
+import type { ServedModel } from "../../gpu-worker/served.ts";
 import { assertEquals } from "../testing.ts";
 
 /** A solver-like run of `steps` ε requests for `rows` samples whose x holds the tag, returning x. */

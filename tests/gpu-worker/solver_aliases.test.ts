@@ -1,5 +1,5 @@
 /**
- * Solver aliases outside core/solvers: `GET /v1/models` lists them (`solver_aliases`, gpu-worker/app.ts),
+ * Solver aliases outside core/solvers: `GET /v1/models` lists them (`solver_aliases`, gpu-worker/serving.ts),
  * the edge keeps or fills them when it reads a worker's list (core/api/models.ts), a model's manifest
  * may name a solver by an alias in `defaults.solvers` (gpu-worker/manifest.ts), and a request's alias
  * reaches the solver it names.
