@@ -38,8 +38,10 @@ import { gaussianBatch } from "../core/rng.ts";
 import { freePort, spawnListening, taskArgs } from "../functions/child.ts";
 import { importDiffusers } from "../gpu-worker/import.ts";
 import { loadRegistry } from "../gpu-worker/models.ts";
+import { parseProviders } from "../onnx/ort.ts";
 import {
   latentsPathIn,
+  openFloor,
   type Path,
   type PathContext,
   PATHS,
@@ -136,6 +138,7 @@ for (let i = 0; i < 600; i++) {
   await new Promise((res) => setTimeout(res, 500));
 }
 const sampleArgs = await taskArgs("sample");
+const floor = await openFloor(info, THREADS, parseProviders("--providers", PROVIDERS) ?? ["cpu"], tmp);
 const ctx: PathContext = { peer, url: http.url, sampleArgs, env, tmp, nfe: NFE, threads: THREADS, shape };
 
 // ---------------------------------------------------------------------------------------------
@@ -147,7 +150,10 @@ const loadStart = loadavg();
 const t0 = performance.now();
 try {
   for (const B of BATCHES) {
-    for (const s of SOLVES) for (const p of PATHS) await runPath(ctx, p, s, B, true);
+    for (const s of SOLVES) {
+      for (const p of PATHS) await runPath(ctx, p, s, B, true);
+      await floor.run(s, B);
+    }
   }
   for (let r = 0; r < REPS; r++) {
     log(`repetition ${r + 1} of ${REPS}`);
@@ -158,12 +164,15 @@ try {
           const t = await runPath(ctx, p, s, B, false);
           times.set(key(s, B, p), [...times.get(key(s, B, p)) ?? [], t]);
         }
+        const f = await floor.run(s, B);
+        times.set(key(s, B, "floor"), [...times.get(key(s, B, "floor")) ?? [], f]);
       }
     }
   }
 } finally {
   await peer.close();
   await http.stop();
+  await floor.close();
 }
 const seconds = (performance.now() - t0) / 1000;
 const loadEnd = loadavg();

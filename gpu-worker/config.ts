@@ -33,7 +33,7 @@ export interface WorkerConfig {
   maxWaitMs?: number;
   /** Requests in flight at most before 429 (default 256). */
   maxQueue?: number;
-  /** Inference time a request earns per turn when requests compete (ms; scheduler.ts). Default 20. */
+  /** Inference time a request earns per turn when requests compete (ms; scheduler.ts). Default 5. */
   quantumMs?: number;
   /** Retry-After seconds on 429/503 (default 1). */
   retryAfterS?: number;

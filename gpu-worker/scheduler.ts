@@ -52,6 +52,13 @@ import {
 /** The longest delay a timer holds (2³¹ − 1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * The default quantum (ms of inference time per turn): a small request beside a large one waits about
+ * this long per step (docs/worker.md, "Fairness"), while the large one's calls shrink only while others
+ * wait.
+ */
+export const DEFAULT_QUANTUM_MS = 5;
+
 export interface SchedulerOptions {
   /** Samples per inference call, at most (each model's `limits.max_batch` applies too). Default 64. */
   maxBatch?: number;
@@ -61,7 +68,7 @@ export interface SchedulerOptions {
   maxQueue?: number;
   /**
    * Inference time (ms) a request earns per turn when requests compete (deficit round-robin). Smaller
-   * means shorter waits for small requests beside large ones and smaller batches for the large. Default 20.
+   * means shorter waits for small requests beside large ones and smaller batches for the large. Default 5.
    */
   quantumMs?: number;
   /** Called after every inference call (metrics). */
@@ -140,7 +147,7 @@ export class Scheduler {
     this.maxBatch = opts.maxBatch ?? 64;
     this.maxWaitMs = opts.maxWaitMs ?? 0;
     this.maxQueue = opts.maxQueue ?? 256;
-    this.quantumMs = opts.quantumMs ?? 20;
+    this.quantumMs = opts.quantumMs ?? DEFAULT_QUANTUM_MS;
     if (!(this.quantumMs > 0)) throw new RangeError("quantumMs must be positive");
     this.#onBatch = opts.onBatch;
   }

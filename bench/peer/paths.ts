@@ -11,6 +11,17 @@ import { decodeNpy, encodeNpy } from "../../core/npy.ts";
 import type { Schedule } from "../../core/schedule.ts";
 import { LOWER_ORDER_FINAL_BELOW } from "../../core/solvers/multistep.ts";
 import { stepsForNfe } from "../../core/solvers/registry.ts";
+import type { EvalRequest } from "../../core/solvers/types.ts";
+import type { WireTensor } from "../../gpu-worker/inference.ts";
+import type { GraphKind, LoadedModel } from "../../gpu-worker/manifest.ts";
+import { batchFeeds, type ServedModel } from "../../gpu-worker/served.ts";
+import {
+  createSession,
+  type InferenceSession,
+  type Provider,
+  runSession,
+  type TensorInit,
+} from "../../onnx/ort.ts";
 import { type Peer, run } from "./torch.ts";
 
 /** The imported model's name. */
@@ -60,7 +71,7 @@ export function solve(
 /** The latents of batch B in `tmp`. */
 export const latentsPathIn = (tmp: string, B: number) => join(tmp, `latents_${B}.npy`);
 
-export type Path = "pytorch" | "cli" | "http";
+export type Path = "pytorch" | "cli" | "http" | "floor";
 export const PATHS: Path[] = ["pytorch", "cli", "http"];
 export interface Timing {
   ms: number;
@@ -163,4 +174,72 @@ export async function runPath(c: PathContext, p: Path, s: Solve, B: number, save
     writeFileSync(outPath(s, B, p), encodeNpy(data, t.shape));
   }
   return { ms };
+}
+
+/**
+ * The floor: the solve's network calls alone, ONNX Runtime in this process with no solver, no batching
+ * and no protocol — every ε call, then every JVP call (GENIE), each graph's calls back to back on its own
+ * session (ORT's default spinning, `--threads` threads), from the solve's latents at its first time.
+ */
+export interface Floor {
+  run(s: Solve, B: number): Promise<Timing>;
+  close(): Promise<void>;
+}
+
+export async function openFloor(
+  info: LoadedModel,
+  threads: number,
+  providers: Provider[],
+  tmp: string,
+): Promise<Floor> {
+  const graphs = ["eps", "jvp"] as const;
+  const sessions: Partial<Record<GraphKind, InferenceSession>> = {};
+  const inputs: Partial<Record<GraphKind, string[]>> = {};
+  for (const g of graphs) {
+    const path = info.graphPaths[g];
+    if (!path) continue;
+    const { session } = await createSession(new Uint8Array(readFileSync(path)), { providers, threads });
+    sessions[g] = session;
+    inputs[g] = [...session.inputNames];
+  }
+  const model: ServedModel = { info, inputs, maxBatch: Number.MAX_SAFE_INTEGER };
+  const feedsOf = (graph: GraphKind, s: Solve, B: number): Record<string, TensorInit> => {
+    const x = Float64Array.from(decodeNpy(new Uint8Array(readFileSync(latentsPathIn(tmp, B)))).data);
+    const t0 = (s.plan.t as number[])[0];
+    const req: EvalRequest = {
+      x,
+      t: new Float64Array(B).fill(t0),
+      want: graph === "eps" ? "eps" : "eps+deriv",
+      step: 0,
+      steps: s.steps,
+    };
+    if (graph === "jvp") req.tangent = { x: new Float64Array(x.length).fill(1e-3), t: new Float64Array(B) };
+    const wire = batchFeeds(model, graph, [{ req, from: 0, count: B }]);
+    return Object.fromEntries(Object.entries(wire).map(([name, w]) => [name, toInit(w)]));
+  };
+  return {
+    async run(s: Solve, B: number): Promise<Timing> {
+      const calls: GraphKind[] = s.solver === "genie" ? ["eps", "jvp"] : ["eps"];
+      const prepared = calls.map((g) => ({ g, feeds: feedsOf(g, s, B) }));
+      let ms = 0;
+      for (const { g, feeds } of prepared) {
+        const session = sessions[g];
+        if (!session) throw new Error(`the floor has no ${g} graph`);
+        for (let i = 0; i < s.steps; i++) {
+          const t0 = performance.now();
+          await runSession(session, feeds);
+          ms += performance.now() - t0;
+        }
+      }
+      return { ms };
+    },
+    async close() {
+      for (const s of Object.values(sessions)) await s?.release();
+    },
+  };
+}
+
+function toInit(w: WireTensor): TensorInit {
+  if (w.type === "int64") return { type: "int64", data: new BigInt64Array(w.data), dims: w.dims };
+  return { type: "float32", data: new Float32Array(w.data), dims: w.dims };
 }

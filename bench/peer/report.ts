@@ -136,6 +136,28 @@ export function peerReport(m: PeerMeasured): string[] {
       row("CLI, solve", cli.map((t) => t.solveMs!));
       row("CLI, wall", cli.map((t) => t.ms));
       row("HTTP", times.get(key(s, B, "http"))!.map((t) => t.ms));
+      row("floor: the network calls alone", times.get(key(s, B, "floor"))!.map((t) => t.ms));
+    }
+  }
+  out();
+  out(
+    "**Floor**: the solve's network calls alone — ONNX Runtime in the benchmark's process, every ε call and " +
+      "then every JVP call (GENIE), each graph's calls back to back on its own session with ORT's default " +
+      "spinning, the same threads — with no solver, batching or protocol (bench/peer/paths.ts `openFloor`).",
+  );
+  out();
+  out("| solver | batch | CLI solve ÷ floor | HTTP ÷ floor | CLI wall − solve (start-up, ms) |");
+  out("| --- | ---: | ---: | ---: | ---: |");
+  for (const s of SOLVES) {
+    for (const B of BATCHES) {
+      const floor = median(times.get(key(s, B, "floor"))!.map((t) => t.ms));
+      const cli = times.get(key(s, B, "cli"))!;
+      const http = median(times.get(key(s, B, "http"))!.map((t) => t.ms));
+      out(
+        `| ${s.label} | ${B} | ${fmt(median(cli.map((t) => t.solveMs!)) / floor, 2)} | ${
+          fmt(http / floor, 2)
+        } | ${fmt(median(cli.map((t) => t.ms - t.solveMs!)))} |`,
+      );
     }
   }
   out();

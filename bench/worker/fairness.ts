@@ -3,13 +3,14 @@
  * one, with the scheduler's quantum and without its cut.
  */
 import { createWorkerApp } from "../../gpu-worker/app.ts";
+import { DEFAULT_QUANTUM_MS } from "../../gpu-worker/scheduler.ts";
 import { quantileFloor as quantile } from "../../core/stats.ts";
 import { fmt, type WorkerBench } from "./harness.ts";
 
 /**
  * Small requests (1 sample of --load-model, genie NFE --nfe) alone, then in a closed loop while one maximal
  * request runs (max_batch samples of --fair-big-model, ddim, --fair-big-steps steps): their p50/p99 against
- * alone, and what the maximal request pays. Side by side: the default quantum, and an unbounded one
+ * alone, and what the maximal request pays. Side by side: the default quantum, 20 ms, and an unbounded one
  * (the rotation alone: each call of the big request takes a whole batch).
  */
 export async function fairnessSection(h: WorkerBench): Promise<void> {
@@ -31,7 +32,7 @@ export async function fairnessSection(h: WorkerBench): Promise<void> {
   );
   out("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   const bigSteps = { nfe: FAIR_BIG_STEPS };
-  for (const quantum of [20, 1e9]) {
+  for (const quantum of [DEFAULT_QUANTUM_MS, 20, 1e9]) {
     const fairApp = await createWorkerApp({
       models: ALL_MODELS,
       inference,
@@ -53,7 +54,9 @@ export async function fairnessSection(h: WorkerBench): Promise<void> {
     await fairApp.shutdown();
     const p50 = quantile(beside, 0.5), a50 = quantile(alone, 0.5);
     out(
-      `| ${quantum >= 1e9 ? "∞" : `${quantum} ms`} | ${fmt(a50, 1)} | ${fmt(quantile(alone, 0.99), 1)} | ` +
+      `| ${quantum >= 1e9 ? "∞" : `${quantum} ms${quantum === DEFAULT_QUANTUM_MS ? " (default)" : ""}`} | ${
+        fmt(a50, 1)
+      } | ${fmt(quantile(alone, 0.99), 1)} | ` +
         `${fmt(p50, 1)} | ${fmt(quantile(beside, 0.99), 1)} | ${fmt(p50 / a50, 1)} | ${beside.length} | ` +
         `${fmt(bigMs / 1000, 2)} | ${fmt(bigAlone / 1000, 2)} |`,
     );
