@@ -32,6 +32,7 @@
 import {
   GraphBuilder,
   type IModelProto,
+  type IValueInfoProto,
   modelOpset,
   type ModelProto,
   onnx,
@@ -199,22 +200,37 @@ export function combinedHeadModel(
     g.op("Mul", [num(0.5 * betaD), g.op("Mul", [td, td])]),
   ]);
   const gamma = g.op("Cast", [g.op("Sqrt", [g.op("Sub", [g.op("Exp", [B]), num(1)])])], { to: 1 });
-  const { k, params: names } = addHead(
-    g,
-    { x: "x", eps: "eps", features: "features", temb: "temb", gamma },
+  return withTrainedHead(unet, g, eps, { x: "x", eps: "eps", features: "features", temb: "temb", gamma }, {
+    params,
     options,
-    (name) => {
-      const v = params[name];
-      if (!v) throw new Error(`no trained value for head parameter ${name}`);
-      return v;
-    },
-  );
-  const missing = Object.keys(params).filter((n) => !names.includes(n));
-  if (missing.length) throw new Error(`trained values for unknown head parameters: ${missing.join(", ")}`);
+  });
+}
+
+/**
+ * `source` with the head appended to its graph (builder `g`, which reserved the source's names): the head
+ * on `inputs` with the trained `params` (every one of them used, none missing), its derivative as the new
+ * output `deriv` beside the source's `eps` output.
+ */
+export function withTrainedHead(
+  source: IModelProto,
+  g: GraphBuilder,
+  eps: IValueInfoProto,
+  inputs: HeadInputs,
+  trained: { params: Readonly<Record<string, Float32Array>>; options: Partial<HeadOptions> },
+): ModelProto {
+  const graph = source.graph!;
+  const { params, options } = trained;
+  const { k, params: names } = addHead(g, inputs, options, (name) => {
+    const v = params[name];
+    if (!v) throw new Error(`no trained value for head parameter ${name}`);
+    return v;
+  });
+  const unknown = Object.keys(params).filter((n) => !names.includes(n));
+  if (unknown.length) throw new Error(`trained values for unknown head parameters: ${unknown.join(", ")}`);
   g.node("Identity", [k], ["deriv"]);
   const shape = eps.type?.tensorType?.shape;
   return onnx.ModelProto.create({
-    ...unet,
+    ...source,
     graph: onnx.GraphProto.create({
       ...graph,
       name: g.name,

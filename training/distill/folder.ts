@@ -9,14 +9,7 @@ import { rngStream } from "../../core/rng.ts";
 import { median } from "../../core/stats.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
-import {
-  formatSeconds,
-  log,
-  parseTrainingFlags,
-  readJsonIfExists,
-  warmupCosine,
-  writeAtomic,
-} from "../common.ts";
+import { formatSeconds, log, parseTrainingFlags, readJsonIfExists, writeAtomic } from "../common.ts";
 import { HEAD_DEFAULTS, type HeadOptions } from "../head.ts";
 import {
   combinedFolderHead,
@@ -29,10 +22,10 @@ import {
   readModelFolder,
   samplePool,
 } from "../model_folder.ts";
-import { type Batch, type FloatArray, Trainer } from "../trainer.ts";
+import type { FloatArray } from "../trainer.ts";
 import { FOLDER_DISTILL_DEFAULTS, INTEGER_FLAGS } from "./flags.ts";
 import { headFeedsFor, headTrainingGraph, relativeErrors, runHead, summary } from "./loss.ts";
-import { DistillRun } from "./run.ts";
+import { DistillRun, headTrainer } from "./run.ts";
 
 /** The data the head is distilled on: `--data` (x₀ in model space, .npy) or the model's own samples. */
 async function folderData(
@@ -126,19 +119,7 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
         JSON.stringify(f)
       }`,
   );
-  let current: Batch | undefined;
-  const trainer = await Trainer.create(graph, {
-    seed: f.seed,
-    lr: warmupCosine(f),
-    clipNorm: 1,
-    ema: f.ema,
-    threads: f.threads,
-    batch: () => {
-      if (!current) throw new Error("no batch prepared");
-      return current;
-    },
-  });
-  if (await trainer.resume(f.ckpt)) log(`resumed from ${f.ckpt} at step ${trainer.state.step}`);
+  const { trainer, feed } = await headTrainer(f, graph);
   const { tMin } = model.schedule;
   const ts = Array.from({ length: f.evalBatch }, (_, b) => tMin + (1 - tMin) * (b + 0.5) / f.evalBatch);
   const held = drawFromPool(model, pool, f.evalBatch, rngStream(f.seed + 7919, 0xe7a1), f.drop, ts);
@@ -160,13 +141,13 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
   await run.loop(
     async (step) => {
       const { x, t, cls } = drawFromPool(model, pool, f.batch, rngStream(f.seed, step), f.drop);
-      current = headFeedsFor(await folderHeadData(graphs, x, t, cls), model.shape);
+      feed(headFeedsFor(await folderHeadData(graphs, x, t, cls), model.shape));
     },
     heldOut,
     evalSet.t,
     extra,
   );
-  current = undefined;
+  feed(undefined);
   const trained = trainer.state.ema ?? trainer.params;
   const after = await heldOut(trained);
   log(`held-out relative error after: median ${median(after).toFixed(3)}  ${summary(after, evalSet.t)}`);

@@ -6,15 +6,7 @@ import { rngStream } from "../../core/rng.ts";
 import { median } from "../../core/stats.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
-import {
-  type Digits,
-  loadDigits,
-  log,
-  parseTrainingFlags,
-  SIZE,
-  warmupCosine,
-  writeAtomic,
-} from "../common.ts";
+import { type Digits, loadDigits, log, parseTrainingFlags, SIZE, writeAtomic } from "../common.ts";
 import { combinedHeadModel, HEAD_DEFAULTS, type HeadOptions } from "../head.ts";
 import { resolveModelDir } from "../model_folder.ts";
 import {
@@ -25,10 +17,10 @@ import {
   schedule,
   type ScoreGraphs,
 } from "../targets.ts";
-import { type Batch, type FloatArray, Trainer } from "../trainer.ts";
+import type { FloatArray } from "../trainer.ts";
 import { DISTILL_DEFAULTS, INTEGER_FLAGS } from "./flags.ts";
 import { headFeeds, headTrainingGraph, relativeErrors, runHead, summary } from "./loss.ts";
-import { DistillRun } from "./run.ts";
+import { DistillRun, headTrainer } from "./run.ts";
 
 /** A fixed evaluation batch: stratified t over [t_min, 1], its own random stream. */
 async function evalData(g: ScoreGraphs, digits: Digits, n: number, seed: number): Promise<HeadData> {
@@ -46,19 +38,7 @@ export async function distillMnist(argv: string[]): Promise<void> {
   const graphs = await loadScoreGraphs(`${f.model}/eps.onnx`, f.threads);
   const { head, graph } = headTrainingGraph(headOptions);
   log(`GENIE head: ${head.count} parameters (width ${f.width}); flags ${JSON.stringify(f)}`);
-  let current: Batch | undefined;
-  const trainer = await Trainer.create(graph, {
-    seed: f.seed,
-    lr: warmupCosine(f),
-    clipNorm: 1,
-    ema: f.ema,
-    threads: f.threads,
-    batch: () => {
-      if (!current) throw new Error("no batch prepared");
-      return current;
-    },
-  });
-  if (await trainer.resume(f.ckpt)) log(`resumed from ${f.ckpt} at step ${trainer.state.step}`);
+  const { trainer, feed } = await headTrainer(f, graph);
   const evalSet = await evalData(graphs, digits, f.evalBatch, f.seed);
   const heldOut = async (params: Readonly<Record<string, FloatArray>>) =>
     relativeErrors(await runHead(params, evalSet, headOptions), evalSet.target, evalSet.batch);
@@ -74,12 +54,12 @@ export async function distillMnist(argv: string[]): Promise<void> {
     async (step) => {
       const r = rngStream(f.seed, step);
       const { x, t, cls } = drawNoisy(digits, f.batch, r, f.drop);
-      current = headFeeds(await headData(graphs, x, t, cls));
+      feed(headFeeds(await headData(graphs, x, t, cls)));
     },
     heldOut,
     evalSet.t,
   );
-  current = undefined;
+  feed(undefined);
   const trained = trainer.state.ema ?? trainer.params;
   const after = await heldOut(trained);
   log(`held-out relative error after: median ${median(after).toFixed(3)}  ${summary(after, evalSet.t)}`);

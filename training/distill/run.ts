@@ -3,8 +3,17 @@
  * distill.json beside the checkpoints, continued by a resumed run.
  */
 import { median } from "../../core/stats.ts";
-import { formatSeconds, log, readJsonIfExists, type Segment, Segments, writeAtomic } from "../common.ts";
-import type { FloatArray, Trainer } from "../trainer.ts";
+import {
+  formatSeconds,
+  log,
+  readJsonIfExists,
+  type Segment,
+  Segments,
+  warmupCosine,
+  writeAtomic,
+} from "../common.ts";
+import type { TrainingGraph } from "../../onnx/grad.ts";
+import { type Batch, type FloatArray, Trainer } from "../trainer.ts";
 import type { LoopFlags } from "./flags.ts";
 import { summary } from "./loss.ts";
 
@@ -125,4 +134,38 @@ export class DistillRun {
       }
     }
   }
+}
+
+/**
+ * The head's trainer for a distillation run: warm-up + cosine learning rate, gradient clipping at norm 1,
+ * the weight average of `f.ema`, resumed from `f.ckpt` when it holds a checkpoint. It trains on the batch
+ * last given to `feed` (each step prepares one before the step runs).
+ */
+export async function headTrainer(
+  f: {
+    seed: number;
+    lr: number;
+    warmup: number;
+    steps: number;
+    minLr: number;
+    ema: number;
+    threads: number;
+    ckpt: string;
+  },
+  graph: TrainingGraph,
+): Promise<{ trainer: Trainer; feed(batch: Batch | undefined): void }> {
+  let current: Batch | undefined;
+  const trainer = await Trainer.create(graph, {
+    seed: f.seed,
+    lr: warmupCosine(f),
+    clipNorm: 1,
+    ema: f.ema,
+    threads: f.threads,
+    batch: () => {
+      if (!current) throw new Error("no batch prepared");
+      return current;
+    },
+  });
+  if (await trainer.resume(f.ckpt)) log(`resumed from ${f.ckpt} at step ${trainer.state.step}`);
+  return { trainer, feed: (batch) => (current = batch) };
 }

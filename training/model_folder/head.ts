@@ -10,9 +10,8 @@ import {
   modelOpset,
   type ModelProto,
   onnx,
-  valueInfo,
 } from "../../onnx/proto.ts";
-import { addHead, type HeadOptions } from "../head.ts";
+import { type HeadOptions, withTrainedHead } from "../head.ts";
 import type { FolderModel } from "./read.ts";
 
 /** Renames values throughout a graph and its subgraphs (inputs, outputs, initializers, node edges). */
@@ -126,35 +125,9 @@ export function combinedFolderHead(
       : [g.op("Reciprocal", [root]), g.op("Div", [gamma64, root])];
     epsIn = g.op("Add", [g.op("Mul", ["eps", perSample(a)]), g.op("Mul", ["x", perSample(b)])]);
   }
-  const { k, params: names } = addHead(
-    g,
-    { x: "x", eps: epsIn, features, temb, gamma },
-    { ...options, embed: temb ? options.embed : 0 },
-    (name) => {
-      const v = params[name];
-      if (!v) throw new Error(`no trained value for head parameter ${name}`);
-      return v;
-    },
-  );
-  const unknown = Object.keys(params).filter((n) => !names.includes(n));
-  if (unknown.length) throw new Error(`trained values for unknown head parameters: ${unknown.join(", ")}`);
-  g.node("Identity", [k], ["deriv"]);
   const eps = (graph.output ?? []).find((o) => o.name === "eps")!;
-  const shape = eps.type?.tensorType?.shape;
-  return onnx.ModelProto.create({
-    ...source,
-    graph: onnx.GraphProto.create({
-      ...graph,
-      name: g.name,
-      node: [...(graph.node ?? []), ...g.nodes],
-      initializer: [...(graph.initializer ?? []), ...g.initializers],
-      output: [
-        eps,
-        onnx.ValueInfoProto.create({
-          ...valueInfo("deriv", "float32"),
-          type: { tensorType: { elemType: 1, shape } },
-        }),
-      ],
-    }),
+  return withTrainedHead(source, g, eps, { x: "x", eps: epsIn, features, temb, gamma }, {
+    params,
+    options: { ...options, embed: temb ? options.embed : 0 },
   });
 }
