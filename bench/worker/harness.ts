@@ -10,6 +10,7 @@ import type { GraphKind } from "../../gpu-worker/manifest.ts";
 import { defaultModelsDir, loadRegistry, type ModelRegistry } from "../../gpu-worker/models.ts";
 import { parseFlags } from "../../core/flags.ts";
 import { median } from "../../core/stats.ts";
+import { parseProviders, type Provider } from "../../onnx/ort.ts";
 
 export const fmt = (x: number, digits = 2) => x.toFixed(digits);
 export const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
@@ -126,7 +127,7 @@ export async function startWorkerBench(argv: string[]): Promise<WorkerBench> {
   }
   const info = registry.models.get(MODEL)!;
   const thread = await InferenceThread.start(ALL_MODELS.map((m) => registry.models.get(m)!), {
-    providers: ["cuda", "cpu"],
+    providers: benchProviders(),
     intraOpThreads: THREADS,
   });
   const provider = thread.models.get(MODEL)!.provider;
@@ -274,4 +275,9 @@ export async function startWorkerBench(argv: string[]): Promise<WorkerBench> {
       lines.push(s);
     },
   };
+}
+
+/** The providers the benchmark's inference threads try: `GENIE_PROVIDERS` when set, else `cuda`, then `cpu`. */
+export function benchProviders(): Provider[] {
+  return parseProviders("GENIE_PROVIDERS", Deno.env.get("GENIE_PROVIDERS")) ?? ["cuda", "cpu"];
 }

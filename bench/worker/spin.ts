@@ -6,7 +6,7 @@ import { createWorkerApp, type WorkerApp } from "../../gpu-worker/app.ts";
 import { InferenceThread, type WireTensor } from "../../gpu-worker/inference.ts";
 import type { GraphKind } from "../../gpu-worker/manifest.ts";
 import { median } from "../../core/stats.ts";
-import { copyFeeds, fmt, type Sampled, type WorkerBench } from "./harness.ts";
+import { benchProviders, copyFeeds, fmt, type Sampled, type WorkerBench } from "./harness.ts";
 
 /**
  * The spin policy, side by side: one inference thread per GENIE_WORKER_SPIN setting (auto, on, off), each
@@ -37,7 +37,7 @@ export async function spinSection(h: WorkerBench): Promise<void> {
   }[] = [];
   for (const [label, spinning] of settings) {
     const t = await InferenceThread.start([info], {
-      providers: ["cuda", "cpu"],
+      providers: benchProviders(),
       intraOpThreads: THREADS,
       spinning,
     });

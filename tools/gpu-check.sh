@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The GPU check (docs/backends.md, "GPU check"), in one call, on a machine with no Deno, no Node.js and no
+# network, from what tools/gpu-prepare.sh put in .gpu/ and .gl/:
+#
+#   tools/gpu-check.sh [PROVIDER]        PROVIDER: webgpu (default; or GENIE_PROVIDERS), wasm, …
+#
+# 1. unpacks Deno and its DENO_DIR into a temporary folder, the built mnist-mix graphs into models/ (when
+#    missing), and for webgpu the Vulkan loaders of .gl/ (when the system has none);
+# 2. runs the solves of .gpu/ref/solves.json through the worker's HTTP API on PROVIDER and compares them with
+#    the CPU references (bench/gpu_check.ts check);
+# 3. unless GPU_CHECK_BENCH=0: `deno task bench:worker --spin-only` with small settings on the same
+#    providers, and `deno task bench:jvp` (cpu only) where onnxruntime-node's native binaries were carried;
+# 4. writes $OUT/gpu.md (the report) and the raw logs, at most 8 files in $OUT.
+#
+# Exit status: 0 all solves match; 1 a mismatch or a failed step of the check; 2 no model loaded on
+# PROVIDER (e.g. webgpu without a hardware adapter). A failed benchmark is reported, not fatal.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROVIDER=${1:-${GENIE_PROVIDERS:-webgpu}}
+OUT=${OUT:-/tmp/gpu-check-out}
+GPU=.gpu
+TOL=${GPU_CHECK_TOL:-1e-3}
+BENCH=${GPU_CHECK_BENCH:-1}
+mkdir -p "$OUT"
+OUT=$(readlink -f "$OUT")
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+T0=$(date +%s)
+
+if [ ! -s "$GPU/deno.xz" ] || [ ! -s "$GPU/ref/solves.json" ]; then
+  echo "gpu-check: $GPU is not prepared: run tools/gpu-prepare.sh first" >&2
+  exit 1
+fi
+
+# .xz without the xz program: Python's lzma module.
+unxz_to() { # unxz_to FILE.xz DEST
+  if command -v xz >/dev/null; then
+    xz -dc "$1" >"$2"
+  else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"
+  fi
+}
+untar_xz() { # untar_xz FILE.tar.xz DIR
+  unxz_to "$1" "$TMP/unpack.tar"
+  tar -C "$2" -xf "$TMP/unpack.tar"
+  rm -f "$TMP/unpack.tar"
+}
+
+ENV_LOG="$OUT/env.log"
+{
+  echo "# gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ), provider $PROVIDER"
+  uname -a
+  nproc
+  nvidia-smi 2>&1 || echo "nvidia-smi: not available"
+} >"$ENV_LOG" 2>&1
+
+unxz_to "$GPU/deno.xz" "$TMP/deno"
+chmod +x "$TMP/deno"
+untar_xz "$GPU/deno_dir.tar.xz" "$TMP"
+export DENO_DIR="$TMP/deno_dir" DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
+export PATH="$TMP:$PATH"
+if [ ! -s models/mnist-mix/built.json ] && [ -s "$GPU/mnist-mix.tar.xz" ]; then
+  untar_xz "$GPU/mnist-mix.tar.xz" models
+fi
+
+if [ "$PROVIDER" = webgpu ]; then
+  # Into / only on the GPU machine (nvidia-smi there), only when the system has no Vulkan loader.
+  if command -v nvidia-smi >/dev/null && ! ldconfig -p 2>/dev/null | grep -q libvulkan &&
+    ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  fi
+  if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+  fi
+  BENCH_PROVIDERS=webgpu,wasm
+else
+  BENCH_PROVIDERS=$PROVIDER
+fi
+{
+  echo "deno: $(deno --version | head -1)"
+  echo "libvulkan: $(ldconfig -p 2>/dev/null | grep -c libvulkan || true) entries; VK_DRIVER_FILES=${VK_DRIVER_FILES:-}"
+  deno eval 'const a = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
+    const i = a?.info;
+    console.log("webgpu adapter:", JSON.stringify(i && { vendor: i.vendor, architecture: i.architecture,
+      device: i.device, description: i.description, isFallbackAdapter: i.isFallbackAdapter }));' 2>&1 || true
+  echo "prepared in $(($(date +%s) - T0)) s"
+} >>"$ENV_LOG" 2>&1
+
+# 2. The solves against the CPU references.
+rc=0
+deno run -A bench/gpu_check.ts check --dir "$GPU" --out "$OUT" --providers "$PROVIDER" --tol "$TOL" \
+  >>"$ENV_LOG" 2>&1 || rc=$?
+T1=$(date +%s)
+
+# 3. The benchmarks, small.
+BENCH_LOG="$OUT/bench.log"
+: >"$BENCH_LOG"
+bench_rc="skipped (GPU_CHECK_BENCH=0)"
+if [ "$BENCH" != 0 ]; then
+  w=0 j=0
+  GENIE_PROVIDERS=$BENCH_PROVIDERS timeout 120 deno task bench:worker --spin-only --reps 3 \
+    --out "$OUT/bench-worker.md" >>"$BENCH_LOG" 2>&1 || w=$?
+  # bench:jvp makes its sessions and tensors with onnxruntime-node (cpu): it runs only where that
+  # package's native binaries were carried (gpu-prepare.sh removes them for size).
+  if ls "$DENO_DIR"/npm/registry.npmjs.org/onnxruntime-node/*/bin/napi-v6/linux/x64/onnxruntime_binding.node \
+    >/dev/null 2>&1; then
+    timeout 90 deno task bench:jvp --reps 3 --timing-reps 1 --samples 2 \
+      --out "$OUT/bench-jvp.md" >>"$BENCH_LOG" 2>&1 || j=$?
+  else
+    j="skipped, onnxruntime-node's native binaries were not carried (bench:jvp runs on its cpu provider only)"
+  fi
+  bench_rc="bench:worker: exit $w; bench:jvp: exit $j (exit 124: stopped by its time limit)"
+fi
+T2=$(date +%s)
+
+# 4. The report.
+{
+  echo "# GPU check"
+  echo
+  echo "Generated by \`tools/gpu-check.sh $PROVIDER\` on $(date -u +%Y-%m-%dT%H:%M:%SZ); do not edit by hand."
+  echo "Machine and WebGPU adapter: see env.log. Solves $((T1 - T0)) s (unpacking included), benchmarks" \
+    "$((T2 - T1)) s."
+  echo
+  echo '```'
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  grep -E '^(deno|webgpu adapter|libvulkan)' "$ENV_LOG" || true
+  echo '```'
+  echo
+  echo "## Solves against the CPU references (.gpu/ref)"
+  echo
+  cat "$OUT/solves.md" 2>/dev/null || echo "bench/gpu_check.ts wrote no table (exit $rc); see env.log and worker.log."
+  echo
+  echo "## Benchmarks (GENIE_PROVIDERS=$BENCH_PROVIDERS)"
+  echo
+  echo "$bench_rc; the reports are bench-worker.md and bench-jvp.md (with jvp.svg), their output bench.log."
+} >"$OUT/gpu.md"
+rm -f "$OUT/solves.md"
+echo "gpu-check: exit $rc; report $OUT/gpu.md"
+grep '^RESULT' "$OUT/gpu.md" || true
+exit "$rc"
