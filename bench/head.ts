@@ -1,7 +1,7 @@
 /**
  * `deno task bench:head` → docs/head.md (+ docs/head-error.svg): the distilled GENIE head of mnist-unet;
  * `--model NAME` (a model folder with a head, e.g. one `deno task distill --model NAME` made) → by default
- * out/head-NAME.md: the same report for that model, without what needs MNIST (the digits, the classifier:
+ * out/head-<model>.md: the same report for that model, without what needs MNIST (the digits, the classifier:
  * Fréchet distances, class accuracy, the guidance section).
  *
  *   1. Head quality: relative error ‖k − τ‖/‖τ‖ of head.onnx's derivative against the exact JVP τ of

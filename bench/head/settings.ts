@@ -24,7 +24,7 @@ const FLAGS = {
   costRounds: 40,
   model: "models/mnist-unet",
   classifier: "models/mnist-classifier",
-  /** Default: docs/head.md for mnist-unet, out/head-NAME.md for another model. */
+  /** Default: docs/head.md for mnist-unet, out/head-<model>.md for another model. */
   out: "",
   /** Another model's x₀ for section 1 (.npy, [N, …shape]); default: the model's own samples. */
   data: "",

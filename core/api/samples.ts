@@ -83,6 +83,20 @@ function notBoth(v: { steps?: number; nfe?: number }, ctx: z.core.$RefinementCtx
   }
 }
 
+/** `guidance` (w) and `guidance_scale` (s = 1 + w) say the same thing: one of them at most. */
+function oneGuidance(
+  v: { guidance?: number; guidance_scale?: number },
+  ctx: z.core.$RefinementCtx<unknown>,
+): void {
+  if (v.guidance !== undefined && v.guidance_scale !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["guidance_scale"],
+      message: "give guidance (w) or guidance_scale (s = 1 + w), not both",
+    });
+  }
+}
+
 export const SamplesRequest = z.strictObject({
   ...solveFields,
   n: z.int().min(1).max(HARD_LIMITS.n).optional().meta({ description: "Number of samples (default 1)" }),
@@ -126,13 +140,7 @@ export const SamplesRequest = z.strictObject({
   }),
 }).superRefine((v, ctx) => {
   notBoth(v, ctx);
-  if (v.guidance !== undefined && v.guidance_scale !== undefined) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["guidance_scale"],
-      message: "give guidance (w) or guidance_scale (s = 1 + w), not both",
-    });
-  }
+  oneGuidance(v, ctx);
   if (v.strength !== undefined && v.images === undefined) {
     ctx.addIssue({ code: "custom", path: ["strength"], message: "needs images (img2img)" });
   }
@@ -167,13 +175,7 @@ export const EncodeRequest = z.strictObject({
   }),
 }).superRefine((v, ctx) => {
   notBoth(v, ctx);
-  if (v.guidance !== undefined && v.guidance_scale !== undefined) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["guidance_scale"],
-      message: "give guidance (w) or guidance_scale (s = 1 + w), not both",
-    });
-  }
+  oneGuidance(v, ctx);
   if ((v.images === undefined) === (v.tensor === undefined)) {
     ctx.addIssue({ code: "custom", path: ["images"], message: "give exactly one of images or tensor" });
   }

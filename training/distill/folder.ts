@@ -25,7 +25,7 @@ import {
 import type { FloatArray } from "../trainer.ts";
 import { FOLDER_DISTILL_DEFAULTS, INTEGER_FLAGS } from "./flags.ts";
 import { headFeedsFor, headTrainingGraph, relativeErrors, runHead, summary } from "./loss.ts";
-import { DistillRun, headTrainer } from "./run.ts";
+import { DistillRun, headTrainer, installHead } from "./run.ts";
 
 /** The data the head is distilled on: `--data` (x₀ in model space, .npy) or the model's own samples. */
 async function folderData(
@@ -185,12 +185,6 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
     throw new FolderError(`${model.name}: the head graph's eps differs from eps.onnx's by ${epsDiff}`);
   }
   await writeAtomic(join(dir, "head.onnx"), combined);
-  const manifestPath = join(dir, "model.json");
-  const manifest = JSON.parse(await Deno.readTextFile(manifestPath));
-  manifest.graphs = { ...manifest.graphs, head: "head.onnx" };
-  // the head's deriv is dε/dγ whatever the model predicts
-  if (model.prediction !== "eps") manifest.head_space = "eps";
-  await writeAtomic(manifestPath, JSON.stringify(manifest, null, 2) + "\n");
   const text = run.record({
     ...extra(),
     heldout_relative_error: {
@@ -201,8 +195,7 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
       after,
     },
   });
-  await writeAtomic(`${f.ckpt}/distill.json`, text);
-  await writeAtomic(join(dir, "distill.json"), text);
+  await installHead(dir, f.ckpt, text, model.prediction !== "eps" ? "eps" : undefined);
   log(
     `done: ${trainer.state.step} steps; wrote ${join(dir, "head.onnx")}; model.json serves derivative "head"`,
   );

@@ -20,7 +20,7 @@ import {
 import type { FloatArray } from "../trainer.ts";
 import { DISTILL_DEFAULTS, INTEGER_FLAGS } from "./flags.ts";
 import { headFeeds, headTrainingGraph, relativeErrors, runHead, summary } from "./loss.ts";
-import { DistillRun, headTrainer } from "./run.ts";
+import { DistillRun, headTrainer, installHead } from "./run.ts";
 
 /** A fixed evaluation batch: stratified t over [t_min, 1], its own random stream. */
 async function evalData(g: ScoreGraphs, digits: Digits, n: number, seed: number): Promise<HeadData> {
@@ -87,10 +87,6 @@ export async function distillMnist(argv: string[]): Promise<void> {
     }`,
   );
 
-  const manifestPath = `${f.model}/model.json`;
-  const manifest = JSON.parse(await Deno.readTextFile(manifestPath));
-  manifest.graphs = { ...manifest.graphs, head: "head.onnx" };
-  await writeAtomic(manifestPath, JSON.stringify(manifest, null, 2) + "\n");
   const text = run.record({
     heldout_relative_error: {
       before_median: run.earlier?.heldout_relative_error?.before_median ?? median(before),
@@ -100,8 +96,7 @@ export async function distillMnist(argv: string[]): Promise<void> {
       after,
     },
   });
-  await writeAtomic(`${f.ckpt}/distill.json`, text);
-  await writeAtomic(`${f.model}/distill.json`, text);
+  await installHead(f.model, f.ckpt, text);
   log(`done: ${trainer.state.step} steps; wrote ${f.model}/head.onnx`);
   await trainer.release();
 }

@@ -169,3 +169,23 @@ export async function headTrainer(
   if (await trainer.resume(f.ckpt)) log(`resumed from ${f.ckpt} at step ${trainer.state.step}`);
   return { trainer, feed: (batch) => (current = batch) };
 }
+
+/**
+ * The end of a distillation run: model.json names `head.onnx` as the model's head graph (with
+ * `head_space: "eps"` where the network does not predict ε: the head's deriv is dε/dγ whatever it
+ * predicts), and the run's record goes to the checkpoint folder and beside the model, atomically.
+ */
+export async function installHead(
+  dir: string,
+  ckpt: string,
+  record: string,
+  headSpace?: "eps",
+): Promise<void> {
+  const manifestPath = `${dir}/model.json`;
+  const manifest = JSON.parse(await Deno.readTextFile(manifestPath));
+  manifest.graphs = { ...manifest.graphs, head: "head.onnx" };
+  if (headSpace) manifest.head_space = headSpace;
+  await writeAtomic(manifestPath, JSON.stringify(manifest, null, 2) + "\n");
+  await writeAtomic(`${ckpt}/distill.json`, record);
+  await writeAtomic(`${dir}/distill.json`, record);
+}
