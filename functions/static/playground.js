@@ -129,6 +129,8 @@ async function generate() {
     }, ctl.signal);
     if (body.strength !== undefined) result.strength = body.strength;
     figures(result, $("samples"));
+    // the samples replace the x̂₀ preview as soon as they are drawn
+    $("preview-box").classList.add("hidden");
     $("status").textContent = stats(result);
     await showDownloads(result);
   } catch (e) {

@@ -195,6 +195,7 @@ Deno.test({
           document.getElementById("generate").click();
         })()`);
         await page.waitFor(LOADED("#samples img", 4));
+        await page.waitFor("document.getElementById('download-png').dataset.bytes");
         // from the first progress event on (before it, the bar shows no steps yet)
         const seen = (await page.eval<{ value: number; max: number; text: string; preview: string }[]>(
           "(() => { window.recorder.disconnect(); return window.seen; })()",
