@@ -1,5 +1,6 @@
 /**
- * The edge app (docs/contracts.md §2): validate, authenticate, limit, route to a GPU worker, encode outputs.
+ * The edge app (docs/contracts.md §2): validate, authenticate, limit, route to a GPU worker (or, for small
+ * models marked `edge`, solve in-process: functions/local.ts), encode outputs.
  * `createApp(config)` builds one; tests call it with `app.request()`; functions/main.ts only serves it.
  *
  * This file only composes: the middleware of functions/middleware/ (observe, headers, auth, limits) and
@@ -7,10 +8,11 @@
  */
 import { Hono } from "hono";
 import type { MetricsRegistry } from "../core/metrics.ts";
-import { configFromEnv, type EdgeConfig, makeConfig } from "./config.ts";
+import { configFromEnv, type EdgeConfig, type EdgeConfigInput, makeConfig } from "./config.ts";
 import type { Env } from "./env.ts";
 import { jobsRoutes } from "./jobs/routes.ts";
 import { JobSystem } from "./jobs/system.ts";
+import { EdgeLocal } from "./local.ts";
 import { edgeMetrics } from "./metrics.ts";
 import { authenticate } from "./middleware/auth.ts";
 import { crossOrigin, securityHeaders } from "./middleware/headers.ts";
@@ -30,12 +32,14 @@ export type EdgeApp = Hono<Env> & {
   readonly open: boolean;
   /** Batch jobs (`/v1/jobs`) when enabled in the configuration; start with `jobs.start()`. */
   readonly jobs?: JobSystem;
+  /** Edge-local inference (functions/local.ts) when `edgeLocal.mode` is `auto`. */
+  readonly local?: EdgeLocal;
   /** Stops background health checks and waits for running ones. */
   close(): Promise<void>;
 };
 
 /** Builds the edge app from `config` (defaults for everything left out; see functions/config.ts). */
-export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
+export function createApp(partial: EdgeConfigInput = {}): EdgeApp {
   const config = makeConfig(partial);
   const now = config.now ?? Date.now;
   const log = config.log ?? ((m: string) => console.error(m));
@@ -68,6 +72,8 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
     })
     : undefined;
 
+  const local = config.edgeLocal.mode === "auto" ? new EdgeLocal(config.edgeLocal, log) : undefined;
+
   const app = new Hono<Env>();
 
   // Every request: id, metrics and security headers (CORS where configured).
@@ -78,7 +84,7 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
 
   // The API: authentication and the per-key rate limit; forwarded requests are admitted in their routes.
   app.use("/v1/*", auth, rateLimit(config.rateLimit, now, metrics.limited));
-  const forward = { config, pool, now, admission };
+  const forward = { config, pool, local, now, admission };
   app.route("/v1/models", modelsRoutes(pool));
   app.route("/v1/samples", samplesRoutes({ ...forward, samples: metrics.samples }));
   app.route("/v1/encode", encodeRoutes(forward));
@@ -110,8 +116,10 @@ export function createApp(partial: Partial<EdgeConfig> = {}): EdgeApp {
     metrics: metrics.registry,
     open,
     jobs,
+    local,
     close: async () => {
       await jobs?.close();
+      await local?.close();
       await pool.close();
     },
   }) as EdgeApp;

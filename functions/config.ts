@@ -5,6 +5,7 @@
  */
 import { DEFAULT_BODY_TIMEOUT_MS } from "../core/api/body.ts";
 import { type JobsConfig, jobsConfigFromEnv } from "./jobs/config.ts";
+import { DEFAULT_EDGE_LOCAL, EDGE_LOCAL_MODES, type EdgeLocalConfig, type EdgeLocalMode } from "./local.ts";
 
 export interface RateLimitConfig {
   /** Sustained requests per minute per key (token refill rate); 0 disables rate limiting. */
@@ -52,6 +53,8 @@ export interface EdgeConfig {
   log?: (message: string) => void;
   /** Batch jobs (functions/jobs/config.ts); absent: `/v1/jobs` answers 503. */
   jobs?: JobsConfig;
+  /** Edge-local inference of small models (functions/local.ts); mode `off` by default. */
+  edgeLocal: EdgeLocalConfig;
 }
 
 const DEFAULT_CONFIG: EdgeConfig = {
@@ -67,14 +70,21 @@ const DEFAULT_CONFIG: EdgeConfig = {
   corsOrigins: [],
   healthIntervalMs: 2_000,
   healthTimeoutMs: 1_000,
+  edgeLocal: DEFAULT_EDGE_LOCAL,
+};
+
+/** What `createApp` takes: any part of an {@link EdgeConfig}, `edgeLocal` in part too. */
+export type EdgeConfigInput = Omit<Partial<EdgeConfig>, "edgeLocal"> & {
+  edgeLocal?: Partial<EdgeLocalConfig>;
 };
 
 /** The defaults overridden by `partial`. */
-export function makeConfig(partial: Partial<EdgeConfig> = {}): EdgeConfig {
+export function makeConfig(partial: EdgeConfigInput = {}): EdgeConfig {
   return {
     ...DEFAULT_CONFIG,
     ...partial,
     rateLimit: { ...DEFAULT_CONFIG.rateLimit, ...partial.rateLimit },
+    edgeLocal: { ...DEFAULT_CONFIG.edgeLocal, ...partial.edgeLocal },
   };
 }
 
@@ -109,8 +119,15 @@ function positiveInt(name: string, value: string | undefined, fallback: number, 
  * - GENIE_EDGE_CORS_ORIGINS — allowed origins (comma-separated, or *); unset: no CORS
  * - GENIE_EDGE_HEALTH_MS (2000) — worker health-check interval
  * - GENIE_JOBS, GENIE_KV_PATH, GENIE_RESULTS_DIR, GENIE_JOBS_* — batch jobs (functions/jobs/config.ts)
+ * - GENIE_EDGE_LOCAL (`auto` or `off`; `defaults.edgeLocal` when unset: `auto` for `deno task start`,
+ *   else `off`) — run models marked `edge` in the edge itself, on WebAssembly (functions/local.ts);
+ *   GENIE_EDGE_LOCAL_MAX_BYTES (64 KiB) — the largest eps.onnx run there; GENIE_EDGE_LOCAL_MODELS (4) —
+ *   the most models open there; GENIE_MODELS_DIR (default `models/`) — where their folders are
  */
-export function configFromEnv(get: (name: string) => string | undefined = envGetter()): EdgeConfig {
+export function configFromEnv(
+  get: (name: string) => string | undefined = envGetter(),
+  defaults: { edgeLocal?: EdgeLocalMode } = {},
+): EdgeConfig {
   return makeConfig({
     workerUrls: splitList(get("GENIE_WORKER_URLS")).map((u) => u.replace(/\/+$/, "")),
     workerSecret: get("GENIE_WORKER_SECRET") || undefined,
@@ -133,7 +150,33 @@ export function configFromEnv(get: (name: string) => string | undefined = envGet
     corsOrigins: splitList(get("GENIE_EDGE_CORS_ORIGINS")),
     healthIntervalMs: positiveInt("GENIE_EDGE_HEALTH_MS", get("GENIE_EDGE_HEALTH_MS"), 2_000),
     jobs: jobsConfigFromEnv(get),
+    edgeLocal: {
+      mode: edgeLocalMode(get("GENIE_EDGE_LOCAL"), defaults.edgeLocal ?? DEFAULT_EDGE_LOCAL.mode),
+      modelsDir: get("GENIE_MODELS_DIR") || undefined,
+      maxEpsBytes: positiveInt(
+        "GENIE_EDGE_LOCAL_MAX_BYTES",
+        get("GENIE_EDGE_LOCAL_MAX_BYTES"),
+        DEFAULT_EDGE_LOCAL.maxEpsBytes,
+      ),
+      maxModels: positiveInt(
+        "GENIE_EDGE_LOCAL_MODELS",
+        get("GENIE_EDGE_LOCAL_MODELS"),
+        DEFAULT_EDGE_LOCAL.maxModels,
+      ),
+    },
   });
+}
+
+/** GENIE_EDGE_LOCAL: `auto` or `off` (case-insensitive); unset or empty: `fallback`. */
+function edgeLocalMode(value: string | undefined, fallback: EdgeLocalMode): EdgeLocalMode {
+  if (value === undefined || value.trim() === "") return fallback;
+  const mode = value.trim().toLowerCase();
+  if (!(EDGE_LOCAL_MODES as readonly string[]).includes(mode)) {
+    throw new Error(
+      `GENIE_EDGE_LOCAL: expected ${EDGE_LOCAL_MODES.join(" or ")}, got ${JSON.stringify(value)}`,
+    );
+  }
+  return mode as EdgeLocalMode;
 }
 
 /** Deno.env.get, or nothing where the environment may not be read. */

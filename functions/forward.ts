@@ -6,6 +6,7 @@ import type { ModelInfo } from "../core/api/models.ts";
 import { HARD_LIMITS } from "../core/api/samples.ts";
 import type { EdgeConfig } from "./config.ts";
 import { ApiError, CANCELED, deadlineExceeded, invalidRequest, noWorker } from "./errors.ts";
+import type { EdgeLocal, Route } from "./local.ts";
 import type { WorkerPool } from "./pool.ts";
 import type { RunContext } from "./sampling.ts";
 
@@ -13,7 +14,25 @@ import type { RunContext } from "./sampling.ts";
 export interface ForwardOptions {
   config: EdgeConfig;
   pool: WorkerPool;
+  /** Edge-local inference, when enabled (functions/local.ts). */
+  local?: EdgeLocal;
   now: () => number;
+}
+
+/** The response header that says where a request ran: `edge-wasm` or `worker`. */
+export const BACKEND_HEADER = "x-genie-backend";
+
+/** Where a request on `model` runs: in this edge (functions/local.ts) when it may, else on the workers. */
+export async function routeOf(opts: ForwardOptions, model: ModelInfo): Promise<Route> {
+  return opts.local
+    ? await opts.local.route(model, opts.pool)
+    : { caller: opts.pool, backend: () => "worker" };
+}
+
+/** `res` with the {@link BACKEND_HEADER} of `route`. */
+export function withBackend(res: Response, route: Route): Response {
+  res.headers.set(BACKEND_HEADER, route.backend());
+  return res;
 }
 
 /** The model named `name` among those the workers serve: 503 without workers, 422 naming the model field. */

@@ -59,7 +59,7 @@ export interface PoolOptions {
   maxResponseBytes?: number;
 }
 
-/** A decoded successful worker response and the worker that produced it. */
+/** A decoded successful worker response and the worker that produced it (−1: the edge itself). */
 export interface CallResult {
   worker: number;
   body: Record<string, unknown>;
@@ -352,7 +352,11 @@ export class WorkerPool {
       if (streamed && WorkerError.safeParse(decoded).success) {
         // A failure after the stream started: the error frame carries the status it would have had.
         const status = Number((decoded as { status?: unknown }).status);
-        throw workerFailure(Number.isInteger(status) && status >= 400 ? status : 500, decoded, w.index);
+        throw workerFailure(
+          Number.isInteger(status) && status >= 400 ? status : 500,
+          decoded,
+          `worker ${w.index}`,
+        );
       }
       if (res.ok) {
         if (!decoded || typeof decoded !== "object" || Array.isArray(decoded)) {
@@ -360,7 +364,7 @@ export class WorkerPool {
         }
         return { worker: w.index, body: decoded as Record<string, unknown> };
       }
-      throw workerFailure(res.status, decoded, w.index);
+      throw workerFailure(res.status, decoded, `worker ${w.index}`);
     }
   }
 
@@ -461,11 +465,14 @@ function workerErrorOf(
   return r.success ? r.data.error : undefined;
 }
 
-/** A worker's error status as the edge's error: its 4xx are the client's fault (422), 5xx are 502. */
-function workerFailure(status: number, decoded: unknown, index: number): ApiError {
+/**
+ * A worker's error status as the edge's error: its 4xx are the client's fault (422), 5xx are 502. `who`
+ * names the worker in messages (`worker 0`; functions/local.ts: the edge's own engine).
+ */
+export function workerFailure(status: number, decoded: unknown, who: string): ApiError {
   const r = WorkerError.safeParse(decoded);
   const code = r.success ? r.data.error.code : "worker_error";
-  const message = r.success ? r.data.error.message : `worker ${index} answered HTTP ${status}`;
+  const message = r.success ? r.data.error.message : `${who} answered HTTP ${status}`;
   const field = r.success && typeof r.data.error.field === "string" ? r.data.error.field : undefined;
   if (status === 504) return new ApiError(504, "deadline_exceeded", message);
   if (status === 400 || status === 404 || status === 422) {
@@ -479,10 +486,10 @@ function workerFailure(status: number, decoded: unknown, index: number): ApiErro
     return new ApiError(
       502,
       "worker_error",
-      `worker ${index} rejected the edge's signature (check GENIE_WORKER_SECRET)`,
+      `${who} rejected the edge's signature (check GENIE_WORKER_SECRET)`,
     );
   }
-  return new ApiError(502, "worker_error", `worker ${index}: ${message}`);
+  return new ApiError(502, "worker_error", `${who}: ${message}`);
 }
 
 /** The field a worker's message starts with ("nfe: genie cannot …" → ["nfe"]), else []. */

@@ -1,7 +1,9 @@
 /**
  * Running a validated samples or encode request on the workers: per-sample seeds, splitting into
  * chunks of at most the model's `max_batch`, forwarding each chunk (signed msgpack) through the pool,
- * checking and joining the results, with progress per solver step and per finished chunk.
+ * checking and joining the results, with progress per solver step and per finished chunk. The same
+ * messages may instead be answered by this edge's own engine (`RunContext.pool` is then the route of
+ * functions/local.ts): everything here is the same either way.
  *
  * Progress (`onProgress`, the SSE `progress` events): `queued` (`step` 0) when the chunks are sent;
  * then the chunks are sent with `stream: true` (core/api/worker.ts MSGPACK_STREAM) and `running`
@@ -45,7 +47,7 @@ import {
 } from "../core/plan.ts";
 import { randomHex } from "../core/hex.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
-import type { WorkerPool } from "./pool.ts";
+import type { Caller } from "./local.ts";
 
 export interface Progress {
   step: number;
@@ -65,7 +67,8 @@ export interface Progress {
 }
 
 export interface RunContext {
-  pool: WorkerPool;
+  /** Where the messages go: the worker pool, or this edge's engine (functions/local.ts). */
+  pool: Caller;
   /** Aborts on client disconnect or deadline. */
   signal: AbortSignal;
   /** Absolute deadline (ms since epoch), forwarded to the workers as the remaining deadline_ms. */

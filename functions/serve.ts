@@ -2,7 +2,7 @@
 import { parseFlags, parseFlagValue } from "../core/flags.ts";
 import { type ResilientServer, serveResilient } from "../core/api/serve.ts";
 import { createApp, type EdgeApp } from "./app.ts";
-import type { EdgeConfig } from "./config.ts";
+import type { EdgeConfigInput } from "./config.ts";
 
 export interface ServeOptions {
   host: string;
@@ -37,7 +37,7 @@ export interface RunningEdge {
  * throws a ListenError of core/api/serve.ts (after closing the app). Running out of file handles does not stop the
  * server: it listens again (core/api/serve.ts).
  */
-export async function serveEdge(config: Partial<EdgeConfig>, opts: ServeOptions): Promise<RunningEdge> {
+export async function serveEdge(config: EdgeConfigInput, opts: ServeOptions): Promise<RunningEdge> {
   const app = createApp(config);
   const listening = Promise.withResolvers<string>();
   let server: ResilientServer;

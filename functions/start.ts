@@ -13,6 +13,9 @@
  * go to stderr prefixed with `[worker]`, except what it says while starting normally
  * ({@link quietWorkerLine}). GENIE_START_VERBOSE=1 shows everything: the worker's lines as they are and
  * what this command does (`[start] worker at …`).
+ * The edge runs the models marked `edge` itself, on WebAssembly (functions/local.ts): GENIE_EDGE_LOCAL
+ * defaults to `auto` here (`off` turns it off), and their engines are opened in the background once the
+ * edge is ready.
  * SIGINT/SIGTERM stop the edge, then the worker (SIGTERM, SIGKILL after 10 s). If the worker dies,
  * the edge stops too and the command exits with status 1. An edge port that cannot be bound (in use) is
  * one line naming it, the worker is stopped and the status is 1.
@@ -157,7 +160,7 @@ async function main(): Promise<number> {
     console.error(e instanceof Error ? e.message : e);
     return 2;
   }
-  const config = configFromEnv();
+  const config = configFromEnv(undefined, { edgeLocal: "auto" });
   let worker: WorkerChild | undefined;
   if (config.workerUrls.length === 0) {
     config.workerSecret ??= randomSecret();
@@ -219,6 +222,9 @@ async function main(): Promise<number> {
       if (verbose || notice.startsWith("warning:")) console.error(notice);
     }
     console.log(`listening on ${edge.url}`);
+    // Open the engines of the models this edge runs itself, so the first request does not wait for them.
+    const local = edge.app.local;
+    if (local) void edge.app.pool.models().then((ms) => local.warm(ms.map((m) => m.name))).catch(() => {});
   }
   return await done.promise;
 }

@@ -8,7 +8,12 @@
  *
  * The returned object also has the fields of the CLI's ResolvedModel (shape, schedule, evaluator,
  * classes, derivatives, defaults, costs, close), so `--model mnist-mix` can resolve to it directly.
+ *
+ * The edge runs small models itself through this module (functions/local.ts, docs/backends.md): it asks
+ * {@link inspectModel} whether a folder may run there, opens it on WebAssembly, and has worker-protocol
+ * messages answered in-process ({@link OpenedModel.answer}, in_process.ts).
  */
+import { existsSync, statSync } from "node:fs";
 import process from "node:process";
 import type { CostRatios } from "../core/cost.ts";
 import type { Schedule } from "../core/schedule.ts";
@@ -16,8 +21,9 @@ import type { GridDefaults } from "../core/solvers/registry.ts";
 import type { AsyncEvaluator } from "../core/solvers/drive.ts";
 import type { DerivativeSource, EvalRequest, EvalResult } from "../core/solvers/types.ts";
 import type { Provider, SpinPolicy } from "../onnx/ort.ts";
+import { type Answer, answerMessage, type AnswerOptions, type SolvePath } from "./in_process.ts";
 import { InferenceThread, type LoadedModelReport } from "./inference.ts";
-import type { GraphKind, ModelManifest } from "./manifest.ts";
+import { type GraphKind, type ModelManifest, readManifest } from "./manifest.ts";
 import { defaultModelsDir, loadRegistry } from "./models.ts";
 import { derivativesOf } from "./requests.ts";
 import { batchFeeds, graphFor, type ServedModel, toEpsResult } from "./served.ts";
@@ -36,6 +42,8 @@ export interface OpenOptions {
   maxBatch?: number;
   /** Build the model's graphs if they are missing (default true). */
   build?: boolean;
+  /** Write the built-in manifests into the models directory when missing (default true). */
+  builtins?: boolean;
   /** Load only these graphs (default all); a call to another one restarts the thread with all. */
   graphs?: GraphKind[];
   /**
@@ -72,7 +80,41 @@ export interface OpenedModel {
   prepare(graphs: readonly GraphKind[], rows: number): Promise<void>;
   /** ORT time of the calls so far (ms) and their count. */
   readonly ortStats: { calls: number; ms: number };
+  /**
+   * Answers a worker-protocol message (`POST /v1/batch` or `/v1/encode`, docs/contracts.md §3) for this
+   * model in-process, as a worker would (in_process.ts); starts the thread with every graph if needed.
+   */
+  answer(path: SolvePath, message: Record<string, unknown>, opts?: AnswerOptions): Promise<Answer>;
   close(): Promise<void>;
+}
+
+/** What a model folder says about running on the edge, read without opening it. */
+export interface EdgeFacts {
+  /** The manifest's `edge` flag (false when absent). */
+  edge: boolean;
+  /** Size of the eps graph in bytes, or undefined when the file is missing (not built yet). */
+  epsBytes?: number;
+}
+
+/**
+ * The `edge` flag and eps graph size of `<modelsDir>/<name>` (manifest validated, nothing built or
+ * loaded), or undefined when there is no such folder. Throws the manifest's error, naming the field.
+ */
+export function inspectModel(
+  name: string,
+  modelsDir: string = process.env.GENIE_MODELS_DIR || defaultModelsDir(),
+): EdgeFacts | undefined {
+  if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(name) || !existsSync(`${modelsDir}/${name}/model.json`)) {
+    return undefined;
+  }
+  const info = readManifest(`${modelsDir}/${name}`, { checkFiles: false });
+  let epsBytes: number | undefined;
+  try {
+    epsBytes = statSync(info.graphPaths.eps!).size;
+  } catch {
+    epsBytes = undefined;
+  }
+  return { edge: info.manifest.edge === true, epsBytes };
 }
 
 /**
@@ -84,7 +126,11 @@ export async function openModel(
   modelsDir: string = process.env.GENIE_MODELS_DIR || defaultModelsDir(),
   opts: OpenOptions = {},
 ): Promise<OpenedModel> {
-  const registry = await loadRegistry(modelsDir, { only: [name], build: opts.build });
+  const registry = await loadRegistry(modelsDir, {
+    only: [name],
+    build: opts.build,
+    builtins: opts.builtins,
+  });
   const info = registry.models.get(name);
   if (!info) {
     const why = registry.errors.find((e) => e.folder === name)?.message ??
@@ -197,6 +243,10 @@ export async function openModel(
     evaluator: evaluate,
     prepare,
     ortStats,
+    answer: async (path, message, answerOpts) => {
+      const { model } = await current("eps");
+      return await answerMessage(model, evaluate, path, message, answerOpts);
+    },
     close: async () => {
       if (running) await (await running).thread.close();
     },

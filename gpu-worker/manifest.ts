@@ -6,7 +6,8 @@
  *
  * Extensions: `analytic` (how the graphs of an analytic model are generated, see analytic.ts; its head
  * is the exact closed-form derivative), `head_space` ("eps" or "raw": what a head of an x0/v model
- * outputs), `description`, and two optional blocks, both checked strictly (unknown keys are errors):
+ * outputs), `description`, `edge` (a boolean: the edge may run the model itself, docs/backends.md), and
+ * two optional blocks, both checked strictly (unknown keys are errors):
  *
  * - `defaults`: the model's preferred grid, `{grid?, rho?, solvers?: {<solver>: {grid, rho?}}}`. A
  *   request that names no grid gets the model's grid for its solver, else the model's `grid`, else the
@@ -75,6 +76,11 @@ export interface ModelManifest {
   defaults?: GridDefaults;
   /** Measured cost of one call of each graph, as a ratio to one eps call. */
   costs?: CostRatios;
+  /**
+   * Whether the edge may run the model in-process on WebAssembly instead of forwarding to a worker
+   * (docs/backends.md, "Edge-local inference"); default false.
+   */
+  edge?: boolean;
 }
 
 /**
@@ -352,6 +358,12 @@ export function validateManifest(
     const maxBatch = positiveInt("limits.max_batch", (m.limits as Obj).max_batch);
     if (m.head_space !== undefined && m.head_space !== "eps" && m.head_space !== "raw") {
       fail("head_space", `must be "eps" or "raw"`);
+    }
+    if (m.edge !== undefined && typeof m.edge !== "boolean") {
+      fail(
+        "edge",
+        `must be true or false (whether the edge may run the model itself), got ${JSON.stringify(m.edge)}`,
+      );
     }
     if (m.analytic !== undefined) {
       if (!isObject(m.analytic)) fail("analytic", "must be an object");

@@ -4,7 +4,9 @@
  *
  * Analytic graphs are generated deterministically from the manifest's `analytic` record and cached in
  * the folder; `built.json` records what they were built from, so a changed manifest rebuilds them.
- * The built-in manifests (`gmm2d`, `mnist-mix`) are written to a folder that lacks them.
+ * The built-in manifests (`gmm2d`, `mnist-mix`) are written to a folder that lacks them; the committed
+ * `models/gmm2d/model.json` and `models/mnist-mix/model.json` are exactly what they write. Both are marked
+ * `edge: true`: small enough for the edge to run them itself on WebAssembly (docs/backends.md).
  *
  * A model whose manifest names an eps graph but no jvp graph (a user's own ONNX export) gets its JVP graph
  * made from eps.onnx at load (jvp_cache.ts: cached in `<folder>/cache/`, rebuilt when eps.onnx changes), so
@@ -57,6 +59,7 @@ export const BUILTIN_MANIFESTS: ModelManifest[] = [
     classes: { count: 2, null_class: 2 },
     graphs: { eps: "eps.onnx", head: "head.onnx", jvp: "jvp.onnx" },
     limits: { max_batch: 256 },
+    edge: true,
     analytic: { kind: "gmm", spec: GMM2D_SPEC },
   },
   {
@@ -72,6 +75,7 @@ export const BUILTIN_MANIFESTS: ModelManifest[] = [
     classes: { count: 10, null_class: 10 },
     graphs: { eps: "eps.onnx", head: "head.onnx", jvp: "jvp.onnx" },
     limits: { max_batch: 64 },
+    edge: true,
     analytic: { kind: "mnist", ...MNIST_DEFAULTS },
   },
 ];
@@ -145,7 +149,7 @@ function writeBuiltinManifests(dir: string): string[] {
 }
 
 export interface ModelRegistryOptions {
-  /** Write the built-in manifests into the directory when missing (default true). */
+  /** Write the built-in manifests into the directory, creating it, when missing (default true; false: no writes). */
   builtins?: boolean;
   /** Build missing or stale analytic graphs (default true). */
   build?: boolean;
@@ -266,8 +270,9 @@ export function withDerivedJvp(info: LoadedModel, log: (line: string) => void = 
  */
 export async function loadRegistry(dir: string, opts: ModelRegistryOptions = {}): Promise<ModelRegistry> {
   const log = opts.log ?? (() => {});
-  mkdirSync(dir, { recursive: true });
   if (opts.builtins !== false) {
+    // Only a registry that writes the built-in manifests creates the directory (a read-only one never writes).
+    mkdirSync(dir, { recursive: true });
     for (const name of writeBuiltinManifests(dir)) log(`wrote ${join(dir, name, "model.json")}`);
   }
   const registry: ModelRegistry = { dir, models: new Map(), errors: [], fingerprints: new Map() };

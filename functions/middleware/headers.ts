@@ -37,6 +37,7 @@ export function crossOrigin(corsOrigins: string[]): MiddlewareHandler | undefine
       "x-genie-steps",
       "x-genie-calls",
       "x-genie-cost",
+      "x-genie-backend",
     ],
     maxAge: 600,
   });

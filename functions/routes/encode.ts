@@ -1,6 +1,7 @@
 /**
  * `POST /v1/encode` (docs/contracts.md §2), mounted by functions/app.ts behind its authentication and rate
- * limit: map PNGs or a tensor to latents on a worker, answered as JSON or msgpack.
+ * limit: map PNGs or a tensor to latents on a worker (or in this edge for a small model marked `edge`:
+ * functions/local.ts), answered as JSON or msgpack; `x-genie-backend` says where it ran.
  */
 import { Hono } from "hono";
 import { checkEncodeForModel, EncodeRequest } from "../../core/api/samples.ts";
@@ -8,7 +9,15 @@ import { summarizeIssues } from "../../core/api/errors.ts";
 import { base64ToBytes } from "../../core/api/tensor.ts";
 import type { Env } from "../env.ts";
 import { invalidRequest } from "../errors.ts";
-import { deadlineOf, type ForwardOptions, resolveModel, usePost, withDeadline } from "../forward.ts";
+import {
+  deadlineOf,
+  type ForwardOptions,
+  resolveModel,
+  routeOf,
+  usePost,
+  withBackend,
+  withDeadline,
+} from "../forward.ts";
 import { pngsToTensor } from "../images.ts";
 import { accepts } from "../middleware/accepts.ts";
 import { type Admission, admit } from "../middleware/limits.ts";
@@ -47,11 +56,12 @@ export function encodeRoutes(opts: EncodeRouteOptions): Hono<Env> {
         images = decoded.data;
         n = req.images!.length;
       }
+      const route = await routeOf(opts, model);
       const outcome = await withDeadline(
         now,
         c.req.raw.signal,
         deadlineOf(config, req.deadline_ms),
-        (ctx) => runEncode(req, model, images, n, { ...ctx, pool }),
+        (ctx) => runEncode(req, model, images, n, { ...ctx, pool: route.caller }),
       );
       const binary = c.get("format") === "msgpack";
       const body = {
@@ -64,7 +74,7 @@ export function encodeRoutes(opts: EncodeRouteOptions): Hono<Env> {
         latents: tensorOut(outcome, binary),
         timings: outcome.timings,
       };
-      return binary ? msgpackResponse(body) : c.json(body);
+      return withBackend(binary ? msgpackResponse(body) : c.json(body), route);
     },
   );
 

@@ -1,8 +1,10 @@
 /**
  * `POST /v1/samples` (docs/contracts.md §2), mounted by functions/app.ts behind its authentication and
  * rate limit: validate against the request's model, forward through the worker pool (functions/sampling.ts)
- * under the request's deadline — img2img (`images` with `strength`) as an encoding then a sampling — and
- * answer as JSON, msgpack, one PNG grid or server-sent events (with x̂₀ previews when asked).
+ * — or solve in this edge for a small model marked `edge` (functions/local.ts) — under the request's
+ * deadline — img2img (`images` with `strength`) as an encoding then a sampling — and answer as JSON,
+ * msgpack, one PNG grid or server-sent events (with x̂₀ previews when asked); `x-genie-backend` says
+ * where it ran.
  */
 import { Hono } from "hono";
 import type { Counter } from "../../core/metrics.ts";
@@ -20,7 +22,15 @@ import { summarizeIssues } from "../../core/api/errors.ts";
 import { gridSize, MAX_GRID_PIXELS } from "../../core/image.ts";
 import type { Env } from "../env.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
-import { deadlineOf, type ForwardOptions, resolveModel, usePost, withDeadline } from "../forward.ts";
+import {
+  deadlineOf,
+  type ForwardOptions,
+  resolveModel,
+  routeOf,
+  usePost,
+  withBackend,
+  withDeadline,
+} from "../forward.ts";
 import { accepts } from "../middleware/accepts.ts";
 import { type Admission, admit } from "../middleware/limits.ts";
 import { parseBody } from "../negotiate.ts";
@@ -109,9 +119,10 @@ export function samplesRoutes(opts: SamplesRouteOptions): Hono<Env> {
       // seed absent or −1: a random seed; the response echoes every sample's seed.
       const firstSeed = firstSeedOf(req.seed);
       const deadlineMs = deadlineOf(config, req.deadline_ms);
+      const route = await routeOf(opts, model);
       const run = (onProgress?: (p: Progress) => void, signal = c.req.raw.signal) =>
         withDeadline(now, signal, deadlineMs, (ctx) => {
-          const context = { ...ctx, pool, onProgress, preview };
+          const context = { ...ctx, pool: route.caller, onProgress, preview };
           return img2img
             ? runImg2Img(req, model, img2img.legs, firstSeed, img2img.images, context)
             : runSamples(req, model, firstSeed, lat.bytes, context);
@@ -121,19 +132,23 @@ export function samplesRoutes(opts: SamplesRouteOptions): Hono<Env> {
       if (format === "sse") {
         // The stream outlives this handler: it holds the request's slot until the work is done.
         const release = c.get("slot").keep();
-        return sseResponse(c.req.raw.signal, async (emit, signal) => {
-          try {
-            const outcome = await run((p) => emit("progress", progressEvent(p)), signal);
-            count(outcome);
-            emit("completed", samplesBody(outcome, output, false, pngInfo(req)));
-          } finally {
-            release();
-          }
-        });
+        // Sent before the work: where the request starts (a failed local evaluation moves it to a worker).
+        return withBackend(
+          sseResponse(c.req.raw.signal, async (emit, signal) => {
+            try {
+              const outcome = await run((p) => emit("progress", progressEvent(p)), signal);
+              count(outcome);
+              emit("completed", samplesBody(outcome, output, false, pngInfo(req)));
+            } finally {
+              release();
+            }
+          }),
+          route,
+        );
       }
       const outcome = await run();
       count(outcome);
-      return renderSamples(c, format, outcome, output, pngInfo(req));
+      return withBackend(renderSamples(c, format, outcome, output, pngInfo(req)), route);
     },
   );
 

@@ -26,6 +26,20 @@ Deno.test("valid built-in manifests pass", () => {
   }
 });
 
+Deno.test("the committed built-in manifests are what the generator writes (edge: true included)", () => {
+  for (const m of BUILTIN_MANIFESTS) {
+    const committed = Deno.readTextFileSync(new URL(`../../models/${m.name}/model.json`, import.meta.url));
+    assertEquals(committed, JSON.stringify(m, null, 2) + "\n", `models/${m.name}/model.json`);
+    assertEquals(validateManifest(JSON.parse(committed)).manifest.edge, true, m.name);
+  }
+});
+
+Deno.test("edge: a non-boolean is an error naming the field", () => {
+  const m = { ...base(), edge: 1 };
+  assertThrows(() => validateManifest(m), ManifestError, "gmm2d: edge: must be true or false");
+  assertEquals(validateManifest({ ...base(), edge: false }).manifest.edge, false);
+});
+
 Deno.test("invalid manifests name the field", () => {
   const cases: [string, (m: Record<string, unknown>) => void][] = [
     ["name", (m) => (m.name = "Bad Name!")],
@@ -44,6 +58,7 @@ Deno.test("invalid manifests name the field", () => {
     ["graphs.head", (m) => (m.graphs = { eps: "eps.onnx", head: "../escape.onnx" })],
     ["limits.max_batch", (m) => (m.limits = { max_batch: 1.5 })],
     ["head_space", (m) => (m.head_space = "x")],
+    ["edge", (m) => (m.edge = "yes")],
   ];
   for (const [field, mutate] of cases) {
     const m = base();
