@@ -6,13 +6,20 @@
  * end of this comment.
  *
  *     deno task distill [--steps 20000] [--batch 32] [--lr 1e-3] [--min-lr 1e-5] [--warmup 200]
- *                       [--ema 0.999] [--width 32] [--seed 1] [--threads 2] [--model models/mnist-unet]
- *                       [--ckpt training/checkpoints/mnist-unet-head] [--eval-every 1000] [--max-minutes 0]
- *                       [--stop-at 0]
+ *                       [--ema 0.999] [--width 32] [--depth 4] [--kernel 3] [--derived true] [--coarse 2]
+ *                       [--targets 32768] [--focus 0.7 [--focus-from 0.25] [--focus-to 0.85]] [--seed 1]
+ *                       [--threads 2] [--model models/mnist-unet] [--ckpt training/checkpoints/mnist-unet-head]
+ *                       [--eval-every 1000] [--max-minutes 0] [--stop-at 0]
  *
- * Per step (all random numbers from rngStream(seed, step)): x₀ from the digits, class (null class 10 with
- * probability 0.1), t ~ U[t_min, 1], x_t = α x₀ + σ ε; the frozen network gives ε̂, features and temb
- * (ORT), its JVP graph the exact target τ = dε̂/dγ along the probability-flow ODE (training/targets.ts).
+ * The defaults are the shipped head's recipe (its distill.json records the flags). `--depth`, `--kernel`,
+ * `--derived` and `--coarse` shape the head (training/head.ts); `--targets N` computes N samples' targets
+ * once and draws every batch from them, and `--focus P` draws a sample with t in
+ * [`--focus-from`, `--focus-to`) with probability P (training/distill/dataset.ts).
+ *
+ * Per sample (random numbers from rngStream(seed, step) for a step's fresh batch, from rngStream(seed +
+ * 104729, first) for a chunk of the target set): x₀ from the digits, class (null class 10 with probability
+ * 0.1), t ~ U[t_min, 1], x_t = α x₀ + σ ε; the frozen network gives ε̂, features, temb (and the coarse
+ * maps) (ORT), its JVP graph the exact target τ = dε̂/dγ along the probability-flow ODE (training/targets.ts).
  * The loss is the mean squared relative error mean_b ‖k_b − τ_b‖²/‖τ_b‖² (the measure the head is judged
  * by), with ‖τ_b‖² floored where τ is negligible ({@link relativeWeights}); Adam, warm-up and cosine
  * decay, global gradient-norm clip 1.0, fp32; only the head trains (its output conv starts near zero, so
@@ -48,6 +55,7 @@
  * (`mnist.ts`, `folder.ts`).
  */
 import { basename } from "node:path";
+import { UsageError } from "../core/flags.ts";
 import { log } from "./common.ts";
 import { FolderError, resolveModelDir } from "./model_folder.ts";
 import { DISTILL_DEFAULTS, FOLDER_ONLY } from "./distill/flags.ts";
@@ -73,7 +81,7 @@ if (import.meta.main) {
     if (mnist) await distillMnist(Deno.args);
     else await distillFolder(Deno.args, dir);
   } catch (e) {
-    if (!(e instanceof FolderError)) throw e;
+    if (!(e instanceof FolderError || e instanceof UsageError)) throw e;
     log(`distill: ${e.message}`);
     Deno.exit(1);
   }

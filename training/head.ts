@@ -49,6 +49,21 @@ export interface HeadOptions {
   embed: number;
   /** Head width: channels of the hidden layers (ORT's CPU convolutions work in blocks of 16). */
   width: number;
+  /**
+   * Coarser decoder maps the first hidden layer also reads: channels and the factor that scales each up
+   * to the image (a 1×1 conv to `width` at the coarse size, then nearest up-sampling, added before the
+   * first FiLM). They bring the context a per-pixel head cannot see.
+   */
+  coarse: readonly { channels: number; factor: number }[];
+  /**
+   * Also read the denoised image x̂₀ = x sqrt(1+γ²) − γ ε̂ and the ODE's velocity dx/dγ, computed in
+   * the graph: γ-dependent mixtures of x and ε̂ that a FiLM-modulated conv cannot form by itself.
+   */
+  derived: boolean;
+  /** Hidden layers (each a conv, FiLM and SiLU); the first reads x, ε̂ and the features. */
+  depth: number;
+  /** Kernel size of the hidden convolutions (1: per pixel; 3: each layer widens the view by one pixel). */
+  kernel: number;
   /** Scale of the initial weights of the output conv. */
   initGain: number;
   seed: number;
@@ -59,6 +74,10 @@ export const HEAD_DEFAULTS: HeadOptions = {
   featureChannels: 32,
   embed: 128,
   width: 32,
+  coarse: [],
+  derived: false,
+  depth: 2,
+  kernel: 1,
   initGain: 1e-2,
   seed: 7,
 };
@@ -72,6 +91,8 @@ export interface HeadInputs {
   temb?: string;
   /** γ_t, float32 [B]. */
   gamma: string;
+  /** The coarse decoder maps of {@link HeadOptions.coarse}, in its order. */
+  coarse?: readonly string[];
 }
 
 /**
@@ -100,14 +121,41 @@ export function addHead(
     return g.op("Add", [g.op("Mul", [h, g.op("Add", [s, f32(1)])]), b]);
   };
 
-  const input = g.op("Concat", [inp.x, inp.eps, inp.features], { axis: 1 });
-  const h1 = L.silu(film(L.conv(input, 2 * C + o.featureChannels, W, "head.in", { k: 1 }), "head.film0"));
-  const h2 = L.silu(film(L.conv(h1, W, W, "head.mid", { k: 1 }), "head.film1"));
-  const k123 = L.conv(h2, W, 3 * C, "head.out", { gain: o.initGain });
-
-  // k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²)), coefficients per sample [B, 1, 1, 1]
+  // the mixing coefficients' per-sample γ [B, 1, 1, 1] (also the derived inputs')
   const gam = g.op("Unsqueeze", [inp.gamma, i64([1, 2, 3])]);
   const onePlus = g.op("Add", [f32(1), g.op("Mul", [gam, gam])]);
+  const images = [inp.x, inp.eps];
+  if (o.derived) {
+    // x̂₀ = x sqrt(1+γ²) − γ ε̂ (the network's denoised image) and v = ε̂/sqrt(1+γ²) − γ x/(1+γ²) (dx/dγ)
+    const root = g.op("Sqrt", [onePlus]);
+    images.push(g.op("Sub", [g.op("Mul", [inp.x, root]), g.op("Mul", [inp.eps, gam])]));
+    images.push(
+      g.op("Sub", [g.op("Div", [inp.eps, root]), g.op("Mul", [inp.x, g.op("Div", [gam, onePlus])])]),
+    );
+  }
+  let h = g.op("Concat", [...images, inp.features], { axis: 1 });
+  if ((inp.coarse?.length ?? 0) !== o.coarse.length) {
+    throw new Error(
+      `the head reads ${o.coarse.length} coarse map(s) but is given ${inp.coarse?.length ?? 0}`,
+    );
+  }
+  for (let i = 0; i < o.depth; i++) {
+    const name = i === 0 ? "head.in" : i === 1 ? "head.mid" : `head.mid${i}`;
+    let pre = L.conv(h, i === 0 ? images.length * C + o.featureChannels : W, W, name, { k: o.kernel });
+    if (i === 0) {
+      o.coarse.forEach(({ channels, factor }, j) => {
+        const c = L.conv(inp.coarse![j], channels, W, `head.coarse${j}`, { k: 1 });
+        const up = g.op("Resize", [c, "", g.constant([1, 1, factor, factor], [4], "float32")], {
+          mode: "nearest",
+        });
+        pre = g.op("Add", [pre, up]);
+      });
+    }
+    h = L.silu(film(pre, `head.film${i}`));
+  }
+  const k123 = L.conv(h, W, 3 * C, "head.out", { gain: o.initGain });
+
+  // k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²)), coefficients per sample [B, 1, 1, 1]
   const c1 = g.op("Neg", [g.op("Reciprocal", [gam])]);
   const c2 = g.op("Div", [gam, onePlus]);
   const c3 = g.op("Reciprocal", [g.op("Mul", [gam, onePlus])]);
@@ -166,6 +214,9 @@ export function buildHeadModel(
     features: g.input("features", "float32", ["B", o.featureChannels, h, w]),
     temb: o.embed === 0 ? undefined : g.input("temb", "float32", ["B", o.embed]),
     gamma: g.input("gamma", "float32", ["B"]),
+    coarse: o.coarse.map(({ channels, factor }, j) =>
+      g.input(`coarse${j}`, "float32", ["B", channels, h / factor, w / factor])
+    ),
   };
   const { k, k123, params, count } = addHead(g, inputs, o, source);
   g.node("Identity", [k], ["k"]);
@@ -200,10 +251,26 @@ export function combinedHeadModel(
     g.op("Mul", [num(0.5 * betaD), g.op("Mul", [td, td])]),
   ]);
   const gamma = g.op("Cast", [g.op("Sqrt", [g.op("Sub", [g.op("Exp", [B]), num(1)])])], { to: 1 });
-  return withTrainedHead(unet, g, eps, { x: "x", eps: "eps", features: "features", temb: "temb", gamma }, {
+  const coarse = decoderMaps(unet).slice(0, options.coarse?.length ?? 0);
+  return withTrainedHead(unet, g, eps, {
+    x: "x",
+    eps: "eps",
+    features: "features",
+    temb: "temb",
+    gamma,
+    coarse,
+  }, {
     params,
     options,
   });
+}
+
+/**
+ * The coarse decoder maps of a U-Net built by training/unet.ts, finest first: the inputs of its
+ * up-sampling (Resize) nodes, each a decoder level's output before it is scaled up to the next.
+ */
+export function decoderMaps(unet: IModelProto): string[] {
+  return (unet.graph?.node ?? []).filter((n) => n.opType === "Resize").map((n) => n.input![0]).reverse();
 }
 
 /**

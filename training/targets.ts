@@ -12,6 +12,7 @@
 import { vpLinearSchedule } from "../core/schedule.ts";
 import type { RngStream } from "../core/rng.ts";
 import { exposeTensors } from "../onnx/features.ts";
+import { decoderMaps } from "./head.ts";
 import { jvpModel } from "../onnx/jvp.ts";
 import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
 import { decodeModel, encodeModel, type ModelProto } from "../onnx/proto.ts";
@@ -19,20 +20,28 @@ import { type Digits, FEATURE_TENSORS, NULL_CLASS, PIXELS, SIZE } from "./common
 
 export const schedule = vpLinearSchedule();
 
-/** Sessions of a trained score network: eps+features+temb, and the JVP graph (x, t, class, dx, dt). */
+/** Sessions of a trained score network: eps+features+temb(+coarse maps), and the JVP graph (x, t, class, dx, dt). */
 export interface ScoreGraphs {
   eps: ModelProto;
   features: InferenceSession;
   jvp: InferenceSession;
+  /** The coarse decoder maps the features session also returns (training/head.ts `decoderMaps`), finest first. */
+  coarse: string[];
 }
 
-export async function loadScoreGraphs(epsPath: string, threads = 1): Promise<ScoreGraphs> {
+/** The score network's sessions; `coarse` > 0 also exposes that many coarse decoder maps for the head. */
+export async function loadScoreGraphs(epsPath: string, threads = 1, coarse = 0): Promise<ScoreGraphs> {
   const eps = decodeModel(await Deno.readFile(epsPath));
+  const maps = decoderMaps(eps);
+  if (coarse > maps.length) {
+    throw new Error(`${epsPath} has ${maps.length} coarse decoder maps, not ${coarse}`);
+  }
   const opts = { providers: ["cpu"] as const, threads };
-  const features = (await createSession(encodeModel(exposeTensors(eps, FEATURE_TENSORS)), opts)).session;
+  const exposed = [...FEATURE_TENSORS, ...maps.slice(0, coarse)];
+  const features = (await createSession(encodeModel(exposeTensors(eps, exposed)), opts)).session;
   const jvp = (await createSession(encodeModel(jvpModel(eps, { wrt: ["x", "t"], outputs: ["eps"] })), opts))
     .session;
-  return { eps, features, jvp };
+  return { eps, features, jvp, coarse: maps.slice(0, coarse) };
 }
 
 /** The ODE tangent in (x, t) per unit γ at time t (float64 arithmetic, float32 result). */
@@ -64,6 +73,8 @@ export interface HeadData {
   batch: number;
   featureChannels: number;
   embed: number;
+  /** Coarse decoder maps for a head that reads them: values and per-sample dims [C, H, W]. */
+  coarse?: { data: Float32Array; dims: number[] }[];
 }
 
 /** Draws x₀, class (null class with probability `drop`), t, ε from `r`; x_t = α x₀ + σ ε. */
@@ -108,7 +119,7 @@ export async function headData(
     t: { type: "float32" as const, data: t, dims: [batch] },
     class: { type: "int64" as const, data: cls, dims: [batch] },
   };
-  const f = await runSession(g.features, base, ["eps", "features", "temb"]);
+  const f = await runSession(g.features, base, ["eps", "features", "temb", ...g.coarse]);
   const eps = f.eps.data as Float32Array;
   const { dx, dt } = odeTangentX(x, eps, t);
   const j = await runSession(g.jvp, {
@@ -129,5 +140,6 @@ export async function headData(
     batch,
     featureChannels: f.features.dims[1],
     embed: f.temb.dims[1],
+    coarse: g.coarse.map((name) => ({ data: f[name].data as Float32Array, dims: f[name].dims.slice(1) })),
   };
 }

@@ -7,6 +7,7 @@ import { svgPathOf } from "./plot.ts";
 import type { HeadSummary } from "./quality.ts";
 import { type Cell, geoErr, type SolverResults } from "./solvers.ts";
 import { type Config, fmt, gridLabel, type HeadBench } from "./settings.ts";
+import { WHERE_NFES } from "./where.ts";
 
 /** Parsed JSON, as JSON.parse gives it. */
 type Json = ReturnType<typeof JSON.parse>;
@@ -87,8 +88,12 @@ export function headReport(bench: HeadBench, records: Records, m: Measured, star
   }
   if (distill.steps_done) {
     p(
-      `- **head** (training/head.ts, width ${distill.head?.width}, ${distill.head?.parameters} parameters): ` +
-        `${distill.steps_done} distillation steps at batch ${distill.flags?.batch}, lr ${distill.flags?.lr}; held-out ` +
+      `- **head** (training/head.ts, ${
+        headShape(distill.head ?? {})
+      }, ${distill.head?.parameters} parameters): ` +
+        `${distill.steps_done} distillation steps at batch ${distill.flags?.batch}, lr ${distill.flags?.lr}${
+          targetSet(distill.flags ?? {})
+        }; held-out ` +
         `median relative error ${fmt(distill.heldout_relative_error?.after_median)} (before: ${
           fmt(distill.heldout_relative_error?.before_median)
         }).`,
@@ -334,6 +339,19 @@ export function headReport(bench: HeadBench, records: Records, m: Measured, star
       `derivative is ${fmt(headScale)} of it (median ⟨k, τ⟩/⟨τ, τ⟩; 1 = the right size along τ).`,
   );
   p();
+  if (sr.where) {
+    p("### Where the derivative matters");
+    p();
+    p(`${headRow.config.label}, with the head's k replaced by the exact JVP (an ε call and a JVP call) or by 0`);
+    p("only at the steps whose time lies in the row's range; median per-sample RMSE vs the reference. Where the");
+    p("exact derivative lowers the error most, a better head pays most: distillation favours those times");
+    p("(`deno task distill --focus`).");
+    p();
+    p(`| k at the GENIE steps | ${WHERE_NFES.map((n) => `NFE ${n}`).join(" | ")} |`);
+    p(`|---|${WHERE_NFES.map(() => "---").join("|")}|`);
+    for (const r of sr.where) p(`| ${r.label} | ${r.errors.map((e) => fmt(e)).join(" | ")} |`);
+    p();
+  }
   p("### The same without AFS (first step evaluates the network)");
   p();
   p("Median per-sample RMSE vs the same reference; AFS off, everything else as above (best grids).");
@@ -356,4 +374,25 @@ export function headReport(bench: HeadBench, records: Records, m: Measured, star
   p(`![integration error vs NFE](${svgPathOf(f.out).split("/").pop()})`);
   p();
   return lines;
+}
+
+/** The head's architecture as distill.json records it: width, hidden layers, kernel, extra inputs. */
+function headShape(
+  h: { width?: number; depth?: number; kernel?: number; derived?: boolean; coarse?: unknown[] },
+) {
+  const depth = h.depth ?? 2, kernel = h.kernel ?? 1;
+  const extra = [
+    h.derived ? "x̂₀ and dx/dγ" : "",
+    h.coarse?.length ? `${h.coarse.length} coarse decoder map${h.coarse.length > 1 ? "s" : ""}` : "",
+  ].filter(Boolean);
+  return `width ${h.width}, ${depth} hidden ${kernel}×${kernel} layers${
+    extra.length ? `, also reading ${extra.join(" and ")}` : ""
+  }`;
+}
+
+/** distill.json's target set and focus, as words ("" when every step computed fresh targets). */
+function targetSet(f: { targets?: number; focus?: number; focusFrom?: number; focusTo?: number }) {
+  if (!f.targets) return "";
+  const focus = f.focus ? `, t ∈ [${f.focusFrom}, ${f.focusTo}) drawn with probability ${f.focus}` : "";
+  return ` from a fixed set of ${f.targets} targets${focus}`;
 }

@@ -8,7 +8,7 @@ import { runCost } from "../../core/cost.ts";
 import { makeGrid } from "../../core/grid.ts";
 import { guidedSolveInput, withConditioning } from "../../core/guidance.ts";
 import { gaussianNoise } from "../../core/rng.ts";
-import { runSolverAsync, type RunStats } from "../../core/solvers/drive.ts";
+import { type AsyncEvaluator, runSolverAsync, type RunStats } from "../../core/solvers/drive.ts";
 import { getSolver, nfeFor, stepsForNfe } from "../../core/solvers/registry.ts";
 import { median } from "../../core/stats.ts";
 import { type OpenedModel, openModel } from "../../gpu-worker/engine.ts";
@@ -16,6 +16,7 @@ import { log } from "../../training/common.ts";
 import { rmsePerSample } from "../reference.ts";
 import type { CostRatios } from "./cost.ts";
 import { type Scorer, scorer } from "./score.ts";
+import { whereItMatters, type WhereRow } from "./where.ts";
 import { type Config, CONFIGS, fmt, type HeadBench, SOLVERS } from "./settings.ts";
 
 export interface Sampled {
@@ -35,10 +36,12 @@ export interface SampleSetup {
   /** The null class (mnist-unet's 10; another model's from its manifest). */
   nullClass?: number;
   denoise: boolean;
+  /** Answers the runs' requests (default: the model's own evaluator). */
+  evaluate?: AsyncEvaluator;
 }
 
 export async function sample(
-  { model, n: N, dim: DIM, nullClass: NULL_CLASS, denoise }: SampleSetup,
+  { model, n: N, dim: DIM, nullClass: NULL_CLASS, denoise, evaluate }: SampleSetup,
   c: Config,
   steps: number,
   latents: Float64Array,
@@ -60,7 +63,7 @@ export async function sample(
   }, guidance);
   const run = withConditioning(info.fn(input), { classes, nullClass: NULL_CLASS, scale: guidance });
   const a = performance.now();
-  const { x, stats } = await runSolverAsync(run, model.evaluate);
+  const { x, stats } = await runSolverAsync(run, evaluate ?? model.evaluate);
   return {
     x,
     nfe: stats.nfe,
@@ -115,6 +118,8 @@ export interface SolverResults {
   afsOffNfes: number[];
   afsOff: { config: Config; cells: { nfe: number; err: number }[] }[];
   guided: { config: Config; w: number; fd: number; acc: number }[];
+  /** Where the head's derivative matters (bench/head/where.ts), when the model has a head and a JVP. */
+  where?: WhereRow[];
 }
 
 /** Section 3's runs on the model (opened here and closed at the end), priced with `costRatios`. */
@@ -257,8 +262,14 @@ export async function runSolvers(bench: HeadBench, costRatios: CostRatios): Prom
       guided.push({ config: c, w, ...q });
     }
   }
+  const withBoth = ["genie (head)", "genie (jvp)"].every((fam) => bestGrid.some((b) => b.family === fam));
+  if (withBoth) log("where the derivative matters …");
+  const where = withBoth
+    ? await whereItMatters(setup, configOf("genie (head)"), ref, latents, classes)
+    : undefined;
   await model.close();
   return {
+    where,
     n: N,
     dim: DIM,
     classes,

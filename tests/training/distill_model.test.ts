@@ -99,6 +99,8 @@ Deno.test({
         ckpt,
         ...["--steps", "6", "--batch", "4", "--pool", "6", "--pool-nfe", "3", "--eval-batch", "4"],
         ...["--eval-every", "3", "--every", "3", "--progress", "3", "--threads", "1"],
+        // a fixed target set with a focus, and a head of 3 hidden 3×3 layers reading x̂₀ and dx/dγ
+        ...["--targets", "8", "--focus", "0.5", "--depth", "3", "--kernel", "3", "--derived"],
       ];
 
       await t.step("distil 3 steps, stop; progress with ETA; the head's inputs found", async () => {
@@ -107,6 +109,7 @@ Deno.test({
         assertMatch(r.stderr, /features: '\/conv_act\/Mul_output_0' \(the input of the last convolution/);
         assertMatch(r.stderr, /temb: '\/time_embedding\/emb'/);
         assertMatch(r.stderr, /data: 6\/6 samples .*ETA/);
+        assertMatch(r.stderr, /distillation targets: 8\/8 .*ETA/);
         assertMatch(r.stderr, /step 3\/6 .* it\/s .*ETA/);
         assertEquals(
           JSON.parse(Deno.readTextFileSync(join(ckpt, "latest.json"))).checkpoint,
@@ -137,6 +140,8 @@ Deno.test({
               [3, 6],
             ],
           );
+          assertEquals([record.head.depth, record.head.kernel, record.head.derived], [3, 3, true]);
+          assertEquals([record.flags.targets, record.flags.focus], [8, 0.5]);
           assertEquals(record.head.tensors, {
             features: "/conv_act/Mul_output_0",
             temb: "/time_embedding/emb",

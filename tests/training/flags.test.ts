@@ -3,6 +3,8 @@ import { assertEquals, assertThrows, describe, it } from "../testing.ts";
 import { parseTrainingFlags, Segments } from "../../training/common.ts";
 import { GraphBuilder } from "../../onnx/proto.ts";
 import { Layers } from "../../training/layers.ts";
+import { UsageError } from "../../core/flags.ts";
+import { DISTILL_DEFAULTS, focusOf, headArchitecture } from "../../training/distill/flags.ts";
 
 const DEFAULTS = { steps: 10, lr: 1e-3, out: "x", exportOnly: false };
 
@@ -37,6 +39,34 @@ describe("parseTrainingFlags", () => {
     assertEquals(parseTrainingFlags(["--lr", "0.25"], DEFAULTS, { steps: 1 }).lr, 0.25);
     assertThrows(() => parseTrainingFlags(["--steps", "ten"], DEFAULTS), Error, "--steps: expected a number");
     assertThrows(() => parseTrainingFlags(["--step", "1"], DEFAULTS), Error, "--step: unknown flag");
+  });
+});
+
+describe("distill's head and focus flags", () => {
+  const base = { ...DISTILL_DEFAULTS, targets: 1000 };
+  it("an even --kernel is refused, naming the flag", () => {
+    assertThrows(() => headArchitecture({ ...base, kernel: 2 }), UsageError, "--kernel: 2 is even");
+    assertEquals(headArchitecture({ ...base, kernel: 3, depth: 4, derived: true }), {
+      width: base.width,
+      depth: 4,
+      kernel: 3,
+      derived: true,
+    });
+  });
+  it("--focus needs --targets, a probability and a range of t", () => {
+    assertEquals(focusOf({ ...base, focus: 0 }), undefined);
+    assertEquals(focusOf({ ...base, focus: 0.7 }), { p: 0.7, from: 0.25, to: 0.85 });
+    assertThrows(
+      () => focusOf({ ...base, focus: 0.7, targets: 0 }),
+      UsageError,
+      "--focus: favours times within",
+    );
+    assertThrows(() => focusOf({ ...base, focus: 1.5 }), UsageError, "--focus: 1.5 is not a probability");
+    assertThrows(
+      () => focusOf({ ...base, focus: 0.5, focusFrom: 0.9, focusTo: 0.2 }),
+      UsageError,
+      "--focus-from: [0.9, 0.2) is not a range",
+    );
   });
 });
 

@@ -3,7 +3,8 @@
  * docs/method.md §8, the near-zero start (the untrained head is DDIM) and the served graph's wiring.
  */
 import { assert, assertClose, assertEquals, describe, it, maxAbsDiff } from "../testing.ts";
-import { addHead, buildHeadModel, combinedHeadModel } from "../../training/head.ts";
+import { addHead, buildHeadModel, combinedHeadModel, decoderMaps } from "../../training/head.ts";
+import { exposeTensors } from "../../onnx/features.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel, GraphBuilder } from "../../onnx/proto.ts";
 import { rngStream } from "../../core/rng.ts";
@@ -126,53 +127,84 @@ describe("GENIE head", () => {
     );
   });
 
-  it("the served graph runs eps and the head in one call: eps unchanged, deriv = head(features, γ(t))", async () => {
-    const unet = buildTrainableUNet({
-      size: 8,
-      width: 8,
-      mults: [1, 2],
-      groups: 2,
-      embed: 8,
-      classes: 3,
-      attention: false,
-      zeroOutput: false,
+  for (
+    const [label, arch] of [
+      ["the default head", {}],
+      ["3 hidden 3×3 layers reading the coarse decoder map", {
+        depth: 3,
+        kernel: 3,
+        coarse: [{ channels: 16, factor: 2 }],
+      }],
+    ] as const
+  ) {
+    it(`the served graph runs eps and ${label} in one call: eps unchanged, deriv = head(features, γ(t))`, async () => {
+      const unet = buildTrainableUNet({
+        size: 8,
+        width: 8,
+        mults: [1, 2],
+        groups: 2,
+        embed: 8,
+        classes: 3,
+        attention: false,
+        zeroOutput: false,
+      });
+      const B = 2;
+      // trained values for the head: the seeded initial ones, with a non-trivial output layer
+      const probe = new GraphBuilder("probe");
+      const inputs = ["x", "eps", "features", "temb", "gamma", "coarse"].map((n) =>
+        probe.input(n, "float32")
+      );
+      const opts = { ...OPTS, featureChannels: 8, initGain: 0.5, ...arch };
+      const params: Record<string, Float32Array> = {};
+      addHead(
+        probe,
+        {
+          x: inputs[0],
+          eps: inputs[1],
+          features: inputs[2],
+          temb: inputs[3],
+          gamma: inputs[4],
+          coarse: arch.coarse ? [inputs[5]] : [],
+        },
+        opts,
+        (n, _d, init) => (params[n] = init()),
+      );
+      const combined = combinedHeadModel(unet.model, params, opts);
+      const x = randn(B * 64, 5), t = Float32Array.of(0.2, 0.7), cls = BigInt64Array.of(1n, 2n);
+      const feeds = {
+        x: { type: "float32" as const, data: x, dims: [B, 1, 8, 8] },
+        t: { type: "float32" as const, data: t, dims: [B] },
+        class: { type: "int64" as const, data: cls, dims: [B] },
+      };
+      const served = await run(combined, feeds);
+      assertEquals(Object.keys(served).sort(), ["deriv", "eps"]);
+      const coarse = decoderMaps(unet.model);
+      assertEquals(coarse.length, 1);
+      const f = await run(exposeTensors(unet.model, ["features", "temb", ...coarse]), feeds);
+      assertEquals(f[coarse[0]].dims, [B, 16, 4, 4]);
+      assertEquals(maxAbsDiff(served.eps.data as Float32Array, f.eps.data as Float32Array), 0);
+      const schedule = vpLinearSchedule();
+      const alone = await run(buildHeadModel(8, opts, (n) => params[n]).model, {
+        x: feeds.x,
+        eps: { type: "float32", data: f.eps.data as Float32Array, dims: [B, 1, 8, 8] },
+        features: { type: "float32", data: f.features.data as Float32Array, dims: [B, 8, 8, 8] },
+        temb: { type: "float32", data: f.temb.data as Float32Array, dims: [B, 8] },
+        gamma: { type: "float32", data: Float32Array.from(t, (v) => schedule.gamma(v)), dims: [B] },
+        ...(arch.coarse
+          ? {
+            coarse0: {
+              type: "float32" as const,
+              data: f[coarse[0]].data as Float32Array,
+              dims: [B, 16, 4, 4],
+            },
+          }
+          : {}),
+      });
+      const a = alone.k.data as Float32Array, b = served.deriv.data as Float32Array;
+      assert(
+        maxAbsDiff(a, b) <= 1e-5 * Math.max(...a.map(Math.abs)),
+        `served deriv differs: ${maxAbsDiff(a, b)}`,
+      );
     });
-    const B = 2;
-    // trained values for the head: the seeded initial ones, with a non-trivial output layer
-    const probe = new GraphBuilder("probe");
-    const inputs = ["x", "eps", "features", "temb", "gamma"].map((n) => probe.input(n, "float32"));
-    const opts = { ...OPTS, featureChannels: 8, initGain: 0.5 };
-    const params: Record<string, Float32Array> = {};
-    addHead(
-      probe,
-      { x: inputs[0], eps: inputs[1], features: inputs[2], temb: inputs[3], gamma: inputs[4] },
-      opts,
-      (n, _d, init) => (params[n] = init()),
-    );
-    const combined = combinedHeadModel(unet.model, params, opts);
-    const x = randn(B * 64, 5), t = Float32Array.of(0.2, 0.7), cls = BigInt64Array.of(1n, 2n);
-    const feeds = {
-      x: { type: "float32" as const, data: x, dims: [B, 1, 8, 8] },
-      t: { type: "float32" as const, data: t, dims: [B] },
-      class: { type: "int64" as const, data: cls, dims: [B] },
-    };
-    const served = await run(combined, feeds);
-    assertEquals(Object.keys(served).sort(), ["deriv", "eps"]);
-    const { exposeTensors } = await import("../../onnx/features.ts");
-    const f = await run(exposeTensors(unet.model, ["features", "temb"]), feeds);
-    assertEquals(maxAbsDiff(served.eps.data as Float32Array, f.eps.data as Float32Array), 0);
-    const schedule = vpLinearSchedule();
-    const alone = await run(buildHeadModel(8, opts, (n) => params[n]).model, {
-      x: feeds.x,
-      eps: { type: "float32", data: f.eps.data as Float32Array, dims: [B, 1, 8, 8] },
-      features: { type: "float32", data: f.features.data as Float32Array, dims: [B, 8, 8, 8] },
-      temb: { type: "float32", data: f.temb.data as Float32Array, dims: [B, 8] },
-      gamma: { type: "float32", data: Float32Array.from(t, (v) => schedule.gamma(v)), dims: [B] },
-    });
-    const a = alone.k.data as Float32Array, b = served.deriv.data as Float32Array;
-    assert(
-      maxAbsDiff(a, b) <= 1e-5 * Math.max(...a.map(Math.abs)),
-      `served deriv differs: ${maxAbsDiff(a, b)}`,
-    );
-  });
+  }
 });

@@ -2,9 +2,17 @@
  * The flags of `deno task distill` (training/distill.ts) and their defaults: mnist-unet's program, the
  * model-folder program's, and the flags the training loop reads in both.
  */
-import { HEAD_DEFAULTS } from "../head.ts";
+import { UsageError } from "../../core/flags.ts";
+import { HEAD_DEFAULTS, type HeadOptions } from "../head.ts";
+import type { Focus } from "./dataset.ts";
 
-/** mnist-unet's defaults (the digits are the data). */
+/**
+ * mnist-unet's defaults (the digits are the data): the recipe of the shipped head, so a plain
+ * `deno task distill` reproduces (or resumes) it. The head reads x̂₀, dx/dγ and two coarse decoder maps
+ * through 4 hidden 3×3 layers; 32,768 samples' targets are computed once, and 70% of each batch has
+ * t ∈ [0.25, 0.85), the times where the derivative matters most to a few-step sampler (docs/head.md,
+ * "Where the derivative matters").
+ */
 export const DISTILL_DEFAULTS = {
   steps: 20000,
   batch: 32,
@@ -14,6 +22,14 @@ export const DISTILL_DEFAULTS = {
   ema: 0.999,
   drop: 0.1,
   width: HEAD_DEFAULTS.width,
+  depth: 4,
+  kernel: 3,
+  derived: true,
+  coarse: 2,
+  targets: 32768,
+  focus: 0.7,
+  focusFrom: 0.25,
+  focusTo: 0.85,
   seed: 1,
   threads: 2,
   model: "models/mnist-unet",
@@ -28,10 +44,17 @@ export const DISTILL_DEFAULTS = {
 
 /**
  * The defaults of `deno task distill --model NAME` for a model other than mnist-unet: a short run
- * (2000 steps at batch 16: minutes on a small model) with a faster weight average, and the data flags.
+ * (2000 steps at batch 16: minutes on a small model) of the smallest head (training/head.ts
+ * `HEAD_DEFAULTS`) with fresh targets every step and a faster weight average, and the data flags.
  */
 export const FOLDER_DISTILL_DEFAULTS = {
   ...DISTILL_DEFAULTS,
+  depth: HEAD_DEFAULTS.depth,
+  kernel: HEAD_DEFAULTS.kernel,
+  derived: HEAD_DEFAULTS.derived,
+  coarse: 0,
+  targets: 0,
+  focus: 0,
   steps: 2000,
   batch: 16,
   warmup: 100,
@@ -58,6 +81,10 @@ export const INTEGER_FLAGS = {
   batch: 1,
   warmup: 0,
   width: 1,
+  depth: 1,
+  kernel: 1,
+  coarse: 0,
+  targets: 0,
   seed: 0,
   threads: 1,
   every: 1,
@@ -66,6 +93,33 @@ export const INTEGER_FLAGS = {
   evalEvery: 0,
   stopAt: 0,
 };
+
+/** The head's architecture flags as {@link HeadOptions} (`kernel` must be odd: "same" padding). */
+export function headArchitecture(
+  f: { width: number; depth: number; kernel: number; derived: boolean },
+): Pick<HeadOptions, "width" | "depth" | "kernel" | "derived"> {
+  if (f.kernel % 2 === 0) {
+    throw new UsageError("--kernel", `${f.kernel} is even; the head's convolutions need an odd size`);
+  }
+  return { width: f.width, depth: f.depth, kernel: f.kernel, derived: f.derived };
+}
+
+/** `--focus P --focus-from A --focus-to B` as the target set's {@link Focus} (it needs `--targets`). */
+export function focusOf(
+  f: { focus: number; focusFrom: number; focusTo: number; targets: number },
+): Focus | undefined {
+  if (f.focus === 0) return undefined;
+  if (!(f.focus > 0 && f.focus <= 1)) {
+    throw new UsageError("--focus", `${f.focus} is not a probability in (0, 1]`);
+  }
+  if (f.targets === 0) {
+    throw new UsageError("--focus", "favours times within the target set: give --targets N too");
+  }
+  if (!(f.focusFrom >= 0 && f.focusFrom < f.focusTo && f.focusTo <= 1.01)) {
+    throw new UsageError("--focus-from", `[${f.focusFrom}, ${f.focusTo}) is not a range of t within [0, 1]`);
+  }
+  return { p: f.focus, from: f.focusFrom, to: f.focusTo };
+}
 
 /** The flags the training loop reads (both programs). */
 export type LoopFlags = Pick<

@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { decodeNpy, encodeNpy } from "../../core/npy.ts";
-import { rngStream } from "../../core/rng.ts";
+import { type RngStream, rngStream } from "../../core/rng.ts";
 import { median } from "../../core/stats.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
@@ -23,7 +23,8 @@ import {
   samplePool,
 } from "../model_folder.ts";
 import type { FloatArray } from "../trainer.ts";
-import { FOLDER_DISTILL_DEFAULTS, INTEGER_FLAGS } from "./flags.ts";
+import { HeadDataSet } from "./dataset.ts";
+import { focusOf, FOLDER_DISTILL_DEFAULTS, headArchitecture, INTEGER_FLAGS } from "./flags.ts";
 import { headFeedsFor, headTrainingGraph, relativeErrors, runHead, summary } from "./loss.ts";
 import { DistillRun, headTrainer, installHead } from "./run.ts";
 
@@ -109,8 +110,13 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
     channels: C,
     featureChannels: graphs.featureChannels,
     embed: graphs.embed,
-    width: f.width,
+    ...headArchitecture(f),
   };
+  if (f.coarse > 0) {
+    throw new FolderError(
+      `--coarse: only mnist-unet's head reads coarse decoder maps (${model.name} is not a known U-Net)`,
+    );
+  }
   const { pool, facts: dataFacts } = await folderData(f, graphs);
   const { head, graph } = headTrainingGraph(headOptions, [H, W]);
   log(
@@ -138,10 +144,20 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
   };
   const run = await DistillRun.start(f, trainer, describe);
   const extra = () => ({ model: model.name, data: dataFacts });
+  const draw = async (n: number, r: RngStream) => {
+    const { x, t, cls } = drawFromPool(model, pool, n, r, f.drop);
+    return await folderHeadData(graphs, x, t, cls);
+  };
+  // --targets N: N samples' targets computed once (their own seeds: a resumed run rebuilds the same set;
+  // a finished run, only exporting again, needs none)
+  const focus = focusOf(f);
+  const set = f.targets > 0 && trainer.state.step < f.steps
+    ? await HeadDataSet.build(f.targets, 64, (first, n) => draw(n, rngStream(f.seed + 104729, first)))
+    : undefined;
   await run.loop(
     async (step) => {
-      const { x, t, cls } = drawFromPool(model, pool, f.batch, rngStream(f.seed, step), f.drop);
-      feed(headFeedsFor(await folderHeadData(graphs, x, t, cls), model.shape));
+      const r = rngStream(f.seed, step);
+      feed(headFeedsFor(set ? set.batch(r, f.batch, focus) : await draw(f.batch, r), model.shape));
     },
     heldOut,
     evalSet.t,

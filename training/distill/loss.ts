@@ -26,6 +26,11 @@ export function headFeedsFor(d: HeadData, shape: readonly number[]): Batch {
     features: { type: "float32", data: d.features, dims: [d.batch, d.featureChannels, shape[1], shape[2]] },
     ...(d.embed > 0 ? { temb: { type: "float32" as const, data: d.temb, dims: [d.batch, d.embed] } } : {}),
     gamma: { type: "float32", data: d.gamma, dims: [d.batch] },
+    ...Object.fromEntries((d.coarse ?? []).map((c, j) => [`coarse${j}`, {
+      type: "float32" as const,
+      data: c.data,
+      dims: [d.batch, ...c.dims],
+    }])),
     k_target: { type: "float32", data: d.target, dims: img },
     w: { type: "float32", data: relativeWeights(d.target, d.batch), dims: [d.batch] },
   };

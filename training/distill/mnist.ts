@@ -2,7 +2,7 @@
  * `deno task distill` on mnist-unet (training/distill.ts): the digits are the data, the targets the exact
  * JVP of eps.onnx (training/targets.ts); writes head.onnx and names it in model.json.
  */
-import { rngStream } from "../../core/rng.ts";
+import { type RngStream, rngStream } from "../../core/rng.ts";
 import { median } from "../../core/stats.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
@@ -18,7 +18,8 @@ import {
   type ScoreGraphs,
 } from "../targets.ts";
 import type { FloatArray } from "../trainer.ts";
-import { DISTILL_DEFAULTS, INTEGER_FLAGS } from "./flags.ts";
+import { HeadDataSet } from "./dataset.ts";
+import { DISTILL_DEFAULTS, focusOf, headArchitecture, INTEGER_FLAGS } from "./flags.ts";
 import { headFeeds, headTrainingGraph, relativeErrors, runHead, summary } from "./loss.ts";
 import { DistillRun, headTrainer, installHead } from "./run.ts";
 
@@ -29,15 +30,30 @@ async function evalData(g: ScoreGraphs, digits: Digits, n: number, seed: number)
   return await headData(g, x, t, cls);
 }
 
+/** drawNoisy's x_t, t and class as headData's arguments. */
+function noisy(
+  digits: Digits,
+  n: number,
+  r: RngStream,
+  drop: number,
+): [Float32Array, Float32Array, BigInt64Array] {
+  const { x, t, cls } = drawNoisy(digits, n, r, drop);
+  return [x, t, cls];
+}
+
 /** `deno task distill` on mnist-unet: the digits are the data (see the module's comment). */
 export async function distillMnist(argv: string[]): Promise<void> {
   const f = parseTrainingFlags(argv, DISTILL_DEFAULTS, INTEGER_FLAGS);
   f.model = resolveModelDir(f.model);
-  const headOptions: Partial<HeadOptions> = { width: f.width };
   const digits = await loadDigits();
-  const graphs = await loadScoreGraphs(`${f.model}/eps.onnx`, f.threads);
+  const graphs = await loadScoreGraphs(`${f.model}/eps.onnx`, f.threads, f.coarse);
+  const probe = await headData(graphs, ...noisy(digits, 1, rngStream(f.seed, 0), 0));
+  const headOptions: Partial<HeadOptions> = {
+    ...headArchitecture(f),
+    coarse: (probe.coarse ?? []).map((c) => ({ channels: c.dims[0], factor: SIZE / c.dims[1] })),
+  };
   const { head, graph } = headTrainingGraph(headOptions);
-  log(`GENIE head: ${head.count} parameters (width ${f.width}); flags ${JSON.stringify(f)}`);
+  log(`GENIE head: ${head.count} parameters (${JSON.stringify(headOptions)}); flags ${JSON.stringify(f)}`);
   const { trainer, feed } = await headTrainer(f, graph);
   const evalSet = await evalData(graphs, digits, f.evalBatch, f.seed);
   const heldOut = async (params: Readonly<Record<string, FloatArray>>) =>
@@ -50,11 +66,25 @@ export async function distillMnist(argv: string[]): Promise<void> {
     ...headOptions,
     parameters: head.count,
   });
+  // --targets N: N samples' targets computed once (their own seeds: a resumed run rebuilds the same set;
+  // a finished run, only exporting again, needs none)
+  const focus = focusOf(f);
+  const set = f.targets > 0 && trainer.state.step < f.steps
+    ? await HeadDataSet.build(
+      f.targets,
+      64,
+      async (first, n) =>
+        await headData(graphs, ...noisy(digits, n, rngStream(f.seed + 104729, first), f.drop)),
+    )
+    : undefined;
   await run.loop(
     async (step) => {
       const r = rngStream(f.seed, step);
-      const { x, t, cls } = drawNoisy(digits, f.batch, r, f.drop);
-      feed(headFeeds(await headData(graphs, x, t, cls)));
+      feed(
+        headFeeds(
+          set ? set.batch(r, f.batch, focus) : await headData(graphs, ...noisy(digits, f.batch, r, f.drop)),
+        ),
+      );
     },
     heldOut,
     evalSet.t,
