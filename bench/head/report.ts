@@ -176,6 +176,25 @@ export function headReport(bench: HeadBench, records: Records, m: Measured, star
         } |`,
       );
     }
+    // context: against the other solvers alone (GENIE's other derivative sources spend more calls per step)
+    const rivals = bestRows.filter((r) => r.config.solver !== headRow.config.solver);
+    const against = headBeats.map((n) => {
+      const h = headRow.cells.find((c) => c.nfe === n)?.err;
+      const rival = best(n, "err", rivals);
+      return { n, h, rival };
+    });
+    p(
+      `| (context) GENIE + head below every other solver at NFE ${
+        headBeats.join(", ")
+      }, equal NFE (best grids; ` +
+        `GENIE with a JVP or a finite difference aside) | ${
+          against.map(({ n, h, rival }) => `${n}: ${fmt(h)} vs ${rival?.label ?? "—"} ${fmt(rival?.v)}`).join(
+            "; ",
+          )
+        } | ${
+          pass(against.every(({ h, rival }) => h !== undefined && rival !== undefined && h < rival.v))
+        } |`,
+    );
     if (score) {
       p(
         `| GENIE + head has the lowest or tied (within ${100 * FD_TIE}%) FD at NFE 10 | ${
