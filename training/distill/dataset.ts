@@ -5,9 +5,10 @@
  * mnist-unet), at the price of a finite set: N should be large next to the head's parameter count. The
  * set is a pure function of its seeds, so a resumed run rebuilds it bit-identically.
  */
-import type { RngStream } from "../../core/rng.ts";
+import { type RngStream, rngStream } from "../../core/rng.ts";
 import { formatSeconds, log } from "../common.ts";
 import type { HeadData } from "../targets.ts";
+import { focusOf } from "./flags.ts";
 
 /** The per-sample float fields of {@link HeadData}. */
 const FIELDS = ["x", "t", "gamma", "eps", "features", "temb", "target"] as const;
@@ -128,4 +129,40 @@ export class HeadDataSet {
       coarse: (this.shape.coarse ?? []).map((c, j) => ({ data: gather(this.coarse[j]), dims: c.dims })),
     };
   }
+}
+
+/** The offset of the target set's seeds from the run's: its chunks use rngStream(seed + offset, first). */
+const SET_SEED_OFFSET = 104729;
+
+/**
+ * The batch of each step of a distillation run: drawn from a target set of `f.targets` samples built here
+ * (with `--focus`), or, with `--targets 0`, made fresh by `draw` from the step's own random stream. The
+ * set's chunks come from streams of their own, so a resumed run rebuilds the same set; a run already at
+ * `f.steps` (which only exports again) builds none.
+ */
+export async function batchSource(
+  f: {
+    targets: number;
+    steps: number;
+    seed: number;
+    batch: number;
+    focus: number;
+    focusFrom: number;
+    focusTo: number;
+  },
+  stepsDone: number,
+  draw: (n: number, r: RngStream) => Promise<HeadData>,
+): Promise<(step: number) => Promise<HeadData>> {
+  const focus = focusOf(f);
+  const set = f.targets > 0 && stepsDone < f.steps
+    ? await HeadDataSet.build(
+      f.targets,
+      64,
+      (first, n) => draw(n, rngStream(f.seed + SET_SEED_OFFSET, first)),
+    )
+    : undefined;
+  return async (step) => {
+    const r = rngStream(f.seed, step);
+    return set ? set.batch(r, f.batch, focus) : await draw(f.batch, r);
+  };
 }

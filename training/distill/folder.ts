@@ -23,8 +23,8 @@ import {
   samplePool,
 } from "../model_folder.ts";
 import type { FloatArray } from "../trainer.ts";
-import { HeadDataSet } from "./dataset.ts";
-import { focusOf, FOLDER_DISTILL_DEFAULTS, headArchitecture, INTEGER_FLAGS } from "./flags.ts";
+import { batchSource } from "./dataset.ts";
+import { FOLDER_DISTILL_DEFAULTS, headArchitecture, INTEGER_FLAGS } from "./flags.ts";
 import { headFeedsFor, headTrainingGraph, relativeErrors, runHead, summary } from "./loss.ts";
 import { DistillRun, headTrainer, installHead } from "./run.ts";
 
@@ -148,17 +148,9 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
     const { x, t, cls } = drawFromPool(model, pool, n, r, f.drop);
     return await folderHeadData(graphs, x, t, cls);
   };
-  // --targets N: N samples' targets computed once (their own seeds: a resumed run rebuilds the same set;
-  // a finished run, only exporting again, needs none)
-  const focus = focusOf(f);
-  const set = f.targets > 0 && trainer.state.step < f.steps
-    ? await HeadDataSet.build(f.targets, 64, (first, n) => draw(n, rngStream(f.seed + 104729, first)))
-    : undefined;
+  const next = await batchSource(f, trainer.state.step, draw);
   await run.loop(
-    async (step) => {
-      const r = rngStream(f.seed, step);
-      feed(headFeedsFor(set ? set.batch(r, f.batch, focus) : await draw(f.batch, r), model.shape));
-    },
+    async (step) => feed(headFeedsFor(await next(step), model.shape)),
     heldOut,
     evalSet.t,
     extra,

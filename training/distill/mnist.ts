@@ -18,8 +18,8 @@ import {
   type ScoreGraphs,
 } from "../targets.ts";
 import type { FloatArray } from "../trainer.ts";
-import { HeadDataSet } from "./dataset.ts";
-import { DISTILL_DEFAULTS, focusOf, headArchitecture, INTEGER_FLAGS } from "./flags.ts";
+import { batchSource } from "./dataset.ts";
+import { DISTILL_DEFAULTS, headArchitecture, INTEGER_FLAGS } from "./flags.ts";
 import { headFeeds, headTrainingGraph, relativeErrors, runHead, summary } from "./loss.ts";
 import { DistillRun, headTrainer, installHead } from "./run.ts";
 
@@ -66,26 +66,13 @@ export async function distillMnist(argv: string[]): Promise<void> {
     ...headOptions,
     parameters: head.count,
   });
-  // --targets N: N samples' targets computed once (their own seeds: a resumed run rebuilds the same set;
-  // a finished run, only exporting again, needs none)
-  const focus = focusOf(f);
-  const set = f.targets > 0 && trainer.state.step < f.steps
-    ? await HeadDataSet.build(
-      f.targets,
-      64,
-      async (first, n) =>
-        await headData(graphs, ...noisy(digits, n, rngStream(f.seed + 104729, first), f.drop)),
-    )
-    : undefined;
+  const next = await batchSource(
+    f,
+    trainer.state.step,
+    (n, r) => headData(graphs, ...noisy(digits, n, r, f.drop)),
+  );
   await run.loop(
-    async (step) => {
-      const r = rngStream(f.seed, step);
-      feed(
-        headFeeds(
-          set ? set.batch(r, f.batch, focus) : await headData(graphs, ...noisy(digits, f.batch, r, f.drop)),
-        ),
-      );
-    },
+    async (step) => feed(headFeeds(await next(step))),
     heldOut,
     evalSet.t,
   );
