@@ -65,7 +65,14 @@ export async function spawnListening(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    // its own process group, so that whatever it starts can be stopped with it
+    detached: true,
   }).spawn();
+  const killGroup = (signal: Deno.Signal) => {
+    try {
+      Deno.kill(-child.pid, signal);
+    } catch { /* the group is gone */ }
+  };
   const lines: string[] = [];
   const found = Promise.withResolvers<string>();
   const pump = async (stream: ReadableStream<Uint8Array>, isStdout: boolean) => {
@@ -77,6 +84,20 @@ export async function spawnListening(
     }
   };
   const pumps = Promise.all([pump(child.stdout, true), pump(child.stderr, false)]);
+  /**
+   * Waits for the output to end. Processes the child started and that outlived it (a task runner's
+   * children after a SIGKILL) hold the pipes open: after 5 s they are killed with the group.
+   */
+  const drain = async () => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000)));
+    const ended = await Promise.race([pumps.then(() => true), late]);
+    clearTimeout(timer);
+    if (!ended) {
+      killGroup("SIGKILL");
+      await pumps;
+    }
+  };
   let done = false;
   const status = child.status.then((s) => {
     done = true;
@@ -107,16 +128,14 @@ export async function spawnListening(
           child.kill(signal);
         } catch { /* already gone */ }
         const s = await status;
-        await pumps;
+        await drain();
         return s;
       },
     };
   } catch (e) {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
+    killGroup("SIGKILL");
     await status;
-    await pumps;
+    await drain();
     throw e;
   } finally {
     clearTimeout(timer);

@@ -1,7 +1,9 @@
 /**
  * Configuration of the edge app: what `createApp` takes, and how it is read from the environment
  * (docs/contracts.md §5: PORT, GENIE_API_KEYS, GENIE_WORKER_URLS, GENIE_WORKER_SECRET, plus the
- * GENIE_EDGE_* tuning variables documented in {@link configFromEnv}).
+ * GENIE_EDGE_* tuning variables documented in {@link configFromEnv}). The connection caps and the header
+ * and idle timeouts (GENIE_MAX_CONNECTIONS, GENIE_MAX_CONNECTIONS_PER_CLIENT, GENIE_HEADER_TIMEOUT_MS,
+ * GENIE_IDLE_TIMEOUT_MS) belong to the server, not the app: core/api/guard.ts reads them.
  */
 import { DEFAULT_BODY_TIMEOUT_MS } from "../core/api/body.ts";
 import { type JobsConfig, jobsConfigFromEnv } from "./jobs/config.ts";

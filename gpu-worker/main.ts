@@ -24,12 +24,15 @@ import { pathToFileURL } from "node:url";
 import { type FlagSpec, parseFlags, parseFlagValue, UsageError } from "../core/flags.ts";
 import { parseOnOff } from "../core/api/switch.ts";
 import { parseProviders } from "../onnx/ort.ts";
+import { type GuardLimits, guardLimitsFromEnv } from "../core/api/guard.ts";
 import { ListenError, serveResilient } from "../core/api/serve.ts";
 import { createWorkerApp, type WorkerApp, type WorkerConfig } from "./app.ts";
 
 export interface ServeOptions extends WorkerConfig {
   host: string;
   port: number;
+  /** The connection guard's caps and timeouts (GENIE_MAX_CONNECTIONS…, core/api/guard.ts). */
+  connections?: GuardLimits;
 }
 
 const PORT = { flag: "--port", kind: "int", min: 0, max: 65535 } as const;
@@ -120,6 +123,7 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
     ),
     providers,
     bodyTimeoutMs: numberSetting(values.bodyTimeoutMs, BODY_TIMEOUT_MS, env.GENIE_WORKER_BODY_TIMEOUT_MS),
+    connections: guardLimitsFromEnv((name) => env[name]),
   };
 }
 
@@ -173,6 +177,7 @@ async function serve(
         port: opts.port,
         signal: ac.signal,
         log: opts.log,
+        limits: opts.connections,
         onListen: ({ hostname, port }) => void (url = `http://${hostname}:${port}`),
       }, (req) => app.fetch(req));
     } catch (e) {

@@ -1,10 +1,14 @@
 /**
  * Idle, half-open and slow connections against the edge (`deno task serve`) and the worker
- * (`deno task worker`), each run as a process with `ulimit -n 256`:
+ * (`deno task worker`), each run as a process under an open-files limit:
  *
- * - 300 connections that send `GET /healthz HTTP/1.1\r\nHost: x\r\n` and nothing more exhaust the
- *   process's file handles; the process must not exit ("Too many open files" used to end it) and must
- *   answer /healthz again once they are closed.
+ * - With the connection guard's default caps (core/api/guard.ts) and `ulimit -n 1024`, 1,100
+ *   connections that send `GET /healthz HTTP/1.1\r\nHost: x\r\n` and nothing more: those over the
+ *   per-client cap are answered 503 at once, the rest are closed by the server at the header timeout,
+ *   and /healthz answers again without the client closing anything.
+ * - With caps above what `ulimit -n 256` allows, 300 such connections exhaust the file handles; the
+ *   process must not exit ("Too many open files" used to end it) and must answer /healthz again once
+ *   they are closed.
  * - A request whose body does not arrive within the body timeout is answered 408 (the handler and
  *   what it holds are released; the socket itself stays until the client closes it).
  */
@@ -68,6 +72,42 @@ async function survivesExhaustion(server: Server): Promise<void> {
   assert(!server.output().split("\n").some((l) => /^\s+at /.test(l)), server.output());
 }
 
+/** What became of each unfinished connection within `ms`: answered 503, closed unanswered, or still open. */
+async function fates(conns: Deno.Conn[], ms: number) {
+  const count = { busy: 0, closed: 0, open: 0 };
+  await Promise.all(conns.map(async (c) => {
+    const buf = new Uint8Array(1024);
+    let text = "";
+    const end = Date.now() + ms;
+    for (;;) {
+      const n = await Promise.race([c.read(buf).catch(() => null), sleep(end - Date.now()).then(() => -1)]);
+      if (n === -1) return void count.open++;
+      if (n === null) return void (text.startsWith("HTTP/1.1 503") ? count.busy++ : count.closed++);
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+  }));
+  return count;
+}
+
+/** The guard's caps and header timeout hold 1,100 unfinished connections off without the client's help. */
+async function capsHold(server: Server): Promise<void> {
+  assert((await healthy(server.url)) === 200, "healthy before");
+  const began = Date.now();
+  const conns = await idleConnections(server.port, 1100);
+  const fate = await fates(conns, 8000);
+  const took = Date.now() - began;
+  for (const c of conns) {
+    try {
+      c.close();
+    } catch { /* closed by the server */ }
+  }
+  assert(!server.exited(), `the process exited:\n${server.output()}`);
+  // 64 per client (the default) are admitted and then closed at the 1 s header timeout; the rest are 503
+  assert(fate.open === 0, `${fate.open} connections still open after ${took} ms: ${JSON.stringify(fate)}`);
+  assert(fate.closed <= 64 && fate.busy >= conns.length - 64, JSON.stringify(fate));
+  assert((await healthy(server.url)) === 200, `no /healthz answer:\n${server.output()}`);
+}
+
 /** Sends a request head announcing a body of `declared` bytes, a part of it, then nothing. */
 async function slowBody(port: number, path: string, type: string): Promise<{ response: string }> {
   const c = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -96,6 +136,50 @@ async function slowBody(port: number, path: string, type: string): Promise<{ res
   }
 }
 
+/** Caps above what the open-files limit allows: the process runs out of handles. */
+const UNCAPPED = { GENIE_MAX_CONNECTIONS: "5000", GENIE_MAX_CONNECTIONS_PER_CLIENT: "5000" };
+
+Deno.test({
+  name: "edge and worker: the connection caps and the header timeout hold 1,100 unfinished connections off",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const env = { GENIE_HEADER_TIMEOUT_MS: "1000" };
+    const edge = await spawnLimited(["run", ...(await taskArgs("serve")).slice(1), "--port", "0"], {
+      GENIE_WORKER_URLS: "",
+      GENIE_JOBS: "off",
+      ...env,
+    }, 1024);
+    try {
+      await capsHold(edge);
+    } finally {
+      await edge.stop();
+    }
+    const dir = await Deno.makeTempDir({ prefix: "genie-conns-" });
+    const worker = await spawnLimited(
+      [
+        ...(await taskArgs("worker")),
+        "--port",
+        "0",
+        "--models-dir",
+        dir,
+        "--models",
+        "gmm2d",
+        "--threads",
+        "1",
+      ],
+      env,
+      1024,
+    );
+    try {
+      await capsHold(worker);
+    } finally {
+      await worker.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test({
   name: "edge: out of file handles it keeps running and answers again; a slow body gets 408",
   sanitizeResources: false,
@@ -105,6 +189,7 @@ Deno.test({
       GENIE_WORKER_URLS: "",
       GENIE_JOBS: "off",
       GENIE_EDGE_BODY_TIMEOUT_MS: "500",
+      ...UNCAPPED,
     }, 256);
     try {
       await survivesExhaustion(server);
@@ -139,7 +224,7 @@ Deno.test({
         "--body-timeout-ms",
         "500",
       ],
-      {},
+      UNCAPPED,
       256,
     );
     try {
