@@ -24,7 +24,7 @@ import { pathToFileURL } from "node:url";
 import { type FlagSpec, parseFlags, parseFlagValue, UsageError } from "../core/flags.ts";
 import { parseOnOff } from "../core/api/switch.ts";
 import { parseProviders } from "../onnx/ort.ts";
-import { type GuardLimits, guardLimitsFromEnv } from "../core/api/guard.ts";
+import { type GuardLimits, guardLimitsFromEnv, WORKER_GUARD_DEFAULTS } from "../core/api/guard.ts";
 import { ListenError, serveResilient } from "../core/api/serve.ts";
 import { createWorkerApp, type WorkerApp, type WorkerConfig } from "./app.ts";
 
@@ -123,7 +123,7 @@ export function serveOptions(argv: string[], env: Record<string, string | undefi
     ),
     providers,
     bodyTimeoutMs: numberSetting(values.bodyTimeoutMs, BODY_TIMEOUT_MS, env.GENIE_WORKER_BODY_TIMEOUT_MS),
-    connections: guardLimitsFromEnv((name) => env[name]),
+    connections: guardLimitsFromEnv((name) => env[name], WORKER_GUARD_DEFAULTS),
   };
 }
 

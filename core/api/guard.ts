@@ -43,6 +43,16 @@ export const GUARD_DEFAULTS: Readonly<GuardLimits> = {
   idleTimeoutMs: 30_000,
 };
 
+/**
+ * The worker's defaults: its clients are edges, each of which may hold a connection per call in flight
+ * (up to its GENIE_EDGE_MAX_QUEUE, 256), so one client may use every connection; the worker's own queue
+ * limit answers 429 beyond its capacity.
+ */
+export const WORKER_GUARD_DEFAULTS: Readonly<GuardLimits> = {
+  ...GUARD_DEFAULTS,
+  maxPerClient: GUARD_DEFAULTS.maxConnections,
+};
+
 /** The environment variable of each limit. */
 export const GUARD_ENV: Readonly<Record<keyof GuardLimits, string>> = {
   maxConnections: "GENIE_MAX_CONNECTIONS",
@@ -52,11 +62,14 @@ export const GUARD_ENV: Readonly<Record<keyof GuardLimits, string>> = {
 };
 
 /**
- * The limits from `get` (an environment lookup): each variable of {@link GUARD_ENV} that is set must be
- * a whole number ≥ 1; an error names the variable otherwise.
+ * The limits from `get` (an environment lookup) over `defaults`: each variable of {@link GUARD_ENV} that
+ * is set must be a whole number ≥ 1; an error names the variable otherwise.
  */
-export function guardLimitsFromEnv(get: (name: string) => string | undefined): GuardLimits {
-  const limits = { ...GUARD_DEFAULTS };
+export function guardLimitsFromEnv(
+  get: (name: string) => string | undefined,
+  defaults: Readonly<GuardLimits> = GUARD_DEFAULTS,
+): GuardLimits {
+  const limits = { ...defaults };
   for (const key of Object.keys(GUARD_ENV) as (keyof GuardLimits)[]) {
     const name = GUARD_ENV[key], raw = get(name)?.trim();
     if (raw === undefined || raw === "") continue;
@@ -247,7 +260,7 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
   Deno.unrefTimer(sweeper);
 
   const upstream = async (r: Relay) => {
-    const buf = new Uint8Array(64 * 1024);
+    const buf = new Uint8Array(32 * 1024);
     try {
       for (;;) {
         const n = await r.client.read(buf);
@@ -273,7 +286,7 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
   };
 
   const downstream = async (r: Relay) => {
-    const buf = new Uint8Array(64 * 1024);
+    const buf = new Uint8Array(32 * 1024);
     try {
       for (;;) {
         const n = await r.inner!.read(buf);

@@ -2,8 +2,8 @@
  * Idle, half-open and slow connections against the edge (`deno task serve`) and the worker
  * (`deno task worker`), each run as a process under an open-files limit:
  *
- * - With the connection guard's default caps (core/api/guard.ts) and `ulimit -n 1024`, 1,100
- *   connections that send `GET /healthz HTTP/1.1\r\nHost: x\r\n` and nothing more: those over the
+ * - With the connection guard's default caps (core/api/guard.ts: 64 per client at the edge, 256 at
+ *   the worker) and `ulimit -n 1024`, 1,100 connections that send `GET /healthz HTTP/1.1\r\nHost: x\r\n` and nothing more: those over the
  *   per-client cap are answered 503 at once, the rest are closed by the server at the header timeout,
  *   and /healthz answers again without the client closing anything.
  * - With caps above what `ulimit -n 256` allows, 300 such connections exhaust the file handles; the
@@ -102,9 +102,10 @@ async function capsHold(server: Server): Promise<void> {
     } catch { /* closed by the server */ }
   }
   assert(!server.exited(), `the process exited:\n${server.output()}`);
-  // 64 per client (the default) are admitted and then closed at the 1 s header timeout; the rest are 503
+  // at most the per-client cap's worth are admitted at a time and closed at the 1 s header timeout (then
+  // later ones are admitted in their place); the others are answered 503 (the exact cap: guard.test.ts)
   assert(fate.open === 0, `${fate.open} connections still open after ${took} ms: ${JSON.stringify(fate)}`);
-  assert(fate.closed <= 64 && fate.busy >= conns.length - 64, JSON.stringify(fate));
+  assert(fate.busy > 0 && fate.closed > 0, JSON.stringify(fate));
   assert((await healthy(server.url)) === 200, `no /healthz answer:\n${server.output()}`);
 }
 
