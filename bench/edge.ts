@@ -233,6 +233,8 @@ msgpack encode+decode throughput for realistic tensors.
   denoise off, NFE ${NFE}, n = ${N} samples (one batch), seeds ${SEED}…${SEED + N - 1}.
 - Worker: \`deno task worker\` on loopback, execution provider \`${provider}\`, signed calls
   (HMAC-SHA-256). Edge: \`functions/main.ts\` as its own process on loopback, open mode, rate limit off.
+  Both serve behind their connection guard (core/api/guard.ts: each connection relayed to the server on
+  loopback, docs/security.md), so every path here pays the worker's relay and the edge path the edge's too.
 - Client: this process (fetch, keep-alive). ${WARMUP} warm-up rounds, then ${PAIRS} rounds; each round
   runs the three paths once in random order, so drift affects all paths alike.
 - Machine: ${Deno.build.os}/${Deno.build.arch}, ${cores} logical CPUs, Deno ${Deno.version.deno}, load

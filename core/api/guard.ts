@@ -159,6 +159,27 @@ function endsHead(relay: Relay, chunk: Uint8Array): boolean {
   return false;
 }
 
+/**
+ * A relay's read buffer: 16 KiB, growing ×4 (up to 1 MiB) whenever a read fills it, so that a large body
+ * crosses in few reads and writes (each a turn of the event loop, which a busy machine may delay) while
+ * an idle connection holds little memory.
+ */
+class RelayBuffer {
+  bytes = new Uint8Array(16 * 1024);
+  /** The bytes of a read of `n`; a full read grows the buffer for the next one (after the chunk is used). */
+  filled(n: number): Uint8Array {
+    const chunk = this.bytes.subarray(0, n);
+    if (n === this.bytes.length && n < 1024 * 1024) this.bytes = new Uint8Array(n * 4);
+    return chunk;
+  }
+}
+
+function noDelay(conn: Deno.TcpConn): void {
+  try {
+    conn.setNoDelay(true);
+  } catch { /* the socket is already gone */ }
+}
+
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   for (let at = 0; at < data.length;) at += await conn.write(data.subarray(at));
 }
@@ -260,12 +281,12 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
   Deno.unrefTimer(sweeper);
 
   const upstream = async (r: Relay) => {
-    const buf = new Uint8Array(32 * 1024);
+    const buf = new RelayBuffer();
     try {
       for (;;) {
-        const n = await r.client.read(buf);
+        const n = await r.client.read(buf.bytes);
         if (n === null) break;
-        const chunk = buf.subarray(0, n);
+        const chunk = buf.filled(n);
         if (r.phase === "answered") {
           // the first byte of the next request on a kept-alive connection
           r.phase = "head";
@@ -286,14 +307,15 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
   };
 
   const downstream = async (r: Relay) => {
-    const buf = new Uint8Array(32 * 1024);
+    const buf = new RelayBuffer();
     try {
       for (;;) {
-        const n = await r.inner!.read(buf);
+        const n = await r.inner!.read(buf.bytes);
         if (n === null) break;
+        const chunk = buf.filled(n);
         // a client that stops reading is idle too
         if (r.phase !== "head") r.deadline = now() + limits.idleTimeoutMs;
-        await writeAll(r.client, buf.subarray(0, n));
+        await writeAll(r.client, chunk);
         if (r.phase !== "head") {
           r.phase = "answered";
           r.deadline = now() + limits.idleTimeoutMs;
@@ -315,6 +337,8 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
       } catch { /* closed */ }
       return;
     }
+    // no Nagle delay: a relayed answer written in parts (head, then body) must not wait for an ACK
+    noDelay(client);
     const r: Relay = {
       client,
       address,
@@ -327,6 +351,7 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
     perClient.set(address, mine + 1);
     try {
       r.inner = await Deno.connect({ hostname: "127.0.0.1", port: inner.addr.port });
+      noDelay(r.inner);
       byRelayPort.set((r.inner.localAddr as Deno.NetAddr).port, client.remoteAddr as Deno.NetAddr);
       recovered("relaying a connection");
     } catch (e) {
