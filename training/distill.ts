@@ -6,13 +6,14 @@
  * end of this comment.
  *
  *     deno task distill [--steps 20000] [--batch 32] [--lr 1e-3] [--min-lr 1e-5] [--warmup 200]
- *                       [--ema 0.999] [--width 32] [--depth 4] [--kernel 3] [--derived true] [--coarse 2]
+ *                       [--ema 0.999] [--width 64] [--depth 3] [--kernel 3] [--stride 2] [--derived true]
+ *                       [--coarse 2]
  *                       [--targets 32768] [--focus 0.7 [--focus-from 0.25] [--focus-to 0.85]] [--seed 1]
  *                       [--threads 2] [--model models/mnist-unet] [--ckpt training/checkpoints/mnist-unet-head]
  *                       [--eval-every 1000] [--max-minutes 0] [--stop-at 0]
  *
- * The defaults are the shipped head's recipe (its distill.json records the flags). `--depth`, `--kernel`,
- * `--derived` and `--coarse` shape the head (training/head.ts); `--targets N` computes N samples' targets
+ * The defaults are the shipped head's recipe (its distill.json records the flags). `--width`, `--depth`,
+ * `--kernel`, `--stride`, `--derived` and `--coarse` shape the head (training/head.ts); `--targets N` computes N samples' targets
  * once and draws every batch from them, and `--focus P` draws a sample with t in
  * [`--focus-from`, `--focus-to`) with probability P (training/distill/dataset.ts).
  *

@@ -3,18 +3,17 @@
  *
  * Inputs: x_t, the network's prediction ε̂ (detached), the score network's last feature map ("features":
  * the normalised, activated map its output convolution reads) and its time (+class) embedding ("temb"),
- * and γ_t. Per pixel, with the time embedding modulating each hidden layer (scale and shift, FiLM):
+ * γ_t, and optionally the derived images x̂₀ and dx/dγ and coarse decoder maps. With the time embedding
+ * modulating each hidden layer (scale and shift, FiLM), `depth` hidden convolutions of `kernel`×`kernel`
+ * on a grid `stride` times coarser than the image (docs/method.md §5):
  *
- *     h₁ = SiLU(FiLM₁(W₁ · concat(x, ε̂, features)))        1×1 conv to `width`
- *     h₂ = SiLU(FiLM₂(W₂ · h₁))                             1×1 conv
- *     (k¹, k², k³) = 3×3 conv of h₂ to 3C channels
+ *     h₁ = SiLU(FiLM₁(conv of concat(x, ε̂[, x̂₀, dx/dγ], features) [+ coarse maps]))   to `width`
+ *     hᵢ = SiLU(FiLMᵢ(conv of hᵢ₋₁))                                                i = 2 … depth
+ *     (k¹, k², k³) = 3×3 conv of h_depth to 3C channels (3C·stride², unshuffled to the image)
  *     k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²))
  *
  * FiLMᵢ(h) = h·(1 + sᵢ) + bᵢ with (sᵢ, bᵢ) = dense(SiLU(temb)): the modulation lets k be a time-dependent
- * map of x, ε̂ and the features. The spatial context
- * comes from the features; the head's own work is two 1×1 layers and one 3×3 output layer, about 2.5% of
- * mnist-unet's multiply-adds at width 32, and it needs no normalisation of its own (the features are
- * already normalised).
+ * map of its inputs. The head needs no normalisation of its own (the features are already normalised).
  *
  * The output conv starts near zero (gain `initGain`), so the untrained head gives k ≈ 0: GENIE starts as
  * DDIM.
@@ -64,6 +63,12 @@ export interface HeadOptions {
   depth: number;
   /** Kernel size of the hidden convolutions (1: per pixel; 3: each layer widens the view by one pixel). */
   kernel: number;
+  /**
+   * Resolution of the hidden layers: 1 works at the image's size; s > 1 patchifies the inputs (an s×s
+   * conv with stride s), works on the s-times coarser grid, and unshuffles the output (s² values per
+   * coarse pixel, one per fine pixel): s² fewer positions for the hidden convolutions to visit.
+   */
+  stride: number;
   /** Scale of the initial weights of the output conv. */
   initGain: number;
   seed: number;
@@ -78,6 +83,7 @@ export const HEAD_DEFAULTS: HeadOptions = {
   derived: false,
   depth: 2,
   kernel: 1,
+  stride: 1,
   initGain: 1e-2,
   seed: 7,
 };
@@ -139,21 +145,45 @@ export function addHead(
       `the head reads ${o.coarse.length} coarse map(s) but is given ${inp.coarse?.length ?? 0}`,
     );
   }
+  const S = o.stride;
   for (let i = 0; i < o.depth; i++) {
     const name = i === 0 ? "head.in" : i === 1 ? "head.mid" : `head.mid${i}`;
-    let pre = L.conv(h, i === 0 ? images.length * C + o.featureChannels : W, W, name, { k: o.kernel });
+    let pre = i === 0
+      ? L.conv(
+        h,
+        images.length * C + o.featureChannels,
+        W,
+        name,
+        S > 1 ? { k: S, stride: S } : { k: o.kernel },
+      )
+      : L.conv(h, W, W, name, { k: o.kernel });
     if (i === 0) {
       o.coarse.forEach(({ channels, factor }, j) => {
+        if (factor % S !== 0) {
+          throw new Error(`coarse map ${j}: factor ${factor} is not a multiple of stride ${S}`);
+        }
         const c = L.conv(inp.coarse![j], channels, W, `head.coarse${j}`, { k: 1 });
-        const up = g.op("Resize", [c, "", g.constant([1, 1, factor, factor], [4], "float32")], {
-          mode: "nearest",
-        });
+        const up = factor === S
+          ? c
+          : g.op("Resize", [c, "", g.constant([1, 1, factor / S, factor / S], [4], "float32")], {
+            mode: "nearest",
+          });
         pre = g.op("Add", [pre, up]);
       });
     }
     h = L.silu(film(pre, `head.film${i}`));
   }
-  const k123 = L.conv(h, W, 3 * C, "head.out", { gain: o.initGain });
+  // [B, c·S·S, h, w] → [B, c, h·S, w·S]: value (a, b) of a coarse pixel goes to fine pixel (S·y + a, S·x + b)
+  const unshuffle = (v: string, c: number) => {
+    const coarseSize = g.op("Slice", [g.op("Shape", [v]), i64([2]), i64([4]), i64([0])]);
+    const split = g.op("Reshape", [v, g.op("Concat", [i64([0, c, S, S]), coarseSize], { axis: 0 })]);
+    const fineSize = g.op("Slice", [g.op("Shape", [inp.x]), i64([2]), i64([4]), i64([0])]);
+    const moved = g.op("Transpose", [split], { perm: [0, 1, 4, 2, 5, 3] });
+    return g.op("Reshape", [moved, g.op("Concat", [i64([0, c]), fineSize], { axis: 0 })]);
+  };
+  const k123 = S === 1
+    ? L.conv(h, W, 3 * C, "head.out", { gain: o.initGain })
+    : unshuffle(L.conv(h, W, 3 * C * S * S, "head.out", { gain: o.initGain }), 3 * C);
 
   // k = −k¹/γ + k² γ/(1+γ²) + k³/(γ(1+γ²)), coefficients per sample [B, 1, 1, 1]
   const c1 = g.op("Neg", [g.op("Reciprocal", [gam])]);

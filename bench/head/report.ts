@@ -395,18 +395,25 @@ export function headReport(bench: HeadBench, records: Records, m: Measured, star
   return lines;
 }
 
-/** The head's architecture as distill.json records it: width, hidden layers, kernel, extra inputs. */
+/** The head's architecture as distill.json records it: width, hidden layers, kernel, stride, extra inputs. */
 function headShape(
-  h: { width?: number; depth?: number; kernel?: number; derived?: boolean; coarse?: unknown[] },
+  h: {
+    width?: number;
+    depth?: number;
+    kernel?: number;
+    stride?: number;
+    derived?: boolean;
+    coarse?: unknown[];
+  },
 ) {
-  const depth = h.depth ?? 2, kernel = h.kernel ?? 1;
+  const depth = h.depth ?? 2, kernel = h.kernel ?? 1, stride = h.stride ?? 1;
   const extra = [
     h.derived ? "x̂₀ and dx/dγ" : "",
     h.coarse?.length ? `${h.coarse.length} coarse decoder map${h.coarse.length > 1 ? "s" : ""}` : "",
   ].filter(Boolean);
   return `width ${h.width}, ${depth} hidden ${kernel}×${kernel} layers${
-    extra.length ? `, also reading ${extra.join(" and ")}` : ""
-  }`;
+    stride > 1 ? ` on a grid ${stride} times coarser than the image` : ""
+  }${extra.length ? `, also reading ${extra.join(" and ")}` : ""}`;
 }
 
 /** distill.json's target set and focus, as words ("" when every step computed fresh targets). */

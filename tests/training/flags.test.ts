@@ -44,12 +44,19 @@ describe("parseTrainingFlags", () => {
 
 describe("distill's head and focus flags", () => {
   const base = { ...DISTILL_DEFAULTS, targets: 1000 };
-  it("an even --kernel is refused, naming the flag", () => {
-    assertThrows(() => headArchitecture({ ...base, kernel: 2 }), UsageError, "--kernel: 2 is even");
-    assertEquals(headArchitecture({ ...base, kernel: 3, depth: 4, derived: true }), {
+  it("an even --kernel and a --stride that does not divide the image are refused, naming the flag", () => {
+    const size = [28, 28] as const;
+    assertThrows(() => headArchitecture({ ...base, kernel: 2 }, size), UsageError, "--kernel: 2 is even");
+    assertThrows(
+      () => headArchitecture({ ...base, stride: 3 }, size),
+      UsageError,
+      "--stride: 3 does not divide",
+    );
+    assertEquals(headArchitecture({ ...base, kernel: 3, depth: 4, stride: 4, derived: true }, size), {
       width: base.width,
       depth: 4,
       kernel: 3,
+      stride: 4,
       derived: true,
     });
   });

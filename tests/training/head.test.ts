@@ -90,6 +90,43 @@ describe("GENIE head", () => {
     }
   });
 
+  it("stride 2: hidden layers on the coarse grid, output channel c·4 + a·2 + b at fine pixel (2y + a, 2x + b)", async () => {
+    const B = 2, C = 2, n = S * S, opts = { ...OPTS, channels: C, stride: 2, depth: 2, kernel: 3 };
+    // the output conv's weights zero and its bias distinct per channel: k123 is the unshuffled bias
+    const bias = Float32Array.from({ length: 3 * C * 4 }, (_, j) => j + 1);
+    const source = (name: string, dims: readonly number[], init: () => Float32Array) =>
+      name === "head.out.w"
+        ? new Float32Array(dims.reduce((a, b) => a * b, 1))
+        : name === "head.out.b"
+        ? bias
+        : init();
+    const head = buildHeadModel(S, opts, source);
+    const out = await run(head.model, {
+      x: { type: "float32", data: randn(B * C * n, 21), dims: [B, C, S, S] },
+      eps: { type: "float32", data: randn(B * C * n, 22), dims: [B, C, S, S] },
+      features: { type: "float32", data: randn(B * 4 * n, 23), dims: [B, 4, S, S] },
+      temb: { type: "float32", data: randn(B * 8, 24), dims: [B, 8] },
+      gamma: { type: "float32", data: Float32Array.of(0.5, 3), dims: [B] },
+    });
+    assertEquals(out.k123.dims, [B, 3 * C, S, S]);
+    assertEquals(out.k.dims, [B, C, S, S]);
+    const k123 = out.k123.data as Float32Array;
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < 3 * C; c++) {
+        for (let y = 0; y < S; y++) {
+          for (let x = 0; x < S; x++) {
+            const want = bias[c * 4 + (y % 2) * 2 + (x % 2)];
+            assertEquals(k123[((b * 3 * C + c) * S + y) * S + x], want, `k123[${b},${c},${y},${x}]`);
+          }
+        }
+      }
+    }
+    // trained weights: the same parameter names and shapes as a stride-1 head of the same width,
+    // except the first conv (2×2) and the output conv (3C·4 channels)
+    const names = (o: object) => buildHeadModel(S, { ...opts, ...o }).params;
+    assertEquals(names({}), names({ stride: 1 }));
+  });
+
   it("N(0, I) data: (k¹, k², k³) = (0, 0, ε) is the exact dε/dγ along the ODE (docs/method.md §8)", () => {
     // ε(x̄, γ) = γ x̄/(1+γ²) for N(0, I); along dx̄/dγ = ε the total derivative is x̄/(1+γ²)².
     const d = 50, gammas = [0.01, 0.3, 1, 4.5, 150];
@@ -133,6 +170,12 @@ describe("GENIE head", () => {
       ["3 hidden 3×3 layers reading the coarse decoder map", {
         depth: 3,
         kernel: 3,
+        coarse: [{ channels: 16, factor: 2 }],
+      }],
+      ["2 hidden 3×3 layers at stride 2 reading the coarse decoder map", {
+        depth: 2,
+        kernel: 3,
+        stride: 2,
         coarse: [{ channels: 16, factor: 2 }],
       }],
     ] as const

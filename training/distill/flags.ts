@@ -9,7 +9,7 @@ import type { Focus } from "./dataset.ts";
 /**
  * mnist-unet's defaults (the digits are the data): the recipe of the shipped head, so a plain
  * `deno task distill` reproduces (or resumes) it. The head reads x̂₀, dx/dγ and two coarse decoder maps
- * through 4 hidden 3×3 layers; 32,768 samples' targets are computed once, and 70% of each batch has
+ * through 3 hidden 3×3 layers of width 64 on the 14×14 grid (stride 2); 32,768 samples' targets are computed once, and 70% of each batch has
  * t ∈ [0.25, 0.85), the times where the derivative matters most to a few-step sampler (docs/head.md,
  * "Where the derivative matters").
  */
@@ -21,9 +21,10 @@ export const DISTILL_DEFAULTS = {
   warmup: 200,
   ema: 0.999,
   drop: 0.1,
-  width: HEAD_DEFAULTS.width,
-  depth: 4,
+  width: 64,
+  depth: 3,
   kernel: 3,
+  stride: 2,
   derived: true,
   coarse: 2,
   targets: 32768,
@@ -49,8 +50,10 @@ export const DISTILL_DEFAULTS = {
  */
 export const FOLDER_DISTILL_DEFAULTS = {
   ...DISTILL_DEFAULTS,
+  width: HEAD_DEFAULTS.width,
   depth: HEAD_DEFAULTS.depth,
   kernel: HEAD_DEFAULTS.kernel,
+  stride: HEAD_DEFAULTS.stride,
   derived: HEAD_DEFAULTS.derived,
   coarse: 0,
   targets: 0,
@@ -83,6 +86,7 @@ export const INTEGER_FLAGS = {
   width: 1,
   depth: 1,
   kernel: 1,
+  stride: 1,
   coarse: 0,
   targets: 0,
   seed: 0,
@@ -94,14 +98,21 @@ export const INTEGER_FLAGS = {
   stopAt: 0,
 };
 
-/** The head's architecture flags as {@link HeadOptions} (`kernel` must be odd: "same" padding). */
+/**
+ * The head's architecture flags as {@link HeadOptions}: `kernel` must be odd ("same" padding), and
+ * `stride` must divide the image's height and width (`size`).
+ */
 export function headArchitecture(
-  f: { width: number; depth: number; kernel: number; derived: boolean },
-): Pick<HeadOptions, "width" | "depth" | "kernel" | "derived"> {
+  f: { width: number; depth: number; kernel: number; stride: number; derived: boolean },
+  size: readonly [number, number],
+): Pick<HeadOptions, "width" | "depth" | "kernel" | "stride" | "derived"> {
   if (f.kernel % 2 === 0) {
     throw new UsageError("--kernel", `${f.kernel} is even; the head's convolutions need an odd size`);
   }
-  return { width: f.width, depth: f.depth, kernel: f.kernel, derived: f.derived };
+  if (size.some((d) => d % f.stride !== 0)) {
+    throw new UsageError("--stride", `${f.stride} does not divide the image size ${size.join("×")}`);
+  }
+  return { width: f.width, depth: f.depth, kernel: f.kernel, stride: f.stride, derived: f.derived };
 }
 
 /** `--focus P --focus-from A --focus-to B` as the target set's {@link Focus} (it needs `--targets`). */

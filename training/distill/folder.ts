@@ -110,7 +110,7 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
     channels: C,
     featureChannels: graphs.featureChannels,
     embed: graphs.embed,
-    ...headArchitecture(f),
+    ...headArchitecture(f, [H, W]),
   };
   if (f.coarse > 0) {
     throw new FolderError(

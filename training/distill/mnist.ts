@@ -19,6 +19,7 @@ import {
 } from "../targets.ts";
 import type { FloatArray } from "../trainer.ts";
 import { batchSource } from "./dataset.ts";
+import { UsageError } from "../../core/flags.ts";
 import { DISTILL_DEFAULTS, headArchitecture, INTEGER_FLAGS } from "./flags.ts";
 import { headFeeds, headTrainingGraph, relativeErrors, runHead, summary } from "./loss.ts";
 import { DistillRun, headTrainer, installHead } from "./run.ts";
@@ -49,9 +50,14 @@ export async function distillMnist(argv: string[]): Promise<void> {
   const graphs = await loadScoreGraphs(`${f.model}/eps.onnx`, f.threads, f.coarse);
   const probe = await headData(graphs, ...noisy(digits, 1, rngStream(f.seed, 0), 0));
   const headOptions: Partial<HeadOptions> = {
-    ...headArchitecture(f),
+    ...headArchitecture(f, [SIZE, SIZE]),
     coarse: (probe.coarse ?? []).map((c) => ({ channels: c.dims[0], factor: SIZE / c.dims[1] })),
   };
+  for (const { factor } of headOptions.coarse!) {
+    if (factor % f.stride !== 0) {
+      throw new UsageError("--stride", `${f.stride} does not divide the ×${factor} scale of a coarse map`);
+    }
+  }
   const { head, graph } = headTrainingGraph(headOptions);
   log(`GENIE head: ${head.count} parameters (${JSON.stringify(headOptions)}); flags ${JSON.stringify(f)}`);
   const { trainer, feed } = await headTrainer(f, graph);
