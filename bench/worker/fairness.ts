@@ -10,7 +10,7 @@ import { fmt, type WorkerBench } from "./harness.ts";
 /**
  * Small requests (1 sample of --load-model, genie NFE --nfe) alone, then in a closed loop while one maximal
  * request runs (max_batch samples of --fair-big-model, ddim, --fair-big-steps steps): their p50/p99 against
- * alone, and what the maximal request pays. Side by side: the default quantum, 20 ms, and an unbounded one
+ * alone, and what the maximal request pays. Side by side: 2 ms, the default quantum, 20 ms, and an unbounded one
  * (the rotation alone: each call of the big request takes a whole batch).
  */
 export async function fairnessSection(h: WorkerBench): Promise<void> {
@@ -32,7 +32,7 @@ export async function fairnessSection(h: WorkerBench): Promise<void> {
   );
   out("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   const bigSteps = { nfe: FAIR_BIG_STEPS };
-  for (const quantum of [DEFAULT_QUANTUM_MS, 20, 1e9]) {
+  for (const quantum of [...new Set([2, DEFAULT_QUANTUM_MS, 20])].sort((a, b) => a - b).concat(1e9)) {
     const fairApp = await createWorkerApp({
       models: ALL_MODELS,
       inference,
