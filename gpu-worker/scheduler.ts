@@ -8,13 +8,16 @@
  * - Order: strict priority (higher first), then fair sharing within a priority: deficit round-robin over
  *   requests, in milliseconds of inference time. Requests wait in a rotation; each call is led by the
  *   first ready request in it (highest priority first), and is filled with the other requests waiting on
- *   the same (model, graph), which ride along. Every request served by a call moves to the back of the
- *   rotation. When requests compete — work waiting on another graph or model, or more rows than one call
- *   holds — a call's leader earns a quantum (`quantumMs`) of credit and the call is cut to the rows that
- *   credit buys at the measured cost per row of that graph (at least one row); riders pay from their own
- *   credit. A small request beside a huge one therefore waits about one quantum per step, not for the
- *   huge one to finish; a request alone fills whole batches. An evaluation larger than a call is split
- *   across calls. Strict priority can starve low priorities under sustained load.
+ *   the same (model, graph), which ride along and then move to the back. When requests compete — work
+ *   waiting on another graph or model, or more rows than one call holds — the leader starts a turn with a
+ *   quantum (`quantumMs`) of credit; each call it leads is cut to the rows its credit buys at the measured
+ *   cost per row of that graph (at least one row) and costs it those rows plus a fixed call overhead.
+ *   Coroutines resume as soon as a call returns, so the leader's next evaluation is already waiting: it
+ *   leads again until its credit cannot buy another call, then goes to the back with its debts, not its
+ *   savings. A small request beside a huge one therefore makes several steps per turn and waits about one
+ *   quantum per turn, not for the huge one to finish; a request alone fills whole batches. An evaluation
+ *   larger than a call is split across calls. Strict priority can starve low priorities under sustained
+ *   load.
  * - `maxWaitMs`: a batch with room left waits at most this long (from its oldest evaluation) for more
  *   samples; 0 (default) runs at once — coroutines resume synchronously when a batch returns, so the
  *   next call already holds every request that was waiting.
@@ -59,6 +62,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export const DEFAULT_QUANTUM_MS = 5;
 
+/** What each call costs the request that leads it beyond its rows' inference time (ms). */
+const CALL_OVERHEAD_MS = 0.25;
+
 export interface SchedulerOptions {
   /** Samples per inference call, at most (each model's `limits.max_batch` applies too). Default 64. */
   maxBatch?: number;
@@ -85,6 +91,8 @@ interface Solve {
   current?: Pending;
   /** Inference time (ms) this request may still use before it yields its turn (deficit round-robin). */
   credit: number;
+  /** It leads calls in its turn, at the front of the rotation, while its credit lasts. */
+  inTurn: boolean;
   finished: boolean;
   resolve: (r: SolveResult) => void;
   reject: (e: Error) => void;
@@ -181,6 +189,7 @@ export class Scheduler {
         submitted: performance.now(),
         stats: newRunStats(),
         credit: 0,
+        inTurn: false,
         finished: false,
         resolve,
         reject,
@@ -371,11 +380,22 @@ export class Scheduler {
         return;
       }
     }
-    // Deficit round-robin: under contention the leader's credit decides how many rows this call takes.
+    // A request whose turn is cut short (another leads: its next evaluation was not ready, or a higher
+    // priority came) goes to the back with its debts, not its savings.
+    for (const solve of this.#rotation) {
+      if (solve.inTurn && solve !== head.solve) this.#endTurn(solve);
+    }
+    // Deficit round-robin: under contention the leader's credit decides how many rows this call takes. A
+    // turn earns one quantum; the leader keeps leading (its solver's next evaluation is queued as soon
+    // as a call returns) until its credit is spent, so a small request finishes several steps per turn.
     const perRow = this.#msPerRow.get(costKey(model, head.graph)) ?? 0;
     let room = cap;
-    if (contended && perRow > 0) {
-      head.solve.credit += this.quantumMs;
+    const dealt = contended && perRow > 0;
+    if (dealt) {
+      if (!head.solve.inTurn) {
+        head.solve.credit += this.quantumMs;
+        head.solve.inTurn = true;
+      }
       room = Math.min(cap, Math.max(1, Math.floor(head.solve.credit / perRow)));
     }
     const slices: Slice[] = [];
@@ -387,13 +407,28 @@ export class Scheduler {
       total += count;
       if (contended) {
         p.solve.credit -= count * perRow;
-        // an idle request keeps its debts, not its savings (it is not waiting for a turn)
-        if (p.sent === p.rows) p.solve.credit = Math.min(p.solve.credit, 0);
+        // a rider that is idle until this call returns keeps its debts, not its savings (it is not
+        // waiting for a turn); the leader's savings last its turn
+        if (p.sent === p.rows && !p.solve.inTurn) p.solve.credit = Math.min(p.solve.credit, 0);
       }
       if (total === room) break;
     }
-    this.#rotateToBack(slices.map((s) => s.p.solve));
+    const leader = head.solve;
+    // a call's fixed overhead (feeds, the thread's messages) is not in the measured inference time: the
+    // leader pays it too, so a request of many cheap calls cannot hold a turn for long
+    if (dealt) leader.credit -= CALL_OVERHEAD_MS;
+    // the turn ends when what is left cannot buy another call of one row
+    if (leader.inTurn && leader.credit < perRow + CALL_OVERHEAD_MS) this.#endTurn(leader);
+    // the leader of a turn that goes on stays at the front; everyone else served goes to the back
+    this.#rotateToBack(slices.map((s) => s.p.solve).filter((solve) => !solve.inTurn));
     this.#dispatch(model, head.graph, slices, total);
+  }
+
+  /** Ends a request's turn: to the back of the rotation, its unspent credit dropped. */
+  #endTurn(solve: Solve): void {
+    solve.inTurn = false;
+    solve.credit = Math.min(solve.credit, 0);
+    this.#rotateToBack([solve]);
   }
 
   /** Moves the requests a call serves to the back of the rotation, in the order served. */

@@ -11,7 +11,7 @@ import { fmt, type WorkerBench } from "./harness.ts";
  * Small requests (1 sample of --load-model, genie NFE --nfe) alone, then in a closed loop while one maximal
  * request runs (max_batch samples of --fair-big-model, ddim, --fair-big-steps steps): their p50/p99 against
  * alone, and what the maximal request pays. Side by side: 2 ms, the default quantum, 20 ms, and an unbounded one
- * (the rotation alone: each call of the big request takes a whole batch).
+ * (a turn lasts until its request is done: first come, first served).
  */
 export async function fairnessSection(h: WorkerBench): Promise<void> {
   const { registry, model: MODEL, nfe: NFE, fairBigModel: FAIR_BIG_MODEL, fairBigSteps: FAIR_BIG_STEPS } = h;
@@ -23,7 +23,7 @@ export async function fairnessSection(h: WorkerBench): Promise<void> {
     `Settings: small = 1-sample ${MODEL} genie NFE ${NFE}, one closed-loop client; maximal = ${bigN}-sample ` +
       `${big} ddim ${FAIR_BIG_STEPS} steps (its max_batch). "alone" = the small requests with nothing else ` +
       `running (${FAIR_ALONE} requests). Quantum: the scheduler's per-turn inference time (` +
-      '`--quantum-ms`, gpu-worker/README.md "Scheduling"); ∞ = no cut, the rotation alone.',
+      '`--quantum-ms`, gpu-worker/README.md "Scheduling"); ∞ = no cut: a turn lasts until its request is done.',
   );
   out();
   out(
