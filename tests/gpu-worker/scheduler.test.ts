@@ -140,19 +140,30 @@ Deno.test("a small request beside a huge one on another model waits one slice of
   assertEquals(order, [2, 1]);
 });
 
-Deno.test("a request alone fills whole batches whatever its cost", async () => {
+Deno.test("a request alone: whole batches while its cost is unknown, then calls of at most 4 quanta", async () => {
   const info = validateManifest(structuredClone(BUILTIN_MANIFESTS[0]));
   info.graphPaths = { eps: "eps.onnx" };
   const model: ServedModel = { info, inputs: { eps: ["x", "t"] }, maxBatch: 8 };
-  const inference = new ManualInference({ [info.manifest.name]: 100 });
+  // 1 ms a row and a 1 ms quantum: a lone call is cut to 4 rows once the cost is known
+  const inference = new ManualInference({ [info.manifest.name]: 1 });
   const scheduler = new Scheduler(inference, { quantumMs: 1 });
   const done = scheduler.submit({ model, run: tagged(5, 8, 3) });
-  while (inference.calls.length < 3 || inference.waiting) {
+  while (inference.calls.length < 5 || inference.waiting) {
     await tick();
     inference.releaseOne();
   }
   assertEquals((await done).x[0], 5);
-  assertEquals(inference.calls.map((c) => c.length), [8, 8, 8]);
+  assertEquals(inference.calls.map((c) => c.length), [8, 4, 4, 4, 4]);
+  // cheap rows: the batch limit binds first
+  const cheap = new ManualInference({ [info.manifest.name]: 0.01 });
+  const fast = new Scheduler(cheap, { quantumMs: 1 });
+  const quick = fast.submit({ model, run: tagged(6, 8, 3) });
+  while (cheap.calls.length < 3 || cheap.waiting) {
+    await tick();
+    cheap.releaseOne();
+  }
+  assertEquals((await quick).x[0], 6);
+  assertEquals(cheap.calls.map((c) => c.length), [8, 8, 8]);
 });
 
 Deno.test("two huge requests on different models take turns of one quantum each", async () => {
