@@ -1,5 +1,5 @@
 /**
- * `deno task bench:edge [--pairs 60] [--warmup 5] [--n 16] [--n-large 125] [--nfe 10]
+ * `deno task bench:edge [--pairs 240] [--warmup 5] [--n 16] [--n-large 125] [--nfe 10]
  *   [--local-models gmm2d,mnist-mix] [--out docs/edge.md]`
  *
  * The cost of the edge hop (docs/benchmarking.md §2 "Edge hop"): a real worker (`deno task worker`) and the
@@ -31,7 +31,7 @@ import { quantileInterpolated as quantile } from "../core/stats.ts";
 import { localSection, measureLocal } from "./edge/local.ts";
 
 const { values: flags } = parseFlags(Deno.args, [
-  { flag: "--pairs", kind: "int", min: 1, default: 60 },
+  { flag: "--pairs", kind: "int", min: 1, default: 240 },
   { flag: "--warmup", kind: "int", min: 0, default: 5 },
   { flag: "--n", kind: "int", min: 1, default: 16 },
   { flag: "--n-large", kind: "int", min: 1, default: 125 },
