@@ -137,6 +137,31 @@ async function slowBody(port: number, path: string, type: string): Promise<{ res
   }
 }
 
+/** `deno task serve` (no workers, no jobs) with `env`, under `ulimit -n fds`. */
+async function spawnEdge(env: Record<string, string>, fds: number) {
+  const args = ["run", ...(await taskArgs("serve")).slice(1), "--port", "0"];
+  return await spawnLimited(args, { GENIE_WORKER_URLS: "", GENIE_JOBS: "off", ...env }, fds);
+}
+
+/** `deno task worker` serving gmm2d from a fresh models folder with `env`, under `ulimit -n fds`. */
+async function spawnWorker(env: Record<string, string>, fds: number, extra: string[] = []) {
+  const dir = await Deno.makeTempDir({ prefix: "genie-conns-" });
+  const args = [
+    ...(await taskArgs("worker")),
+    ...["--port", "0", "--models-dir", dir, "--models", "gmm2d", "--providers", "cpu", "--threads", "1"],
+    ...extra,
+  ];
+  const server = await spawnLimited(args, env, fds);
+  return {
+    ...server,
+    stop: async (signal?: Deno.Signal) => {
+      const status = await server.stop(signal);
+      await Deno.remove(dir, { recursive: true });
+      return status;
+    },
+  };
+}
+
 /** Caps above what the open-files limit allows: the process runs out of handles. */
 const UNCAPPED = { GENIE_MAX_CONNECTIONS: "5000", GENIE_MAX_CONNECTIONS_PER_CLIENT: "5000" };
 
@@ -146,37 +171,17 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const env = { GENIE_HEADER_TIMEOUT_MS: "1000" };
-    const edge = await spawnLimited(["run", ...(await taskArgs("serve")).slice(1), "--port", "0"], {
-      GENIE_WORKER_URLS: "",
-      GENIE_JOBS: "off",
-      ...env,
-    }, 1024);
+    const edge = await spawnEdge(env, 1024);
     try {
       await capsHold(edge);
     } finally {
       await edge.stop();
     }
-    const dir = await Deno.makeTempDir({ prefix: "genie-conns-" });
-    const worker = await spawnLimited(
-      [
-        ...(await taskArgs("worker")),
-        "--port",
-        "0",
-        "--models-dir",
-        dir,
-        "--models",
-        "gmm2d",
-        "--threads",
-        "1",
-      ],
-      env,
-      1024,
-    );
+    const worker = await spawnWorker(env, 1024);
     try {
       await capsHold(worker);
     } finally {
       await worker.stop();
-      await Deno.remove(dir, { recursive: true });
     }
   },
 });
@@ -186,12 +191,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const server = await spawnLimited(["run", ...(await taskArgs("serve")).slice(1), "--port", "0"], {
-      GENIE_WORKER_URLS: "",
-      GENIE_JOBS: "off",
-      GENIE_EDGE_BODY_TIMEOUT_MS: "500",
-      ...UNCAPPED,
-    }, 256);
+    const server = await spawnEdge({ GENIE_EDGE_BODY_TIMEOUT_MS: "500", ...UNCAPPED }, 256);
     try {
       await survivesExhaustion(server);
       const slow = await slowBody(server.port, "/v1/samples", "application/json");
@@ -208,33 +208,13 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "genie-conns-" });
-    const server = await spawnLimited(
-      [
-        ...(await taskArgs("worker")),
-        "--port",
-        "0",
-        "--models-dir",
-        dir,
-        "--models",
-        "gmm2d",
-        "--providers",
-        "cpu",
-        "--threads",
-        "1",
-        "--body-timeout-ms",
-        "500",
-      ],
-      UNCAPPED,
-      256,
-    );
+    const server = await spawnWorker(UNCAPPED, 256, ["--body-timeout-ms", "500"]);
     try {
       await survivesExhaustion(server);
       const slow = await slowBody(server.port, "/v1/batch", "application/msgpack");
       assertMatch(slow.response, /^HTTP\/1\.1 408/);
     } finally {
       await server.stop();
-      await Deno.remove(dir, { recursive: true });
     }
   },
 });

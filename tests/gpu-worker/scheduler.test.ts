@@ -54,6 +54,13 @@ class ManualInference implements Inference {
   }
 }
 
+/** A model named `name` with an eps graph and a batch limit of 64. */
+function served(name: string): ServedModel {
+  const info = validateManifest({ ...structuredClone(BUILTIN_MANIFESTS[0]), name });
+  info.graphPaths = { eps: "eps.onnx" };
+  return { info, inputs: { eps: ["x", "t"] }, maxBatch: 64 };
+}
+
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 Deno.test("priorities first, then turns; an evaluation larger than the batch is split", async () => {
@@ -107,11 +114,6 @@ Deno.test("requests arriving in one turn of the event loop share their first cal
 });
 
 Deno.test("a small request beside a huge one on another model waits one slice of it per turn, not per step", async () => {
-  const served = (name: string): ServedModel => {
-    const info = validateManifest({ ...structuredClone(BUILTIN_MANIFESTS[0]), name });
-    info.graphPaths = { eps: "eps.onnx" };
-    return { info, inputs: { eps: ["x", "t"] }, maxBatch: 64 };
-  };
   const big = served("big"), small = served("small");
   // the huge request costs 1 ms a row, the small one 0.01 ms: a 20 ms quantum buys 20 rows of the huge
   const inference = new ManualInference({ big: 1, small: 0.01 });
@@ -167,11 +169,6 @@ Deno.test("a request alone: whole batches while its cost is unknown, then calls 
 });
 
 Deno.test("two huge requests on different models take turns of one quantum each", async () => {
-  const served = (name: string): ServedModel => {
-    const info = validateManifest({ ...structuredClone(BUILTIN_MANIFESTS[0]), name });
-    info.graphPaths = { eps: "eps.onnx" };
-    return { info, inputs: { eps: ["x", "t"] }, maxBatch: 64 };
-  };
   const inference = new ManualInference({ a: 1, b: 1 });
   const scheduler = new Scheduler(inference, { quantumMs: 20 });
   const done: number[] = [];
@@ -204,11 +201,6 @@ Deno.test("two huge requests on different models take turns of one quantum each"
 });
 
 Deno.test("a request of many cheap calls pays each call's overhead: its turn ends within the quantum", async () => {
-  const served = (name: string): ServedModel => {
-    const info = validateManifest({ ...structuredClone(BUILTIN_MANIFESTS[0]), name });
-    info.graphPaths = { eps: "eps.onnx" };
-    return { info, inputs: { eps: ["x", "t"] }, maxBatch: 64 };
-  };
   // the cheap request's calls report almost no inference time
   const inference = new ManualInference({ big: 1, cheap: 0.001 });
   const scheduler = new Scheduler(inference, { quantumMs: 5 });
