@@ -174,6 +174,13 @@ class RelayBuffer {
   }
 }
 
+const HTTP1 = new TextEncoder().encode("HTTP/1.");
+
+/** Whether a server's chunk starts an interim (1xx) response: `HTTP/1.x 1..`. */
+function isInterim(chunk: Uint8Array): boolean {
+  return chunk.length > 9 && HTTP1.every((b, i) => chunk[i] === b) && chunk[9] === 0x31;
+}
+
 function noDelay(conn: Deno.TcpConn): void {
   try {
     conn.setNoDelay(true);
@@ -313,10 +320,13 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
         const n = await r.inner!.read(buf.bytes);
         if (n === null) break;
         const chunk = buf.filled(n);
+        // "100 Continue" answers nothing yet: the body it asks for is still part of the request
+        const interim = r.phase === "working" && isInterim(chunk);
         // a client that stops reading is idle too
         if (r.phase !== "head") r.deadline = now() + limits.idleTimeoutMs;
         await writeAll(r.client, chunk);
-        if (r.phase !== "head") {
+        if (interim) r.deadline = Infinity;
+        else if (r.phase !== "head") {
           r.phase = "answered";
           r.deadline = now() + limits.idleTimeoutMs;
         }

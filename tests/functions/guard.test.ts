@@ -246,3 +246,27 @@ Deno.test("guard: limits from the environment, each bad value naming its variabl
     "GENIE_MAX_CONNECTIONS_PER_CLIENT",
   );
 });
+
+Deno.test("guard: a body sent after 100 Continue is not held to the header timeout", opts, async () => {
+  const { server } = start({ headerTimeoutMs: 300, idleTimeoutMs: 60_000 }, async (req) => {
+    return new Response(`got ${(await req.text()).length}`);
+  });
+  try {
+    const c = await connect(server);
+    await c.write(
+      enc.encode("POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 30\r\n\r\n"),
+    );
+    const buf = new Uint8Array(256);
+    const n = await c.read(buf);
+    assertMatch(dec.decode(buf.subarray(0, n ?? 0)), /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    // the body arrives slowly, over three header timeouts
+    for (let i = 0; i < 3; i++) {
+      await sleep(300);
+      await c.write(enc.encode("x".repeat(10)));
+    }
+    assertMatch(await readResponse(c), /got 30$/);
+    closeQuietly(c);
+  } finally {
+    await server.shutdown();
+  }
+});
