@@ -99,8 +99,6 @@ interface Solve {
   current?: Pending;
   /** Inference time (ms) this request may still use before it yields its turn (deficit round-robin). */
   credit: number;
-  /** It leads calls in its turn, at the front of the rotation, while its credit lasts. */
-  inTurn: boolean;
   finished: boolean;
   resolve: (r: SolveResult) => void;
   reject: (e: Error) => void;
@@ -136,6 +134,8 @@ export class Scheduler {
   #pending: Pending[] = [];
   /** Requests in flight in turn order: the front is served first within a priority. */
   #rotation: Solve[] = [];
+  /** The request whose turn it is: it leads calls from the front of the rotation while its credit lasts. */
+  #turn: Solve | undefined;
   /** Measured inference time per row (ms), by model and graph. */
   #msPerRow = new Map<string, number>();
   #seq = 0;
@@ -197,7 +197,6 @@ export class Scheduler {
         submitted: performance.now(),
         stats: newRunStats(),
         credit: 0,
-        inTurn: false,
         finished: false,
         resolve,
         reject,
@@ -264,6 +263,7 @@ export class Scheduler {
     solve.cleanup();
     this.#solves.delete(solve);
     this.#rotation.splice(this.#rotation.indexOf(solve), 1);
+    if (this.#turn === solve) this.#turn = undefined;
     const at = solve.current ? this.#pending.indexOf(solve.current) : -1;
     if (at >= 0) this.#pending.splice(at, 1);
     solve.current = undefined;
@@ -390,24 +390,19 @@ export class Scheduler {
     }
     // A request whose turn is cut short (another leads: its next evaluation was not ready, or a higher
     // priority came) goes to the back with its debts, not its savings.
-    for (const solve of this.#rotation) {
-      if (solve.inTurn && solve !== head.solve) this.#endTurn(solve);
-    }
+    if (this.#turn && this.#turn !== head.solve) this.#endTurn();
     // Deficit round-robin: under contention the leader's credit decides how many rows this call takes. A
     // turn earns one quantum; the leader keeps leading (its solver's next evaluation is queued as soon
     // as a call returns) until its credit is spent, so a small request finishes several steps per turn.
     const perRow = this.#msPerRow.get(costKey(model, head.graph)) ?? 0;
-    let room = cap;
     const dealt = contended && perRow > 0;
-    if (dealt) {
-      if (!head.solve.inTurn) {
-        head.solve.credit += this.quantumMs;
-        head.solve.inTurn = true;
-      }
-      room = Math.min(cap, Math.max(1, Math.floor(head.solve.credit / perRow)));
-    } else if (perRow > 0) {
-      room = Math.min(cap, Math.max(1, Math.floor((LONE_CALL_QUANTA * this.quantumMs) / perRow)));
+    if (dealt && this.#turn !== head.solve) {
+      head.solve.credit += this.quantumMs;
+      this.#turn = head.solve;
     }
+    // the inference time this call may take: the leader's credit, or alone a few quanta
+    const budget = dealt ? head.solve.credit : LONE_CALL_QUANTA * this.quantumMs;
+    const room = perRow > 0 ? Math.min(cap, Math.max(1, Math.floor(budget / perRow))) : cap;
     const slices: Slice[] = [];
     let total = 0;
     for (const p of group) {
@@ -419,7 +414,7 @@ export class Scheduler {
         p.solve.credit -= count * perRow;
         // a rider that is idle until this call returns keeps its debts, not its savings (it is not
         // waiting for a turn); the leader's savings last its turn
-        if (p.sent === p.rows && !p.solve.inTurn) p.solve.credit = Math.min(p.solve.credit, 0);
+        if (p.sent === p.rows && p.solve !== this.#turn) p.solve.credit = Math.min(p.solve.credit, 0);
       }
       if (total === room) break;
     }
@@ -428,15 +423,16 @@ export class Scheduler {
     // leader pays it too, so a request of many cheap calls cannot hold a turn for long
     if (dealt) leader.credit -= CALL_OVERHEAD_MS;
     // the turn ends when what is left cannot buy another call of one row
-    if (leader.inTurn && leader.credit < perRow + CALL_OVERHEAD_MS) this.#endTurn(leader);
+    if (this.#turn === leader && leader.credit < perRow + CALL_OVERHEAD_MS) this.#endTurn();
     // the leader of a turn that goes on stays at the front; everyone else served goes to the back
-    this.#rotateToBack(slices.map((s) => s.p.solve).filter((solve) => !solve.inTurn));
+    this.#rotateToBack(slices.map((s) => s.p.solve).filter((solve) => solve !== this.#turn));
     this.#dispatch(model, head.graph, slices, total);
   }
 
-  /** Ends a request's turn: to the back of the rotation, its unspent credit dropped. */
-  #endTurn(solve: Solve): void {
-    solve.inTurn = false;
+  /** Ends the current turn: its request to the back of the rotation, its unspent credit dropped. */
+  #endTurn(): void {
+    const solve = this.#turn!;
+    this.#turn = undefined;
     solve.credit = Math.min(solve.credit, 0);
     this.#rotateToBack([solve]);
   }
