@@ -123,8 +123,6 @@ export interface GuardedServerOptions {
   onListen?: (addr: { hostname: string; port: number }) => void;
   onError?: (error: unknown) => Response | Promise<Response>;
   log: (line: string) => void;
-  /** Clock for the deadlines (tests). */
-  now?: () => number;
 }
 
 export interface GuardedServer {
@@ -197,7 +195,6 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
  */
 export function serveGuarded(opts: GuardedServerOptions, handler: Handler): GuardedServer {
   const { limits, log } = opts;
-  const now = opts.now ?? Date.now;
   const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
   const addr = {
     hostname: (listener.addr as Deno.NetAddr).hostname,
@@ -282,7 +279,7 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
     Math.min(1000, Math.floor(Math.min(limits.headerTimeoutMs, limits.idleTimeoutMs) / 4)),
   );
   const sweeper = setInterval(() => {
-    const t = now();
+    const t = Date.now();
     for (const r of relays) if (r.deadline <= t) close(r);
   }, sweepMs);
   Deno.unrefTimer(sweeper);
@@ -298,7 +295,7 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
           // the first byte of the next request on a kept-alive connection
           r.phase = "head";
           r.tail.length = 0;
-          r.deadline = now() + limits.headerTimeoutMs;
+          r.deadline = Date.now() + limits.headerTimeoutMs;
         }
         if (r.phase === "head" && endsHead(r, chunk)) {
           r.phase = "working";
@@ -323,12 +320,12 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
         // "100 Continue" answers nothing yet: the body it asks for is still part of the request
         const interim = r.phase === "working" && isInterim(chunk);
         // a client that stops reading is idle too
-        if (r.phase !== "head") r.deadline = now() + limits.idleTimeoutMs;
+        if (r.phase !== "head") r.deadline = Date.now() + limits.idleTimeoutMs;
         await writeAll(r.client, chunk);
         if (interim) r.deadline = Infinity;
         else if (r.phase !== "head") {
           r.phase = "answered";
-          r.deadline = now() + limits.idleTimeoutMs;
+          r.deadline = Date.now() + limits.idleTimeoutMs;
         }
       }
     } catch { /* either side went away */ }
@@ -353,7 +350,7 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
       client,
       address,
       phase: "head",
-      deadline: now() + limits.headerTimeoutMs,
+      deadline: Date.now() + limits.headerTimeoutMs,
       tail: [],
       closed: false,
     };
