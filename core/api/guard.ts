@@ -179,6 +179,16 @@ function isInterim(chunk: Uint8Array): boolean {
   return chunk.length > 9 && HTTP1.every((b, i) => chunk[i] === b) && chunk[9] === 0x31;
 }
 
+/** Answers 503 (retry shortly) before anything is read, and closes the connection. */
+async function refuse(client: Deno.Conn): Promise<void> {
+  try {
+    await writeAll(client, BUSY);
+  } catch { /* the client left, or close() already closed it */ }
+  try {
+    client.close();
+  } catch { /* closed */ }
+}
+
 function noDelay(conn: Deno.TcpConn): void {
   try {
     conn.setNoDelay(true);
@@ -336,12 +346,7 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
     const address = (client.remoteAddr as Deno.NetAddr).hostname;
     const mine = perClient.get(address) ?? 0;
     if (!accepting || relays.size >= limits.maxConnections || mine >= limits.maxPerClient) {
-      try {
-        await writeAll(client, BUSY);
-      } catch { /* the client left */ }
-      try {
-        client.close();
-      } catch { /* closed */ }
+      await refuse(client);
       return;
     }
     // no Nagle delay: a relayed answer written in parts (head, then body) must not wait for an ACK
@@ -362,7 +367,9 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
       byRelayPort.set((r.inner.localAddr as Deno.NetAddr).port, client.remoteAddr as Deno.NetAddr);
       recovered("relaying a connection");
     } catch (e) {
+      // out of file handles, or the private server restarting: the client gets the same 503 as over a cap
       failed("relaying a connection", e);
+      await refuse(client);
       close(r);
       return;
     }
