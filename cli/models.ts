@@ -30,6 +30,8 @@ export interface ResolvedModel {
   classes?: { count: number; nullClass?: number };
   /** The derivative sources GENIE can use with this model. */
   derivatives: DerivativeSource[];
+  /** Answers ε and its JVP along the ODE's tangent in one request (core/solvers/types.ts `odeJvp`). */
+  odeJvp?: boolean;
   /** The model's preferred grids (model.json `defaults`); without them each solver uses its own. */
   defaults?: GridDefaults;
   /** Measured cost of each graph's call as a ratio to one eps call (model.json `costs`). */
@@ -119,6 +121,7 @@ async function onnxModel(name: string, opts: ResolveOptions): Promise<ResolvedMo
     evaluator: model.evaluate,
     classes: model.classes,
     derivatives: model.derivatives,
+    odeJvp: model.odeJvp,
     defaults: model.defaults,
     costs: model.costs,
     close: () => model.close(),
@@ -160,6 +163,7 @@ async function gmmModel(name: string, path: string): Promise<ResolvedModel> {
     // The mixture answers JVP requests exactly too, so "jvp" costs what it costs on a network but
     // returns the exact derivative.
     derivatives: ["exact", "jvp", "fd"],
+    odeJvp: true,
   };
 }
 

@@ -247,6 +247,7 @@ async function solve(
     afs: plan.afs,
     denoise: plan.denoise,
     derivative: plan.derivative,
+    odeJvp: model.odeJvp,
     order: plan.order,
     variant: plan.variant,
   }, cond.scale ?? 0);
@@ -272,7 +273,8 @@ async function solve(
 
 /**
  * The graphs a planned run calls (core/solvers/drive.ts `callGraph`): ε only, except GENIE, which asks
- * the head for ε and its derivative together, or ε then the JVP graph; with denoising, one more ε call.
+ * the head for ε and its derivative together, or the JVP graph alone (along the ODE's tangent, made in the
+ * graph: `odeJvp`), or ε then the JVP graph (guided, or a model without it); with denoising, one more ε call.
  * A graph left out here would still be loaded on first use (gpu-worker/engine.ts), only slower.
  */
 export function graphsCalled(
@@ -282,7 +284,10 @@ export function graphsCalled(
   if (plan.solver !== "genie") return ["eps"];
   const source = input.tangentDerivative ? "jvp" : plan.derivative;
   if (source === "head") return plan.denoise ? ["head", "eps"] : ["head"];
-  if (source === "jvp") return ["eps", "jvp"];
+  if (source === "jvp") {
+    if (!input.odeJvp || input.tangentDerivative) return ["eps", "jvp"];
+    return plan.denoise ? ["jvp", "eps"] : ["jvp"];
+  }
   if (source === "fd") return ["eps"];
   return ["eps", "head", "jvp"];
 }

@@ -276,7 +276,8 @@ export function gmmAt(
 
 /**
  * An evaluator answering solver requests exactly: ε, the total derivative along the ODE (no
- * tangent), or the JVP along an (x, t) tangent. Each sample uses its own t and class.
+ * tangent), or the JVP along an (x, t) tangent, given or made from ε (`odeTangent`). Each sample uses
+ * its own t and class.
  */
 export function gmmEvaluator(mix: GaussianMixture, schedule: Schedule = mix.schedule): Evaluator {
   return (req: EvalRequest): EvalResult => {
@@ -295,17 +296,19 @@ export function gmmEvaluator(mix: GaussianMixture, schedule: Schedule = mix.sche
       const at = gmmAt(mix, xbar, gamma, cls);
       eps.set(at.eps, b * d);
       if (!deriv) continue;
-      if (!req.tangent) {
+      if (!req.tangent && !req.odeTangent) {
         deriv.set(at.total(), b * d);
         continue;
       }
       // Tangent (dx, dt) in (x, t) → (dx̄, dγ): dγ = dt/(dt/dγ), dx̄ = (dx − x (d log α/dt) dt)/α,
       // d log α/dt = −γ/((1+γ²) dt/dγ).
       const dtdg = schedule.dtDgamma(t);
-      const dt = req.tangent.t[b];
+      const dt = req.tangent ? req.tangent.t[b] : req.odeTangent!.t[b];
       const dgamma = dt / dtdg;
       const dlogAlpha = -gamma / ((1 + gamma * gamma) * dtdg);
-      const dx = req.tangent.x.subarray(b * d, (b + 1) * d);
+      const dx = req.tangent
+        ? req.tangent.x.subarray(b * d, (b + 1) * d)
+        : odeTangentRow(req.odeTangent!, b, at.eps, x);
       const dxbar = new Float64Array(d);
       for (let i = 0; i < d; i++) dxbar[i] = (dx[i] - x[i] * dlogAlpha * dt) / alpha;
       const j = at.jvp(dxbar);
@@ -317,6 +320,18 @@ export function gmmEvaluator(mix: GaussianMixture, schedule: Schedule = mix.sche
     }
     return { eps, deriv };
   };
+}
+
+/** Row b of the tangent dx = a ε + c x of an {@link EvalRequest.odeTangent} request. */
+function odeTangentRow(
+  tangent: NonNullable<EvalRequest["odeTangent"]>,
+  b: number,
+  eps: ArrayLike<number>,
+  x: ArrayLike<number>,
+): Float64Array {
+  const dx = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) dx[i] = tangent.eps[b] * eps[i] + tangent.x[b] * x[i];
+  return dx;
 }
 
 /** Exact samples from p₀, drawing standard normals from `normal` (i.i.d. N(0,1)) and uniforms from `uniform`. */

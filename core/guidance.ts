@@ -99,6 +99,10 @@ export function withGuidance(run: SolverRun, opts: GuidanceOptions): SolverRun {
   return relay(run, function* (req) {
     const batch = req.t.length, n = req.x.length;
     checkClasses(classes, batch);
+    if (req.odeTangent) {
+      // each branch would make the tangent from its own ε, not from the guided ε̃
+      throw new GuidanceError("odeTangent", "a guided run needs the JVP along the solver's own tangent");
+    }
     if (!labels) {
       labels = new Int32Array(2 * batch).fill(nullClass);
       labels.set(classes);

@@ -162,6 +162,13 @@ export function wrapPrediction(
     throw new PredictionError("derivativeSpace", `must be "eps" or "raw", got ${JSON.stringify(space)}`);
   }
   return (req: EvalRequest): EvalResult => {
+    if (req.odeTangent) {
+      throw new PredictionError(
+        "odeTangent",
+        `a ${kind}-prediction model cannot make the ODE's tangent from its output in one call; ask for ` +
+          `ε and then the JVP along a given tangent`,
+      );
+    }
     if (req.want === "eps+deriv" && !req.tangent && space === undefined) {
       throw new PredictionError(
         "deriv",

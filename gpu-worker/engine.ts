@@ -23,7 +23,7 @@ import type { DerivativeSource, EvalRequest, EvalResult } from "../core/solvers/
 import type { Provider, SpinPolicy } from "../onnx/ort.ts";
 import { type Answer, answerMessage, type AnswerOptions, type SolvePath } from "./in_process.ts";
 import { InferenceThread, type LoadedModelReport } from "./inference.ts";
-import { type GraphKind, type ModelManifest, readManifest } from "./manifest.ts";
+import { type GraphKind, type ModelManifest, readManifest, servesOdeTangent } from "./manifest.ts";
 import { defaultModelsDir, loadRegistry } from "./models.ts";
 import { derivativesOf } from "./requests.ts";
 import { batchFeeds, graphFor, type ServedModel, toEpsResult } from "./served.ts";
@@ -65,6 +65,8 @@ export interface OpenedModel {
   classes?: { count: number; nullClass?: number };
   /** GENIE derivative sources this model serves ("head" first when it has one; "exact" for analytic models). */
   derivatives: DerivativeSource[];
+  /** Its JVP graph also answers along the ODE's tangent in one call (manifest.ts `servesOdeTangent`). */
+  odeJvp: boolean;
   /** The manifest's preferred grids (`defaults`), if any. */
   defaults?: GridDefaults;
   /** The manifest's measured cost ratios (`costs`), if any. */
@@ -228,6 +230,7 @@ export async function openModel(
     schedule: info.schedule,
     classes: m.classes ? { count: m.classes.count, nullClass: m.classes.null_class } : undefined,
     derivatives: derivativesOf({ info, inputs: r?.model.inputs ?? {}, maxBatch }),
+    odeJvp: servesOdeTangent(info),
     defaults: m.defaults,
     costs: m.costs,
   });

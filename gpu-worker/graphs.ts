@@ -38,6 +38,7 @@
  */
 import type { GaussianMixture } from "../core/gmm.ts";
 import { DataType, GraphBuilder } from "../onnx/proto.ts";
+import { JVP_INPUTS } from "../onnx/tangent_inputs.ts";
 
 /** Which graph of a mixture to build. */
 export type MixtureGraphKind = "eps" | "head" | "jvp";
@@ -46,7 +47,7 @@ export type MixtureGraphKind = "eps" | "head" | "jvp";
  * Input names of the JVP graph's tangent (x-space direction and time direction): the names onnx/jvp.ts
  * gives the tangents of inputs `x` and `t`, so analytic and transformed neural graphs are fed alike.
  */
-export const JVP_INPUTS = { x: "dx", t: "dt" } as const;
+export { JVP_INPUTS };
 
 export interface MixtureGraphOptions {
   kind: MixtureGraphKind;

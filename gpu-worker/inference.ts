@@ -3,7 +3,7 @@
  * sessions once, run batches, close. One call at a time reaches ORT; calls queue in order.
  */
 import type { Provider, SpinPolicy } from "../onnx/ort.ts";
-import type { GraphKind, LoadedModel } from "./manifest.ts";
+import { type GraphKind, type LoadedModel, servesOdeTangent } from "./manifest.ts";
 
 /** A tensor on the wire between threads: its bytes travel by transfer. */
 export interface WireTensor {
@@ -18,8 +18,13 @@ export interface ThreadLoadModel {
   timeScale: number;
   /** The manifest's time offset (the model sees t × timeScale + timeOffset). */
   timeOffset?: number;
-  /** The eps and JVP graphs' input names by role, where not the standard x, t, class. */
-  names?: { x: string; t: string; class: string };
+  /** The eps and JVP graphs' input and output names by role, where not the standard x, t, class, eps. */
+  names?: { x: string; t: string; class: string; eps?: string };
+  /**
+   * Serve the JVP graph along the ODE's tangent too (onnx/ode_jvp.ts: the graph also takes `tangent_out`
+   * and `tangent_x` and makes its tangent of x from its own output; manifest.ts `servesOdeTangent`).
+   */
+  odeJvp?: boolean;
   /** The eps and JVP graphs' time input type (default float32). */
   timestep?: "float32" | "int64";
   graphs: Partial<Record<GraphKind, string>>;
@@ -255,8 +260,9 @@ export class InferenceThread implements Inference {
         shape: m.manifest.shape,
         timeScale: m.manifest.time.scale,
         timeOffset: m.manifest.time.offset ?? 0,
-        names: { x: m.names.x, t: m.names.t, class: m.names.class },
+        names: { x: m.names.x, t: m.names.t, class: m.names.class, eps: m.names.eps },
         timestep: m.timestep,
+        odeJvp: servesOdeTangent(m),
         graphs: Object.fromEntries(
           Object.entries(m.graphPaths).filter(([kind]) => kind !== "features"),
         ),

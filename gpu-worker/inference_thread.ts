@@ -28,6 +28,7 @@ import {
   type ThreadRequest,
   type WireTensor,
 } from "./inference.ts";
+import { JVP_INPUTS, ODE_TANGENT_INPUTS } from "../onnx/tangent_inputs.ts";
 
 interface Port {
   post(msg: ThreadReply, transfer?: ArrayBuffer[]): void;
@@ -86,6 +87,8 @@ function warmupFeeds(
       feeds[name] = { type: "float32", data: new Float32Array([time]), dims: [1] };
     } else if (name === "dt") {
       feeds[name] = { type: "float32", data: new Float32Array([model.timeScale]), dims: [1] };
+    } else if (name === ODE_TANGENT_INPUTS.out || name === ODE_TANGENT_INPUTS.x) {
+      feeds[name] = { type: "float32", data: new Float32Array(1), dims: [1] };
     } else feeds[name] = { type: "float32", data: new Float32Array(dim), dims: [1, ...model.shape] };
   }
   return feeds;
@@ -125,7 +128,10 @@ async function loadModel(
   let providers = options.providers;
   const inputs: Record<string, string[]> = {}, outputs: Record<string, string[]> = {};
   for (const [graph, path] of Object.entries(model.graphs)) {
-    const created = await createSession(readFileSync(path), {
+    const bytes = graph === "jvp" && model.odeJvp
+      ? await alongOdeTangent(readFileSync(path), model)
+      : readFileSync(path);
+    const created = await createSession(bytes, {
       providers,
       threads: options.intraOpThreads,
       spin,
@@ -156,6 +162,21 @@ async function loadModel(
     loadMs,
     warmupMs: performance.now() - t1,
   };
+}
+
+/** The JVP graph that also makes its tangent of x from its own output (onnx/ode_jvp.ts). */
+async function alongOdeTangent(bytes: Uint8Array, model: ThreadLoadModel): Promise<Uint8Array> {
+  // loaded on first use: only runs that call the JVP graph pay for the protobuf module
+  const [{ odeJvpModel }, { decodeModel, encodeModel }] = await Promise.all([
+    import("../onnx/ode_jvp.ts"),
+    import("../onnx/proto.ts"),
+  ]);
+  const names = { x: model.names?.x ?? "x", out: model.names?.eps ?? "eps", dx: JVP_INPUTS.x };
+  try {
+    return encodeModel(odeJvpModel(decodeModel(bytes), names));
+  } catch (e) {
+    throw new Error(`the jvp graph cannot take the ODE's tangent: ${e instanceof Error ? e.message : e}`);
+  }
 }
 
 async function run(msg: Extract<ThreadRequest, { type: "run" }>, port: Port): Promise<void> {

@@ -112,6 +112,15 @@ export interface LoadedModel {
   timestep: "float32" | "int64";
 }
 
+/**
+ * Whether the model answers an `odeTangent` request (core/solvers/types.ts: ε and its JVP along the ODE's tangent in one
+ * call): an ε-predicting model with a JVP graph, which the inference thread loads with the tangent made
+ * in the graph (onnx/ode_jvp.ts). Other predictions would need the tangent converted from their output.
+ */
+export function servesOdeTangent(info: LoadedModel): boolean {
+  return info.manifest.prediction === "eps" && info.graphPaths.jvp !== undefined;
+}
+
 /** The names of a graph's tensors by role: the mapped ones for eps and jvp, the standard ones otherwise. */
 export function graphNames(info: LoadedModel, kind: GraphKind): GraphNames {
   return kind === "eps" || kind === "jvp" ? info.names : { ...STANDARD_NAMES };

@@ -30,6 +30,7 @@ import { getSolver, solverNames } from "../core/solvers/registry.ts";
 import type { DerivativeSource, SolveInput, SolverFn, SolverRun } from "../core/solvers/types.ts";
 import { asWorkerError, invalidField, WorkerError } from "./errors.ts";
 import type { ServedModel } from "./served.ts";
+import { servesOdeTangent } from "./manifest.ts";
 
 /** A validated request, ready to submit to the scheduler. */
 export interface PlannedSolve {
@@ -250,6 +251,7 @@ export function planBatch(body: unknown, models: Map<string, ServedModel>, now =
     afs: c.plan.afs,
     denoise: c.plan.denoise,
     derivative: c.plan.derivative,
+    odeJvp: servesOdeTangent(info),
     order: c.plan.order,
     variant: c.plan.variant,
   };
@@ -327,6 +329,7 @@ export function planEncode(body: unknown, models: Map<string, ServedModel>, now 
     batch: n,
     dim,
     derivative: c.plan.derivative,
+    odeJvp: servesOdeTangent(info),
     order: c.plan.order,
     variant: c.plan.variant,
   }, cond.scale);

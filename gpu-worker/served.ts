@@ -11,7 +11,7 @@ import { wrapPrediction } from "../core/prediction.ts";
 import { WorkerError } from "./errors.ts";
 import type { WireTensor } from "./inference.ts";
 import { type GraphKind, graphNames, type LoadedModel, modelTime } from "./manifest.ts";
-import { JVP_INPUTS } from "./graphs.ts";
+import { JVP_INPUTS, ODE_TANGENT_INPUTS } from "../onnx/tangent_inputs.ts";
 
 /** A model as the scheduler serves it. */
 export interface ServedModel {
@@ -91,6 +91,10 @@ export function batchFeeds(
   const tx = jvp ? new Float32Array(rows * dim) : undefined;
   // an int64 time has no tangent (a JVP graph over it differentiates along x only)
   const tt = jvp && !integer ? new Float32Array(rows) : undefined;
+  // the coefficients of a tangent made in the graph (onnx/ode_jvp.ts), 0 for rows with a given tangent
+  const ode = jvp && takes.includes(ODE_TANGENT_INPUTS.out)
+    ? { out: new Float32Array(rows), x: new Float32Array(rows) }
+    : undefined;
   const nullClass = info.manifest.classes?.null_class ?? 0;
   let at = 0;
   for (const { req, from, count } of ranges) {
@@ -101,9 +105,19 @@ export function batchFeeds(
       else t[at + i] = time;
       if (cls) cls[at + i] = BigInt(req.classes ? req.classes[from + i] : nullClass);
       // A tangent in t is per unit of the solver's time; the model's time is t × scale + offset.
-      if (tt) tt[at + i] = req.tangent!.t[from + i] * scale;
+      if (tt) tt[at + i] = (req.tangent ?? req.odeTangent!).t[from + i] * scale;
+      if (req.odeTangent) {
+        if (!ode) {
+          throw new WorkerError(
+            "internal",
+            `the ${graph} graph of ${info.manifest.name} does not take the ODE's tangent`,
+          );
+        }
+        ode.out[at + i] = req.odeTangent.eps[from + i];
+        ode.x[at + i] = req.odeTangent.x[from + i];
+      }
     }
-    if (tx) tx.set(req.tangent!.x.subarray(from * dim, (from + count) * dim), at * dim);
+    if (tx && req.tangent) tx.set(req.tangent.x.subarray(from * dim, (from + count) * dim), at * dim);
     at += count;
   }
   const feeds: Record<string, WireTensor> = {
@@ -113,6 +127,10 @@ export function batchFeeds(
   if (cls) feeds[names.class] = { type: "int64", data: cls.buffer, dims: [rows] };
   if (tx) feeds[JVP_INPUTS.x] = { type: "float32", data: tx.buffer, dims: shape };
   if (tt) feeds[JVP_INPUTS.t] = { type: "float32", data: tt.buffer, dims: [rows] };
+  if (ode) {
+    feeds[ODE_TANGENT_INPUTS.out] = { type: "float32", data: ode.out.buffer, dims: [rows] };
+    feeds[ODE_TANGENT_INPUTS.x] = { type: "float32", data: ode.x.buffer, dims: [rows] };
+  }
   return feeds;
 }
 

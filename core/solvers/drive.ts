@@ -11,12 +11,15 @@ export const CALL_GRAPHS = ["eps", "head", "jvp"] as const;
 /**
  * The graph that answers an evaluation request: "eps" (ε only), "head" (ε and the model's own
  * derivative in one call: a distilled head, or the closed form of an analytic model) or "jvp" (ε and
- * the directional derivative along a tangent).
+ * the directional derivative along a tangent, given or made from that ε: {@link EvalRequest.odeTangent}).
  */
 export type CallGraph = typeof CALL_GRAPHS[number];
 
 export interface RunStats {
-  /** Network evaluations of ε at distinct points (a head call counts as one; a JVP call does not). */
+  /**
+   * Network evaluations of ε at distinct points (a head call counts as one; a JVP call along a given
+   * tangent does not, one along the ODE's tangent made from its own ε does).
+   */
   nfe: number;
   /** Derivative evaluations: head or closed form alongside ε, or a JVP along a tangent. */
   derivEvals: number;
@@ -44,7 +47,7 @@ export interface AsyncRunOptions {
 /** Which graph answers `req`. */
 export function callGraph(req: EvalRequest): CallGraph {
   if (req.want === "eps") return "eps";
-  return req.tangent ? "jvp" : "head";
+  return req.tangent || req.odeTangent ? "jvp" : "head";
 }
 
 /** Empty accounts. */

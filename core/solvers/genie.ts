@@ -62,6 +62,14 @@ function* epsAndDerivative(
     for (let i = 0; i < xbar.length; i++) k[i] = (epsShift[i] - eps[i]) / delta;
     return { eps, k };
   }
+  if (source === "jvp" && input.odeJvp && !input.tangentDerivative) {
+    // one call: ε and its JVP along dx = α ε − γ α² x, dt = dt/dγ, the tangent made from that ε
+    const r = yield {
+      ...request(input, xbar, t, step, "eps+deriv"),
+      odeTangent: odeTangentOf(schedule, t, input.batch),
+    };
+    return { eps: r.eps, k: requireDeriv(r) };
+  }
   if (source === "jvp" || input.tangentDerivative) {
     const first = yield request(input, xbar, t, step);
     const tangent = odeTangent(schedule, xbar, first.eps, t, input.batch);
@@ -90,6 +98,23 @@ export function odeTangent(
     dx[i] = alpha * eps[i] - g * alpha * alpha * (alpha * xbar[i]);
   }
   return { x: dx, t: new Float64Array(batch).fill(schedule.dtDgamma(t)) };
+}
+
+/**
+ * {@link odeTangent} as coefficients of ε and x (x = α x̄, the request's point) for a model that makes the
+ * tangent from its own ε: dx = α ε − γ α² x, dt = dt/dγ.
+ */
+export function odeTangentOf(
+  schedule: Schedule,
+  t: number,
+  batch: number,
+): { eps: Float64Array; x: Float64Array; t: Float64Array } {
+  const g = schedule.gamma(t), alpha = schedule.alpha(t);
+  return {
+    eps: new Float64Array(batch).fill(alpha),
+    x: new Float64Array(batch).fill(-g * alpha * alpha),
+    t: new Float64Array(batch).fill(schedule.dtDgamma(t)),
+  };
 }
 
 function requireDeriv(r: EvalResult): Tensor {

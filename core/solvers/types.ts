@@ -24,6 +24,13 @@ export interface EvalRequest {
    */
   want: "eps" | "eps+deriv";
   tangent?: { x: Float64Array; t: Float64Array };
+  /**
+   * With "eps+deriv" and no `tangent`: the JVP along a tangent made from this very evaluation's ε, per
+   * sample b: dx = eps[b]·ε(x, t) + x[b]·x, dt = t[b] (coefficients, `batch` numbers each). The
+   * probability-flow ODE's own tangent has this form, so a model that can answer it returns ε and its
+   * exact derivative along the ODE from ONE evaluation ({@link SolveInput.odeJvp}); it counts as one NFE.
+   */
+  odeTangent?: { eps: Float64Array; x: Float64Array; t: Float64Array };
   /** Class labels per sample (set by the guidance wrapper; models without classes ignore it). */
   classes?: Int32Array;
   /** Index of the solver step this evaluation belongs to (0-based) and the number of steps. */
@@ -67,6 +74,12 @@ export interface SolveInput {
    * ("exact"), so that a guidance wrapper obtains the exact guided derivative. Default false.
    */
   tangentDerivative?: boolean;
+  /**
+   * The model answers {@link EvalRequest.odeTangent} (ε and its JVP along the ODE's tangent in one call):
+   * GENIE with the "jvp" source then asks for both at once instead of an ε call and a JVP call per step.
+   * Ignored with `tangentDerivative` (a guided tangent mixes two branches' ε). Default false.
+   */
+  odeJvp?: boolean;
   /** Order of solvers that have several (unipc predictor 1–3, ipndm and ipndm-v 1–4). */
   order?: number;
   /**

@@ -205,7 +205,7 @@ test("sample exits 1 on other failures and 0 with --help", async () => {
   });
 });
 
-test("sample --json reports nfe, calls and cost: GENIE with the jvp derivative makes 2 calls a step", async () => {
+test("sample --json reports nfe, calls and cost: GENIE with the jvp derivative makes 1 call a step", async () => {
   await withTempDir(async (dir) => {
     const model = await writeSpec(dir, "mix", MIXTURE_2D);
     const r = await runCli("sample", [
@@ -213,10 +213,11 @@ test("sample --json reports nfe, calls and cost: GENIE with the jvp derivative m
     ]);
     assertStrictEquals(r.code, 0, r.stderr);
     const s = summaryLine(r.stdout);
-    // A mixture records no cost ratios: the JVP is priced at the fallback 3, so the cost is estimated.
+    // ε and its JVP along the ODE's tangent come from one call. A mixture records no cost ratios: the
+    // JVP is priced at the fallback 3, so the cost is estimated.
     assertEquals(
       [s.nfe, s.calls, s.cost, s.cost_estimated, s.graph_calls],
-      [6, 12, 24, true, { eps: 6, jvp: 6 }],
+      [6, 6, 18, true, { jvp: 6 }],
     );
   });
 });
@@ -254,8 +255,8 @@ test("a model's default grid and costs apply to the CLI's runs; --grid and --rho
       "edm",
       5,
       4,
-      8,
-      14,
+      4,
+      10,
       false,
     ]);
   });

@@ -278,3 +278,42 @@ test("closing the guided run early closes the inner solver", () => {
   run.return(new Float64Array(0));
   assert(closed);
 });
+
+test("GENIE (jvp) asks for ε and its JVP along the ODE in one call where the model can; guided runs keep two", () => {
+  const model = gmmEvaluator(labelled, schedule), steps = 6;
+  const conditioned = (inp: SolveInput, scale: number) =>
+    runSolver(withConditioning(genie(inp), { classes, nullClass: NULL, scale }), model);
+  const twoCalls = conditioned(input(steps, { derivative: "jvp" }), 0);
+  const oneCall = conditioned(input(steps, { derivative: "jvp", odeJvp: true }), 0);
+  const exact = conditioned(input(steps, { derivative: "exact" }), 0);
+  // the mixture's JVP along the tangent made from its own ε is its closed-form total derivative
+  assert(maxAbsDiff(oneCall.x, exact.x) < 1e-12, `one call vs exact: ${maxAbsDiff(oneCall.x, exact.x)}`);
+  assert(maxAbsDiff(oneCall.x, twoCalls.x) < 1e-12);
+  assertEquals([oneCall.stats.nfe, oneCall.stats.calls], [steps, steps]);
+  assertEquals(oneCall.stats.graphCalls, { eps: 0, head: 0, jvp: steps });
+  assertEquals([twoCalls.stats.nfe, twoCalls.stats.calls], [steps, 2 * steps]);
+  // guided: the tangent is made from the guided ε̃, which mixes two rows, so ε and the JVP stay apart
+  const guided = (odeJvp: boolean) =>
+    conditioned(guidedSolveInput(input(steps, { derivative: "jvp", odeJvp }), 2), 2);
+  const g1 = guided(true), g0 = guided(false);
+  assertEquals(g1.x, g0.x);
+  assertEquals(g1.stats, g0.stats);
+  assertEquals(g1.stats.calls, 2 * steps);
+});
+
+test("guidance refuses a request whose tangent the model would make from one branch's ε", () => {
+  const req: EvalRequest = {
+    x: new Float64Array(batch * dim),
+    t: new Float64Array(batch).fill(0.5),
+    want: "eps+deriv",
+    odeTangent: { eps: new Float64Array(batch), x: new Float64Array(batch), t: new Float64Array(batch) },
+    step: 0,
+    steps: 1,
+  };
+  const run = (function* (): SolverRun {
+    yield req;
+    return new Float64Array(0);
+  })();
+  const guided = withGuidance(run, { classes, nullClass: NULL, scale: 1 });
+  assertThrows(() => runSolver(guided, gmmEvaluator(labelled, schedule)), GuidanceError, "odeTangent");
+});

@@ -169,6 +169,14 @@ test("x0/v models refuse tangent-less derivatives unless their derivative space 
     const w = wrapPrediction(kind, rawModel(kind), schedule);
     assertThrows(() => runSolver(genie(input({ derivative: "exact" })), w), PredictionError);
     assertThrows(() => runSolver(genie(input({ derivative: "head" })), w), /derivativeSpace/);
+    // the ODE's tangent made from the raw output would be wrong: refused, naming the field
+    assertThrows(
+      () => runSolver(genie(input({ derivative: "jvp", odeJvp: true })), w),
+      PredictionError,
+      "odeTangent",
+    );
+    // without it, GENIE (jvp) asks for ε and then the JVP along the tangent it made: converted exactly
+    runSolver(genie(input({ derivative: "jvp" })), w);
   }
   assertThrows(() => parsePredictionKind("score"), PredictionError);
   assertEquals(parsePredictionKind("v"), "v");

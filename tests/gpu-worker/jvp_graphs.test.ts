@@ -8,7 +8,9 @@
  * - along random tangents (dx, dt), along dt alone and along dx alone;
  * - along the probability-flow ODE's own tangent (dx/dγ, dt/dγ), i.e. the total derivative dε/dγ that
  *   GENIE needs, assembled from the JVP exactly as core's genie does (odeTangent);
- * - end to end: GENIE (jvp) driven by the transformed graph against GENIE (exact) on the float64 mixture.
+ * - along the ODE's tangent made inside the graph from its own ε (onnx/ode_jvp.ts, one call per point);
+ * - end to end: GENIE (jvp) driven by the transformed graph against GENIE (exact) on the float64 mixture,
+ *   with an ε call and a JVP call per step and with the one call of the graph that makes the tangent.
  *
  * Tolerance: |onnx − exact| ≤ 1e-6 × max |exact| per sample: the outputs are float32 roundings of a float64
  * computation (observed worst 8e-8).
@@ -27,6 +29,8 @@ import type { LoadedModel } from "../../gpu-worker/manifest.ts";
 import { defaultModelsDir, loadRegistry } from "../../gpu-worker/models.ts";
 import { createSession, type InferenceSession, runSession, type TensorInit } from "../../onnx/ort.ts";
 import { readFileSync } from "node:fs";
+import { ODE_TANGENT_INPUTS, odeJvpModel } from "../../onnx/ode_jvp.ts";
+import { decodeModel, encodeModel } from "../../onnx/proto.ts";
 import { assert, assertEquals } from "../testing.ts";
 
 const TOL = 1e-6;
@@ -63,6 +67,8 @@ function assertClosePerSample(
 interface Setup {
   info: LoadedModel;
   jvp: InferenceSession;
+  /** The JVP graph that also makes the ODE's tangent from its own ε (onnx/ode_jvp.ts). */
+  ode: InferenceSession;
   eps: InferenceSession;
   exact: ReturnType<typeof gmmEvaluator>;
   mix: Awaited<ReturnType<typeof mixtureFromSource>>;
@@ -80,6 +86,9 @@ async function setup(name: string): Promise<Setup> {
   return {
     info,
     jvp: await open(transformed.bytes),
+    ode: await open(
+      encodeModel(odeJvpModel(decodeModel(transformed.bytes), { x: "x", out: "eps", dx: "dx" })),
+    ),
     eps: await open(readFileSync(info.graphPaths.eps!)),
     exact: gmmEvaluator(mix),
     mix,
@@ -184,22 +193,57 @@ for (const name of ["gmm2d", "mnist-mix"]) {
           terms.set(at.jvp(at.eps), b * d);
         }
         assertClosePerSample(`${name} dε/dγ`, jvp, total, d, terms, 2e-6);
+
+        // the same in one call: the graph makes dx = α ε − γ α² x from its own ε (dx input 0)
+        const rows = (f: (alpha: number, gamma: number, tb: number) => number) =>
+          Float32Array.from(times, (tb) => f(info.schedule.alpha(tb), info.schedule.gamma(tb), tb));
+        const one = await runSession(s.ode, {
+          ...feeds(info, x, times, classes, { x: new Float64Array(B * d), t: tangent.t }),
+          [ODE_TANGENT_INPUTS.out]: { type: "float32", data: rows((a) => a), dims: [B] },
+          [ODE_TANGENT_INPUTS.x]: { type: "float32", data: rows((a, g) => -g * a * a), dims: [B] },
+        });
+        assertEquals(Array.from(one.eps.data as Float32Array), Array.from(eps));
+        assertClosePerSample(
+          `${name} dε/dγ in one call`,
+          one.jvp.data as Float32Array,
+          total,
+          d,
+          terms,
+          2e-6,
+        );
       });
 
       await t.step("GENIE (jvp) on the transformed graph equals GENIE (exact) on the mixture", async () => {
         const n = 4;
         const start = random(n * d);
         const grid = makeGrid(info.schedule, { kind: "quadratic", steps: 8 });
-        const input = (derivative: "jvp" | "exact") => ({
+        const input = (derivative: "jvp" | "exact", odeJvp = false) => ({
           schedule: info.schedule,
           grid,
           x: start,
           batch: n,
           dim: d,
           derivative,
+          odeJvp,
         });
         const onnx = async (r: EvalRequest): Promise<EvalResult> => {
           const cls = new Int32Array(r.t.length).fill(C);
+          if (r.odeTangent) {
+            const out = await runSession(s.ode, {
+              ...feeds(info, r.x, r.t, cls, { x: new Float64Array(r.x.length), t: r.odeTangent.t }),
+              [ODE_TANGENT_INPUTS.out]: {
+                type: "float32",
+                data: Float32Array.from(r.odeTangent.eps),
+                dims: [r.t.length],
+              },
+              [ODE_TANGENT_INPUTS.x]: {
+                type: "float32",
+                data: Float32Array.from(r.odeTangent.x),
+                dims: [r.t.length],
+              },
+            });
+            return { eps: out.eps.data as Float32Array, deriv: out.jvp.data as Float32Array };
+          }
           if (!r.tangent) {
             const out = await runSession(s.eps, feeds(info, r.x, r.t, cls));
             return { eps: out.eps.data as Float32Array };
@@ -210,9 +254,16 @@ for (const name of ["gmm2d", "mnist-mix"]) {
         const got = await runSolverAsync(getSolver("genie").fn(input("jvp")), onnx);
         const ref = runSolver(getSolver("genie").fn(input("exact")), s.exact);
         assertEquals(got.stats.nfe, ref.stats.nfe);
+        assertEquals(got.stats.calls, 2 * ref.stats.calls);
         assertClosePerSample(`${name} genie endpoint`, got.x, ref.x, d);
+        // one call per step: ε and its derivative along the tangent the graph makes
+        const fused = await runSolverAsync(getSolver("genie").fn(input("jvp", true)), onnx);
+        assertEquals([fused.stats.nfe, fused.stats.calls], [ref.stats.nfe, ref.stats.calls]);
+        assertEquals(fused.stats.graphCalls, { eps: 0, head: 0, jvp: ref.stats.calls });
+        assertClosePerSample(`${name} genie endpoint, one call per step`, fused.x, ref.x, d);
       });
       await s.jvp.release();
+      await s.ode.release();
       await s.eps.release();
     },
   });

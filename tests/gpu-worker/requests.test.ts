@@ -151,11 +151,14 @@ Deno.test({
           b: Record<string, unknown>,
         ) => [b.nfe, b.calls, b.cost, b.cost_estimated, b.graph_calls];
 
-        await t.step("genie with the jvp derivative: two calls per step, cost 1 + 2.5 per step", async () => {
-          const b = await ask({ solver: "genie", nfe: 6, genie_derivative: "jvp" });
-          assertEquals(price(b), [6, 12, 21, false, { eps: 6, jvp: 6 }]);
-          assertEquals([b.grid, b.rho], ["edm", 5]);
-        });
+        await t.step(
+          "genie with the jvp derivative: one call per step (ε and its JVP), cost 2.5",
+          async () => {
+            const b = await ask({ solver: "genie", nfe: 6, genie_derivative: "jvp" });
+            assertEquals(price(b), [6, 6, 15, false, { jvp: 6 }]);
+            assertEquals([b.grid, b.rho], ["edm", 5]);
+          },
+        );
 
         await t.step("genie with the head: calls = nfe, cost = nfe × 1.05", async () => {
           const b = await ask({ solver: "genie", nfe: 6 });
