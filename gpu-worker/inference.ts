@@ -37,31 +37,36 @@ export interface ThreadOptions {
   intraOpThreads?: number;
   /**
    * Whether ORT's intra-op threads spin-wait: true spins as ORT does by default (also between calls),
-   * false never spins, undefined (auto) chooses per session from the call pattern ({@link spinPolicy}).
+   * false never spins, undefined (auto) chooses per session from the call pattern ({@link spinPolicy});
+   * a policy name sets that policy.
    */
-  spinning?: boolean;
+  spinning?: boolean | SpinPolicy;
   /** One batch-1 call per graph after loading (default true). */
   warmup?: boolean;
 }
 
 /**
  * The spin policy of every session of an inference thread that holds `sessions` sessions (all models,
- * all graphs; on a reload, with the ones it already holds), under the `spinning` setting (`GENIE_WORKER_SPIN`: on, off, or auto when undefined):
+ * all graphs; on a reload, with the ones it already holds), under the `spinning` setting
+ * (`GENIE_WORKER_SPIN`: on, off, a policy's name, or auto when undefined):
  *
- * - on → `"on"` and off → `"off"` for every session;
+ * - on → `"on"`, off → `"off"`, a policy's name → that policy, for every session;
  * - auto, one session → `"on"`: the only session there is runs every call, back to back, so its threads
  *   spinning between calls answer the next call sooner and compete with nothing;
- * - auto, more than one session (a model with eps and jvp or head graphs, or several models) → `"run"`:
- *   any call may follow any other (GENIE's eps and JVP calls alternate, requests of different models or
- *   solvers interleave), and a session whose threads kept spinning after its call would take cores from
- *   the next session's call; spinning only inside a call keeps its speed within the call.
+ * - auto, more than one session (a model with eps and jvp or head graphs, or several models) → `"brief"`:
+ *   any call may follow any other (guided GENIE's eps and JVP calls alternate, requests of different
+ *   models or solvers interleave), and a session whose threads kept spinning for long after its call
+ *   would take the cores of the next session's call; spinning for 0.5 ms keeps a solver's next call of
+ *   the same graph on awake threads. Measured in docs/worker.md ("Spin policy"): DPM-Solver++(2M) as
+ *   fast as under `"on"`, alternating calls as fast as under `"run"`.
  *
  * onnxruntime-node has no shared (global) thread pool to give the sessions instead (onnx/ort.ts).
  */
-export function spinPolicy(spinning: boolean | undefined, sessions: number): SpinPolicy {
+export function spinPolicy(spinning: boolean | SpinPolicy | undefined, sessions: number): SpinPolicy {
+  if (typeof spinning === "string") return spinning;
   if (spinning === true) return "on";
   if (spinning === false) return "off";
-  return sessions <= 1 ? "on" : "run";
+  return sessions <= 1 ? "on" : "brief";
 }
 
 export type ThreadRequest =

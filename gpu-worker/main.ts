@@ -10,7 +10,7 @@
  * GENIE_PROVIDERS; names: webgpu, cuda, cpu, wasm, tried in order, docs/backends.md),
  * GENIE_WORKER_BODY_TIMEOUT_MS (how long a request body may take to arrive, default 30000; 408 after),
  * GENIE_WORKER_SPIN (auto, on or off, default auto: how ORT's threads wait for work; auto spins between
- * calls only where one session serves every call and otherwise only while a call runs, on always spins
+ * calls without limit only where one session serves every call and otherwise for 0.5 ms, on always spins
  * as ORT does by default, off never spins; see spinPolicy in inference.ts). Flags of the same names
  * (--max-batch, --max-wait-ms, --max-queue, --quantum-ms, --threads, --providers, --spin, --body-timeout-ms,
  * --models-dir, --models a,b)

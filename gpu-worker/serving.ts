@@ -6,7 +6,8 @@
 import { solverAliases, solverNames } from "../core/solvers/registry.ts";
 import type { WorkerConfig } from "./config.ts";
 import type { Inference, LoadedModelReport } from "./inference.ts";
-import { type GraphKind, samplingDefaults } from "./manifest.ts";
+import { type GraphKind, samplingDefaults, servesOdeTangent } from "./manifest.ts";
+import { ODE_TANGENT_INPUTS } from "../onnx/tangent_inputs.ts";
 import { loadRegistry, type ModelRegistry } from "./models.ts";
 import { derivativesOf, modelLimits } from "./requests.ts";
 import type { Scheduler } from "./scheduler.ts";
@@ -62,10 +63,12 @@ export async function startServing(
     for (const info of infos) {
       providers[info.manifest.name] = "test";
       const cls = info.manifest.classes ? ["class"] : [];
+      // as the inference thread loads the JVP graph (inference_thread.ts)
+      const ode = servesOdeTangent(info) ? [ODE_TANGENT_INPUTS.out, ODE_TANGENT_INPUTS.x] : [];
       inputs.set(info.manifest.name, {
         eps: ["x", "t", ...cls],
         head: ["x", "t", ...cls],
-        jvp: ["x", "t", ...cls],
+        jvp: ["x", "t", ...cls, ...ode],
       });
     }
   } else {

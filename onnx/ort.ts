@@ -113,13 +113,20 @@ const sessionRuntime = new WeakMap<InferenceSession, OrtModule>();
  *   spinning for a while after the call returns, so the next call of the same session starts on awake
  *   threads. Right for a session called back to back by itself; wrong where another session runs next,
  *   whose threads then compete with these spinning ones for the cores.
+ * - `"brief"`: spin while a call runs and for at most {@link BRIEF_SPIN_US} µs after it
+ *   (`session.intra_op.spin_duration_us`): a call that follows within that time, as the next call of a
+ *   solver does, starts on awake threads, and threads left spinning by another session's call take at
+ *   most that long from this one.
  * - `"run"`: spin while a call runs and stop as soon as it returns (`session.force_spinning_stop`); the
  *   next call wakes the threads once. Keeps the speed of spinning inside a call without taking cores
  *   from whatever runs between calls (another session's call, the worker's main thread).
  * - `"off"`: never spin (`session.intra_op.allow_spinning` 0): the threads sleep whenever they run out
  *   of work, and every parallel section wakes them again.
  */
-export type SpinPolicy = "on" | "run" | "off";
+export type SpinPolicy = "on" | "brief" | "run" | "off";
+
+/** How long the threads of a `"brief"` session keep spinning after running out of work, µs. */
+export const BRIEF_SPIN_US = 500;
 
 /** The session config entries (`extra`, nested by dots as onnxruntime-node reads them) of a spin policy. */
 export function spinConfig(spin: SpinPolicy | undefined): Record<string, unknown> {
@@ -127,6 +134,7 @@ export function spinConfig(spin: SpinPolicy | undefined): Record<string, unknown
     return { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } };
   }
   if (spin === "run") return { session: { force_spinning_stop: "1" } };
+  if (spin === "brief") return { session: { intra_op: { spin_duration_us: String(BRIEF_SPIN_US) } } };
   return {};
 }
 

@@ -19,7 +19,7 @@ export async function spinSection(h: WorkerBench): Promise<void> {
   const { registry, spinModel: SPIN_MODEL, threads: THREADS, reps: REPS, nfe: NFE, out, sample } = h;
   const info = registry.models.get(SPIN_MODEL)!;
   const B = 1;
-  out(`## Spin policy: alternating sessions at batch ${B}`);
+  out(`## Spin policy: one session or alternating sessions at batch ${B}`);
   out();
   if (!info.graphPaths.jvp) {
     out(`Skipped: \`${SPIN_MODEL}\` has no JVP graph (${info.unavailable?.jvp?.reason ?? "none"}).`);
@@ -27,7 +27,13 @@ export async function spinSection(h: WorkerBench): Promise<void> {
     return;
   }
   type Call = { graph: GraphKind; feeds: Record<string, WireTensor> };
-  const settings = [["auto", undefined], ["on", true], ["off", false]] as const;
+  const settings = [
+    ["auto", undefined],
+    ["on", true],
+    ["brief", "brief"],
+    ["run", "run"],
+    ["off", false],
+  ] as const;
   const setups: {
     label: string;
     policy: string;
@@ -69,8 +75,11 @@ export async function spinSection(h: WorkerBench): Promise<void> {
     }
     return total;
   };
+  // GENIE (jvp) calls the JVP graph alone, once a step (the graph makes the ODE's tangent from its own ε);
+  // guided, its tangent is made from the guided ε̃, so an ε call and a JVP call alternate
   const runs = [
     ["genie", "jvp", { genie_derivative: "jvp" }],
+    ["genie", "jvp, guided (w = 1)", { genie_derivative: "jvp", class: 3, guidance: 1 }],
     ["dpmpp-2m", "—", {}],
   ] as const;
   type Row = { walls: number[]; inOrder: number[]; floors: number[]; last?: Sampled };
@@ -80,10 +89,11 @@ export async function spinSection(h: WorkerBench): Promise<void> {
   }
   for (let r = 0; r < REPS; r++) {
     const order = setups.map((_, i) => setups[(i + r) % setups.length]);
-    for (const [solver, , extra] of runs) {
+    for (const [solver, derivative, extra] of runs) {
       for (const s of order) {
-        const row = rows.get(`${solver} ${s.label}`) ?? { walls: [], inOrder: [], floors: [] };
-        rows.set(`${solver} ${s.label}`, row);
+        const key = `${solver} ${derivative} ${s.label}`;
+        const row = rows.get(key) ?? { walls: [], inOrder: [], floors: [] };
+        rows.set(key, row);
         const seeds = Array.from({ length: B }, () => h.nextSeed());
         await pause();
         row.last = await sample(B, solver, extra, s.app, SPIN_MODEL, seeds);
@@ -101,15 +111,19 @@ export async function spinSection(h: WorkerBench): Promise<void> {
     }
   }
   out(
-    `Settings: \`${SPIN_MODEL}\`, batch ${B}, NFE ${NFE}, grid quadratic, unconditional; GENIE with the JVP ` +
-      "graph (one eps and one JVP call per step, alternating) and DPM-Solver++(2M) (eps calls only). Each " +
+    `Settings: \`${SPIN_MODEL}\`, batch ${B}, NFE ${NFE}, grid quadratic; GENIE with the JVP graph, ` +
+      "unconditional (one call of the JVP graph per step: it makes the ODE's tangent from its own ε, " +
+      "onnx/ode_jvp.ts) and guided with w = 1 for class 3 (an eps call and a JVP call per step, alternating, " +
+      "each of 2 rows: the tangent is made from the guided ε̃), and DPM-Solver++(2M), unconditional (eps " +
+      "calls only). Each " +
       "setting of `GENIE_WORKER_SPIN` has its own inference thread holding every graph of the model " +
       `(${
         Object.keys(info.graphPaths).filter((g) => g !== "features").join(", ")
       }), as the worker loads it, ` +
       "and its own worker app; the settings take turns in rotating order with 100 ms pauses between " +
       `measurements, ${REPS} repetitions, medians. **policy** is what each session got (onnx/ort.ts ` +
-      "`SpinPolicy`: on spins also between calls, run only while a call runs, off never). **in order** replays " +
+      "`SpinPolicy`: on spins also between calls, brief for at most 0.5 ms after a call, run only while a " +
+      "call runs, off never; auto is the worker's default, which chose the policy shown). **in order** replays " +
       "the run's own calls one by one in their order; **floor** replays the same calls grouped by graph (all " +
       "eps calls back to back, then all JVP calls), so that no session ever follows another: what the calls " +
       "cost without alternation.",
@@ -121,10 +135,10 @@ export async function spinSection(h: WorkerBench): Promise<void> {
   out("| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |");
   const summary: string[] = [];
   for (const [solver, derivative] of runs) {
-    const auto = median(rows.get(`${solver} auto`)!.walls);
+    const auto = median(rows.get(`${solver} ${derivative} auto`)!.walls);
     const parts: string[] = [];
     for (const s of setups) {
-      const row = rows.get(`${solver} ${s.label}`)!;
+      const row = rows.get(`${solver} ${derivative} ${s.label}`)!;
       const wall = median(row.walls), floor = median(row.floors);
       const ratio = median(row.walls.map((w, i) => w / row.floors[i]));
       out(
@@ -134,7 +148,7 @@ export async function spinSection(h: WorkerBench): Promise<void> {
       );
       parts.push(`${s.label} ${fmt(wall, 1)} ms (${fmt(ratio)}× its floor)`);
     }
-    summary.push(`${solver}${derivative === "jvp" ? " (jvp)" : ""}: ${parts.join(", ")}`);
+    summary.push(`${solver}${derivative === "—" ? "" : ` (${derivative})`}: ${parts.join(", ")}`);
   }
   out();
   out(`At batch ${B}: ${summary.join("; ")}.`);
@@ -143,8 +157,9 @@ export async function spinSection(h: WorkerBench): Promise<void> {
     "Each session has its own intra-op thread pool (onnxruntime-node creates no shared one). Spinning " +
       "between calls pays where one session runs every call; where calls alternate between sessions, the " +
       "threads of the one that just ran keep spinning through the next one's call and take its cores. " +
-      "Auto (gpu-worker/inference.ts `spinPolicy`) spins between calls only when the thread holds a single " +
-      "session, and otherwise spins only while a call runs.",
+      "Auto (gpu-worker/inference.ts `spinPolicy`) spins between calls without limit only when the thread " +
+      "holds a single session, and otherwise for at most 0.5 ms after a call (brief): long enough for a " +
+      "solver's next call of the same graph, too short to take much of another session's call.",
   );
   out();
   for (const s of setups) {
