@@ -10,6 +10,8 @@ import { getSolver, nfeFor, stepsForNfe } from "../../core/solvers/registry.ts";
 import type { DerivativeSource, EvalRequest, EvalResult } from "../../core/solvers/types.ts";
 import { median } from "../../core/stats.ts";
 import { JVP_INPUTS } from "../../gpu-worker/graphs.ts";
+import { ODE_TANGENT_INPUTS, odeJvpModel } from "../../onnx/ode_jvp.ts";
+import { decodeModel, encodeModel } from "../../onnx/proto.ts";
 import type { OrtTensor } from "../../onnx/ort.ts";
 import { rk4Reference, rmsePerSample } from "../reference.ts";
 import type { CostModel } from "./cost.ts";
@@ -86,8 +88,15 @@ export async function solverRuns(
   log(`reference: ${REF_STEPS} RK4 steps, vs ${REF_STEPS / 2}: median ${sci(median(refSelf))}`);
 
   const epsSession = mnist.forward, jvpSession = mnist.graphs[0].session;
+  // the transformed graph as the worker loads it: it also makes the ODE's tangent from its own ε
+  const odeSession = await m.open(
+    encodeModel(odeJvpModel(decodeModel(m.mnistJvp), { x: "x", out: "eps", dx: "dx" })),
+  );
   let ortCalls = { eps: 0, jvp: 0 };
-  /** The ONNX model as the solvers' evaluator: eps.onnx for ε, the transformed graph for JVPs. */
+  /**
+   * The ONNX model as the solvers' evaluator: eps.onnx for ε, the transformed graph for JVPs along a given
+   * tangent, the same graph making the ODE's tangent itself for GENIE's one call per step.
+   */
   async function onnxEvaluate(req: EvalRequest): Promise<EvalResult> {
     const rows = req.t.length, dims = [rows, ...info.manifest.shape];
     const feeds: Record<string, OrtTensor> = {
@@ -98,6 +107,17 @@ export async function solverRuns(
     if (req.want === "eps") {
       ortCalls.eps++;
       return { eps: (await epsSession.run(feeds)).eps.data as Float32Array };
+    }
+    if (req.odeTangent) {
+      feeds[JVP_INPUTS.x] = new ort.Tensor("float32", new Float32Array(req.x.length), dims);
+      feeds[JVP_INPUTS.t] = new ort.Tensor("float32", Float32Array.from(req.odeTangent.t), [rows]);
+      feeds[ODE_TANGENT_INPUTS.out] = new ort.Tensor("float32", Float32Array.from(req.odeTangent.eps), [
+        rows,
+      ]);
+      feeds[ODE_TANGENT_INPUTS.x] = new ort.Tensor("float32", Float32Array.from(req.odeTangent.x), [rows]);
+      ortCalls.jvp++;
+      const out = await odeSession.run(feeds);
+      return { eps: out.eps.data as Float32Array, deriv: out.jvp.data as Float32Array };
     }
     if (!req.tangent) throw new Error("the ONNX model answers derivatives along a tangent only (jvp)");
     feeds[JVP_INPUTS.x] = new ort.Tensor("float32", Float32Array.from(req.tangent.x), dims);
@@ -122,7 +142,16 @@ export async function solverRuns(
           continue; // no step count gives this NFE
         }
         const grid = makeGrid(schedule, { kind: solver.grid.kind, steps, rho: solver.grid.rho });
-        const input = { schedule, grid, x: latents, batch: SAMPLES, dim, afs, derivative: config.derivative };
+        const input = {
+          schedule,
+          grid,
+          x: latents,
+          batch: SAMPLES,
+          dim,
+          afs,
+          derivative: config.derivative,
+          odeJvp: true,
+        };
         const solve = () => runSolverAsync(solver.fn(input), onnxEvaluate);
         ortCalls = { eps: 0, jvp: 0 };
         const result = await solve();

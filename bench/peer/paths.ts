@@ -15,6 +15,9 @@ import type { EvalRequest } from "../../core/solvers/types.ts";
 import type { WireTensor } from "../../gpu-worker/inference.ts";
 import type { GraphKind, LoadedModel } from "../../gpu-worker/manifest.ts";
 import { batchFeeds, type ServedModel } from "../../gpu-worker/served.ts";
+import { odeJvpModel } from "../../onnx/ode_jvp.ts";
+import { decodeModel, encodeModel } from "../../onnx/proto.ts";
+import { JVP_INPUTS } from "../../onnx/tangent_inputs.ts";
 import {
   createSession,
   type InferenceSession,
@@ -178,8 +181,9 @@ export async function runPath(c: PathContext, p: Path, s: Solve, B: number, save
 
 /**
  * The floor: the solve's network calls alone, ONNX Runtime in this process with no solver, no batching
- * and no protocol — every ε call, then every JVP call (GENIE), each graph's calls back to back on its own
- * session (ORT's default spinning, `--threads` threads), from the solve's latents at its first time.
+ * and no protocol — every ε call, or for GENIE every call of the JVP graph as the worker loads it (it makes
+ * the ODE's tangent from its own ε: one call a step, onnx/ode_jvp.ts), back to back on one session (ORT's
+ * default spinning, `--threads` threads), from the solve's latents at its first time.
  */
 export interface Floor {
   run(s: Solve, B: number): Promise<Timing>;
@@ -198,7 +202,13 @@ export async function openFloor(
   for (const g of graphs) {
     const path = info.graphPaths[g];
     if (!path) continue;
-    const { session } = await createSession(new Uint8Array(readFileSync(path)), { providers, threads });
+    const bytes = new Uint8Array(readFileSync(path));
+    const graph = g === "jvp"
+      ? encodeModel(
+        odeJvpModel(decodeModel(bytes), { x: info.names.x, out: info.names.eps, dx: JVP_INPUTS.x }),
+      )
+      : bytes;
+    const { session } = await createSession(graph, { providers, threads });
     sessions[g] = session;
     inputs[g] = [...session.inputNames];
   }
@@ -213,13 +223,16 @@ export async function openFloor(
       step: 0,
       steps: s.steps,
     };
-    if (graph === "jvp") req.tangent = { x: new Float64Array(x.length).fill(1e-3), t: new Float64Array(B) };
+    if (graph === "jvp") {
+      const ones = new Float64Array(B).fill(1);
+      req.odeTangent = { eps: ones, x: new Float64Array(B).fill(-0.5), t: ones };
+    }
     const wire = batchFeeds(model, graph, [{ req, from: 0, count: B }]);
     return Object.fromEntries(Object.entries(wire).map(([name, w]) => [name, toInit(w)]));
   };
   return {
     async run(s: Solve, B: number): Promise<Timing> {
-      const calls: GraphKind[] = s.solver === "genie" ? ["eps", "jvp"] : ["eps"];
+      const calls: GraphKind[] = s.solver === "genie" ? ["jvp"] : ["eps"];
       const prepared = calls.map((g) => ({ g, feeds: feedsOf(g, s, B) }));
       let ms = 0;
       for (const { g, feeds } of prepared) {

@@ -91,8 +91,10 @@ export function peerReport(m: PeerMeasured): string[] {
         (s.plan.t as number[]).at(-1)
       }${
         s.solver === "genie"
-          ? `; per step one ε call and one JVP call (the project's JVP graph computes ε again; PyTorch's ` +
-            `${ready.jvp} too), so ${2 * s.steps} network calls`
+          ? `; per step, the project makes one call of its JVP graph, which computes ε and then the JVP along ` +
+            `the ODE's tangent made from that ε (onnx/ode_jvp.ts), so ${s.steps} network calls; PyTorch makes ` +
+            `an ε call and then a ${ready.jvp} call (which computes ε again: eager forward-mode AD needs the ` +
+            `tangent before the pass starts), so ${2 * s.steps}`
           : `; one ε call per step. Lower order at the end: core/solvers/dpmpp.ts (core/solvers/multistep.ts ` +
             `stepOrder) warms up with min(2, n + 1) and, with fewer than ${LOWER_ORDER_FINAL_BELOW} steps, ` +
             `takes min(·, N − n) on the final steps (diffusers' lower_order_final, below 15 steps; DPM-Solver's ` +
@@ -141,9 +143,10 @@ export function peerReport(m: PeerMeasured): string[] {
   }
   out();
   out(
-    "**Floor**: the solve's network calls alone — ONNX Runtime in the benchmark's process, every ε call and " +
-      "then every JVP call (GENIE), each graph's calls back to back on its own session with ORT's default " +
-      "spinning, the same threads — with no solver, batching or protocol (bench/peer/paths.ts `openFloor`).",
+    "**Floor**: the solve's network calls alone — ONNX Runtime in the benchmark's process, every ε call, or " +
+      "for GENIE every call of the JVP graph as the worker loads it, back to back on one session with ORT's " +
+      "default spinning, the same threads — with no solver, batching or protocol (bench/peer/paths.ts " +
+      "`openFloor`).",
   );
   out();
   out("| solver | batch | CLI solve ÷ floor | HTTP ÷ floor | CLI wall − solve (start-up, ms) |");
