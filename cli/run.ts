@@ -167,6 +167,7 @@ function planModelOfResolved(model: ResolvedModel): PlanModel {
     ...(model.defaults ? { defaults: model.defaults } : {}),
     schedule: model.schedule,
     ...(model.costs ? { costs: model.costs } : {}),
+    ...(model.odeJvp ? { odeJvp: true } : {}),
   };
 }
 

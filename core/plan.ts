@@ -217,6 +217,7 @@ export function planSolve(
     derivative,
     (request.guidance ?? 0) !== 0,
     model.costs,
+    model.odeJvp ?? false,
   );
   return {
     direction,

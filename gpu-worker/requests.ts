@@ -147,6 +147,7 @@ function planModelOfServed(model: ServedModel): PlanModel {
     limits: modelLimits(model),
     solvers: solverNames(),
     ...(m.costs ? { costs: m.costs } : {}),
+    odeJvp: servesOdeTangent(model.info),
   };
 }
 

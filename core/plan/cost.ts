@@ -17,6 +17,7 @@ function predictedCalls(
   denoise: boolean,
   derivative: DerivativeSource | undefined,
   guided: boolean,
+  odeJvp: boolean,
 ): Record<CallGraph, number> {
   const calls: Record<CallGraph, number> = { eps: 0, head: 0, jvp: 0 };
   if (info.name !== "genie" || derivative === undefined) {
@@ -26,6 +27,7 @@ function predictedCalls(
   // GENIE: one step per grid interval, the first free with AFS (core/solvers/genie.ts).
   const evaluated = steps - (afs ? 1 : 0);
   if (derivative === "fd") calls.eps = 2 * evaluated;
+  else if (derivative === "jvp" && odeJvp && !guided) calls.jvp = evaluated;
   else if (derivative === "jvp" || (derivative === "exact" && guided)) {
     calls.eps = evaluated;
     calls.jvp = evaluated;
@@ -38,6 +40,7 @@ function predictedCalls(
  * The price of a planned run per sample trajectory, as the response will report it: its graph calls and
  * their cost with the model's measured ratios (`costs`; missing ones use the fallback of core/cost.ts).
  * `guided`: classifier-free guidance is on (GENIE then asks for the exact derivative along its tangent).
+ * `odeJvp`: the model answers ε and its JVP along the ODE's tangent in one call (SolveInput `odeJvp`).
  */
 export function planCost(
   info: SolverInfo,
@@ -48,8 +51,9 @@ export function planCost(
   derivative: DerivativeSource | undefined,
   guided: boolean,
   costs: CostRatios | undefined,
+  odeJvp = false,
 ): PlanCost {
-  const graphCalls = predictedCalls(info, steps, nfe, afs, denoise, derivative, guided);
+  const graphCalls = predictedCalls(info, steps, nfe, afs, denoise, derivative, guided, odeJvp);
   const calls = graphCalls.eps + graphCalls.head + graphCalls.jvp;
   const price = runCost({ nfe, calls, graphCalls }, costs);
   return {

@@ -64,6 +64,12 @@ export interface PlanModel {
   solvers?: readonly string[];
   /** Measured cost ratios of the graphs (model.json `costs`); missing ones use the fallback. */
   costs?: CostRatios;
+  /**
+   * The model answers ε and its JVP along the ODE's tangent in one call (SolveInput `odeJvp`), so an
+   * unguided GENIE (jvp) step is one JVP-graph call. Absent (the edge, which `GET /v1/models` does not
+   * tell): the plan's price assumes an ε call and a JVP call; responses report what the worker counted.
+   */
+  odeJvp?: boolean;
 }
 
 /** The price of a planned run per sample trajectory, as responses report it (core/cost.ts). */

@@ -229,6 +229,18 @@ test("the predicted cost: graph calls per trajectory priced with the model's rat
     graph_calls: { eps: 6, jvp: 6 },
   });
   assertEquals(cost({ genie_derivative: "jvp", nfe: 6 }, { ...GMM2D, costs: { jvp: 2.5 } }).cost, 21);
+  // a model that answers ε and its JVP along the ODE in one call: one JVP-graph call a step, unless guided
+  const oneCall = { ...GMM2D, costs: { jvp: 2.5 }, odeJvp: true };
+  assertEquals(cost({ genie_derivative: "jvp", nfe: 6 }, oneCall).graph_calls, { jvp: 6 });
+  assertEquals(cost({ genie_derivative: "jvp", nfe: 6 }, oneCall).cost, 15);
+  assertEquals(cost({ genie_derivative: "jvp", nfe: 6, denoise: true }, oneCall).graph_calls, {
+    eps: 1,
+    jvp: 5,
+  });
+  assertEquals(cost({ genie_derivative: "jvp", nfe: 6, guidance: 1 }, oneCall).graph_calls, {
+    eps: 6,
+    jvp: 6,
+  });
   assertEquals(cost({ genie_derivative: "fd", steps: 4, afs: true, denoise: true }).graph_calls, { eps: 7 });
   assertEquals(cost({ genie_derivative: "exact", steps: 4 }).graph_calls, { head: 4 });
   assertEquals(cost({ genie_derivative: "exact", steps: 4, guidance: 1 }).graph_calls, { eps: 4, jvp: 4 });
