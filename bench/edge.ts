@@ -54,11 +54,24 @@ const f = (x: number, d = 2) => x.toFixed(d);
 const showLine = (line: string) =>
   /error|warn/i.test(line) && !/legacy|onnxruntime|provider|^\s*$|\[m$/.test(line);
 
-async function timed(fn: () => Promise<number>): Promise<{ ms: number; bytes: number }> {
-  const t0 = performance.now();
-  const bytes = await fn();
-  return { ms: performance.now() - t0, bytes };
+/**
+ * What one request of a path returned: its size, and the worker's own time for it as the answer states it
+ * (the largest queue_ms plus the largest compute_ms over its worker calls, as the edge aggregates them) and,
+ * through the edge, the edge's own total_ms.
+ */
+interface Answer {
+  bytes: number;
+  workerMs: number;
+  edgeTotalMs?: number;
 }
+
+async function timed(fn: () => Promise<Answer>): Promise<Answer & { ms: number }> {
+  const t0 = performance.now();
+  const answer = await fn();
+  return { ...answer, ms: performance.now() - t0 };
+}
+
+type Timings = { queue_ms: number; compute_ms: number; total_ms?: number };
 
 async function main() {
   console.error(`starting the worker and the edge…`);
@@ -105,12 +118,17 @@ async function main() {
           });
           const bytes = new Uint8Array(await res.arrayBuffer());
           if (!res.ok) throw new Error(`worker ${res.status}`);
-          const msg = mpDecode(bytes) as { data: Uint8Array };
+          const msg = mpDecode(bytes) as { data: Uint8Array; timings: Timings };
           if (msg.data.byteLength !== seeds.length * 784 * 4) throw new Error("short worker answer");
-          return bytes.byteLength;
+          return { bytes: bytes.byteLength, timings: msg.timings };
         })());
       }
-      return (await Promise.all(calls)).reduce((a, b) => a + b, 0);
+      const answers = await Promise.all(calls);
+      return {
+        bytes: answers.reduce((a, b) => a + b.bytes, 0),
+        workerMs: Math.max(...answers.map((a) => a.timings.queue_ms)) +
+          Math.max(...answers.map((a) => a.timings.compute_ms)),
+      };
     };
     const viaEdge = (n: number, accept: string, output?: string) => async () => {
       const res = await fetch(`${edge.url}/v1/samples`, {
@@ -127,14 +145,20 @@ async function main() {
       });
       const bytes = new Uint8Array(await res.arrayBuffer());
       if (!res.ok) throw new Error(`edge ${res.status}: ${new TextDecoder().decode(bytes).slice(0, 200)}`);
-      if (accept === MSGPACK) mpDecode(bytes);
-      else JSON.parse(new TextDecoder().decode(bytes));
-      return bytes.byteLength;
+      const { timings } =
+        (accept === MSGPACK ? mpDecode(bytes) : JSON.parse(new TextDecoder().decode(bytes))) as {
+          timings: Required<Timings>;
+        };
+      return {
+        bytes: bytes.byteLength,
+        workerMs: timings.queue_ms + timings.compute_ms,
+        edgeTotalMs: timings.total_ms,
+      };
     };
     type Key = "direct" | "edgeMsgpack" | "edgeJson";
     /** Interleaved rounds of the paths at n samples: times, response sizes and the paired edge − direct. */
     const measure = async (n: number, keys: Key[]) => {
-      const paths: Record<Key, () => Promise<number>> = {
+      const paths: Record<Key, () => Promise<Answer>> = {
         direct: direct(n),
         edgeMsgpack: viaEdge(n, MSGPACK, "tensor"),
         edgeJson: viaEdge(n, "application/json"),
@@ -143,19 +167,32 @@ async function main() {
       const times: Record<Key, number[]> = { direct: [], edgeMsgpack: [], edgeJson: [] };
       const sizes: Record<Key, number> = { direct: 0, edgeMsgpack: 0, edgeJson: 0 };
       const added: number[] = [];
+      // the edge msgpack path's time beyond the worker's own, split where the edge's total_ms ends, and
+      // the direct path's; their paired difference is the hop without the worker's time in it
+      const split = {
+        direct: [] as number[],
+        inEdge: [] as number[],
+        toEdge: [] as number[],
+        net: [] as number[],
+      };
       for (let i = 0; i < PAIRS; i++) {
         const order = [...keys].sort(() => Math.random() - 0.5);
-        const got: Partial<Record<Key, number>> = {};
+        const got: Partial<Record<Key, Answer & { ms: number }>> = {};
         for (const key of order) {
           const r = await timed(paths[key]);
           times[key].push(r.ms);
           sizes[key] = r.bytes;
-          got[key] = r.ms;
+          got[key] = r;
         }
-        added.push(got.edgeMsgpack! - got.direct!);
+        const d = got.direct!, e = got.edgeMsgpack!;
+        added.push(e.ms - d.ms);
+        split.direct.push(d.ms - d.workerMs);
+        split.inEdge.push(e.edgeTotalMs! - e.workerMs);
+        split.toEdge.push(e.ms - e.edgeTotalMs!);
+        split.net.push((e.ms - e.workerMs) - (d.ms - d.workerMs));
         if ((i + 1) % 10 === 0) console.error(`  n=${n}: ${i + 1}/${PAIRS} rounds`);
       }
-      return { times, sizes, added };
+      return { times, sizes, added, split };
     };
     const { times, sizes, added } = await measure(N, ["direct", "edgeMsgpack", "edgeJson"]);
     const large = await measure(N_LARGE, ["direct", "edgeMsgpack"]);
@@ -276,6 +313,31 @@ floats. ${PAIRS} rounds.
 Added latency of the edge hop for the large output (paired by round): **p50 ${
       f(quantile(large.added, 0.5))
     } ms, p95 ${f(quantile(large.added, 0.95))} ms** (target: p50 ≤ 5 ms).
+
+Where it goes. Each answer states the worker's own time for it (the largest \`queue_ms\` plus the largest
+\`compute_ms\` of its worker calls, as the edge aggregates them), and the edge's answer its own \`total_ms\`
+(from the request's arrival at its handler to the answer's body being ready). Per round, p50 in ms:
+
+| part | p50 | p95 |
+| --- | ---: | ---: |
+| direct path: wall − the worker's time (the client's calls, the worker's relay and protocol) | ${
+      f(quantile(large.split.direct, 0.5))
+    } | ${f(quantile(large.split.direct, 0.95))} |
+| edge path, inside the edge: total_ms − the worker's time (forwarding the calls, joining, encoding) | ${
+      f(quantile(large.split.inEdge, 0.5))
+    } | ${f(quantile(large.split.inEdge, 0.95))} |
+| edge path, client to edge and back: wall − total_ms (the edge's relay, routing, writing the body) | ${
+      f(quantile(large.split.toEdge, 0.5))
+    } | ${f(quantile(large.split.toEdge, 0.95))} |
+| **the hop without the worker's time**: (edge wall − its worker time) − (direct wall − its worker time) | **${
+      f(quantile(large.split.net, 0.5))
+    }** | ${f(quantile(large.split.net, 0.95))} |
+
+The first row is what the direct path pays around the worker's compute; the next two are the same for the
+edge path; the last, paired per round, removes the worker's own time from both paths, so the spread of the
+compute (about ${
+      f(quantile(large.times.direct, 0.95) - quantile(large.times.direct, 0.5), 0)
+    } ms between p50 and p95 here) no longer hides the hop.
 
 ${localEdge ? localSection(localSettings, localRows) : ""}
 ## Codec throughput (MiB of tensor data per second, encode + decode, median of 7)

@@ -3,7 +3,7 @@
  * on: GENIE_MODELS_DIR, GENIE_WORKER_SECRET and GENIE_SIGNATURE_WINDOW_S (read here where the process has
  * an environment; none under runtimes without one).
  */
-import type { Provider } from "../onnx/ort.ts";
+import type { Provider, SpinPolicy } from "../onnx/ort.ts";
 import type { Inference } from "./inference.ts";
 import { DEFAULT_SIGNATURE_WINDOW_S } from "./protocol.ts";
 import type { RestartPolicy } from "./supervisor.ts";
@@ -41,8 +41,11 @@ export interface WorkerConfig {
   providers?: Provider[];
   /** ORT intra-op threads (default: ORT's choice). */
   intraOpThreads?: number;
-  /** Whether ORT's intra-op threads spin-wait after each call (default true: ORT's own default). */
-  spinning?: boolean;
+  /**
+   * How ORT's intra-op threads wait for work: true spins as ORT does, false never, a policy's name sets
+   * it (onnx/ort.ts `SpinPolicy`), undefined chooses per thread (inference.ts `spinPolicy`).
+   */
+  spinning?: boolean | SpinPolicy;
   /** Warm-up call per graph at start (default true). */
   warmup?: boolean;
   /** Build missing analytic models at start (default true). */

@@ -53,12 +53,13 @@ export interface ThreadOptions {
  * - on → `"on"`, off → `"off"`, a policy's name → that policy, for every session;
  * - auto, one session → `"on"`: the only session there is runs every call, back to back, so its threads
  *   spinning between calls answer the next call sooner and compete with nothing;
- * - auto, more than one session (a model with eps and jvp or head graphs, or several models) → `"brief"`:
+ * - auto, more than one session (a model with eps and jvp or head graphs, or several models) → `"run"`:
  *   any call may follow any other (guided GENIE's eps and JVP calls alternate, requests of different
- *   models or solvers interleave), and a session whose threads kept spinning for long after its call
- *   would take the cores of the next session's call; spinning for 0.5 ms keeps a solver's next call of
- *   the same graph on awake threads. Measured in docs/worker.md ("Spin policy"): DPM-Solver++(2M) as
- *   fast as under `"on"`, alternating calls as fast as under `"run"`.
+ *   models or solvers interleave), and a session whose threads kept spinning after its call would take
+ *   the cores of the next session's call; spinning only inside a call keeps its speed within the call.
+ *   `"brief"` (0.5 ms after a call) serves a lone stream of batch-1 calls of one graph about as fast as
+ *   `"on"`, but measured beside another model's calls it slowed the larger request by about 10 %
+ *   (docs/performance.md), so auto does not choose it; `GENIE_WORKER_SPIN=brief` does.
  *
  * onnxruntime-node has no shared (global) thread pool to give the sessions instead (onnx/ort.ts).
  */
@@ -66,7 +67,7 @@ export function spinPolicy(spinning: boolean | SpinPolicy | undefined, sessions:
   if (typeof spinning === "string") return spinning;
   if (spinning === true) return "on";
   if (spinning === false) return "off";
-  return sessions <= 1 ? "on" : "brief";
+  return sessions <= 1 ? "on" : "run";
 }
 
 export type ThreadRequest =

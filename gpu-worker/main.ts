@@ -9,9 +9,10 @@
  * GENIE_WORKER_THREADS (ORT intra-op threads), GENIE_WORKER_PROVIDERS (e.g. "cpu" or "cuda,cpu"; else
  * GENIE_PROVIDERS; names: webgpu, cuda, cpu, wasm, tried in order, docs/backends.md),
  * GENIE_WORKER_BODY_TIMEOUT_MS (how long a request body may take to arrive, default 30000; 408 after),
- * GENIE_WORKER_SPIN (auto, on or off, default auto: how ORT's threads wait for work; auto spins between
- * calls without limit only where one session serves every call and otherwise for 0.5 ms, on always spins
- * as ORT does by default, off never spins; see spinPolicy in inference.ts). Flags of the same names
+ * GENIE_WORKER_SPIN (auto, on, off, brief or run, default auto: how ORT's threads wait for work; auto
+ * spins between calls only where one session serves every call and otherwise only while a call runs (run),
+ * on always spins as ORT does by default, brief for 0.5 ms after a call, off never spins; see spinPolicy
+ * in inference.ts). Flags of the same names
  * (--max-batch, --max-wait-ms, --max-queue, --quantum-ms, --threads, --providers, --spin, --body-timeout-ms,
  * --models-dir, --models a,b)
  * override them.
@@ -80,15 +81,18 @@ function numberSetting(
 }
 
 /**
- * `--spin` / GENIE_WORKER_SPIN: on (true), off (false) or auto (undefined, also when unset); on/off take
- * the spellings of core/api/switch.ts.
+ * `--spin` / GENIE_WORKER_SPIN: on (true), off (false), auto (undefined, also when unset), or the name of
+ * a policy for every session, brief or run (onnx/ort.ts `SpinPolicy`); on/off take the spellings of
+ * core/api/switch.ts.
  */
-function parseSpin(name: string, value: string | undefined): boolean | undefined {
-  if (value !== undefined && value.trim().toLowerCase() === "auto") return undefined;
+function parseSpin(name: string, value: string | undefined): boolean | "brief" | "run" | undefined {
+  const word = value?.trim().toLowerCase();
+  if (word === "auto") return undefined;
+  if (word === "brief" || word === "run") return word;
   try {
     return parseOnOff(name, value);
   } catch {
-    throw new UsageError(name, `expected auto, on or off, got ${JSON.stringify(value)}`);
+    throw new UsageError(name, `expected auto, on, off, brief or run, got ${JSON.stringify(value)}`);
   }
 }
 

@@ -60,6 +60,8 @@ export async function sample(
     afs,
     denoise,
     derivative: c.derivative,
+    // as the worker and the command line run it: GENIE (jvp) in one call of the JVP graph per step
+    odeJvp: model.odeJvp,
   }, guidance);
   const run = withConditioning(info.fn(input), { classes, nullClass: NULL_CLASS, scale: guidance });
   const a = performance.now();

@@ -129,7 +129,7 @@ export function jvpReport(r: JvpMeasured): string[] {
   out();
   out(
     "A GENIE (jvp) step costs one call of the JVP graph, the ratio above: the worker loads the graph so " +
-      "that it makes the ODE's tangent from its own ε (onnx/ode_jvp.ts: three more elementwise nodes), so " +
+      "that it makes the ODE's tangent from its own ε (onnx/ode_jvp.ts: a few more elementwise nodes), so " +
       "no separate ε call precedes it (that was 1 + the ratio per step).",
   );
   out();

@@ -157,9 +157,10 @@ export async function spinSection(h: WorkerBench): Promise<void> {
     "Each session has its own intra-op thread pool (onnxruntime-node creates no shared one). Spinning " +
       "between calls pays where one session runs every call; where calls alternate between sessions, the " +
       "threads of the one that just ran keep spinning through the next one's call and take its cores. " +
-      "Auto (gpu-worker/inference.ts `spinPolicy`) spins between calls without limit only when the thread " +
-      "holds a single session, and otherwise for at most 0.5 ms after a call (brief): long enough for a " +
-      "solver's next call of the same graph, too short to take much of another session's call.",
+      "Auto (gpu-worker/inference.ts `spinPolicy`) spins between calls only when the thread holds a single " +
+      "session, and otherwise only while a call runs (run). Brief (0.5 ms after a call) keeps a lone " +
+      "stream of one graph's calls on awake threads; beside another model's calls it cost the larger " +
+      "request about 10 % (docs/performance.md), so auto leaves it to `GENIE_WORKER_SPIN=brief`.",
   );
   out();
   for (const s of setups) {

@@ -19,6 +19,9 @@ test("serveOptions: flags override the environment, tuning knobs are parsed", ()
   // auto (the default) leaves the choice to the inference thread: undefined
   assertEquals(serveOptions(["--spin", "auto"], { GENIE_WORKER_SPIN: "on" }).spinning, undefined);
   assertEquals(serveOptions([], { GENIE_WORKER_SPIN: " AUTO " }).spinning, undefined);
+  // or a policy by name for every session
+  assertEquals(serveOptions([], { GENIE_WORKER_SPIN: "brief" }).spinning, "brief");
+  assertEquals(serveOptions(["--spin", "Run"], {}).spinning, "run");
   // the fair-scheduling quantum
   assertEquals(serveOptions(["--quantum-ms", "5"], { GENIE_WORKER_QUANTUM_MS: "50" }).quantumMs, 5);
   assertEquals(serveOptions([], { GENIE_WORKER_QUANTUM_MS: "50" }).quantumMs, 50);

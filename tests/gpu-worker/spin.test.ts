@@ -12,8 +12,8 @@ test("spinPolicy: on and off override; auto spins between calls only for a lone 
   assertEquals(spinPolicy(false, 1), "off");
   assertEquals(spinPolicy(false, 5), "off");
   assertEquals(spinPolicy(undefined, 1), "on");
-  assertEquals(spinPolicy(undefined, 2), "brief");
-  assertEquals(spinPolicy(undefined, 6), "brief");
+  assertEquals(spinPolicy(undefined, 2), "run");
+  assertEquals(spinPolicy(undefined, 6), "run");
   assertEquals(spinPolicy("run", 6), "run");
   assertEquals(spinPolicy("brief", 1), "brief");
 });
@@ -75,7 +75,7 @@ Deno.test({
       }
     };
     // eps, head and jvp: calls may alternate between sessions
-    assertEquals(await spinOf(info.graphPaths), "brief");
+    assertEquals(await spinOf(info.graphPaths), "run");
     // the eps graph alone: one session, called back to back
     assertEquals(await spinOf({ eps: info.graphPaths.eps }), "on");
     assertEquals(await spinOf(info.graphPaths, true), "on");
