@@ -9,7 +9,7 @@
  *      guess ε/(γ(1+γ²)) for scale.
  *   2. Cost: ms per call of eps.onnx, head.onnx (eps + head in one call) and the JVP graph at batch 1, 16
  *      and 64, interleaved in one run (one ORT thread); ratios are medians of per-round ratios.
- *   3. Solvers on mnist-unet at NFE 3–20 (every solver on its registry grid and on EDM ρ = 7, the better
+ *   3. Solvers on mnist-unet at NFE 3–20 (every solver on its registry grid, EDM ρ = 7 and power ρ = 1.25 and 1.5, the best
  *      being its best grid; AFS on, final denoising on): median per-sample RMSE against a converged
  *      reference (Heun, many steps, checked against half as many), at equal NFE and at equal cost
  *      (forward-pass equivalents, core/cost.ts); Fréchet distance in the shipped classifier's feature

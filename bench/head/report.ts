@@ -244,7 +244,7 @@ export function headReport(bench: HeadBench, records: Records, m: Measured, star
       f.denoise
         ? "final denoising on (x̂₀ = x̄_N − γ_N ε, +1 NFE, for every solver and the reference)"
         : "no final denoising"
-    }; every solver on its registry grid and on EDM ρ = 7 (heun's registry grid is EDM ρ = 7); steps = the count`,
+    }; every solver on its registry grid, on EDM ρ = 7 and on power grids of ρ = 1.25 and 1.5 (heun's registry grid is EDM ρ = 7); steps = the count`,
   );
   p(`whose NFE equals the column's (\`stepsForNfe\`), "—" where none does. ORT threads ${f.threads}, max batch 64.`);
   p("NFE counts evaluations of ε: a head call is one (it returns ε and k together), a JVP call is none (genie (jvp)");
@@ -298,9 +298,9 @@ export function headReport(bench: HeadBench, records: Records, m: Measured, star
     "err",
     bestRows,
   );
-  p(`Best grid = the grid with the lower geometric-mean error over NFE ${LOW.join(", ")}:`);
+  p(`Best grid = the grid with the lowest geometric-mean error over NFE ${LOW.join(", ")}:`);
   p();
-  p("| solver | best grid | geometric-mean error | other grid |");
+  p("| solver | best grid | geometric-mean error | other grids |");
   p("|---|---|---|---|");
   for (const b of bestGrid) {
     p(
