@@ -49,24 +49,29 @@ class ManualInference implements Inference {
   releaseOne(): void {
     this.#release.shift()?.();
   }
+  /** Lets the event loop turn and answers one call at a time until `done()` holds. */
+  async releaseUntil(done: () => boolean): Promise<void> {
+    while (!done()) {
+      await tick();
+      this.releaseOne();
+    }
+  }
   close(): Promise<void> {
     return Promise.resolve();
   }
 }
 
-/** A model named `name` with an eps graph and a batch limit of 64. */
-function served(name: string): ServedModel {
+/** A model named `name` (default the first built-in's) with an eps graph and a batch limit. */
+function served(name: string = BUILTIN_MANIFESTS[0].name, maxBatch = 64): ServedModel {
   const info = validateManifest({ ...structuredClone(BUILTIN_MANIFESTS[0]), name });
   info.graphPaths = { eps: "eps.onnx" };
-  return { info, inputs: { eps: ["x", "t"] }, maxBatch: 64 };
+  return { info, inputs: { eps: ["x", "t"] }, maxBatch };
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 Deno.test("priorities first, then turns; an evaluation larger than the batch is split", async () => {
-  const info = validateManifest(structuredClone(BUILTIN_MANIFESTS[0]));
-  info.graphPaths = { eps: "eps.onnx" };
-  const model: ServedModel = { info, inputs: { eps: ["x", "t"] }, maxBatch: 4 };
+  const model = served(undefined, 4);
   const inference = new ManualInference();
   const scheduler = new Scheduler(inference, { maxBatch: 4 });
   const done: number[] = [];
@@ -75,10 +80,7 @@ Deno.test("priorities first, then turns; an evaluation larger than the batch is 
   const all = [submit(1, 1, 2)]; // starts at once, alone
   await tick();
   all.push(submit(2, 6, 1), submit(3, 1, 1), submit(4, 1, 1, 5)); // queued behind call 1
-  while (done.length < 4) {
-    await tick();
-    inference.releaseOne();
-  }
+  await inference.releaseUntil(() => done.length >= 4);
   await Promise.all(all);
   assertEquals(inference.calls, [
     [1], // the first request, alone
@@ -90,9 +92,7 @@ Deno.test("priorities first, then turns; an evaluation larger than the batch is 
 });
 
 Deno.test("requests arriving in one turn of the event loop share their first call", async () => {
-  const info = validateManifest(structuredClone(BUILTIN_MANIFESTS[0]));
-  info.graphPaths = { eps: "eps.onnx" };
-  const model: ServedModel = { info, inputs: { eps: ["x", "t"] }, maxBatch: 64 };
+  const model = served(undefined, 64);
   const inference = new ManualInference();
   const scheduler = new Scheduler(inference);
   const results = Array.from({ length: 32 }, (_, i) => scheduler.submit({ model, run: tagged(i, 1, 3) }));
@@ -122,10 +122,7 @@ Deno.test("a small request beside a huge one on another model waits one slice of
   const huge = scheduler.submit({ model: big, run: tagged(1, 64, 4) }).then((r) => order.push(r.x[0]));
   await new Promise((r) => setImmediate(r)); // the first call (64 rows) is running
   const little = scheduler.submit({ model: small, run: tagged(2, 1, 3) }).then((r) => order.push(r.x[0]));
-  while (order.length < 2) {
-    await tick();
-    inference.releaseOne();
-  }
+  await inference.releaseUntil(() => order.length >= 2);
   await Promise.all([huge, little]);
   const calls = inference.calls.map((c) => `${c[0]}×${c.length}`);
   assertEquals(calls, [
@@ -143,27 +140,20 @@ Deno.test("a small request beside a huge one on another model waits one slice of
 });
 
 Deno.test("a request alone: whole batches while its cost is unknown, then calls of at most 4 quanta", async () => {
-  const info = validateManifest(structuredClone(BUILTIN_MANIFESTS[0]));
-  info.graphPaths = { eps: "eps.onnx" };
-  const model: ServedModel = { info, inputs: { eps: ["x", "t"] }, maxBatch: 8 };
+  const model = served(undefined, 8);
+  const { info } = model;
   // 1 ms a row and a 1 ms quantum: a lone call is cut to 4 rows once the cost is known
   const inference = new ManualInference({ [info.manifest.name]: 1 });
   const scheduler = new Scheduler(inference, { quantumMs: 1 });
   const done = scheduler.submit({ model, run: tagged(5, 8, 3) });
-  while (inference.calls.length < 5 || inference.waiting) {
-    await tick();
-    inference.releaseOne();
-  }
+  await inference.releaseUntil(() => inference.calls.length >= 5 && !inference.waiting);
   assertEquals((await done).x[0], 5);
   assertEquals(inference.calls.map((c) => c.length), [8, 4, 4, 4, 4]);
   // cheap rows: the batch limit binds first
   const cheap = new ManualInference({ [info.manifest.name]: 0.01 });
   const fast = new Scheduler(cheap, { quantumMs: 1 });
   const quick = fast.submit({ model, run: tagged(6, 8, 3) });
-  while (cheap.calls.length < 3 || cheap.waiting) {
-    await tick();
-    cheap.releaseOne();
-  }
+  await cheap.releaseUntil(() => cheap.calls.length >= 3 && !cheap.waiting);
   assertEquals((await quick).x[0], 6);
   assertEquals(cheap.calls.map((c) => c.length), [8, 8, 8]);
 });
@@ -179,10 +169,7 @@ Deno.test("two huge requests on different models take turns of one quantum each"
   const second = scheduler.submit({ model: served("b"), run: tagged(2, 64, 3) }).then((r) =>
     done.push(r.x[0])
   );
-  while (done.length < 2) {
-    await tick();
-    inference.releaseOne();
-  }
+  await inference.releaseUntil(() => done.length >= 2);
   await Promise.all([first, second]);
   const calls = inference.calls.map((c) => ({ tag: c[0], rows: c.length }));
   // from b's second call (its cost learnt) until one of them is done, turns alternate and each spends a
@@ -212,10 +199,7 @@ Deno.test("a request of many cheap calls pays each call's overhead: its turn end
   const cheap = scheduler.submit({ model: served("cheap"), run: tagged(2, 1, 100) }).then((r) =>
     done.push(r.x[0])
   );
-  while (done.length < 2) {
-    await tick();
-    inference.releaseOne();
-  }
+  await inference.releaseUntil(() => done.length >= 2);
   await Promise.all([huge, cheap]);
   // while both run, the cheap request's turns hold at most 5 / 0.25 = 20 calls
   const tags = inference.calls.map((c) => c[0]);
