@@ -167,13 +167,10 @@ async function loadModel(
 /** The JVP graph that also makes its tangent of x from its own output (onnx/ode_jvp.ts). */
 async function alongOdeTangent(bytes: Uint8Array, model: ThreadLoadModel): Promise<Uint8Array> {
   // loaded on first use: only runs that call the JVP graph pay for the protobuf module
-  const [{ odeJvpModel }, { decodeModel, encodeModel }] = await Promise.all([
-    import("../onnx/ode_jvp.ts"),
-    import("../onnx/proto.ts"),
-  ]);
+  const { odeJvpBytes } = await import("../onnx/ode_jvp.ts");
   const names = { x: model.names?.x ?? "x", out: model.names?.eps ?? "eps", dx: JVP_INPUTS.x };
   try {
-    return encodeModel(odeJvpModel(decodeModel(bytes), names));
+    return odeJvpBytes(bytes, names);
   } catch (e) {
     throw new Error(`the jvp graph cannot take the ODE's tangent: ${e instanceof Error ? e.message : e}`);
   }

@@ -15,6 +15,8 @@
  * Inputs: the JVP graph's, and `tangent_out`, `tangent_x` ([B], float32). Outputs: unchanged.
  */
 import {
+  decodeModel,
+  encodeModel,
   type IGraphProto,
   type IModelProto,
   type INodeProto,
@@ -39,13 +41,23 @@ export class OdeJvpError extends Error {}
 
 /** The JVP graph that also makes its tangent of x from its output ({@link ODE_TANGENT_INPUTS}). */
 export function odeJvpModel(jvp: IModelProto, names: OdeJvpNames): ModelProto {
-  const model = onnx.ModelProto.decode(onnx.ModelProto.encode(jvp).finish());
+  return alongOdeTangent(onnx.ModelProto.decode(onnx.ModelProto.encode(jvp).finish()), names);
+}
+
+/** {@link odeJvpModel} from and to model bytes (decoded once, changed in place). */
+export function odeJvpBytes(bytes: Uint8Array, names: OdeJvpNames): Uint8Array {
+  return encodeModel(alongOdeTangent(decodeModel(bytes), names));
+}
+
+/** Changes `model` in place into {@link odeJvpModel}'s graph and returns it. */
+function alongOdeTangent(model: ModelProto, names: OdeJvpNames): ModelProto {
   const graph = model.graph;
   if (!graph) throw new OdeJvpError("the model has no graph");
   const inputs = graph.input ?? [];
-  const dxInfo = inputs.find((i) => i.name === names.dx);
   const xInfo = inputs.find((i) => i.name === names.x);
-  if (!dxInfo) throw new OdeJvpError(`the graph has no tangent input '${names.dx}'`);
+  if (!inputs.some((i) => i.name === names.dx)) {
+    throw new OdeJvpError(`the graph has no tangent input '${names.dx}'`);
+  }
   if (!xInfo) throw new OdeJvpError(`the graph has no input '${names.x}'`);
   if (!(graph.output ?? []).some((o) => o.name === names.out)) {
     throw new OdeJvpError(`the graph has no output '${names.out}'`);
@@ -72,10 +84,7 @@ export function odeJvpModel(jvp: IModelProto, names: OdeJvpNames): ModelProto {
   const rename = (g: IGraphProto) => {
     for (const n of g.node ?? []) {
       n.input = (n.input ?? []).map((s) => s === names.dx ? used : s);
-      for (const at of n.attribute ?? []) {
-        if (at.g) rename(at.g);
-        for (const sg of at.graphs ?? []) rename(sg);
-      }
+      subgraphs(n).forEach(rename);
     }
   };
   rename(graph);
@@ -114,7 +123,12 @@ export function odeJvpModel(jvp: IModelProto, names: OdeJvpNames): ModelProto {
   return model;
 }
 
-/** Every value a node reads, including those its subgraphs (If, Loop, Scan bodies) read from outside. */
+/** The graphs a node's attributes hold (If, Loop and Scan bodies). */
+function subgraphs(n: INodeProto): IGraphProto[] {
+  return (n.attribute ?? []).flatMap((at) => [...(at.g ? [at.g] : []), ...(at.graphs ?? [])]);
+}
+
+/** Every value a node reads, including those its subgraphs read from outside them. */
 function reads(n: INodeProto): string[] {
   const names = [...(n.input ?? [])].filter((s) => s !== "");
   const visit = (g: IGraphProto) => {
@@ -125,16 +139,10 @@ function reads(n: INodeProto): string[] {
     ]);
     for (const m of g.node ?? []) {
       for (const s of m.input ?? []) if (s && !inner.has(s)) names.push(s);
-      for (const at of m.attribute ?? []) {
-        if (at.g) visit(at.g);
-        for (const sg of at.graphs ?? []) visit(sg);
-      }
+      subgraphs(m).forEach(visit);
     }
   };
-  for (const at of n.attribute ?? []) {
-    if (at.g) visit(at.g);
-    for (const sg of at.graphs ?? []) visit(sg);
-  }
+  subgraphs(n).forEach(visit);
   return names;
 }
 

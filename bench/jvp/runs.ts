@@ -10,8 +10,7 @@ import { getSolver, nfeFor, stepsForNfe } from "../../core/solvers/registry.ts";
 import type { DerivativeSource, EvalRequest, EvalResult } from "../../core/solvers/types.ts";
 import { median } from "../../core/stats.ts";
 import { JVP_INPUTS } from "../../gpu-worker/graphs.ts";
-import { ODE_TANGENT_INPUTS, odeJvpModel } from "../../onnx/ode_jvp.ts";
-import { decodeModel, encodeModel } from "../../onnx/proto.ts";
+import { ODE_TANGENT_INPUTS, odeJvpBytes } from "../../onnx/ode_jvp.ts";
 import type { OrtTensor } from "../../onnx/ort.ts";
 import { rk4Reference, rmsePerSample } from "../reference.ts";
 import type { CostModel } from "./cost.ts";
@@ -90,7 +89,7 @@ export async function solverRuns(
   const epsSession = mnist.forward, jvpSession = mnist.graphs[0].session;
   // the transformed graph as the worker loads it: it also makes the ODE's tangent from its own ε
   const odeSession = await m.open(
-    encodeModel(odeJvpModel(decodeModel(m.mnistJvp), { x: "x", out: "eps", dx: "dx" })),
+    odeJvpBytes(m.mnistJvp, { x: "x", out: "eps", dx: "dx" }),
   );
   let ortCalls = { eps: 0, jvp: 0 };
   /**

@@ -15,8 +15,7 @@ import type { EvalRequest } from "../../core/solvers/types.ts";
 import type { WireTensor } from "../../gpu-worker/inference.ts";
 import type { GraphKind, LoadedModel } from "../../gpu-worker/manifest.ts";
 import { batchFeeds, type ServedModel } from "../../gpu-worker/served.ts";
-import { odeJvpModel } from "../../onnx/ode_jvp.ts";
-import { decodeModel, encodeModel } from "../../onnx/proto.ts";
+import { odeJvpBytes } from "../../onnx/ode_jvp.ts";
 import { JVP_INPUTS } from "../../onnx/tangent_inputs.ts";
 import {
   createSession,
@@ -204,9 +203,7 @@ export async function openFloor(
     if (!path) continue;
     const bytes = new Uint8Array(readFileSync(path));
     const graph = g === "jvp"
-      ? encodeModel(
-        odeJvpModel(decodeModel(bytes), { x: info.names.x, out: info.names.eps, dx: JVP_INPUTS.x }),
-      )
+      ? odeJvpBytes(bytes, { x: info.names.x, out: info.names.eps, dx: JVP_INPUTS.x })
       : bytes;
     const { session } = await createSession(graph, { providers, threads });
     sessions[g] = session;

@@ -66,7 +66,7 @@ function* epsAndDerivative(
     // one call: ε and its JVP along dx = α ε − γ α² x, dt = dt/dγ, the tangent made from that ε
     const r = yield {
       ...request(input, xbar, t, step, "eps+deriv"),
-      odeTangent: odeTangentOf(schedule, t, input.batch),
+      odeTangent: odeTangentCoefficients(schedule, t, input.batch),
     };
     return { eps: r.eps, k: requireDeriv(r) };
   }
@@ -92,19 +92,17 @@ export function odeTangent(
   t: number,
   batch: number,
 ): { x: Float64Array; t: Float64Array } {
-  const g = schedule.gamma(t), alpha = schedule.alpha(t);
+  const c = odeTangentCoefficients(schedule, t, batch), alpha = schedule.alpha(t);
   const dx = new Float64Array(xbar.length);
-  for (let i = 0; i < xbar.length; i++) {
-    dx[i] = alpha * eps[i] - g * alpha * alpha * (alpha * xbar[i]);
-  }
-  return { x: dx, t: new Float64Array(batch).fill(schedule.dtDgamma(t)) };
+  for (let i = 0; i < xbar.length; i++) dx[i] = c.eps[0] * eps[i] + c.x[0] * (alpha * xbar[i]);
+  return { x: dx, t: c.t };
 }
 
 /**
- * {@link odeTangent} as coefficients of ε and x (x = α x̄, the request's point) for a model that makes the
- * tangent from its own ε: dx = α ε − γ α² x, dt = dt/dγ.
+ * {@link odeTangent} as per-sample coefficients of ε and of x (x = α x̄, the request's point), for a
+ * model that makes the tangent from its own ε: dx = α ε − γ α² x, dt = dt/dγ.
  */
-export function odeTangentOf(
+export function odeTangentCoefficients(
   schedule: Schedule,
   t: number,
   batch: number,

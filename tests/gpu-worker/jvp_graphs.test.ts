@@ -29,8 +29,7 @@ import type { LoadedModel } from "../../gpu-worker/manifest.ts";
 import { defaultModelsDir, loadRegistry } from "../../gpu-worker/models.ts";
 import { createSession, type InferenceSession, runSession, type TensorInit } from "../../onnx/ort.ts";
 import { readFileSync } from "node:fs";
-import { ODE_TANGENT_INPUTS, odeJvpModel } from "../../onnx/ode_jvp.ts";
-import { decodeModel, encodeModel } from "../../onnx/proto.ts";
+import { ODE_TANGENT_INPUTS, odeJvpBytes } from "../../onnx/ode_jvp.ts";
 import { assert, assertEquals } from "../testing.ts";
 
 const TOL = 1e-6;
@@ -87,7 +86,7 @@ async function setup(name: string): Promise<Setup> {
     info,
     jvp: await open(transformed.bytes),
     ode: await open(
-      encodeModel(odeJvpModel(decodeModel(transformed.bytes), { x: "x", out: "eps", dx: "dx" })),
+      odeJvpBytes(transformed.bytes, { x: "x", out: "eps", dx: "dx" }),
     ),
     eps: await open(readFileSync(info.graphPaths.eps!)),
     exact: gmmEvaluator(mix),
