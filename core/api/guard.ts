@@ -140,7 +140,19 @@ export interface GuardedServer {
 
 type Handler = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Response | Promise<Response>;
 
-const MAX_ACCEPT_PAUSE_MS = 1000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Pauses between retries of something that keeps failing: 50 ms, doubling up to 1 s. */
+class Backoff {
+  #ms = 50;
+  reset(): void {
+    this.#ms = 50;
+  }
+  async pause(): Promise<void> {
+    await sleep(this.#ms);
+    this.#ms = Math.min(1000, this.#ms * 2);
+  }
+}
 
 /** True when `chunk` (after the head's last bytes `tail`) completes a head: "\r\n\r\n" or "\n\n". */
 function endsHead(relay: Relay, chunk: Uint8Array): boolean {
@@ -246,7 +258,6 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
   const recovered = (kind: string) => {
     if (failing.delete(kind)) log(`${kind} on ${opts.hostname}:${addr.port} works again`);
   };
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   // the private server stops when its own accept fails (out of file handles): start another
   const innerWatch = (async () => {
     for (;;) {
@@ -257,8 +268,8 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
         if (!accepting) return;
         failed("the private server", e);
       }
-      for (let pause = 50; accepting; pause = Math.min(MAX_ACCEPT_PAUSE_MS, pause * 2)) {
-        await sleep(pause);
+      for (const backoff = new Backoff(); accepting;) {
+        await backoff.pause();
         try {
           inner = startInner();
           recovered("the private server");
@@ -385,18 +396,17 @@ export function serveGuarded(opts: GuardedServerOptions, handler: Handler): Guar
   };
 
   const finished = (async () => {
-    let pause = 50;
+    const backoff = new Backoff();
     while (accepting) {
       let client: Deno.TcpConn;
       try {
         client = await listener.accept() as Deno.TcpConn;
-        pause = 50;
+        backoff.reset();
         recovered("accepting connections");
       } catch (e) {
         if (!accepting || e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted) break;
         failed("accepting connections", e);
-        await sleep(pause);
-        pause = Math.min(MAX_ACCEPT_PAUSE_MS, pause * 2);
+        await backoff.pause();
         continue;
       }
       void admit(client);
