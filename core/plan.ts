@@ -208,17 +208,15 @@ export function planSolve(
     checks.run(() => makeGrid(schedule, { kind: grid!, steps: steps!, rho, tMin, tMax }));
     checks.throwIfAny();
   }
-  const cost = planCost(
-    info,
+  const cost = planCost(info, {
     steps,
     nfe,
     afs,
     denoise,
     derivative,
-    (request.guidance ?? 0) !== 0,
-    model.costs,
-    model.odeJvp ?? false,
-  );
+    guided: (request.guidance ?? 0) !== 0,
+    odeJvp: model.odeJvp ?? false,
+  }, model.costs);
   return {
     direction,
     solver: info.name,

@@ -8,17 +8,22 @@ import type { SolverInfo } from "../solvers/registry.ts";
 import type { DerivativeSource } from "../solvers/types.ts";
 import type { PlanCost } from "./types.ts";
 
+/** What of a planned run decides its calls. */
+export interface PlannedRun {
+  steps: number;
+  nfe: number;
+  afs: boolean;
+  denoise: boolean;
+  derivative: DerivativeSource | undefined;
+  /** Classifier-free guidance is on (GENIE then asks for the exact derivative along its tangent). */
+  guided: boolean;
+  /** The model answers ε and its JVP along the ODE's tangent in one call (SolveInput `odeJvp`). */
+  odeJvp: boolean;
+}
+
 /** Graph calls per sample trajectory of a planned run (what the drivers count, core/solvers/drive.ts). */
-function predictedCalls(
-  info: SolverInfo,
-  steps: number,
-  nfe: number,
-  afs: boolean,
-  denoise: boolean,
-  derivative: DerivativeSource | undefined,
-  guided: boolean,
-  odeJvp: boolean,
-): Record<CallGraph, number> {
+function predictedCalls(info: SolverInfo, run: PlannedRun): Record<CallGraph, number> {
+  const { steps, nfe, afs, denoise, derivative, guided, odeJvp } = run;
   const calls: Record<CallGraph, number> = { eps: 0, head: 0, jvp: 0 };
   if (info.name !== "genie" || derivative === undefined) {
     calls.eps = nfe;
@@ -39,23 +44,11 @@ function predictedCalls(
 /**
  * The price of a planned run per sample trajectory, as the response will report it: its graph calls and
  * their cost with the model's measured ratios (`costs`; missing ones use the fallback of core/cost.ts).
- * `guided`: classifier-free guidance is on (GENIE then asks for the exact derivative along its tangent).
- * `odeJvp`: the model answers ε and its JVP along the ODE's tangent in one call (SolveInput `odeJvp`).
  */
-export function planCost(
-  info: SolverInfo,
-  steps: number,
-  nfe: number,
-  afs: boolean,
-  denoise: boolean,
-  derivative: DerivativeSource | undefined,
-  guided: boolean,
-  costs: CostRatios | undefined,
-  odeJvp = false,
-): PlanCost {
-  const graphCalls = predictedCalls(info, steps, nfe, afs, denoise, derivative, guided, odeJvp);
+export function planCost(info: SolverInfo, run: PlannedRun, costs: CostRatios | undefined): PlanCost {
+  const graphCalls = predictedCalls(info, run);
   const calls = graphCalls.eps + graphCalls.head + graphCalls.jvp;
-  const price = runCost({ nfe, calls, graphCalls }, costs);
+  const price = runCost({ nfe: run.nfe, calls, graphCalls }, costs);
   return {
     calls,
     cost: price.cost,
