@@ -9,7 +9,8 @@
  * of the preconditioned U-Net F in one ORT run, then Adam with clipping and the weight average, on the
  * same data pipeline), split into ORT / optimiser / batch preparation; the median of as many forward runs
  * of F alone; their ratio; and GFLOP/s of both from the matrix work ORT's profiler records (onnx/profile.ts).
- * At `--profile-batch`, the milliseconds per op type of the training graph and of the forward graph.
+ * At `--profile-batch`, the milliseconds per op type of the training graph and of the forward graph, and
+ * the training graph's ORT time with and without composite gradients (onnx/grad_composites.ts), side by side.
  *
  * Timings are only comparable within one run on an otherwise idle machine: the report records the
  * 1-minute load average when it started.
@@ -132,6 +133,7 @@ if (import.meta.main) {
   );
   const rows: Row[] = [];
   let ops: { train: OpTotal[]; forward: OpTotal[] } | undefined;
+  let composites: { batch: number; fusedMs: number; apartMs: number } | undefined;
   for (const batch of batches) {
     const data = preconditionedBatch(digits, batch, 0.1, vpLinearSchedule(), PRECONDITION, TIME_SAMPLING);
     const trainer = await Trainer.create(graph, {
@@ -163,7 +165,24 @@ if (import.meta.main) {
     const trainRuns = await profileRuns(trainBytes, tFeeds, f.threads, 2, outputs);
     const forwardRuns = await profileRuns(forwardBytes, forwardFeeds, f.threads, 3);
     const train = totalsByOp(trainRuns, 2), forward = totalsByOp(forwardRuns, 3);
-    if (batch === f.profileBatch) ops = { train, forward };
+    if (batch === f.profileBatch) {
+      ops = { train, forward };
+      // the same training graph with SiLU and GroupNorm differentiated node by node, timed in turn with it
+      const apartBytes = encodeModel(
+        gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params, composites: false }).model,
+      );
+      const fused: number[] = [], apart: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        fused.push(await timeRuns(trainBytes, tFeeds, f.threads, f.steps, outputs));
+        apart.push(await timeRuns(apartBytes, tFeeds, f.threads, f.steps, outputs));
+      }
+      composites = { batch, fusedMs: median(fused), apartMs: median(apart) };
+      log(
+        `composite gradients at batch ${batch}: ${f1(composites.fusedMs)} ms vs ${
+          f1(composites.apartMs)
+        } node by node`,
+      );
+    }
     const gflop = (t: OpTotal[]) => t.reduce((a, o) => a + o.gflop, 0);
     const row: Row = {
       batch,
@@ -224,10 +243,27 @@ if (import.meta.main) {
           worst <= 4 ? "met" : `missed by ${f2(worst / 4)}×`
         }. Where the time goes is in the table below:`,
         "the matrix kernels (Conv, MatMul) against the memory-bound nodes of the gradient graph (the slices of",
-        "the weight gradients' kernel taps, GroupNorm and SiLU backward, gradient sums).",
+        "the weight gradients' kernel taps, the elementwise products and sums of the backward pass).",
         "",
       ];
     })(),
+    ...(composites
+      ? [
+        "## Composite gradients",
+        "",
+        "onnx/grad.ts differentiates SiLU (x·σ(x)) and GroupNorm's standardisation as one function each",
+        "(onnx/grad_composites.ts): the same gradient with fewer elementwise nodes. One ORT run of the training",
+        `graph at batch ${composites.batch}, median of 3 rounds that alternate the two graphs (${f.steps} runs each):`,
+        "",
+        "| training graph | ORT ms per run | ÷ composite |",
+        "|---|---:|---:|",
+        `| composite (the one \`deno task train\` runs) | ${f1(composites.fusedMs)} | 1.00 |`,
+        `| node by node (\`composites: false\`) | ${f1(composites.apartMs)} | ${
+          f2(composites.apartMs / composites.fusedMs)
+        } |`,
+        "",
+      ]
+      : []),
   ];
   if (ops) {
     md.push(
@@ -242,7 +278,11 @@ if (import.meta.main) {
   await writeAtomic(`${f.out}.md`, md.join("\n"));
   await writeAtomic(
     `${f.out}.json`,
-    JSON.stringify({ date: new Date().toISOString(), threads: f.threads, load, rows, ops }, null, 2) + "\n",
+    JSON.stringify(
+      { date: new Date().toISOString(), threads: f.threads, load, rows, ops, composites },
+      null,
+      2,
+    ) + "\n",
   );
   log(`wrote ${f.out}.md and ${f.out}.json`);
 }

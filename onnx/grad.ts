@@ -22,7 +22,9 @@
  * The rules live in one table, `RULES`, one small function per operator returning one thunk per input
  * (`Sigmoid: dx = dy · y · (1 − y)`); a thunk runs only when that input needs a gradient. Helpers on
  * `Ctx` reduce broadcast gradients back to their input's shape (`sumTo`), mostly from static shapes, else
- * at run time.
+ * at run time. Two patterns the model builders write out node by node, SiLU and standardisation (GroupNorm's
+ * core), are differentiated as one function each (onnx/grad_composites.ts): the same gradient with fewer
+ * memory-bound nodes.
  *
  * `withLoss(model, build)` appends a loss to a forward graph with the project's GraphBuilder;
  * `meanSquaredErrorLoss` is the usual one.
@@ -52,6 +54,7 @@ import {
 import { broadcastShapes, inferGraph, type Inferred, sameShape, type SDim, type SShape } from "./infer.ts";
 import { NON_DIFFERENTIABLE_OPERATORS } from "./jvp.ts";
 import { GraphRewriter } from "./rewrite.ts";
+import { compositeGradient } from "./grad_composites.ts";
 
 /** Thrown when a graph cannot be differentiated; `operators` names the operators at fault. */
 export class GradError extends Error {
@@ -88,6 +91,11 @@ export interface GradOptions {
   keep?: readonly string[];
   /** Prefix of the gradient outputs (default "grad."). */
   gradPrefix?: string;
+  /**
+   * Differentiate SiLU and standardisation patterns as one function each (onnx/grad_composites.ts;
+   * default true). False differentiates them node by node: the same gradient, for comparison.
+   */
+  composites?: boolean;
 }
 
 /** One parameter of a training graph. */
@@ -183,6 +191,12 @@ export function gradModel(model: IModelProto, options: GradOptions = {}): Traini
     const c = new Ctx(b, node, dys);
     const mark = b.nodes.length;
     try {
+      // a pattern differentiated as one function (onnx/grad_composites.ts) at its last node
+      const composite = options.composites === false ? undefined : compositeGradient(c, node.opType);
+      if (composite) {
+        b.contribute(composite.input, composite.grad());
+        continue;
+      }
       const thunks = RULES[node.opType](c);
       const grads: [string, string][] = [];
       node.input.forEach((x, i) => {
@@ -309,6 +323,8 @@ class Backward extends GraphRewriter {
   readonly #parts = new Map<string, string[]>();
   readonly #sums = new Map<string, Cot>();
   readonly graphNodes: NodeProto[];
+  /** The forward node computing each value. */
+  readonly producers = new Map<string, NodeProto>();
   activeSet = new Set<string>();
   neededSet = new Set<string>();
 
@@ -316,6 +332,7 @@ class Backward extends GraphRewriter {
     const g = model.graph!;
     super(g, inferWithResize(g, opset), "grad");
     this.graphNodes = (g.node ?? []) as NodeProto[];
+    for (const n of this.graphNodes) for (const o of n.output ?? []) if (o) this.producers.set(o, n);
     // Constant nodes are constants too (the graph's initializers already are).
     for (const n of g.node ?? []) {
       if (n.opType === "Constant" && (!n.domain || n.domain === "ai.onnx")) {
@@ -685,6 +702,16 @@ class Ctx {
         fail(`gradient for input ${i} ('${this.x[i]}') is not supported`);
       }
     });
+  }
+
+  /** The forward node computing `v` (undefined for inputs and initializers). */
+  producer(v: string): NodeProto | undefined {
+    return this.b.producers.get(v);
+  }
+
+  /** True when the value `v` needs a gradient. */
+  wantsValue(v: string): boolean {
+    return this.b.wants(v);
   }
 
   /** True when input i needs a gradient. */

@@ -292,6 +292,29 @@ const cases: GradCase[] = [
     },
   },
   {
+    // composite (onnx/grad_composites.ts): standardisation over two axes, axes as input (opset 18), ε on
+    // the left, and the centred values, the variance and the root also used by other outputs
+    name: "standardisation written out over axes [-1, 1] (opset 18), its inner values also outputs",
+    opset: 18,
+    params: { x: feed([2, 3, 4], 61, F64) },
+    build: (g, v, T) => {
+      const axes = g.constant([-1, 1], [2], "int64");
+      const xc = g.op("Sub", [v.x, g.op("ReduceMean", [v.x, axes])]);
+      const variance = g.op("ReduceMean", [g.op("Mul", [xc, xc]), axes]);
+      const root = g.op("Sqrt", [g.op("Add", [g.constant(1e-3, [], T), variance])]);
+      const normed = g.op("Div", [xc, root]);
+      return [normed, g.op("Sin", [xc]), g.op("Mul", [variance, root])];
+    },
+  },
+  {
+    name: "SiLU written out, x·Sigmoid(x) and Sigmoid(x)·x, the Sigmoid also an output",
+    params: { x: feed([2, 3, 4], 62, F64) },
+    build: (g, v) => {
+      const s = g.op("Sigmoid", [v.x]);
+      return [g.op("Mul", [v.x, s]), g.op("Mul", [g.op("Cos", [s]), g.op("Mul", [s, v.x])])];
+    },
+  },
+  {
     name: "InstanceNormalization (scale and bias differentiated)",
     params: { x: feed([2, 3, 4, 3], 49), s: feed([3], 50, F32, positive), b: feed([3], 51) },
     build: (g, v) => g.op("InstanceNormalization", [v.x, v.s, v.b], { epsilon: 1e-3 }),
