@@ -8,17 +8,19 @@
  *     deno task distill [--steps 20000] [--batch 32] [--lr 1e-3] [--min-lr 1e-5] [--warmup 200]
  *                       [--ema 0.999] [--width 64] [--depth 3] [--kernel 3] [--stride 2] [--derived true]
  *                       [--coarse 2]
- *                       [--targets 32768] [--focus 0.7 [--focus-from 0.25] [--focus-to 0.85]] [--seed 1]
+ *                       [--targets 32768] [--refresh 0] [--focus 0.7 [--focus-from 0.25] [--focus-to 0.85]]
+ *                       [--seed 1]
  *                       [--threads 2] [--model models/mnist-unet] [--ckpt training/checkpoints/mnist-unet-head]
  *                       [--eval-every 1000] [--max-minutes 0] [--stop-at 0]
  *
  * The defaults are the shipped head's recipe (its distill.json records the flags). `--width`, `--depth`,
  * `--kernel`, `--stride`, `--derived` and `--coarse` shape the head (training/head.ts); `--targets N` computes N samples' targets
- * once and draws every batch from them, and `--focus P` draws a sample with t in
+ * once and draws every batch from them, `--refresh S` replaces them by the next N samples every S steps
+ * (more distinct samples, one set in memory), and `--focus P` draws a sample with t in
  * [`--focus-from`, `--focus-to`) with probability P (training/distill/dataset.ts).
  *
  * Per sample (random numbers from rngStream(seed, step) for a step's fresh batch, from rngStream(seed +
- * 104729, first) for a chunk of the target set): x₀ from the digits, class (null class 10 with probability
+ * 104729, i·N + first) for a chunk of target set i): x₀ from the digits, class (null class 10 with probability
  * 0.1), t ~ U[t_min, 1], x_t = α x₀ + σ ε; the frozen network gives ε̂, features, temb (and the coarse
  * maps) (ORT), its JVP graph the exact target τ = dε̂/dγ along the probability-flow ODE (training/targets.ts).
  * The loss is the mean squared relative error mean_b ‖k_b − τ_b‖²/‖τ_b‖² (the measure the head is judged

@@ -1,11 +1,12 @@
 /**
  * The fixed set of distillation samples of `deno task distill --targets N` (training/distill/dataset.ts):
- * built in chunks, every field of a drawn batch is the stored sample's, and the draws follow the step's
- * random stream.
+ * built in chunks, every field of a drawn batch is the stored sample's, the draws follow the step's
+ * random stream, and `--refresh` replaces the set by the next samples of one sequence.
  */
 import { assert, assertEquals, assertRejects, assertThrows, describe, it } from "../testing.ts";
 import { rngStream } from "../../core/rng.ts";
-import { HeadDataSet } from "../../training/distill/dataset.ts";
+import { batchSource, HeadDataSet } from "../../training/distill/dataset.ts";
+import { UsageError } from "../../core/flags.ts";
 import type { HeadData } from "../../training/targets.ts";
 
 const P = 4, F = 2, E = 3;
@@ -74,6 +75,36 @@ describe("distillation target set", () => {
     await assertRejects(
       () => HeadDataSet.build(8, 4, async (first) => await Promise.resolve(fake(first, 3))),
       /3 samples for a chunk of 4/,
+    );
+  });
+
+  it("--refresh S: set i holds samples i·N … i·N + N − 1, made once per S steps; set 0 is the plain run's", async () => {
+    const flags = { targets: 8, refresh: 0, seed: 2, batch: 4, focus: 0, focusFrom: 0, focusTo: 1 };
+    // record the stream of each chunk; the k-th chunk made holds samples numbered from 100·k
+    const made: number[] = [];
+    const draw = (n: number, r: ReturnType<typeof rngStream>) => {
+      made.push(Math.round(r.uniform() * 1e9));
+      return Promise.resolve(fake(100 * made.length, n));
+    };
+    const streamKey = (sample: number) => Math.round(rngStream(2 + 104729, sample).uniform() * 1e9);
+    const plain = batchSource(flags, draw);
+    const p0 = await plain(0), p9 = await plain(9);
+    assertEquals(made, [streamKey(0)], "one set, one chunk of 8 (chunks are 64), built once");
+    made.length = 0;
+    const refreshed = batchSource({ ...flags, refresh: 5 }, draw);
+    const steps = [0, 4, 5, 9, 10];
+    const batches: HeadData[] = [];
+    for (const s of steps) batches.push(await refreshed(s));
+    assertEquals(made, [streamKey(0), streamKey(8), streamKey(16)], "sets 0, 1, 2 from samples 0, 8, 16");
+    assertEquals(batches[0], p0, "set 0 and the step's draws are the plain run's");
+    // steps 0 and 4 draw from the first chunk made (samples 100…), 5 and 9 from the second (200…)
+    const chunkOf = (b: HeadData) => new Set(Array.from(b.t, (t) => Math.floor((t - 200) / 100000)));
+    assertEquals(batches.map(chunkOf), [1, 1, 2, 2, 3].map((k) => new Set([k])));
+    assert(p9.t.some((t, i) => t !== batches[3].t[i]), "step 9 differs from the plain run's");
+    assertThrows(
+      () => batchSource({ ...flags, targets: 0, refresh: 5 }, draw),
+      UsageError,
+      "--refresh: replaces the target set",
     );
   });
 });

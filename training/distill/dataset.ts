@@ -1,6 +1,7 @@
 /**
- * A fixed set of distillation samples (`deno task distill --targets N`): the network's ε̂, features and
- * exact JVP targets are computed once for N noisy inputs, and every step draws its batch from the set.
+ * A set of distillation samples (`deno task distill --targets N`): the network's ε̂, features and exact
+ * JVP targets are computed once for N noisy inputs, and every step draws its batch from the set (replaced
+ * by the next N samples every `--refresh` steps).
  * A step then costs only the head's own training graph (about a twentieth of computing fresh targets on
  * mnist-unet), at the price of a finite set: N should be large next to the head's parameter count. The
  * set is a pure function of its seeds, so a resumed run rebuilds it bit-identically.
@@ -8,7 +9,7 @@
 import { type RngStream, rngStream } from "../../core/rng.ts";
 import { formatSeconds, log } from "../common.ts";
 import type { HeadData } from "../targets.ts";
-import { focusOf } from "./flags.ts";
+import { focusOf, refreshOf } from "./flags.ts";
 
 /** The per-sample float fields of {@link HeadData}. */
 const FIELDS = ["x", "t", "gamma", "eps", "features", "temb", "target"] as const;
@@ -136,33 +137,49 @@ const SET_SEED_OFFSET = 104729;
 
 /**
  * The batch of each step of a distillation run: drawn from a target set of `f.targets` samples built here
- * (with `--focus`), or, with `--targets 0`, made fresh by `draw` from the step's own random stream. The
- * set's chunks come from streams of their own, so a resumed run rebuilds the same set; a run already at
- * `f.steps` (which only exports again) builds none.
+ * (with `--focus`), or, with `--targets 0`, made fresh by `draw` from the step's own random stream. With
+ * `--refresh S` the set is replaced every S steps by the next `f.targets` samples (set i holds samples
+ * i·N … i·N + N − 1 of one sequence, N = `f.targets`): the head sees many more distinct samples for a
+ * fraction of the cost of fresh targets every step, and memory holds one set at a time. Each chunk of a set
+ * comes from a stream of its own (rngStream(seed + offset, index of its first sample)), so a resumed run
+ * rebuilds the same set, and set 0 is the set of a run without `--refresh`; a run already at `f.steps`
+ * (which only exports again) builds none.
  */
-export async function batchSource(
+export function batchSource(
   f: {
     targets: number;
-    steps: number;
+    refresh: number;
     seed: number;
     batch: number;
     focus: number;
     focusFrom: number;
     focusTo: number;
   },
-  stepsDone: number,
   draw: (n: number, r: RngStream) => Promise<HeadData>,
-): Promise<(step: number) => Promise<HeadData>> {
+): (step: number) => Promise<HeadData> {
   const focus = focusOf(f);
-  const set = f.targets > 0 && stepsDone < f.steps
-    ? await HeadDataSet.build(
-      f.targets,
-      64,
-      (first, n) => draw(n, rngStream(f.seed + SET_SEED_OFFSET, first)),
-    )
-    : undefined;
+  refreshOf(f);
+  let current: { index: number; set: HeadDataSet } | undefined;
   return async (step) => {
     const r = rngStream(f.seed, step);
-    return set ? set.batch(r, f.batch, focus) : await draw(f.batch, r);
+    if (f.targets === 0) return await draw(f.batch, r);
+    const index = f.refresh > 0 ? Math.floor(step / f.refresh) : 0;
+    if (current?.index !== index) {
+      current = undefined; // the old set can go before the new one is made
+      if (f.refresh > 0) {
+        log(
+          `target set ${index} (steps ${index * f.refresh}–${
+            (index + 1) * f.refresh - 1
+          }): ${f.targets} samples`,
+        );
+      }
+      const set = await HeadDataSet.build(
+        f.targets,
+        64,
+        (first, n) => draw(n, rngStream(f.seed + SET_SEED_OFFSET, index * f.targets + first)),
+      );
+      current = { index, set };
+    }
+    return current.set.batch(r, f.batch, focus);
   };
 }

@@ -28,6 +28,7 @@ export const DISTILL_DEFAULTS = {
   derived: true,
   coarse: 2,
   targets: 32768,
+  refresh: 0,
   focus: 0.7,
   focusFrom: 0.25,
   focusTo: 0.85,
@@ -89,6 +90,7 @@ export const INTEGER_FLAGS = {
   stride: 1,
   coarse: 0,
   targets: 0,
+  refresh: 0,
   seed: 0,
   threads: 1,
   every: 1,
@@ -130,6 +132,13 @@ export function focusOf(
     throw new UsageError("--focus-from", `[${f.focusFrom}, ${f.focusTo}) is not a range of t within [0, 1]`);
   }
   return { p: f.focus, from: f.focusFrom, to: f.focusTo };
+}
+
+/** Checks `--refresh S` (a new target set every S steps): it needs `--targets`. */
+export function refreshOf(f: { refresh: number; targets: number }): void {
+  if (f.refresh > 0 && f.targets === 0) {
+    throw new UsageError("--refresh", "replaces the target set every S steps: give --targets N too");
+  }
 }
 
 /** The flags the training loop reads (both programs). */

@@ -148,7 +148,7 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
     const { x, t, cls } = drawFromPool(model, pool, n, r, f.drop);
     return await folderHeadData(graphs, x, t, cls);
   };
-  const next = await batchSource(f, trainer.state.step, draw);
+  const next = batchSource(f, draw);
   await run.loop(
     async (step) => feed(headFeedsFor(await next(step), model.shape)),
     heldOut,

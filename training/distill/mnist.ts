@@ -72,11 +72,7 @@ export async function distillMnist(argv: string[]): Promise<void> {
     ...headOptions,
     parameters: head.count,
   });
-  const next = await batchSource(
-    f,
-    trainer.state.step,
-    (n, r) => headData(graphs, ...noisy(digits, n, r, f.drop)),
-  );
+  const next = batchSource(f, (n, r) => headData(graphs, ...noisy(digits, n, r, f.drop)));
   await run.loop(
     async (step) => feed(headFeeds(await next(step))),
     heldOut,
