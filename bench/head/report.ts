@@ -417,8 +417,13 @@ function headShape(
 }
 
 /** distill.json's target set and focus, as words ("" when every step computed fresh targets). */
-function targetSet(f: { targets?: number; focus?: number; focusFrom?: number; focusTo?: number }) {
+function targetSet(
+  f: { targets?: number; refresh?: number; focus?: number; focusFrom?: number; focusTo?: number },
+) {
   if (!f.targets) return "";
   const focus = f.focus ? `, t ∈ [${f.focusFrom}, ${f.focusTo}) drawn with probability ${f.focus}` : "";
-  return ` from a fixed set of ${f.targets} targets${focus}`;
+  const set = f.refresh
+    ? `sets of ${f.targets} targets, each replaced by the next after ${f.refresh} steps`
+    : `a fixed set of ${f.targets} targets`;
+  return ` from ${set}${focus}`;
 }
