@@ -10,7 +10,7 @@
  * same data pipeline), split into ORT / optimiser / batch preparation; the median of as many forward runs
  * of F alone; their ratio; and GFLOP/s of both from the matrix work ORT's profiler records (onnx/profile.ts).
  * At `--profile-batch`, the milliseconds per op type of the training graph and of the forward graph, and
- * the training graph's ORT time with and without composite gradients (onnx/grad_composites.ts), side by side.
+ * the training graph's ORT time in both gradient formulations (onnx/grad.ts `formulation`), side by side.
  *
  * Timings are only comparable within one run on an otherwise idle machine: the report records the
  * 1-minute load average when it started.
@@ -133,7 +133,7 @@ if (import.meta.main) {
   );
   const rows: Row[] = [];
   let ops: { train: OpTotal[]; forward: OpTotal[] } | undefined;
-  let composites: { batch: number; fusedMs: number; apartMs: number } | undefined;
+  let formulations: { batch: number; fusedMs: number; apartMs: number } | undefined;
   for (const batch of batches) {
     const data = preconditionedBatch(digits, batch, 0.1, vpLinearSchedule(), PRECONDITION, TIME_SAMPLING);
     const trainer = await Trainer.create(graph, {
@@ -167,20 +167,20 @@ if (import.meta.main) {
     const train = totalsByOp(trainRuns, 2), forward = totalsByOp(forwardRuns, 3);
     if (batch === f.profileBatch) {
       ops = { train, forward };
-      // the same training graph with SiLU and GroupNorm differentiated node by node, timed in turn with it
+      // the same training graph in gradient formulation 1, timed in turn with it
       const apartBytes = encodeModel(
-        gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params, composites: false }).model,
+        gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params, formulation: 1 }).model,
       );
       const fused: number[] = [], apart: number[] = [];
       for (let round = 0; round < 3; round++) {
         fused.push(await timeRuns(trainBytes, tFeeds, f.threads, f.steps, outputs));
         apart.push(await timeRuns(apartBytes, tFeeds, f.threads, f.steps, outputs));
       }
-      composites = { batch, fusedMs: median(fused), apartMs: median(apart) };
+      formulations = { batch, fusedMs: median(fused), apartMs: median(apart) };
       log(
-        `composite gradients at batch ${batch}: ${f1(composites.fusedMs)} ms vs ${
-          f1(composites.apartMs)
-        } node by node`,
+        `gradient formulation 2 at batch ${batch}: ${f1(formulations.fusedMs)} ms vs ${
+          f1(formulations.apartMs)
+        } in formulation 1`,
       );
     }
     const gflop = (t: OpTotal[]) => t.reduce((a, o) => a + o.gflop, 0);
@@ -247,19 +247,22 @@ if (import.meta.main) {
         "",
       ];
     })(),
-    ...(composites
+    ...(formulations
       ? [
-        "## Composite gradients",
+        "## Gradient formulations",
         "",
-        "onnx/grad.ts differentiates SiLU (x·σ(x)) and GroupNorm's standardisation as one function each",
-        "(onnx/grad_composites.ts): the same gradient with fewer elementwise nodes. One ORT run of the training",
-        `graph at batch ${composites.batch}, median of 3 rounds that alternate the two graphs (${f.steps} runs each):`,
+        "onnx/grad.ts computes the same gradients in two formulations. 2 (what `deno task train` runs):",
+        "SiLU (x·σ(x)) and GroupNorm's standardisation differentiated as one function each",
+        "(onnx/grad_composites.ts), and the weight gradients' windows laid out batch-last (longer contiguous",
+        "runs for the slices to copy). 1: node by node, windows batch-second, as the shipped mnist-unet and its",
+        `head were trained. One ORT run of the training graph at batch ${formulations.batch}, median of 3 rounds`,
+        `that alternate the two graphs (${f.steps} runs each):`,
         "",
-        "| training graph | ORT ms per run | ÷ composite |",
+        "| training graph | ORT ms per run | ÷ formulation 2 |",
         "|---|---:|---:|",
-        `| composite (the one \`deno task train\` runs) | ${f1(composites.fusedMs)} | 1.00 |`,
-        `| node by node (\`composites: false\`) | ${f1(composites.apartMs)} | ${
-          f2(composites.apartMs / composites.fusedMs)
+        `| formulation 2 (the default) | ${f1(formulations.fusedMs)} | 1.00 |`,
+        `| formulation 1 (\`--formulation 1\`) | ${f1(formulations.apartMs)} | ${
+          f2(formulations.apartMs / formulations.fusedMs)
         } |`,
         "",
       ]
@@ -279,7 +282,7 @@ if (import.meta.main) {
   await writeAtomic(
     `${f.out}.json`,
     JSON.stringify(
-      { date: new Date().toISOString(), threads: f.threads, load, rows, ops, composites },
+      { date: new Date().toISOString(), threads: f.threads, load, rows, ops, formulations },
       null,
       2,
     ) + "\n",

@@ -24,7 +24,7 @@
  * `Ctx` reduce broadcast gradients back to their input's shape (`sumTo`), mostly from static shapes, else
  * at run time. Two patterns the model builders write out node by node, SiLU and standardisation (GroupNorm's
  * core), are differentiated as one function each (onnx/grad_composites.ts): the same gradient with fewer
- * memory-bound nodes.
+ * memory-bound nodes (formulation 2; `GradOptions.formulation`).
  *
  * `withLoss(model, build)` appends a loss to a forward graph with the project's GraphBuilder;
  * `meanSquaredErrorLoss` is the usual one.
@@ -92,11 +92,18 @@ export interface GradOptions {
   /** Prefix of the gradient outputs (default "grad."). */
   gradPrefix?: string;
   /**
-   * Differentiate SiLU and standardisation patterns as one function each (onnx/grad_composites.ts;
-   * default true). False differentiates them node by node: the same gradient, for comparison.
+   * How the gradient is computed; every formulation gives the same gradient up to float rounding, and a
+   * newer one is faster. 2 (the default): SiLU and standardisation differentiated as one function each
+   * (onnx/grad_composites.ts), and the weight gradients' windows laid out batch-last (`convWeightGrad`).
+   * 1: node by node, windows batch-second, as the training graphs were built before 2 existed; kept so
+   * that a run recorded with it reproduces bit for bit.
    */
-  composites?: boolean;
+  formulation?: Formulation;
 }
+
+/** The gradient formulations ({@link GradOptions.formulation}). */
+export const FORMULATIONS = [1, 2] as const;
+export type Formulation = (typeof FORMULATIONS)[number];
 
 /** One parameter of a training graph. */
 export interface ParamInfo {
@@ -130,7 +137,11 @@ export function gradModel(model: IModelProto, options: GradOptions = {}): Traini
   if (!loss) throw new GradError("model has no output to use as the loss", []);
   const produced = new Set(nodes.flatMap((n) => n.output ?? []));
   if (!produced.has(loss)) throw new GradError(`loss '${loss}' is not computed by any node`, []);
-  const b = new Backward(model, opset);
+  const formulation = options.formulation ?? 2;
+  if (!FORMULATIONS.includes(formulation)) {
+    throw new GradError(`formulation ${formulation} is not one of ${FORMULATIONS.join(", ")}`, []);
+  }
+  const b = new Backward(model, opset, formulation);
   const lossType = b.info.dtype.get(loss);
   if (!isFloatType(lossType)) throw new GradError(`loss '${loss}' is not floating-point`, []);
   const lossShape = b.info.shape.get(loss);
@@ -192,7 +203,7 @@ export function gradModel(model: IModelProto, options: GradOptions = {}): Traini
     const mark = b.nodes.length;
     try {
       // a pattern differentiated as one function (onnx/grad_composites.ts) at its last node
-      const composite = options.composites === false ? undefined : compositeGradient(c, node.opType);
+      const composite = b.formulation >= 2 ? compositeGradient(c, node.opType) : undefined;
       if (composite) {
         b.contribute(composite.input, composite.grad());
         continue;
@@ -328,7 +339,7 @@ class Backward extends GraphRewriter {
   activeSet = new Set<string>();
   neededSet = new Set<string>();
 
-  constructor(model: IModelProto, readonly opset: number) {
+  constructor(model: IModelProto, readonly opset: number, readonly formulation: Formulation) {
     const g = model.graph!;
     super(g, inferWithResize(g, opset), "grad");
     this.graphNodes = (g.node ?? []) as NodeProto[];
@@ -769,11 +780,13 @@ function spatial(c: Ctx, kernel: readonly number[], transposed = false) {
 
 /**
  * dW of a convolution with input I [N, Ci, …] and output cotangent G [N, Co, …], one kernel tap at a
- * time: with the batch moved behind the channels (I' = [Ci, N, …] padded, G' = [g, Co/g, N·L] for g
- * groups and L output positions), tap κ's slice of dW is the matrix product dW[:, :, κ] = G' · S_κᵀ,
- * S_κ = [g, Ci/g, N·L] the strided window of I' at offset d·κ. The K products [g, Co/g, Ci/g] are stacked
- * and laid out [Co, Ci/g, k₁, k₂, …]. Every product has the whole batch and every position as its inner
- * dimension (one well-shaped GEMM per tap and group), and no K-fold copy of the input is held at once.
+ * time: with the channels moved first (I' = [Ci, …, N] padded, G' = [g, Co/g, L·N] for g groups and L
+ * output positions), tap κ's slice of dW is the matrix product dW[:, :, κ] = G' · S_κᵀ, S_κ = [g, Ci/g, L·N]
+ * the strided window of I' at offset d·κ. The K products [g, Co/g, Ci/g] are stacked and laid out
+ * [Co, Ci/g, k₁, k₂, …]. Every product has the whole batch and every position as its inner dimension (one
+ * well-shaped GEMM per tap and group), and no K-fold copy of the input is held at once. The batch goes
+ * last (formulation 2) so that a window's rows are runs of W·N contiguous values, which the slices copy
+ * faster than runs of W (formulation 1 put it second: [Ci, N, …]).
  */
 function convWeightGrad(
   c: Ctx,
@@ -785,12 +798,15 @@ function convWeightGrad(
 ): string {
   const { n, strides, dilations, pads } = a;
   const { inC, outC, group } = channels;
-  const axes = Array.from({ length: n }, (_, i) => i + 2);
-  // batch behind the channels: [C, N, spatial…]
-  const swap = [1, 0, ...axes];
+  const spatial = Array.from({ length: n }, (_, i) => i + 2);
+  // the channels first: [C, spatial…, N] (formulation 2) or [C, N, spatial…] (1)
+  const batchLast = c.b.formulation >= 2;
+  const swap = batchLast ? [1, ...spatial, 0] : [1, 0, ...spatial];
+  const axes = batchLast ? spatial.map((a) => a - 1) : spatial;
   const It = c.transpose(I, swap);
+  const padPart = (part: number[]) => (batchLast ? [0, ...part, 0] : [0, 0, ...part]);
   const padded = pads.some((p) => p !== 0)
-    ? c.emit("Pad", [It, c.ints([0, 0, ...pads.slice(0, n), 0, 0, ...pads.slice(n)])])
+    ? c.emit("Pad", [It, c.ints([...padPart(pads.slice(0, n)), ...padPart(pads.slice(n))])])
     : It;
   // [Co, N·L] (ungrouped) or [g, Co/g, N·L]; a tap's window likewise with Ci
   const matrix = (v: string, channels: number) =>

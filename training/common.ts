@@ -2,7 +2,8 @@
  * Shared pieces of the MNIST training programs: the 10,000 labelled digits of the `mnist` package as
  * float32 pixels in [−1, 1], their flags, progress lines and atomic file writes.
  */
-import { type FlagSpec, parseFlags } from "../core/flags.ts";
+import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
+import { type Formulation, FORMULATIONS } from "../onnx/grad.ts";
 import { rngStream } from "../core/rng.ts";
 import { type LrSchedule, lrSchedule } from "./optimizer.ts";
 
@@ -127,6 +128,8 @@ export interface Segment {
   from_step: number;
   to_step: number;
   threads: number;
+  /** The gradient formulation the segment's steps used (onnx/grad.ts); absent in records from before 2: 1. */
+  formulation?: number;
   seconds: number;
   started: string;
   finished: string;
@@ -140,7 +143,12 @@ export class Segments {
   readonly #earlier: Segment[];
   readonly #started = new Date();
 
-  constructor(earlier: readonly Segment[] | undefined, readonly from: number, readonly threads: number) {
+  constructor(
+    earlier: readonly Segment[] | undefined,
+    readonly from: number,
+    readonly threads: number,
+    readonly formulation: Formulation,
+  ) {
     this.#earlier = (earlier ?? [])
       .filter((s) => s.from_step < from)
       .map((s) => ({ ...s, to_step: Math.min(s.to_step, from) }));
@@ -154,11 +162,27 @@ export class Segments {
       from_step: this.from,
       to_step: step,
       threads: this.threads,
+      formulation: this.formulation,
       seconds: (now.getTime() - this.#started.getTime()) / 1000,
       started: this.#started.toISOString(),
       finished: now.toISOString(),
     }];
   }
+}
+
+/**
+ * `--formulation N` as a gradient formulation (onnx/grad.ts `GradOptions.formulation`): 2, the default, is
+ * the faster; 1 reproduces, bit for bit, the runs recorded before 2 existed (segments without a
+ * `formulation`).
+ */
+export function gradFormulation(n: number): Formulation {
+  if (!(FORMULATIONS as readonly number[]).includes(n)) {
+    throw new UsageError(
+      "--formulation",
+      `${n} is not a gradient formulation (${FORMULATIONS.join(" or ")})`,
+    );
+  }
+  return n as Formulation;
 }
 
 /** A JSON file's value, or undefined when there is no such file. */

@@ -1,6 +1,6 @@
 /** The training programs' flags: typed values, and counts that must be integers refused otherwise. */
 import { assertEquals, assertThrows, describe, it } from "../testing.ts";
-import { parseTrainingFlags, Segments } from "../../training/common.ts";
+import { gradFormulation, parseTrainingFlags, Segments } from "../../training/common.ts";
 import { GraphBuilder } from "../../onnx/proto.ts";
 import { Layers } from "../../training/layers.ts";
 import { UsageError } from "../../core/flags.ts";
@@ -95,10 +95,19 @@ describe("training segments", () => {
       finished: "b",
     });
     // the second segment was recorded at step 300, but the checkpoint resumed from is at 250
-    const s = new Segments([seg(0, 100), seg(100, 300), seg(300, 400)], 250, 1);
+    const s = new Segments([seg(0, 100), seg(100, 300), seg(300, 400)], 250, 1, 2);
     assertEquals(s.upTo(250), [seg(0, 100), seg(100, 250)]);
     const all = s.upTo(260);
     assertEquals(all.length, 3);
-    assertEquals([all[2].from_step, all[2].to_step, all[2].threads], [250, 260, 1]);
+    assertEquals([all[2].from_step, all[2].to_step, all[2].threads, all[2].formulation], [250, 260, 1, 2]);
+  });
+
+  it("--formulation names a gradient formulation of onnx/grad.ts", () => {
+    assertEquals([gradFormulation(1), gradFormulation(2)], [1, 2]);
+    assertThrows(
+      () => gradFormulation(3),
+      UsageError,
+      "--formulation: 3 is not a gradient formulation (1 or 2)",
+    );
   });
 });

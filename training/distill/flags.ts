@@ -42,6 +42,8 @@ export const DISTILL_DEFAULTS = {
   evalEvery: 1000,
   maxMinutes: 0,
   stopAt: 0,
+  /** The gradient formulation (onnx/grad.ts); 1 reproduces the shipped head's run bit for bit. */
+  formulation: 2,
 };
 
 /**
@@ -98,6 +100,7 @@ export const INTEGER_FLAGS = {
   evalBatch: 1,
   evalEvery: 0,
   stopAt: 0,
+  formulation: 1,
 };
 
 /**
@@ -144,5 +147,5 @@ export function refreshOf(f: { refresh: number; targets: number }): void {
 /** The flags the training loop reads (both programs). */
 export type LoopFlags = Pick<
   typeof DISTILL_DEFAULTS,
-  "steps" | "every" | "progress" | "evalEvery" | "maxMinutes" | "stopAt" | "ckpt" | "threads"
+  "steps" | "every" | "progress" | "evalEvery" | "maxMinutes" | "stopAt" | "ckpt" | "threads" | "formulation"
 >;

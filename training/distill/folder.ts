@@ -9,7 +9,14 @@ import { type RngStream, rngStream } from "../../core/rng.ts";
 import { median } from "../../core/stats.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
-import { formatSeconds, log, parseTrainingFlags, readJsonIfExists, writeAtomic } from "../common.ts";
+import {
+  formatSeconds,
+  gradFormulation,
+  log,
+  parseTrainingFlags,
+  readJsonIfExists,
+  writeAtomic,
+} from "../common.ts";
 import { HEAD_DEFAULTS, type HeadOptions } from "../head.ts";
 import {
   combinedFolderHead,
@@ -96,6 +103,7 @@ async function folderData(
 /** `deno task distill --model NAME` for any model folder whose JVP can be derived. */
 export async function distillFolder(argv: string[], dir: string): Promise<void> {
   const f = parseTrainingFlags(argv, FOLDER_DISTILL_DEFAULTS, { ...INTEGER_FLAGS, pool: 1, poolNfe: 2 });
+  const formulation = gradFormulation(f.formulation);
   f.model = dir;
   f.ckpt ||= join(dir, "distill");
   const model = readModelFolder(dir);
@@ -118,7 +126,7 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
     );
   }
   const { pool, facts: dataFacts } = await folderData(f, graphs);
-  const { head, graph } = headTrainingGraph(headOptions, [H, W]);
+  const { head, graph } = headTrainingGraph(headOptions, [H, W], formulation);
   log(
     `GENIE head for ${model.name}: ${head.count} parameters (width ${f.width}, ${graphs.featureChannels} ` +
       `feature channels, ${graphs.embed ? `time embedding of ${graphs.embed}` : "γ embedding"}); flags ${

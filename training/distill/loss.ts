@@ -4,7 +4,7 @@
  * errors and their medians per range of t. Part of `deno task distill` (training/distill.ts).
  */
 import { median } from "../../core/stats.ts";
-import { gradModel, meanSquaredErrorLoss } from "../../onnx/grad.ts";
+import { type Formulation, gradModel, meanSquaredErrorLoss } from "../../onnx/grad.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
 import { SIZE } from "../common.ts";
@@ -63,10 +63,12 @@ const TAU_FLOOR = 1e-3;
 export function headTrainingGraph(
   options: Partial<HeadOptions> = {},
   size: number | readonly [number, number] = SIZE,
+  formulation: Formulation = 2,
 ) {
   const head = buildHeadModel(size, options);
   const graph = gradModel(meanSquaredErrorLoss(head.model, "k", { weight: "w", perSample: "sum" }), {
     params: head.params,
+    formulation,
   });
   return { head, graph };
 }

@@ -6,7 +6,15 @@ import { type RngStream, rngStream } from "../../core/rng.ts";
 import { median } from "../../core/stats.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
-import { type Digits, loadDigits, log, parseTrainingFlags, SIZE, writeAtomic } from "../common.ts";
+import {
+  type Digits,
+  gradFormulation,
+  loadDigits,
+  log,
+  parseTrainingFlags,
+  SIZE,
+  writeAtomic,
+} from "../common.ts";
 import { combinedHeadModel, HEAD_DEFAULTS, type HeadOptions } from "../head.ts";
 import { resolveModelDir } from "../model_folder.ts";
 import {
@@ -45,6 +53,7 @@ function noisy(
 /** `deno task distill` on mnist-unet: the digits are the data (see the module's comment). */
 export async function distillMnist(argv: string[]): Promise<void> {
   const f = parseTrainingFlags(argv, DISTILL_DEFAULTS, INTEGER_FLAGS);
+  const formulation = gradFormulation(f.formulation);
   f.model = resolveModelDir(f.model);
   const digits = await loadDigits();
   const graphs = await loadScoreGraphs(`${f.model}/eps.onnx`, f.threads, f.coarse);
@@ -58,7 +67,7 @@ export async function distillMnist(argv: string[]): Promise<void> {
       throw new UsageError("--stride", `${f.stride} does not divide the ×${factor} scale of a coarse map`);
     }
   }
-  const { head, graph } = headTrainingGraph(headOptions);
+  const { head, graph } = headTrainingGraph(headOptions, SIZE, formulation);
   log(`GENIE head: ${head.count} parameters (${JSON.stringify(headOptions)}); flags ${JSON.stringify(f)}`);
   const { trainer, feed } = await headTrainer(f, graph);
   const evalSet = await evalData(graphs, digits, f.evalBatch, f.seed);

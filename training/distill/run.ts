@@ -5,6 +5,7 @@
 import { median } from "../../core/stats.ts";
 import {
   formatSeconds,
+  gradFormulation,
   log,
   readJsonIfExists,
   type Segment,
@@ -46,7 +47,7 @@ export class DistillRun {
     const upTo = <T extends { step: number }>(v: T[] | undefined) => (v ?? []).filter((h) => h.step <= first);
     this.history = upTo(earlier?.loss_history);
     this.evalHistory = upTo(earlier?.eval_history);
-    this.segments = new Segments(earlier?.segments, first, f.threads);
+    this.segments = new Segments(earlier?.segments, first, f.threads, gradFormulation(f.formulation));
   }
 
   /** The record of the run so far, kept beside the checkpoint: a resumed run continues it. */
