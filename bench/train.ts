@@ -100,8 +100,8 @@ function opTable(train: OpTotal[], forward: OpTotal[]): string[] {
   const byOp = new Map(train.map((o) => [o.op, o]));
   ops.sort((a, b) => (byOp.get(b)?.ms ?? 0) - (byOp.get(a)?.ms ?? 0));
   const lines = [
-    "| op type | training ms | share | calls | GFLOP/s | forward ms | forward calls |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| op type | training ms | share | calls | GFLOP/s | forward ms | forward calls | forward GFLOP/s |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const op of ops) {
     const t = byOp.get(op), f = fwd.get(op);
@@ -110,7 +110,7 @@ function opTable(train: OpTotal[], forward: OpTotal[]): string[] {
         t ? Math.round(t.calls) : "–"
       } | ${t && t.gflop > 0 ? f1(t.gflop / (t.ms / 1000)) : "–"} | ${f ? f2(f.ms) : "–"} | ${
         f ? Math.round(f.calls) : "–"
-      } |`,
+      } | ${f && f.gflop > 0 ? f1(f.gflop / (f.ms / 1000)) : "–"} |`,
     );
   }
   lines.push(`| **all kernels** | **${f1(total)}** | 100% | | | **${f1(fTotal)}** | |`);
@@ -243,7 +243,10 @@ if (import.meta.main) {
           worst <= 4 ? "met" : `missed by ${f2(worst / 4)}×`
         }. Where the time goes is in the table below:`,
         "the matrix kernels (Conv, MatMul) against the memory-bound nodes of the gradient graph (the slices of",
-        "the weight gradients' kernel taps, the elementwise products and sums of the backward pass).",
+        "the weight gradients' kernel taps, the elementwise products and sums of the backward pass). Compare",
+        "the Conv row's two GFLOP/s: ONNX Runtime runs a convolution with its blocked (NCHWc) kernels only when",
+        "the weights are constants, as in the forward graph; the training graph takes the weights as inputs",
+        "every step, so its convolutions (the forward ones and the input gradients) take the slower general path.",
         "",
       ];
     })(),
