@@ -8,7 +8,8 @@ import type { Focus } from "./dataset.ts";
 
 /**
  * mnist-unet's defaults (the digits are the data): the recipe of the shipped head, so a plain
- * `deno task distill` reproduces (or resumes) it. The head reads x̂₀, dx/dγ and two coarse decoder maps
+ * `deno task distill` resumes it (and with `--formulation 1`, the gradients it was distilled with,
+ * reproduces it bit for bit from scratch). The head reads x̂₀, dx/dγ and two coarse decoder maps
  * through 3 hidden 3×3 layers of width 64 on the 14×14 grid (stride 2); 32,768 samples' targets are
  * computed once, and 70% of each batch has t ∈ [0.25, 0.85), the times where the derivative matters
  * most to a few-step sampler (docs/head.md, "Where the derivative matters").
