@@ -10,7 +10,7 @@
  * same data pipeline), split into ORT / optimiser / batch preparation; the median of as many forward runs
  * of F alone; their ratio; and GFLOP/s of both from the matrix work ORT's profiler records (onnx/profile.ts).
  * At `--profile-batch`, the milliseconds per op type of the training graph and of the forward graph, and
- * the training graph's ORT time in both gradient formulations (onnx/grad.ts `formulation`), side by side.
+ * the training graph's ORT time in each gradient formulation (training/common.ts), side by side.
  *
  * Timings are only comparable within one run on an otherwise idle machine: the report records the
  * 1-minute load average when it started.
@@ -25,7 +25,16 @@ import { Trainer } from "../training/trainer.ts";
 import type { TrainingGraph } from "../onnx/grad.ts";
 import { rngStream } from "../core/rng.ts";
 import { vpLinearSchedule } from "../core/schedule.ts";
-import { loadDigits, log, parseTrainingFlags, writeAtomic } from "../training/common.ts";
+import {
+  type GradientSetup,
+  gradientSetup,
+  loadDigits,
+  log,
+  onSetup,
+  parseTrainingFlags,
+  type TrainingFormulation,
+  writeAtomic,
+} from "../training/common.ts";
 import { preconditionedBatch } from "../training/precondition.ts";
 import { buildMnistUNet, PRECONDITION, TIME_SAMPLING, TRAIN_DEFAULTS } from "../training/train.ts";
 
@@ -124,7 +133,14 @@ if (import.meta.main) {
   const load = Deno.loadavg()[0];
   const digits = await loadDigits();
   const unet = buildMnistUNet();
-  const graph = gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params });
+  // the training graph `deno task train` runs: the default formulation, as it runs on this machine
+  const setup = await gradientSetup(TRAIN_DEFAULTS.formulation as TrainingFormulation);
+  const trainingGraph = (s: GradientSetup) =>
+    onSetup(
+      gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params, formulation: s.grad }),
+      s,
+    );
+  const graph = trainingGraph(setup);
   const trainBytes = encodeModel(graph.model), forwardBytes = encodeModel(unet.model);
   log(
     `bench:train: ${unet.count} parameters; training graph ${
@@ -133,7 +149,9 @@ if (import.meta.main) {
   );
   const rows: Row[] = [];
   let ops: { train: OpTotal[]; forward: OpTotal[] } | undefined;
-  let formulations: { batch: number; fusedMs: number; apartMs: number } | undefined;
+  let formulations:
+    | { batch: number; block?: number; ms: Partial<Record<TrainingFormulation, number>> }
+    | undefined;
   for (const batch of batches) {
     const data = preconditionedBatch(digits, batch, 0.1, vpLinearSchedule(), PRECONDITION, TIME_SAMPLING);
     const trainer = await Trainer.create(graph, {
@@ -167,20 +185,29 @@ if (import.meta.main) {
     const train = totalsByOp(trainRuns, 2), forward = totalsByOp(forwardRuns, 3);
     if (batch === f.profileBatch) {
       ops = { train, forward };
-      // the same training graph in gradient formulation 1, timed in turn with it
-      const apartBytes = encodeModel(
-        gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params, formulation: 1 }).model,
-      );
-      const fused: number[] = [], apart: number[] = [];
+      // the same training graph in every formulation this machine runs, timed in turn
+      const kinds = (setup.formulation === 3 ? [3, 2, 1] : [2, 1]) as TrainingFormulation[];
+      const bytes = new Map(kinds.map((k) => [
+        k,
+        k === setup.formulation ? trainBytes : encodeModel(
+          trainingGraph(k === 3 ? setup : { formulation: k, grad: k as 1 | 2 }).model,
+        ),
+      ]));
+      const times = new Map(kinds.map((k) => [k, [] as number[]]));
       for (let round = 0; round < 3; round++) {
-        fused.push(await timeRuns(trainBytes, tFeeds, f.threads, f.steps, outputs));
-        apart.push(await timeRuns(apartBytes, tFeeds, f.threads, f.steps, outputs));
+        for (const k of kinds) {
+          times.get(k)!.push(await timeRuns(bytes.get(k)!, tFeeds, f.threads, f.steps, outputs));
+        }
       }
-      formulations = { batch, fusedMs: median(fused), apartMs: median(apart) };
+      formulations = {
+        batch,
+        block: setup.block,
+        ms: Object.fromEntries(kinds.map((k) => [k, median(times.get(k)!)])),
+      };
       log(
-        `gradient formulation 2 at batch ${batch}: ${f1(formulations.fusedMs)} ms vs ${
-          f1(formulations.apartMs)
-        } in formulation 1`,
+        `gradient formulations at batch ${batch}: ${
+          kinds.map((k) => `${k}: ${f1(formulations!.ms[k]!)} ms`).join(", ")
+        }`,
       );
     }
     const gflop = (t: OpTotal[]) => t.reduce((a, o) => a + o.gflop, 0);
@@ -243,10 +270,11 @@ if (import.meta.main) {
           worst <= 4 ? "met" : `missed by ${f2(worst / 4)}×`
         }. Where the time goes is in the table below:`,
         "the matrix kernels (Conv, MatMul) against the memory-bound nodes of the gradient graph (the slices of",
-        "the weight gradients' kernel taps, the elementwise products and sums of the backward pass). Compare",
-        "the Conv row's two GFLOP/s: ONNX Runtime runs a convolution with its blocked (NCHWc) kernels only when",
-        "the weights are constants, as in the forward graph; the training graph takes the weights as inputs",
-        "every step, so its convolutions (the forward ones and the input gradients) take the slower general path.",
+        "the weight gradients' kernel taps, the elementwise products and sums of the backward pass). ONNX",
+        "Runtime runs a convolution on its fast blocked (NCHWc) kernels by itself only when the weights are",
+        "constants, as in the forward graph; formulation 3 (below) moves the training graph's convolutions",
+        "there (compare the Conv row's two GFLOP/s). The weight gradients stay matrix products of copied",
+        "windows (FusedMatMul, Slice, Transpose).",
         "",
       ];
     })(),
@@ -254,19 +282,27 @@ if (import.meta.main) {
       ? [
         "## Gradient formulations",
         "",
-        "onnx/grad.ts computes the same gradients in two formulations. 2 (what `deno task train` runs):",
-        "SiLU (x·σ(x)) and GroupNorm's standardisation differentiated as one function each",
-        "(onnx/grad_composites.ts), and the weight gradients' windows laid out batch-last (longer contiguous",
-        "runs for the slices to copy). 1: node by node, windows batch-second, as the shipped mnist-unet and its",
-        `head were trained. One ORT run of the training graph at batch ${formulations.batch}, median of 3 rounds`,
-        `that alternate the two graphs (${f.steps} runs each):`,
+        "The same gradients, computed three ways (training/common.ts `--formulation`). 1: onnx/grad.ts",
+        "differentiates every node by itself, the weight gradients' windows batch-second; the shipped mnist-unet,",
+        "its head and the classifier were trained so. 2: SiLU (x·σ(x)) and GroupNorm's standardisation",
+        "differentiated as one function each (onnx/grad_composites.ts), the windows batch-last (longer",
+        "contiguous runs for the slices to copy). 3 (the default): 2 with the convolutions moved to ONNX Runtime's",
+        `blocked kernels, the weights laid out in the graph (onnx/blocked_conv.ts; block size ${
+          formulations.block ?? "none: this CPU has no blocked kernels, so 3 runs as 2"
+        }). One ORT run of the training graph at batch ${formulations.batch}, median of 3 rounds that`,
+        `alternate the graphs (${f.steps} runs each):`,
         "",
-        "| training graph | ORT ms per run | ÷ formulation 2 |",
+        "| formulation | ORT ms per run | ÷ the default |",
         "|---|---:|---:|",
-        `| formulation 2 (the default) | ${f1(formulations.fusedMs)} | 1.00 |`,
-        `| formulation 1 (\`--formulation 1\`) | ${f1(formulations.apartMs)} | ${
-          f2(formulations.apartMs / formulations.fusedMs)
-        } |`,
+        ...([3, 2, 1] as TrainingFormulation[]).filter((k) => formulations!.ms[k] !== undefined).map((
+          k,
+          _,
+          all,
+        ) =>
+          `| ${k}${k === all[0] ? " (the default)" : ""} | ${f1(formulations!.ms[k]!)} | ${
+            f2(formulations!.ms[k]! / formulations!.ms[all[0]]!)
+          } |`
+        ),
         "",
       ]
       : []),

@@ -4,7 +4,7 @@
  * (a) a Fréchet distance in its penultimate feature space (128-D, after ReLU), (b) the class accuracy of
  * conditional / guided samples.
  *
- *     deno task train:classifier [--steps 1500] [--batch 64] [--lr 1e-3] [--seed 1] [--threads 1] [--formulation 2]
+ *     deno task train:classifier [--steps 1500] [--batch 64] [--lr 1e-3] [--seed 1] [--threads 1] [--formulation 3]
  *                                [--out models/mnist-classifier] [--ckpt training/logs/classifier-ckpt]
  *
  * Architecture: conv3×3 1→32, ReLU; conv3×3 32→64 stride 2, ReLU; conv3×3 64→64 stride 2, ReLU; flatten
@@ -16,7 +16,7 @@
  * folder has no model.json: it is not a diffusion model, and the worker skips it.
  */
 import type { RngStream } from "../core/rng.ts";
-import { type Formulation, gradModel, withLoss } from "../onnx/grad.ts";
+import { gradModel, withLoss } from "../onnx/grad.ts";
 import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
 import { encodeModel, GraphBuilder, type ModelProto } from "../onnx/proto.ts";
 import { type Batch, Trainer, withParams } from "./trainer.ts";
@@ -24,8 +24,11 @@ import {
   type Digits,
   formatSeconds,
   gradFormulation,
+  type GradientSetup,
+  gradientSetup,
   loadDigits,
   log,
+  onSetup,
   parseTrainingFlags,
   PIXELS,
   SIZE,
@@ -83,7 +86,7 @@ function buildClassifier(seed = 3): { model: ModelProto; params: string[]; count
 }
 
 /** Cross-entropy training graph (inputs x, onehot [B, 10]). */
-function classifierTrainingGraph(seed = 3, formulation: Formulation = 2) {
+function classifierTrainingGraph(seed = 3, setup: GradientSetup = { formulation: 2, grad: 2 }) {
   const net = buildClassifier(seed);
   const withCe = withLoss(net.model, (g) => {
     const onehot = g.input("onehot", "float32", ["B", 10]);
@@ -93,7 +96,7 @@ function classifierTrainingGraph(seed = 3, formulation: Formulation = 2) {
     });
     return g.node("ReduceMean", [g.op("Neg", [picked])], ["loss"], { keepdims: 0 })[0];
   });
-  return { net, graph: gradModel(withCe, { params: net.params, formulation }) };
+  return { net, graph: onSetup(gradModel(withCe, { params: net.params, formulation: setup.grad }), setup) };
 }
 
 /** A training batch: digits from `pool`, with a random shift of up to ±2 pixels. */
@@ -164,8 +167,8 @@ const CLASSIFIER_DEFAULTS = {
   ckpt: "training/logs/classifier-ckpt",
   every: 250,
   progress: 50,
-  /** The gradient formulation (onnx/grad.ts); 1 reproduces the shipped classifier bit for bit. */
-  formulation: 2,
+  /** The gradient formulation (training/common.ts); 1 reproduces the shipped classifier bit for bit. */
+  formulation: 3,
 };
 
 if (import.meta.main) {
@@ -178,10 +181,11 @@ if (import.meta.main) {
     progress: 1,
     formulation: 1,
   });
-  const formulation = gradFormulation(f.formulation);
+  const setup = await gradientSetup(gradFormulation(f.formulation));
+  f.formulation = setup.formulation;
   const digits = await loadDigits();
   const [train, held] = splitIndices(digits.count, f.seed);
-  const { net, graph } = classifierTrainingGraph(3, formulation);
+  const { net, graph } = classifierTrainingGraph(3, setup);
   log(`mnist-classifier: ${net.count} parameters; ${train.length} training / ${held.length} held-out digits`);
   const trainer = await Trainer.create(graph, {
     seed: f.seed,

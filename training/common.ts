@@ -3,7 +3,8 @@
  * float32 pixels in [−1, 1], their flags, progress lines and atomic file writes.
  */
 import { type FlagSpec, parseFlags, UsageError } from "../core/flags.ts";
-import { type Formulation, FORMULATIONS } from "../onnx/grad.ts";
+import type { Formulation, TrainingGraph } from "../onnx/grad.ts";
+import { blockedConvolutions, probeBlockSize } from "../onnx/blocked_conv.ts";
 import { rngStream } from "../core/rng.ts";
 import { type LrSchedule, lrSchedule } from "./optimizer.ts";
 
@@ -147,7 +148,7 @@ export class Segments {
     earlier: readonly Segment[] | undefined,
     readonly from: number,
     readonly threads: number,
-    readonly formulation: Formulation,
+    readonly formulation: TrainingFormulation,
   ) {
     this.#earlier = (earlier ?? [])
       .filter((s) => s.from_step < from)
@@ -171,18 +172,51 @@ export class Segments {
 }
 
 /**
- * `--formulation N` as a gradient formulation (onnx/grad.ts `GradOptions.formulation`): 2, the default, is
- * the faster; 1 reproduces, bit for bit, the runs recorded before 2 existed (segments without a
- * `formulation`).
+ * How a training graph computes its gradients (`--formulation`): onnx/grad.ts's formulations 1 and 2
+ * (`GradOptions.formulation`), and 3 = 2 with the convolutions on ONNX Runtime's blocked kernels
+ * (onnx/blocked_conv.ts). All give the same gradients up to float rounding; each is faster than the one
+ * before. 1 reproduces, bit for bit, the runs recorded before 2 existed (segments without a `formulation`).
  */
-export function gradFormulation(n: number): Formulation {
-  if (!(FORMULATIONS as readonly number[]).includes(n)) {
+export type TrainingFormulation = 1 | 2 | 3;
+export const TRAINING_FORMULATIONS: readonly TrainingFormulation[] = [1, 2, 3];
+
+/** `--formulation N`, checked. */
+export function gradFormulation(n: number): TrainingFormulation {
+  if (!(TRAINING_FORMULATIONS as readonly number[]).includes(n)) {
     throw new UsageError(
       "--formulation",
-      `${n} is not a gradient formulation (${FORMULATIONS.join(" or ")})`,
+      `${n} is not a gradient formulation (${TRAINING_FORMULATIONS.join(", ")})`,
     );
   }
-  return n as Formulation;
+  return n as TrainingFormulation;
+}
+
+/** What a formulation runs as on this machine: onnx/grad.ts's formulation and the block size, if any. */
+export interface GradientSetup {
+  formulation: TrainingFormulation;
+  grad: Formulation;
+  block?: number;
+}
+
+/**
+ * The setup of formulation `n` on this machine. 3 needs the blocked kernels; where the CPU lacks them
+ * (probeBlockSize finds none) it runs as 2, says so, and is recorded as 2.
+ */
+export async function gradientSetup(n: TrainingFormulation): Promise<GradientSetup> {
+  if (n !== 3) return { formulation: n, grad: n };
+  const block = await probeBlockSize();
+  if (block === undefined) {
+    log("--formulation 3: this CPU has no blocked convolution kernels; running formulation 2");
+    return { formulation: 2, grad: 2 };
+  }
+  return { formulation: 3, grad: 2, block };
+}
+
+/** The training graph with its convolutions on the blocked kernels where the setup has a block size. */
+export function onSetup(graph: TrainingGraph, setup: GradientSetup): TrainingGraph {
+  return setup.block === undefined
+    ? graph
+    : { ...graph, model: blockedConvolutions(graph.model, setup.block).model };
 }
 
 /** A JSON file's value, or undefined when there is no such file. */

@@ -4,7 +4,7 @@
  *
  *     deno task train [--steps 20000] [--batch 64] [--lr 5e-4] [--min-lr 2e-5] [--warmup 500] [--ema 0.9995]
  *                     [--threads 2] [--seed 1] [--out models/mnist-unet] [--ckpt training/checkpoints/mnist-unet]
- *                     [--every 250] [--max-minutes 0] [--stop-at 0] [--resume] [--export-only] [--formulation 2]
+ *                     [--every 250] [--max-minutes 0] [--stop-at 0] [--resume] [--export-only] [--formulation 3]
  *
  * Recipe (models/mnist-unet/README.md): pixels scaled to [−1, 1]; EDM-style preconditioning on the VP-linear
  * schedule (β_min 0.1, β_max 20; training/precondition.ts), so the network F is trained with unit weight
@@ -13,8 +13,9 @@
  * `--drop` (0.1), so classifier-free guidance works. Adam with gradient clipping, warm-up then cosine
  * decay; an exponential moving average of the weights (`--ema`) is what gets exported. Everything random
  * of step k comes from rngStream(seed, k): a run is a function of its flags (bit for bit at a fixed
- * thread count), resumed or not. `--formulation` picks how onnx/grad.ts builds the gradients (2, the
- * default, is faster; 1 reproduces the runs recorded before 2 existed, the shipped ones included).
+ * thread count), resumed or not. `--formulation` picks how the gradients are computed (training/common.ts:
+ * 3, the default, is the fastest; 1 reproduces the runs recorded before 2 existed, the shipped ones
+ * included).
  *
  * Checkpoints (parameters, Adam moments, the average; atomic) go to `--ckpt` every `--every` steps and
  * when the run stops. A checkpoint already there is continued only with `--resume`, and only by a run of
@@ -37,9 +38,11 @@ import {
   FEATURE_TENSORS,
   formatSeconds,
   gradFormulation,
+  gradientSetup,
   loadDigits,
   log,
   NULL_CLASS,
+  onSetup,
   parseTrainingFlags,
   readJsonIfExists,
   type Segment,
@@ -117,8 +120,8 @@ export const TRAIN_DEFAULTS = {
   stopAt: 0,
   resume: false,
   exportOnly: false,
-  /** The gradient formulation (onnx/grad.ts); 1 reproduces the shipped segments bit for bit. */
-  formulation: 2,
+  /** The gradient formulation (training/common.ts); 1 reproduces the shipped segments bit for bit. */
+  formulation: 3,
 };
 
 /** The flags that decide a run's trajectory: a checkpoint is continued only by a run that shares them. */
@@ -236,8 +239,12 @@ if (import.meta.main) {
   const unet = buildMnistUNet();
   const digits = await loadDigits();
   log(`mnist-unet: ${unet.count} parameters; ${digits.count} digits; flags ${JSON.stringify(f)}`);
-  const formulation = gradFormulation(f.formulation);
-  const graph = gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params, formulation });
+  const setup = await gradientSetup(gradFormulation(f.formulation));
+  f.formulation = setup.formulation;
+  const graph = onSetup(
+    gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params, formulation: setup.grad }),
+    setup,
+  );
   const trainer = await Trainer.create(graph, {
     seed: f.seed,
     lr: warmupCosine(f),
@@ -255,7 +262,7 @@ if (import.meta.main) {
       { segments?: Segment[]; loss_history?: { step: number; loss: number }[]; final_loss_ema?: number }
     >(`${f.ckpt}/training.json`)
     : undefined;
-  const segments = new Segments(earlier?.segments, trainer.state.step, f.threads, formulation);
+  const segments = new Segments(earlier?.segments, trainer.state.step, f.threads, setup.formulation);
   const history = (earlier?.loss_history ?? []).filter((h) => h.step <= trainer.state.step);
   const controller = new AbortController();
   const deadline = f.maxMinutes > 0 ? Date.now() + f.maxMinutes * 60_000 : Infinity;

@@ -102,12 +102,12 @@ describe("training segments", () => {
     assertEquals([all[2].from_step, all[2].to_step, all[2].threads, all[2].formulation], [250, 260, 1, 2]);
   });
 
-  it("--formulation names a gradient formulation of onnx/grad.ts", () => {
-    assertEquals([gradFormulation(1), gradFormulation(2)], [1, 2]);
+  it("--formulation names a gradient formulation (1, 2 or 3)", () => {
+    assertEquals([gradFormulation(1), gradFormulation(2), gradFormulation(3)], [1, 2, 3]);
     assertThrows(
-      () => gradFormulation(3),
+      () => gradFormulation(4),
       UsageError,
-      "--formulation: 3 is not a gradient formulation (1 or 2)",
+      "--formulation: 4 is not a gradient formulation (1, 2, 3)",
     );
   });
 });

@@ -43,8 +43,8 @@ export const DISTILL_DEFAULTS = {
   evalEvery: 1000,
   maxMinutes: 0,
   stopAt: 0,
-  /** The gradient formulation (onnx/grad.ts); 1 reproduces the shipped head's run bit for bit. */
-  formulation: 2,
+  /** The gradient formulation (training/common.ts); 1 reproduces the shipped head's run bit for bit. */
+  formulation: 3,
 };
 
 /**

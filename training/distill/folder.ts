@@ -12,6 +12,7 @@ import { encodeModel } from "../../onnx/proto.ts";
 import {
   formatSeconds,
   gradFormulation,
+  gradientSetup,
   log,
   parseTrainingFlags,
   readJsonIfExists,
@@ -103,7 +104,8 @@ async function folderData(
 /** `deno task distill --model NAME` for any model folder whose JVP can be derived. */
 export async function distillFolder(argv: string[], dir: string): Promise<void> {
   const f = parseTrainingFlags(argv, FOLDER_DISTILL_DEFAULTS, { ...INTEGER_FLAGS, pool: 1, poolNfe: 2 });
-  const formulation = gradFormulation(f.formulation);
+  const setup = await gradientSetup(gradFormulation(f.formulation));
+  f.formulation = setup.formulation;
   f.model = dir;
   f.ckpt ||= join(dir, "distill");
   const model = readModelFolder(dir);
@@ -126,7 +128,7 @@ export async function distillFolder(argv: string[], dir: string): Promise<void> 
     );
   }
   const { pool, facts: dataFacts } = await folderData(f, graphs);
-  const { head, graph } = headTrainingGraph(headOptions, [H, W], formulation);
+  const { head, graph } = headTrainingGraph(headOptions, [H, W], setup);
   log(
     `GENIE head for ${model.name}: ${head.count} parameters (width ${f.width}, ${graphs.featureChannels} ` +
       `feature channels, ${graphs.embed ? `time embedding of ${graphs.embed}` : "γ embedding"}); flags ${

@@ -4,10 +4,10 @@
  * errors and their medians per range of t. Part of `deno task distill` (training/distill.ts).
  */
 import { median } from "../../core/stats.ts";
-import { type Formulation, gradModel, meanSquaredErrorLoss } from "../../onnx/grad.ts";
+import { gradModel, meanSquaredErrorLoss } from "../../onnx/grad.ts";
 import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
-import { SIZE } from "../common.ts";
+import { type GradientSetup, onSetup, SIZE } from "../common.ts";
 import { buildHeadModel, type HeadOptions } from "../head.ts";
 import type { HeadData } from "../targets.ts";
 import type { Batch, FloatArray } from "../trainer.ts";
@@ -63,13 +63,16 @@ const TAU_FLOOR = 1e-3;
 export function headTrainingGraph(
   options: Partial<HeadOptions> = {},
   size: number | readonly [number, number] = SIZE,
-  formulation: Formulation = 2,
+  setup: GradientSetup = { formulation: 2, grad: 2 },
 ) {
   const head = buildHeadModel(size, options);
-  const graph = gradModel(meanSquaredErrorLoss(head.model, "k", { weight: "w", perSample: "sum" }), {
-    params: head.params,
-    formulation,
-  });
+  const graph = onSetup(
+    gradModel(meanSquaredErrorLoss(head.model, "k", { weight: "w", perSample: "sum" }), {
+      params: head.params,
+      formulation: setup.grad,
+    }),
+    setup,
+  );
   return { head, graph };
 }
 

@@ -9,6 +9,7 @@ import { encodeModel } from "../../onnx/proto.ts";
 import {
   type Digits,
   gradFormulation,
+  gradientSetup,
   loadDigits,
   log,
   parseTrainingFlags,
@@ -53,7 +54,8 @@ function noisy(
 /** `deno task distill` on mnist-unet: the digits are the data (see the module's comment). */
 export async function distillMnist(argv: string[]): Promise<void> {
   const f = parseTrainingFlags(argv, DISTILL_DEFAULTS, INTEGER_FLAGS);
-  const formulation = gradFormulation(f.formulation);
+  const setup = await gradientSetup(gradFormulation(f.formulation));
+  f.formulation = setup.formulation;
   f.model = resolveModelDir(f.model);
   const digits = await loadDigits();
   const graphs = await loadScoreGraphs(`${f.model}/eps.onnx`, f.threads, f.coarse);
@@ -67,7 +69,7 @@ export async function distillMnist(argv: string[]): Promise<void> {
       throw new UsageError("--stride", `${f.stride} does not divide the ×${factor} scale of a coarse map`);
     }
   }
-  const { head, graph } = headTrainingGraph(headOptions, SIZE, formulation);
+  const { head, graph } = headTrainingGraph(headOptions, SIZE, setup);
   log(`GENIE head: ${head.count} parameters (${JSON.stringify(headOptions)}); flags ${JSON.stringify(f)}`);
   const { trainer, feed } = await headTrainer(f, graph);
   const evalSet = await evalData(graphs, digits, f.evalBatch, f.seed);
