@@ -134,7 +134,7 @@ if (import.meta.main) {
   const digits = await loadDigits();
   const unet = buildMnistUNet();
   // the training graph `deno task train` runs: the default formulation, as it runs on this machine
-  const setup = await gradientSetup(TRAIN_DEFAULTS.formulation as TrainingFormulation);
+  const setup = await gradientSetup(TRAIN_DEFAULTS.formulation);
   const trainingGraph = (s: GradientSetup) =>
     onSetup(
       gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params, formulation: s.grad }),
@@ -187,12 +187,13 @@ if (import.meta.main) {
       ops = { train, forward };
       // the same training graph in every formulation this machine runs, timed in turn
       const kinds = (setup.formulation === 3 ? [3, 2, 1] : [2, 1]) as TrainingFormulation[];
-      const bytes = new Map(kinds.map((k) => [
-        k,
-        k === setup.formulation ? trainBytes : encodeModel(
-          trainingGraph(k === 3 ? setup : { formulation: k, grad: k as 1 | 2 }).model,
-        ),
-      ]));
+      const bytes = new Map<TrainingFormulation, Uint8Array>();
+      for (const k of kinds) {
+        bytes.set(
+          k,
+          k === setup.formulation ? trainBytes : encodeModel(trainingGraph(await gradientSetup(k)).model),
+        );
+      }
       const times = new Map(kinds.map((k) => [k, [] as number[]]));
       for (let round = 0; round < 3; round++) {
         for (const k of kinds) {

@@ -24,7 +24,6 @@ export interface CompositeContext {
   readonly x: string[];
   readonly y: string[];
   readonly dy: string;
-  readonly opset: number;
   /** The node that computes `v` in the forward graph (undefined for inputs and initializers). */
   producer(v: string): NodeProto | undefined;
   /** True when the value needs a gradient. */

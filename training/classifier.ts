@@ -23,7 +23,6 @@ import { type Batch, Trainer, withParams } from "./trainer.ts";
 import {
   type Digits,
   formatSeconds,
-  gradFormulation,
   type GradientSetup,
   gradientSetup,
   loadDigits,
@@ -181,7 +180,7 @@ if (import.meta.main) {
     progress: 1,
     formulation: 1,
   });
-  const setup = await gradientSetup(gradFormulation(f.formulation));
+  const setup = await gradientSetup(f.formulation);
   f.formulation = setup.formulation;
   const digits = await loadDigits();
   const [train, held] = splitIndices(digits.count, f.seed);

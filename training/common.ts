@@ -199,11 +199,11 @@ export interface GradientSetup {
 }
 
 /**
- * The setup of formulation `n` on this machine. 3 needs the blocked kernels; where the CPU lacks them
- * (probeBlockSize finds none) it runs as 2, says so, and is recorded as 2.
+ * The setup of `--formulation n` (checked) on this machine. 3 needs the blocked kernels; where the CPU
+ * lacks them (probeBlockSize finds none) it runs as 2, says so, and is recorded as 2.
  */
-export async function gradientSetup(n: TrainingFormulation): Promise<GradientSetup> {
-  if (n !== 3) return { formulation: n, grad: n };
+export async function gradientSetup(n: number): Promise<GradientSetup> {
+  if (gradFormulation(n) !== 3) return { formulation: n as 1 | 2, grad: n as 1 | 2 };
   const block = await probeBlockSize();
   if (block === undefined) {
     log("--formulation 3: this CPU has no blocked convolution kernels; running formulation 2");

@@ -239,7 +239,7 @@ if (import.meta.main) {
   const unet = buildMnistUNet();
   const digits = await loadDigits();
   log(`mnist-unet: ${unet.count} parameters; ${digits.count} digits; flags ${JSON.stringify(f)}`);
-  const setup = await gradientSetup(gradFormulation(f.formulation));
+  const setup = await gradientSetup(f.formulation);
   f.formulation = setup.formulation;
   const graph = onSetup(
     gradModel(meanSquaredErrorLoss(unet.model, "eps"), { params: unet.params, formulation: setup.grad }),

@@ -11,7 +11,6 @@ import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
 import {
   formatSeconds,
-  gradFormulation,
   gradientSetup,
   log,
   parseTrainingFlags,
@@ -104,7 +103,7 @@ async function folderData(
 /** `deno task distill --model NAME` for any model folder whose JVP can be derived. */
 export async function distillFolder(argv: string[], dir: string): Promise<void> {
   const f = parseTrainingFlags(argv, FOLDER_DISTILL_DEFAULTS, { ...INTEGER_FLAGS, pool: 1, poolNfe: 2 });
-  const setup = await gradientSetup(gradFormulation(f.formulation));
+  const setup = await gradientSetup(f.formulation);
   f.formulation = setup.formulation;
   f.model = dir;
   f.ckpt ||= join(dir, "distill");

@@ -8,7 +8,6 @@ import { createSession, runSession } from "../../onnx/ort.ts";
 import { encodeModel } from "../../onnx/proto.ts";
 import {
   type Digits,
-  gradFormulation,
   gradientSetup,
   loadDigits,
   log,
@@ -54,7 +53,7 @@ function noisy(
 /** `deno task distill` on mnist-unet: the digits are the data (see the module's comment). */
 export async function distillMnist(argv: string[]): Promise<void> {
   const f = parseTrainingFlags(argv, DISTILL_DEFAULTS, INTEGER_FLAGS);
-  const setup = await gradientSetup(gradFormulation(f.formulation));
+  const setup = await gradientSetup(f.formulation);
   f.formulation = setup.formulation;
   f.model = resolveModelDir(f.model);
   const digits = await loadDigits();
