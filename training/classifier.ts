@@ -16,6 +16,7 @@
  * folder has no model.json: it is not a diffusion model, and the worker skips it.
  */
 import type { RngStream } from "../core/rng.ts";
+import { UsageError } from "../core/flags.ts";
 import { gradModel, withLoss } from "../onnx/grad.ts";
 import { createSession, type InferenceSession, runSession } from "../onnx/ort.ts";
 import { encodeModel, GraphBuilder, type ModelProto } from "../onnx/proto.ts";
@@ -171,16 +172,23 @@ const CLASSIFIER_DEFAULTS = {
 };
 
 if (import.meta.main) {
-  const f = parseTrainingFlags(Deno.args, CLASSIFIER_DEFAULTS, {
-    steps: 1,
-    batch: 1,
-    seed: 0,
-    threads: 1,
-    every: 1,
-    progress: 1,
-    formulation: 1,
-  });
-  const setup = await gradientSetup(f.formulation);
+  let f: typeof CLASSIFIER_DEFAULTS, setup: GradientSetup;
+  try {
+    f = parseTrainingFlags(Deno.args, CLASSIFIER_DEFAULTS, {
+      steps: 1,
+      batch: 1,
+      seed: 0,
+      threads: 1,
+      every: 1,
+      progress: 1,
+      formulation: 1,
+    });
+    setup = await gradientSetup(f.formulation);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    log(`train:classifier: ${e.message}`);
+    Deno.exit(2);
+  }
   f.formulation = setup.formulation;
   const digits = await loadDigits();
   const [train, held] = splitIndices(digits.count, f.seed);
