@@ -3,7 +3,7 @@
  * batch, on this machine's CPU through ONNX Runtime. Writes docs/training.md and docs/training.json.
  *
  *     deno task bench:train [--batches 16,64,128] [--threads 2] [--steps 6] [--profile-batch 64]
- *                           [--out docs/training]
+ *                           [--torch] [--python /usr/bin/python3] [--out docs/training]
  *
  * Per batch: the median of `--steps` timed training steps of `deno task train`'s graph (loss and gradients
  * of the preconditioned U-Net F in one ORT run, then Adam with clipping and the weight average, on the
@@ -11,6 +11,9 @@
  * of F alone; their ratio; and GFLOP/s of both from the matrix work ORT's profiler records (onnx/profile.ts).
  * At `--profile-batch`, the milliseconds per op type of the training graph and of the forward graph, and
  * the training graph's ORT time in each gradient formulation (training/common.ts), side by side.
+ * With `--torch`, the same step and forward pass in PyTorch on the same graph, weights and batches
+ * (bench/train/torch.ts; needs PyTorch for Python 3, e.g. Debian's python3-torch): the reference for
+ * what a mature autograd pays for a step on this machine.
  *
  * Timings are only comparable within one run on an otherwise idle machine: the report records the
  * 1-minute load average when it started.
@@ -37,12 +40,23 @@ import {
 } from "../training/common.ts";
 import { preconditionedBatch } from "../training/precondition.ts";
 import { buildMnistUNet, PRECONDITION, TIME_SAMPLING, TRAIN_DEFAULTS } from "../training/train.ts";
+import {
+  randomizeWeights,
+  type TorchBatch,
+  torchReference,
+  type TorchResult,
+  type TorchRow,
+  type TorchVariant,
+} from "./train/torch.ts";
+import { exists, torchVersion } from "./peer/torch.ts";
 
 const DEFAULTS = {
   batches: "16,64,128",
   threads: TRAIN_DEFAULTS.threads,
   steps: 6,
   profileBatch: 64,
+  torch: false,
+  python: "",
   out: "docs/training",
 };
 
@@ -126,10 +140,84 @@ function opTable(train: OpTotal[], forward: OpTotal[]): string[] {
   return lines;
 }
 
+/** The loss ONNX Runtime computes for `feeds` with the graph's own (initial) weights. */
+async function lossOf(model: Uint8Array, feeds: Feeds): Promise<number> {
+  const { session } = await createSession(model, { providers: ["cpu"], threads: 1 });
+  const out = await runSession(session, feeds, ["loss"]);
+  await session.release();
+  return Number(out.loss.data[0]);
+}
+
+/**
+ * What PyTorch's step on the same network says about the target (after the target's paragraph): its step
+ * in units of ONNX Runtime's forward pass, and the two runtimes' steps and forward passes against each other.
+ */
+function torchTargetLines(torch: TorchResult | undefined, big: readonly Row[]): string[] {
+  const rows = torch?.rows.filter((r) => big.some((b) => b.batch === r.batch)) ?? [];
+  if (!rows.length) return [];
+  const by = new Map(big.map((r) => [r.batch, r]));
+  const each = (f: (r: TorchRow, o: Row) => number) =>
+    rows.map((r) => `${f2(f(r, by.get(r.batch)!))} at batch ${r.batch}`).join(", ");
+  return [
+    "",
+    "PyTorch on the same network and machine (section below, its native variant) takes for a step",
+    `${each((r, o) => r.variants.native.stepMs / o.forwardMs)} times ONNX Runtime's forward pass: the`,
+    "target asks for about PyTorch's own step time. Against it, ONNX Runtime's step takes",
+    `${each((r, o) => o.stepMs / r.variants.native.stepMs)} times as long and its forward pass`,
+    `${each((r, o) => o.forwardMs / r.variants.native.forwardMs)} times as long.`,
+  ];
+}
+
+/** The report's section on PyTorch: its step and forward pass beside ONNX Runtime's, batch by batch. */
+function torchSection(torch: TorchResult, rows: readonly Row[], threads: number): string[] {
+  const ort = new Map(rows.map((r) => [r.batch, r]));
+  const agree = (k: TorchVariant) =>
+    Math.max(...torch.rows.map((r) => Math.abs(r.variants[k].loss - r.ortLoss) / Math.abs(r.ortLoss)))
+      .toExponential(1);
+  const line = (r: TorchRow, k: TorchVariant) => {
+    const o = ort.get(r.batch)!, v = r.variants[k];
+    return `| ${r.batch} | ${k} | ${f1(v.stepMs)} | ${f1(v.forwardMs)} | ${f2(v.stepMs / v.forwardMs)} | ${
+      f1(o.stepMs)
+    } | ${f1(o.forwardMs)} | ${f2(o.ratio)} | ${f2(o.stepMs / v.stepMs)} | ${
+      f2(o.forwardMs / v.forwardMs)
+    } |`;
+  };
+  return [
+    "## PyTorch on the same network",
+    "",
+    `The same step in PyTorch ${torch.torch} on the same machine (${torch.threads} threads; ${threads} for ONNX`,
+    "Runtime), as the reference for what a mature autograd pays here (bench/train/torch.ts,",
+    "bench/train/torch_step.py). It runs the training graph's forward part node by node with PyTorch",
+    "operators, on the same batches, with the weights drawn at random (values do not change the work;",
+    "random weights make the loss depend on every layer, where the initial output convolution is zero);",
+    "PyTorch's autograd computes the gradients, and torch.optim.Adam, gradient clipping and the weight",
+    "average complete the step. Two variants, timed in turn: *graph* runs the nodes as they are",
+    `(${torch.nodes.graph} nodes: GroupNorm decomposed, SiLU as x·σ(x)); *native* replaces those by`,
+    `PyTorch's group_norm and silu (${torch.nodes.native} nodes), as a PyTorch model would be written.`,
+    "Forward: the same operators up to ε, without gradients. With those weights, every batch's loss agreed",
+    `with ONNX Runtime's to ${agree("graph")} (graph) and ${agree("native")} (native), relative;`,
+    "tests/bench/train_torch.test.ts also checks PyTorch's gradients against onnx/grad.ts's.",
+    "Medians of the same number of steps as above, run after them.",
+    "",
+    "| batch | PyTorch | step ms | forward ms | step ÷ forward | ORT step ms | ORT forward ms | ORT step ÷ forward | ORT step ÷ PyTorch step | ORT forward ÷ PyTorch forward |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...torch.rows.flatMap((r) => [line(r, "graph"), line(r, "native")]),
+    "",
+  ];
+}
+
 if (import.meta.main) {
   const f = parseTrainingFlags(Deno.args, DEFAULTS, { threads: 1, steps: 1, profileBatch: 1 });
   const batches = String(f.batches).split(",").map(Number);
   if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new Error(`--batches: ${f.batches}`);
+  const python = f.python || (await exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
+  if (f.torch && !(await torchVersion(python))) {
+    console.error(
+      `bench:train --torch needs PyTorch for ${python} (import torch failed): install it (Debian: ` +
+        "`sudo apt-get install -y python3-torch`, about 300 MB) or name another interpreter with --python.",
+    );
+    Deno.exit(2);
+  }
   const load = Deno.loadavg()[0];
   const digits = await loadDigits();
   const unet = buildMnistUNet();
@@ -148,6 +236,12 @@ if (import.meta.main) {
     } nodes; load ${load}`,
   );
   const rows: Row[] = [];
+  const torchBatches: TorchBatch[] = [];
+  // PyTorch's copy: the same graph with its weights drawn at random, so that the losses the two compute
+  // depend on every layer (timing does not depend on the values)
+  const lossModel = f.torch
+    ? randomizeWeights(meanSquaredErrorLoss(buildMnistUNet().model, "eps"), unet.params, 11)
+    : undefined;
   let ops: { train: OpTotal[]; forward: OpTotal[] } | undefined;
   let formulations:
     | { batch: number; block?: number; ms: Partial<Record<TrainingFormulation, number>> }
@@ -177,6 +271,7 @@ if (import.meta.main) {
 
     const feeds = data(0, rngStream(1, 0));
     const forwardFeeds: Feeds = { x: feeds.x, t: feeds.t, class: feeds.class };
+    if (lossModel) torchBatches.push({ batch, feeds, ortLoss: await lossOf(encodeModel(lossModel), feeds) });
     const forwardMs = await timeRuns(forwardBytes, forwardFeeds, f.threads, Math.max(f.steps, 5));
     const tFeeds = trainingFeeds(graph, feeds, params),
       outputs = [graph.loss, ...graph.params.map((p) => p.grad)];
@@ -235,10 +330,44 @@ if (import.meta.main) {
     );
   }
 
+  let torch: TorchResult | undefined;
+  if (lossModel) {
+    log(`PyTorch on the same graph (${python}) …`);
+    torch = await torchReference({
+      python,
+      model: lossModel,
+      params: unet.params,
+      eps: "eps",
+      loss: "loss",
+      batches: torchBatches,
+      threads: f.threads,
+      steps: f.steps,
+      optimizer: {
+        lr: 1e-4,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        clip: 1,
+        average: TRAIN_DEFAULTS.ema,
+      },
+    });
+    for (const r of torch.rows) {
+      for (const [k, v] of Object.entries(r.variants)) {
+        log(
+          `PyTorch (${k}) batch ${r.batch}: step ${f1(v.stepMs)} ms, forward ${f1(v.forwardMs)} ms, ratio ${
+            f2(v.stepMs / v.forwardMs)
+          }; loss ${v.loss} (ORT ${r.ortLoss})`,
+        );
+      }
+    }
+  }
+
   const md = [
     "# Training throughput (mnist-unet)",
     "",
-    "Generated by `deno task bench:train` (bench/train.ts); do not edit by hand.",
+    `Generated by \`deno task bench:train${
+      f.torch ? " --torch" : ""
+    }\` (bench/train.ts); do not edit by hand.`,
     `Machine: ${navigator.hardwareConcurrency} cores, ONNX Runtime CPU, ${f.threads} intra-op threads; ` +
     `1-minute load average when the run started: ${load.toFixed(2)} (no training run shared the cores).`,
     `Date: ${
@@ -276,6 +405,7 @@ if (import.meta.main) {
         "constants, as in the forward graph; formulation 3 (below) moves the training graph's convolutions",
         "there (compare the Conv row's two GFLOP/s). The weight gradients stay matrix products of copied",
         "windows (FusedMatMul, Slice, Transpose).",
+        ...torchTargetLines(torch, big),
         "",
       ];
     })(),
@@ -308,6 +438,7 @@ if (import.meta.main) {
       ]
       : []),
   ];
+  if (torch) md.push(...torchSection(torch, rows, f.threads));
   if (ops) {
     md.push(
       `## Where the time goes (batch ${f.profileBatch}, ORT's profiler, ms per run)`,
@@ -322,7 +453,7 @@ if (import.meta.main) {
   await writeAtomic(
     `${f.out}.json`,
     JSON.stringify(
-      { date: new Date().toISOString(), threads: f.threads, load, rows, ops, formulations },
+      { date: new Date().toISOString(), threads: f.threads, load, rows, ops, formulations, torch },
       null,
       2,
     ) + "\n",
