@@ -1,8 +1,9 @@
 /**
  * PyTorch as the reference for `deno task bench:train --torch`: the same training graph (the loss of the
  * preconditioned U-Net F), the same weights and batches, run node by node with PyTorch operators and
- * differentiated by PyTorch's autograd (bench/train/torch_step.py). The loss both compute on the first
- * batch is compared, so the two time the same network.
+ * differentiated by PyTorch's autograd (bench/train/torch_step.py). The losses both compute on every
+ * batch are compared, so the two are seen to time the same network (tests/bench/train_torch.test.ts
+ * also compares the gradients with onnx/grad.ts's).
  */
 import type { TensorInit } from "../../onnx/ort.ts";
 import { attributeValue } from "../../onnx/proto/attributes.ts";
