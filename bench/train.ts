@@ -3,11 +3,12 @@
  * batch, on this machine's CPU through ONNX Runtime. Writes docs/training.md and docs/training.json.
  *
  *     deno task bench:train [--batches 16,64,128] [--threads 2] [--steps 6] [--profile-batch 64]
- *                           [--torch] [--python /usr/bin/python3] [--out docs/training]
+ *                           [--parallel 2] [--torch] [--python /usr/bin/python3] [--out docs/training]
  *
  * Per batch: the median of `--steps` timed training steps of `deno task train`'s graph (loss and gradients
- * of the preconditioned U-Net F in one ORT run, then Adam with clipping and the weight average, on the
- * same data pipeline), split into ORT / optimiser / batch preparation; the median of as many forward runs
+ * of the preconditioned U-Net F in ORT, split over `--parallel` sessions as the trainer does, then Adam
+ * with clipping and the weight average, on the same data pipeline), split into ORT / optimiser / batch
+ * preparation, and the same step in one session; the median of as many forward runs
  * of F alone; their ratio; and GFLOP/s of both from the matrix work ORT's profiler records (onnx/profile.ts).
  * At `--profile-batch`, the milliseconds per op type of the training graph and of the forward graph, and
  * the training graph's ORT time in each gradient formulation (training/common.ts), side by side.
@@ -34,6 +35,7 @@ import {
   loadDigits,
   log,
   onSetup,
+  parallelSetup,
   parseTrainingFlags,
   type TrainingFormulation,
   writeAtomic,
@@ -55,6 +57,7 @@ const DEFAULTS = {
   threads: TRAIN_DEFAULTS.threads,
   steps: 6,
   profileBatch: 64,
+  parallel: TRAIN_DEFAULTS.parallel,
   torch: false,
   python: "",
   out: "docs/training",
@@ -63,6 +66,8 @@ const DEFAULTS = {
 interface Row {
   batch: number;
   stepMs: number;
+  /** The step in one session of all the threads (the same as stepMs when --parallel is 1). */
+  oneSessionMs: number;
   ortMs: number;
   optimizerMs: number;
   batchMs: number;
@@ -248,26 +253,33 @@ if (import.meta.main) {
     | undefined;
   for (const batch of batches) {
     const data = preconditionedBatch(digits, batch, 0.1, vpLinearSchedule(), PRECONDITION, TIME_SAMPLING);
-    const trainer = await Trainer.create(graph, {
-      seed: 1,
-      lr: lrSchedule({ lr: 1e-4, warmup: 10 }),
-      clipNorm: 1,
-      ema: TRAIN_DEFAULTS.ema,
-      threads: f.threads,
-      batch: data,
-    });
-    await trainer.step(); // the first run allocates
-    const before = { ...trainer.timings }, times: number[] = [];
-    for (let s = 0; s < f.steps; s++) {
-      const a = performance.now();
-      await trainer.step();
-      times.push(performance.now() - a);
-    }
-    const per = (k: "ort" | "optimizer" | "batch") => (trainer.timings[k] - before[k]) / f.steps;
-    const params = Object.fromEntries(
-      Object.entries(trainer.params).map(([k, v]) => [k, Float32Array.from(v)]),
-    );
-    await trainer.release();
+    // the step as `deno task train` takes it (its --parallel default), then in one session for comparison
+    const steps = async (parallel: number) => {
+      const trainer = await Trainer.create(graph, {
+        seed: 1,
+        lr: lrSchedule({ lr: 1e-4, warmup: 10 }),
+        clipNorm: 1,
+        ema: TRAIN_DEFAULTS.ema,
+        ...parallelSetup(f.threads, parallel, batch),
+        prefetch: true,
+        batch: data,
+      });
+      await trainer.step(); // the first run allocates
+      const before = { ...trainer.timings }, times: number[] = [];
+      for (let s = 0; s < f.steps; s++) {
+        const a = performance.now();
+        await trainer.step();
+        times.push(performance.now() - a);
+      }
+      const per = (k: "ort" | "optimizer" | "batch") => (trainer.timings[k] - before[k]) / f.steps;
+      const params = Object.fromEntries(
+        Object.entries(trainer.params).map(([k, v]) => [k, Float32Array.from(v)]),
+      );
+      await trainer.release();
+      return { ms: median(times), per, params };
+    };
+    const { ms: stepMs, per, params } = await steps(f.parallel);
+    const oneSessionMs = f.parallel > 1 ? (await steps(1)).ms : stepMs;
 
     const feeds = data(0, rngStream(1, 0));
     const forwardFeeds: Feeds = { x: feeds.x, t: feeds.t, class: feeds.class };
@@ -309,12 +321,13 @@ if (import.meta.main) {
     const gflop = (t: OpTotal[]) => t.reduce((a, o) => a + o.gflop, 0);
     const row: Row = {
       batch,
-      stepMs: median(times),
+      stepMs,
+      oneSessionMs,
       ortMs: per("ort"),
       optimizerMs: per("optimizer"),
       batchMs: per("batch"),
       forwardMs,
-      ratio: median(times) / forwardMs,
+      ratio: stepMs / forwardMs,
       trainGflop: gflop(train),
       forwardGflop: gflop(forward),
       trainGflops: gflop(train) / (per("ort") / 1000),
@@ -326,7 +339,7 @@ if (import.meta.main) {
         f1(row.optimizerMs)
       }, batch ${f1(row.batchMs)}); forward ${f1(forwardMs)} ms; ratio ${f2(row.ratio)}; ${
         f1(row.trainGflops)
-      } / ${f1(row.forwardGflops)} GFLOP/s`,
+      } / ${f1(row.forwardGflops)} GFLOP/s; one session ${f1(oneSessionMs)} ms`,
     );
   }
 
@@ -374,18 +387,35 @@ if (import.meta.main) {
       new Date().toISOString().slice(0, 10)
     }. Model: ${unet.count} parameters (training/unet.ts, training/train.ts).`,
     "",
-    "A training step is `deno task train`'s: one ORT run of the training graph (loss and all gradients of the",
-    "preconditioned network F, built by onnx/grad.ts), then Adam, gradient clipping and the weight average in",
-    "JavaScript, and the batch drawn from the digits. Forward: one ORT run of F alone on the same batch.",
-    `Medians of ${f.steps} steps / runs after a warm-up. GFLOP/s count Conv, ConvTranspose, MatMul and Gemm work`,
-    "(2 FLOPs per multiply-add) from the shapes ORT's profiler records, over ORT's time.",
+    "A training step is `deno task train`'s: the loss and all gradients of the preconditioned network F (the",
+    `training graph built by onnx/grad.ts) in ORT — as \`--parallel ${f.parallel}\` runs it${
+      f.parallel > 1
+        ? `: the batch split over ${f.parallel} sessions of ${
+          f.threads / f.parallel
+        } thread(s) each, on their own threads, their gradients averaged (training/parallel.ts)`
+        : ": one session"
+    } —`,
+    "then Adam, gradient clipping and the weight average in JavaScript, and the batch drawn from the digits",
+    "(with `--parallel`, the next step's batch is drawn while the workers compute; the ORT, optimiser and",
+    "batch columns are means per step, the others medians).",
+    `Forward: one ORT run of F alone on the same batch, ${f.threads} threads. ${f.steps} steps / runs after a`,
+    "warm-up. GFLOP/s count Conv, ConvTranspose, MatMul and Gemm work (2 FLOPs per multiply-add) from the",
+    "shapes ORT's profiler records (one session), over the ORT time of the step.",
+    ...(f.parallel > 1
+      ? [
+        `The last two columns: the same step in one session of ${f.threads} threads (\`--parallel 1\`, the shipped`,
+        "runs' setting), timed after it.",
+      ]
+      : []),
     "",
-    "| batch | step ms | ORT ms | optimiser ms | batch ms | forward ms | step ÷ forward | training GFLOP | training GFLOP/s | forward GFLOP/s |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| batch | step ms | ORT ms | optimiser ms | batch ms | forward ms | step ÷ forward | training GFLOP | training GFLOP/s | forward GFLOP/s | one session: step ms | one session: step ÷ forward |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...rows.map((r) =>
       `| ${r.batch} | ${f1(r.stepMs)} | ${f1(r.ortMs)} | ${f1(r.optimizerMs)} | ${f1(r.batchMs)} | ${
         f1(r.forwardMs)
-      } | ${f2(r.ratio)} | ${f2(r.trainGflop)} | ${f1(r.trainGflops)} | ${f1(r.forwardGflops)} |`
+      } | ${f2(r.ratio)} | ${f2(r.trainGflop)} | ${f1(r.trainGflops)} | ${f1(r.forwardGflops)} | ${
+        f1(r.oneSessionMs)
+      } | ${f2(r.oneSessionMs / r.forwardMs)} |`
     ),
     "",
     ...(() => {
@@ -404,7 +434,10 @@ if (import.meta.main) {
         "Runtime runs a convolution on its fast blocked (NCHWc) kernels by itself only when the weights are",
         "constants, as in the forward graph; formulation 3 (below) moves the training graph's convolutions",
         "there (compare the Conv row's two GFLOP/s). The weight gradients stay matrix products of copied",
-        "windows (FusedMatMul, Slice, Transpose).",
+        "windows (FusedMatMul, Slice, Transpose). Those many small and memory-bound nodes spread over ORT's",
+        "intra-op threads less well than a forward pass's few large ones, which is why sessions of one thread",
+        "on parts of the batch (`--parallel`, the default of `deno task train`) step faster than one session",
+        "of all the threads (the table's last columns).",
         ...torchTargetLines(torch, big),
         "",
       ];

@@ -131,6 +131,8 @@ export interface Segment {
   threads: number;
   /** The gradient formulation the segment's steps used (onnx/grad.ts); absent in records from before 2: 1. */
   formulation?: number;
+  /** Data-parallel sessions (`--parallel`, training/parallel.ts) sharing `threads`; absent: 1. */
+  parallel?: number;
   seconds: number;
   started: string;
   finished: string;
@@ -149,6 +151,7 @@ export class Segments {
     readonly from: number,
     readonly threads: number,
     readonly formulation: TrainingFormulation,
+    readonly parallel = 1,
   ) {
     this.#earlier = (earlier ?? [])
       .filter((s) => s.from_step < from)
@@ -164,6 +167,7 @@ export class Segments {
       to_step: step,
       threads: this.threads,
       formulation: this.formulation,
+      ...(this.parallel > 1 ? { parallel: this.parallel } : {}),
       seconds: (now.getTime() - this.#started.getTime()) / 1000,
       started: this.#started.toISOString(),
       finished: now.toISOString(),
@@ -217,6 +221,27 @@ export function onSetup(graph: TrainingGraph, setup: GradientSetup): TrainingGra
   return setup.block === undefined
     ? graph
     : { ...graph, model: blockedConvolutions(graph.model, setup.block).model };
+}
+
+/**
+ * `--threads T --parallel P` (and `--batch`), checked: P data-parallel sessions (training/parallel.ts) of
+ * T/P threads each, on 1/P of every batch. Returns the Trainer's `threads` (per session) and `parallel`.
+ */
+export function parallelSetup(
+  threads: number,
+  parallel: number,
+  batch?: number,
+): { threads: number; parallel: number } {
+  if (!Number.isInteger(parallel) || parallel < 1) {
+    throw new UsageError("--parallel", `${parallel} is not a number of sessions (1 or more)`);
+  }
+  if (threads % parallel !== 0) {
+    throw new UsageError("--parallel", `${parallel} sessions do not share --threads ${threads} equally`);
+  }
+  if (batch !== undefined && batch % parallel !== 0) {
+    throw new UsageError("--parallel", `a batch of ${batch} does not split into ${parallel} equal parts`);
+  }
+  return { threads: threads / parallel, parallel };
 }
 
 /** A JSON file's value, or undefined when there is no such file. */

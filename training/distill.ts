@@ -11,11 +11,12 @@
  *                       [--targets 32768] [--refresh 0] [--focus 0.7 [--focus-from 0.25] [--focus-to 0.85]]
  *                       [--seed 1]
  *                       [--threads 2] [--model models/mnist-unet] [--ckpt training/checkpoints/mnist-unet-head]
- *                       [--eval-every 1000] [--max-minutes 0] [--stop-at 0] [--formulation 3]
+ *                       [--eval-every 1000] [--max-minutes 0] [--stop-at 0] [--formulation 3] [--parallel 1]
  *
  * The defaults are the shipped head's recipe (its distill.json records the flags), except `--formulation`:
  * how the gradients are computed (training/common.ts; 3, the default, is the fastest, 1 reproduces the
- * shipped head bit for bit). `--width`, `--depth`,
+ * shipped head bit for bit). `--parallel P` splits every batch over P sessions sharing `--threads`
+ * (training/parallel.ts); a head's graph is small enough that 1, the default, is as fast. `--width`, `--depth`,
  * `--kernel`, `--stride`, `--derived` and `--coarse` shape the head (training/head.ts); `--targets N` computes N samples' targets
  * once and draws every batch from them, `--refresh S` replaces them by the next N samples every S steps
  * (more distinct samples, one set in memory), and `--focus P` draws a sample with t in

@@ -50,6 +50,7 @@ import {
   type LrSchedule,
   TrainError,
 } from "./optimizer.ts";
+import { ParallelGradients } from "./parallel.ts";
 
 export { type FloatArray, TrainError } from "./optimizer.ts";
 
@@ -76,8 +77,19 @@ export interface TrainerOptions {
   ema?: number;
   /** Initial parameter values (default: the values the forward model held). */
   init?: Readonly<Record<string, FloatArray>>;
-  /** ORT intra-op threads (default 1: bit-reproducible). */
+  /** ORT intra-op threads per session (default 1: bit-reproducible). */
   threads?: number;
+  /**
+   * Data-parallel workers (training/parallel.ts): every batch split into this many equal parts, each on
+   * its own session and thread, the results averaged (default 1: one session in this thread). Each run
+   * is deterministic for a given value; different values round differently.
+   */
+  parallel?: number;
+  /**
+   * With `parallel`, draw the next step's batch while the workers compute this one's (default false).
+   * Only for a `batch` that is a function of its step and stream alone, as documented above.
+   */
+  prefetch?: boolean;
   /** Execution providers to try (default ["cpu"]). */
   providers?: readonly Provider[];
 }
@@ -129,10 +141,12 @@ export class Trainer {
   readonly timings: Timings = { batch: 0, ort: 0, optimizer: 0, steps: 0 };
   readonly #adam: Adam;
   readonly #lr: LrSchedule;
+  /** The batch drawn ahead for a step (`prefetch`). */
+  #prefetched?: { step: number; feeds: Batch };
 
   private constructor(
     readonly graph: TrainingGraph,
-    readonly session: InferenceSession,
+    readonly session: InferenceSession | ParallelGradients,
     readonly options: TrainerOptions,
     params: Record<string, FloatArray>,
   ) {
@@ -157,10 +171,10 @@ export class Trainer {
       if (init.length !== size) throw new TrainError(`'${p.name}': ${init.length} values for ${size}`);
       params[p.name] = p.dtype === "float64" ? Float64Array.from(init) : Float32Array.from(init);
     }
-    const { session } = await createSession(encodeModel(graph.model), {
-      providers: options.providers ?? ["cpu"],
-      threads: options.threads ?? 1,
-    });
+    const providers = options.providers ?? ["cpu"], threads = options.threads ?? 1;
+    const session = (options.parallel ?? 1) > 1
+      ? await ParallelGradients.create(graph, options.parallel!, threads, providers)
+      : (await createSession(encodeModel(graph.model), { providers, threads })).session;
     return new Trainer(graph, session, options, params);
   }
 
@@ -214,12 +228,29 @@ export class Trainer {
   /** Loss and gradients at the current parameters for the batch of step `step` (no update). */
   async evaluate(step = this.state.step): Promise<{ loss: number; grads: Record<string, FloatArray> }> {
     const t0 = performance.now();
+    const ready = this.#prefetched?.step === step ? this.#prefetched.feeds : undefined;
+    this.#prefetched = undefined;
     const feeds: Record<string, TensorInit> = {
-      ...this.options.batch(step, rngStream(this.state.seed, step)),
+      ...(ready ?? this.options.batch(step, rngStream(this.state.seed, step))),
     };
     const t1 = performance.now();
     for (const name of this.graph.inputs) {
       if (!feeds[name]) throw new TrainError(`batch of step ${step} has no '${name}'`);
+    }
+    if (this.session instanceof ParallelGradients) {
+      let drawing = 0;
+      const next = step + 1, seed = this.state.seed;
+      const prefetch = this.options.prefetch
+        ? () => {
+          const a = performance.now();
+          this.#prefetched = { step: next, feeds: this.options.batch(next, rngStream(seed, next)) };
+          drawing = performance.now() - a;
+        }
+        : undefined;
+      const r = await this.session.run(feeds, this.state.params, prefetch);
+      this.timings.batch += t1 - t0 + drawing;
+      this.timings.ort += performance.now() - t1 - drawing;
+      return r;
     }
     for (const p of this.graph.params) {
       const data = this.state.params[p.name];
@@ -300,6 +331,7 @@ export class Trainer {
 
   /** Releases the ORT session. */
   async release(): Promise<void> {
+    if (this.session instanceof ParallelGradients) return this.session.release();
     await this.session.release?.();
   }
 }

@@ -45,6 +45,11 @@ export const DISTILL_DEFAULTS = {
   stopAt: 0,
   /** The gradient formulation (training/common.ts); 1 reproduces the shipped head's run bit for bit. */
   formulation: 3,
+  /**
+   * Data-parallel sessions sharing `threads` (training/parallel.ts). 1: a head's training graph is small,
+   * and splitting it was measured no faster on 2 cores.
+   */
+  parallel: 1,
 };
 
 /**
@@ -102,6 +107,7 @@ export const INTEGER_FLAGS = {
   evalEvery: 0,
   stopAt: 0,
   formulation: 1,
+  parallel: 1,
 };
 
 /**
@@ -148,5 +154,14 @@ export function refreshOf(f: { refresh: number; targets: number }): void {
 /** The flags the training loop reads (both programs). */
 export type LoopFlags = Pick<
   typeof DISTILL_DEFAULTS,
-  "steps" | "every" | "progress" | "evalEvery" | "maxMinutes" | "stopAt" | "ckpt" | "threads" | "formulation"
+  | "steps"
+  | "every"
+  | "progress"
+  | "evalEvery"
+  | "maxMinutes"
+  | "stopAt"
+  | "ckpt"
+  | "threads"
+  | "formulation"
+  | "parallel"
 >;

@@ -13,6 +13,7 @@ import {
   formatSeconds,
   gradientSetup,
   log,
+  parallelSetup,
   parseTrainingFlags,
   readJsonIfExists,
   writeAtomic,
@@ -103,6 +104,7 @@ async function folderData(
 /** `deno task distill --model NAME` for any model folder whose JVP can be derived. */
 export async function distillFolder(argv: string[], dir: string): Promise<void> {
   const f = parseTrainingFlags(argv, FOLDER_DISTILL_DEFAULTS, { ...INTEGER_FLAGS, pool: 1, poolNfe: 2 });
+  parallelSetup(f.threads, f.parallel, f.batch);
   const setup = await gradientSetup(f.formulation);
   f.formulation = setup.formulation;
   f.model = dir;

@@ -11,6 +11,7 @@ import {
   gradientSetup,
   loadDigits,
   log,
+  parallelSetup,
   parseTrainingFlags,
   SIZE,
   writeAtomic,
@@ -53,6 +54,7 @@ function noisy(
 /** `deno task distill` on mnist-unet: the digits are the data (see the module's comment). */
 export async function distillMnist(argv: string[]): Promise<void> {
   const f = parseTrainingFlags(argv, DISTILL_DEFAULTS, INTEGER_FLAGS);
+  parallelSetup(f.threads, f.parallel, f.batch);
   const setup = await gradientSetup(f.formulation);
   f.formulation = setup.formulation;
   f.model = resolveModelDir(f.model);

@@ -7,6 +7,7 @@ import {
   formatSeconds,
   gradFormulation,
   log,
+  parallelSetup,
   readJsonIfExists,
   type Segment,
   Segments,
@@ -47,7 +48,13 @@ export class DistillRun {
     const upTo = <T extends { step: number }>(v: T[] | undefined) => (v ?? []).filter((h) => h.step <= first);
     this.history = upTo(earlier?.loss_history);
     this.evalHistory = upTo(earlier?.eval_history);
-    this.segments = new Segments(earlier?.segments, first, f.threads, gradFormulation(f.formulation));
+    this.segments = new Segments(
+      earlier?.segments,
+      first,
+      f.threads,
+      gradFormulation(f.formulation),
+      f.parallel,
+    );
   }
 
   /** The record of the run so far, kept beside the checkpoint: a resumed run continues it. */
@@ -151,6 +158,7 @@ export async function headTrainer(
     minLr: number;
     ema: number;
     threads: number;
+    parallel: number;
     ckpt: string;
   },
   graph: TrainingGraph,
@@ -161,7 +169,7 @@ export async function headTrainer(
     lr: warmupCosine(f),
     clipNorm: 1,
     ema: f.ema,
-    threads: f.threads,
+    ...parallelSetup(f.threads, f.parallel),
     batch: () => {
       if (!current) throw new Error("no batch prepared");
       return current;
