@@ -128,6 +128,15 @@ export class ParallelGradients {
           errorBuffer,
         };
         await reply(worker, { kind: "init", init }, "ready");
+        // a worker that dies ends the step it was on with its error instead of leaving it waiting
+        const part = parts[index];
+        worker.onerror = (e: ErrorEvent) => {
+          e.preventDefault();
+          writeError(part.error, `the worker stopped: ${e.message}`);
+          const ctrl = new Int32Array(control);
+          Atomics.store(ctrl, workers + index, FAILED);
+          Atomics.notify(ctrl, workers + index);
+        };
       }
     } catch (e) {
       for (const p of parts) p.worker.terminate();
@@ -250,9 +259,20 @@ function checkMeanLoss(graph: TrainingGraph): void {
   }
 }
 
-/** Posts `message` to `worker` and waits for its answer of kind `kind` (an error answer throws). */
+/** Writes an error's text where a worker's errors go: an Int32 length, then UTF-8. */
+export function writeError(buffer: Uint8Array, message: string): void {
+  const text = new TextEncoder().encode(message).slice(0, buffer.length - 4);
+  new DataView(buffer.buffer).setInt32(0, text.length);
+  buffer.set(text, 4);
+}
+
+/**
+ * Posts `message` to `worker` and waits for its answer of kind `kind` (an error answer, or the worker's
+ * death, throws); the worker's error handler is restored afterwards.
+ */
 function reply(worker: Worker, message: unknown, kind: string): Promise<void> {
-  return new Promise((resolve, reject) => {
+  const onerror = worker.onerror;
+  return new Promise<void>((resolve, reject) => {
     worker.onmessage = (e: MessageEvent) => {
       const m = e.data as { kind: string; message?: string };
       if (m.kind === kind) resolve();
@@ -263,5 +283,7 @@ function reply(worker: Worker, message: unknown, kind: string): Promise<void> {
       reject(new TrainError(`parallel worker: ${e.message}`));
     };
     worker.postMessage(message);
+  }).finally(() => {
+    worker.onerror = onerror;
   });
 }

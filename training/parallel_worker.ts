@@ -5,7 +5,7 @@
  */
 import { createSession, runSession, type TensorInit } from "../onnx/ort.ts";
 import type { InferenceSession } from "../onnx/ort.ts";
-import { FAILED, type FeedLayout, OK, STOP, type WorkerInit } from "./parallel.ts";
+import { FAILED, type FeedLayout, OK, STOP, type WorkerInit, writeError } from "./parallel.ts";
 
 const worker = self as unknown as {
   onmessage: ((e: MessageEvent) => void) | null;
@@ -54,12 +54,7 @@ async function loop(): Promise<void> {
       results[0] = Number(out[init!.loss].data[0]);
       for (const p of init!.params) results.set(out[p.grad].data as Float32Array, 1 + p.offset);
     } catch (e) {
-      const text = new TextEncoder().encode(e instanceof Error ? e.message : String(e)).slice(
-        0,
-        error.length - 4,
-      );
-      new DataView(error.buffer).setInt32(0, text.length);
-      error.set(text, 4);
+      writeError(error, e instanceof Error ? e.message : String(e));
       done = FAILED;
     }
     Atomics.store(ctrl, workers + index, done);
