@@ -247,7 +247,8 @@ export class Trainer {
           drawing = performance.now() - a;
         }
         : undefined;
-      const r = await this.session.run(feeds, this.state.params, prefetch);
+      const data = Object.fromEntries(this.graph.inputs.map((name) => [name, feeds[name]]));
+      const r = await this.session.run(data, this.state.params, prefetch);
       this.timings.batch += t1 - t0 + drawing;
       this.timings.ort += performance.now() - t1 - drawing;
       return r;
