@@ -3,7 +3,7 @@
  * batch, on this machine's CPU through ONNX Runtime. Writes docs/training.md and docs/training.json.
  *
  *     deno task bench:train [--batches 16,64,128] [--threads 2] [--steps 6] [--profile-batch 64]
- *                           [--parallel 2] [--torch] [--python /usr/bin/python3] [--out docs/training]
+ *                           [--parallel 0] [--torch] [--python /usr/bin/python3] [--out docs/training]
  *
  * Per batch: the median of `--steps` timed training steps of `deno task train`'s graph (loss and gradients
  * of the preconditioned U-Net F in ORT, split over `--parallel` sessions as the trainer does, then Adam
@@ -212,7 +212,8 @@ function torchSection(torch: TorchResult, rows: readonly Row[], threads: number)
 }
 
 if (import.meta.main) {
-  const f = parseTrainingFlags(Deno.args, DEFAULTS, { threads: 1, steps: 1, profileBatch: 1 });
+  const f = parseTrainingFlags(Deno.args, DEFAULTS, { threads: 1, steps: 1, profileBatch: 1, parallel: 0 });
+  f.parallel = parallelSetup(f.threads, f.parallel).parallel;
   const batches = String(f.batches).split(",").map(Number);
   if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new Error(`--batches: ${f.batches}`);
   const python = f.python || (await exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3");

@@ -225,15 +225,17 @@ export function onSetup(graph: TrainingGraph, setup: GradientSetup): TrainingGra
 
 /**
  * `--threads T --parallel P` (and `--batch`), checked: P data-parallel sessions (training/parallel.ts) of
- * T/P threads each, on 1/P of every batch. Returns the Trainer's `threads` (per session) and `parallel`.
+ * T/P threads each, on 1/P of every batch. P = 0 chooses: 2 when T and the batch are even, else 1.
+ * Returns the Trainer's `threads` (per session) and `parallel` (as chosen).
  */
 export function parallelSetup(
   threads: number,
   parallel: number,
   batch?: number,
 ): { threads: number; parallel: number } {
+  if (parallel === 0) parallel = threads % 2 === 0 && (batch ?? 0) % 2 === 0 ? 2 : 1;
   if (!Number.isInteger(parallel) || parallel < 1) {
-    throw new UsageError("--parallel", `${parallel} is not a number of sessions (1 or more)`);
+    throw new UsageError("--parallel", `${parallel} is not a number of sessions (0 to choose, or 1 or more)`);
   }
   if (threads % parallel !== 0) {
     throw new UsageError("--parallel", `${parallel} sessions do not share --threads ${threads} equally`);

@@ -5,7 +5,7 @@
  *     deno task train [--steps 20000] [--batch 64] [--lr 5e-4] [--min-lr 2e-5] [--warmup 500] [--ema 0.9995]
  *                     [--threads 2] [--seed 1] [--out models/mnist-unet] [--ckpt training/checkpoints/mnist-unet]
  *                     [--every 250] [--max-minutes 0] [--stop-at 0] [--resume] [--export-only] [--formulation 3]
- *                     [--parallel 2]
+ *                     [--parallel 0]
  *
  * Recipe (models/mnist-unet/README.md): pixels scaled to [−1, 1]; EDM-style preconditioning on the VP-linear
  * schedule (β_min 0.1, β_max 20; training/precondition.ts), so the network F is trained with unit weight
@@ -17,8 +17,9 @@
  * thread count), resumed or not. `--formulation` picks how the gradients are computed (training/common.ts:
  * 3, the default, is the fastest; 1 reproduces the runs recorded before 2 existed, the shipped ones
  * included). `--parallel P` splits every batch over P sessions of threads/P threads each, on their own
- * threads (training/parallel.ts), and averages their gradients: on 2 cores, 2 (the default) steps faster
- * than one session of 2 threads (docs/training.md); the shipped runs used 1.
+ * threads (training/parallel.ts), and averages their gradients: on 2 cores, 2 sessions step faster than
+ * one session of 2 threads (docs/training.md). 0, the default, chooses 2 when `--threads` and `--batch`
+ * are even, else 1; the shipped runs used 1.
  *
  * Checkpoints (parameters, Adam moments, the average; atomic) go to `--ckpt` every `--every` steps and
  * when the run stops. A checkpoint already there is continued only with `--resume`, and only by a run of
@@ -127,8 +128,11 @@ export const TRAIN_DEFAULTS = {
   exportOnly: false,
   /** The gradient formulation (training/common.ts); 1 reproduces the shipped segments bit for bit. */
   formulation: 3,
-  /** Data-parallel sessions sharing `threads` (training/parallel.ts); the shipped segments used 1. */
-  parallel: 2,
+  /**
+   * Data-parallel sessions sharing `threads` (training/parallel.ts); 0 chooses (2 when `threads` and
+   * `batch` are even, else 1); the shipped segments used 1.
+   */
+  parallel: 0,
 };
 
 /** The flags that decide a run's trajectory: a checkpoint is continued only by a run that shares them. */
@@ -215,10 +219,10 @@ if (import.meta.main) {
       progress: 1,
       stopAt: 0,
       formulation: 1,
-      parallel: 1,
+      parallel: 0,
     });
     gradFormulation(f.formulation);
-    parallelSetup(f.threads, f.parallel, f.batch);
+    f.parallel = parallelSetup(f.threads, f.parallel, f.batch).parallel;
   } catch (e) {
     log(`train: ${e instanceof Error ? e.message : e}`);
     Deno.exit(2);

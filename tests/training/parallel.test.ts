@@ -173,10 +173,13 @@ describe("data-parallel training", () => {
     }
   });
 
-  it("--parallel shares --threads and the batch equally, naming the flag when it cannot", () => {
+  it("--parallel shares --threads and the batch equally (0 chooses), naming the flag when it cannot", () => {
     assertEquals(parallelSetup(2, 2, 64), { threads: 1, parallel: 2 });
     assertEquals(parallelSetup(4, 2), { threads: 2, parallel: 2 });
-    assertThrows(() => parallelSetup(2, 0), UsageError, "--parallel: 0 is not a number of sessions");
+    assertEquals(parallelSetup(2, 0, 64), { threads: 1, parallel: 2 });
+    assertEquals(parallelSetup(2, 0, 63), { threads: 2, parallel: 1 });
+    assertEquals(parallelSetup(1, 0, 64), { threads: 1, parallel: 1 });
+    assertThrows(() => parallelSetup(2, -1), UsageError, "--parallel: -1 is not a number of sessions");
     assertThrows(() => parallelSetup(2, 3), UsageError, "--parallel: 3 sessions do not share --threads 2");
     assertThrows(() => parallelSetup(2, 2, 63), UsageError, "--parallel: a batch of 63 does not split");
   });

@@ -46,8 +46,8 @@ export const DISTILL_DEFAULTS = {
   /** The gradient formulation (training/common.ts); 1 reproduces the shipped head's run bit for bit. */
   formulation: 3,
   /**
-   * Data-parallel sessions sharing `threads` (training/parallel.ts). 1: a head's training graph is small,
-   * and splitting it was measured no faster on 2 cores.
+   * Data-parallel sessions sharing `threads` (training/parallel.ts; 0 chooses as `deno task train` does).
+   * 1: a head's training graph is small, and splitting it was measured no faster on 2 cores.
    */
   parallel: 1,
 };
@@ -107,7 +107,7 @@ export const INTEGER_FLAGS = {
   evalEvery: 0,
   stopAt: 0,
   formulation: 1,
-  parallel: 1,
+  parallel: 0,
 };
 
 /**

@@ -104,7 +104,7 @@ async function folderData(
 /** `deno task distill --model NAME` for any model folder whose JVP can be derived. */
 export async function distillFolder(argv: string[], dir: string): Promise<void> {
   const f = parseTrainingFlags(argv, FOLDER_DISTILL_DEFAULTS, { ...INTEGER_FLAGS, pool: 1, poolNfe: 2 });
-  parallelSetup(f.threads, f.parallel, f.batch);
+  f.parallel = parallelSetup(f.threads, f.parallel, f.batch).parallel;
   const setup = await gradientSetup(f.formulation);
   f.formulation = setup.formulation;
   f.model = dir;

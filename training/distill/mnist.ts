@@ -54,7 +54,7 @@ function noisy(
 /** `deno task distill` on mnist-unet: the digits are the data (see the module's comment). */
 export async function distillMnist(argv: string[]): Promise<void> {
   const f = parseTrainingFlags(argv, DISTILL_DEFAULTS, INTEGER_FLAGS);
-  parallelSetup(f.threads, f.parallel, f.batch);
+  f.parallel = parallelSetup(f.threads, f.parallel, f.batch).parallel;
   const setup = await gradientSetup(f.formulation);
   f.formulation = setup.formulation;
   f.model = resolveModelDir(f.model);
