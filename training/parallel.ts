@@ -8,9 +8,9 @@
  * 1/P of the batch each finish a step sooner than one session of P threads (docs/training.md measures it).
  *
  * The average equals the whole batch's loss and gradient when the loss is a mean over the batch, which
- * {@link ParallelGradients.create} checks (the loss is a ReduceMean over every axis of a [B] tensor). The
- * sums run in a fixed order, so a run is deterministic for a given P and thread count; different P give
- * different roundings, so a run's segments record P and a resumed run keeps it.
+ * {@link ParallelGradients.create} checks (the loss node is a ReduceMean over all axes). The sums run in
+ * a fixed order, so a run is deterministic for a given P and thread count; different P give different
+ * roundings, so a run's segments record P, and a resumed run continues bit for bit only with the same P.
  *
  * Parameters, feeds and results travel through SharedArrayBuffers, and each step is started and
  * finished through flags in a shared Int32Array, so a step sends no message.
