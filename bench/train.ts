@@ -145,14 +145,6 @@ function opTable(train: OpTotal[], forward: OpTotal[]): string[] {
   return lines;
 }
 
-/** The loss ONNX Runtime computes for `feeds` with the graph's own (initial) weights. */
-async function lossOf(model: Uint8Array, feeds: Feeds): Promise<number> {
-  const { session } = await createSession(model, { providers: ["cpu"], threads: 1 });
-  const out = await runSession(session, feeds, ["loss"]);
-  await session.release();
-  return Number(out.loss.data[0]);
-}
-
 /**
  * What PyTorch's step on the same network says about the target (after the target's paragraph): its step
  * in units of ONNX Runtime's forward pass, and the two runtimes' steps and forward passes against each other.
@@ -248,6 +240,10 @@ if (import.meta.main) {
   const lossModel = f.torch
     ? randomizeWeights(meanSquaredErrorLoss(buildMnistUNet().model, "eps"), unet.params, 11)
     : undefined;
+  // ONNX Runtime's loss on each batch with those weights, for PyTorch's to be compared with
+  const lossSession = lossModel
+    ? (await createSession(encodeModel(lossModel), { providers: ["cpu"], threads: 1 })).session
+    : undefined;
   let ops: { train: OpTotal[]; forward: OpTotal[] } | undefined;
   let formulations:
     | { batch: number; block?: number; ms: Partial<Record<TrainingFormulation, number>> }
@@ -284,7 +280,10 @@ if (import.meta.main) {
 
     const feeds = data(0, rngStream(1, 0));
     const forwardFeeds: Feeds = { x: feeds.x, t: feeds.t, class: feeds.class };
-    if (lossModel) torchBatches.push({ batch, feeds, ortLoss: await lossOf(encodeModel(lossModel), feeds) });
+    if (lossSession) {
+      const ortLoss = Number((await runSession(lossSession, feeds, ["loss"])).loss.data[0]);
+      torchBatches.push({ batch, feeds, ortLoss });
+    }
     const forwardMs = await timeRuns(forwardBytes, forwardFeeds, f.threads, Math.max(f.steps, 5));
     const tFeeds = trainingFeeds(graph, feeds, params),
       outputs = [graph.loss, ...graph.params.map((p) => p.grad)];
@@ -344,6 +343,7 @@ if (import.meta.main) {
     );
   }
 
+  await lossSession?.release();
   let torch: TorchResult | undefined;
   if (lossModel) {
     log(`PyTorch on the same graph (${python}) …`);
