@@ -17,7 +17,7 @@ let session: InferenceSession | undefined;
 let init: WorkerInit | undefined;
 let feeds: { layout: FeedLayout[]; bytes: Uint8Array } | undefined;
 
-/** The tensors of this worker's part of the batch: typed views of the shared feed buffer. */
+/** The tensors of this worker's part of the batch and the parameters, copied out of shared memory (ORT refuses it). */
 function partFeeds(params: Float32Array): Record<string, TensorInit> {
   const out: Record<string, TensorInit> = {};
   for (const f of feeds!.layout) {
